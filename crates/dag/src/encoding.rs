@@ -1,0 +1,68 @@
+//! The canonical, versioned wire and storage encoding.
+//!
+//! Layout: one version byte, then the value in BCS (a canonical serde format: one byte string
+//! per value, no trailing bytes, lengths bounded). Size is checked before any decoding, and
+//! every decoding failure is a typed [`DecodeError`]; nothing here panics on peer input.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::DecodeError;
+
+/// The encoding version written in the first byte.
+pub const ENCODING_VERSION: u8 = 1;
+
+/// The largest message any peer may send (a header with a full payload, or a sync response).
+pub const MESSAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Nesting depth BCS accepts while decoding.
+const CONTAINER_DEPTH_MAX: usize = 16;
+
+/// Encodes a value: version byte + BCS.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(ENCODING_VERSION);
+    bcs::serialize_into(&mut out, value).expect("types of this crate always serialize to BCS");
+    out
+}
+
+/// Decodes a value written by [`encode`], rejecting anything over `max_bytes`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], max_bytes: usize) -> Result<T, DecodeError> {
+    if bytes.len() > max_bytes {
+        return Err(DecodeError::Oversized {
+            len_bytes: bytes.len(),
+            max_bytes,
+        });
+    }
+    let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if version != ENCODING_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            found: version,
+            expected: ENCODING_VERSION,
+        });
+    }
+    bcs::from_bytes_with_limit(body, CONTAINER_DEPTH_MAX).map_err(|e| DecodeError::Malformed {
+        reason: e.to_string(),
+    })
+}
+
+/// A hasher that BCS can write into, so digests need no intermediate buffer.
+pub(crate) struct HashWriter(pub blake3::Hasher);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// BLAKE3 over `domain || BCS(value)`.
+pub(crate) fn digest_of<T: Serialize>(domain: &[u8], value: &T) -> crate::types::Digest {
+    let mut w = HashWriter(blake3::Hasher::new());
+    w.0.update(domain);
+    bcs::serialize_into(&mut w, value).expect("types of this crate always serialize to BCS");
+    crate::types::Digest(*w.0.finalize().as_bytes())
+}

@@ -1,0 +1,204 @@
+//! The persistent [`ConsensusStore`] on redb: one redb write transaction per batch.
+//!
+//! Tables (values in the crate's canonical encoding):
+//! - `own_header`: `0 → SignedHeader` (the latest header we signed)
+//! - `votes`: `author → VoteRecord`
+//! - `certificates`: `digest → Certificate`
+//! - `certificates_by_round`: `round ‖ author ‖ digest → ()` (big-endian, so ranges are rounds)
+//! - `commits`: `index → CommitRecord`
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::encoding::{decode, encode, MESSAGE_BYTES_MAX};
+use crate::error::{DagError, DagResult};
+use crate::messages::{Certificate, SignedHeader};
+use crate::store::{CommitRecord, ConsensusStore, StoreBatch, VoteRecord};
+use crate::types::{AuthorityIndex, Digest, Round};
+
+const OWN_HEADER: TableDefinition<u8, &[u8]> = TableDefinition::new("own_header");
+const VOTES: TableDefinition<u32, &[u8]> = TableDefinition::new("votes");
+const CERTIFICATES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("certificates");
+const CERTIFICATES_BY_ROUND: TableDefinition<&[u8], ()> =
+    TableDefinition::new("certificates_by_round");
+const COMMITS: TableDefinition<u64, &[u8]> = TableDefinition::new("commits");
+
+fn storage<E: std::fmt::Display>(e: E) -> DagError {
+    DagError::Storage {
+        reason: e.to_string(),
+    }
+}
+
+fn corrupt<E: std::fmt::Display>(e: E) -> DagError {
+    DagError::CorruptStore {
+        reason: e.to_string(),
+    }
+}
+
+fn round_key(round: Round, author: AuthorityIndex, digest: &Digest) -> [u8; 44] {
+    let mut key = [0u8; 44];
+    key[..8].copy_from_slice(&round.0.to_be_bytes());
+    key[8..12].copy_from_slice(&author.0.to_be_bytes());
+    key[12..].copy_from_slice(digest.as_bytes());
+    key
+}
+
+/// A [`ConsensusStore`] in a redb file.
+#[derive(Debug)]
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store at `path`, creating its tables.
+    pub fn open(path: impl AsRef<Path>) -> DagResult<RedbStore> {
+        let db = Database::create(path).map_err(storage)?;
+        let txn = db.begin_write().map_err(storage)?;
+        {
+            txn.open_table(OWN_HEADER).map_err(storage)?;
+            txn.open_table(VOTES).map_err(storage)?;
+            txn.open_table(CERTIFICATES).map_err(storage)?;
+            txn.open_table(CERTIFICATES_BY_ROUND).map_err(storage)?;
+            txn.open_table(COMMITS).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        Ok(RedbStore { db })
+    }
+}
+
+impl ConsensusStore for RedbStore {
+    fn write(&mut self, batch: StoreBatch) -> DagResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            if let Some(h) = &batch.own_header {
+                let mut t = txn.open_table(OWN_HEADER).map_err(storage)?;
+                t.insert(0u8, encode(h).as_slice()).map_err(storage)?;
+            }
+            if !batch.votes.is_empty() {
+                let mut t = txn.open_table(VOTES).map_err(storage)?;
+                for (author, v) in &batch.votes {
+                    t.insert(author.0, encode(v).as_slice()).map_err(storage)?;
+                }
+            }
+            if !batch.certificates.is_empty() {
+                let mut t = txn.open_table(CERTIFICATES).map_err(storage)?;
+                let mut idx = txn.open_table(CERTIFICATES_BY_ROUND).map_err(storage)?;
+                for c in &batch.certificates {
+                    t.insert(c.digest().as_bytes(), encode(c).as_slice()).map_err(storage)?;
+                    idx.insert(round_key(c.round(), c.author(), &c.digest()).as_slice(), ())
+                        .map_err(storage)?;
+                }
+            }
+            if !batch.commits.is_empty() {
+                let mut t = txn.open_table(COMMITS).map_err(storage)?;
+                for c in &batch.commits {
+                    t.insert(c.index, encode(c).as_slice()).map_err(storage)?;
+                }
+            }
+        }
+        txn.commit().map_err(storage)
+    }
+
+    fn own_header(&self) -> DagResult<Option<SignedHeader>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let t = txn.open_table(OWN_HEADER).map_err(storage)?;
+        match t.get(0u8).map_err(storage)? {
+            Some(v) => Ok(Some(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn votes(&self) -> DagResult<BTreeMap<AuthorityIndex, VoteRecord>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let t = txn.open_table(VOTES).map_err(storage)?;
+        let mut out = BTreeMap::new();
+        for entry in t.iter().map_err(storage)? {
+            let (k, v) = entry.map_err(storage)?;
+            out.insert(
+                AuthorityIndex(k.value()),
+                decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn certificates_from(&self, round: Round) -> DagResult<Vec<Certificate>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let idx = txn.open_table(CERTIFICATES_BY_ROUND).map_err(storage)?;
+        let t = txn.open_table(CERTIFICATES).map_err(storage)?;
+        let start = round_key(round, AuthorityIndex(0), &Digest::default());
+        let mut out = Vec::new();
+        for entry in idx.range(start.as_slice()..).map_err(storage)? {
+            let (k, _) = entry.map_err(storage)?;
+            let key = k.value();
+            let digest: [u8; 32] = key
+                .get(12..44)
+                .and_then(|d| d.try_into().ok())
+                .ok_or_else(|| corrupt("short certificate index key"))?;
+            let v = t
+                .get(&digest)
+                .map_err(storage)?
+                .ok_or_else(|| corrupt(format!("index names missing certificate {}", Digest(digest))))?;
+            out.push(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?);
+        }
+        Ok(out)
+    }
+
+    fn certificate(&self, digest: &Digest) -> DagResult<Option<Certificate>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let t = txn.open_table(CERTIFICATES).map_err(storage)?;
+        match t.get(digest.as_bytes()).map_err(storage)? {
+            Some(v) => Ok(Some(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn commits_from(&self, index: u64) -> DagResult<Vec<CommitRecord>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let t = txn.open_table(COMMITS).map_err(storage)?;
+        let mut out = Vec::new();
+        for entry in t.range(index..).map_err(storage)? {
+            let (_, v) = entry.map_err(storage)?;
+            out.push(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?);
+        }
+        Ok(out)
+    }
+
+    fn last_commit(&self) -> DagResult<Option<CommitRecord>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let t = txn.open_table(COMMITS).map_err(storage)?;
+        let last = t.last().map_err(storage)?;
+        match last {
+            Some((_, v)) => Ok(Some(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn prune(&mut self, commits_below_index: u64, certificates_below_round: Round) -> DagResult<()> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut commits = txn.open_table(COMMITS).map_err(storage)?;
+            commits.retain_in(..commits_below_index, |_, _| false).map_err(storage)?;
+            let mut idx = txn.open_table(CERTIFICATES_BY_ROUND).map_err(storage)?;
+            let mut certs = txn.open_table(CERTIFICATES).map_err(storage)?;
+            let end = round_key(certificates_below_round, AuthorityIndex(0), &Digest::default());
+            let mut doomed = Vec::new();
+            for entry in idx.range(..end.as_slice()).map_err(storage)? {
+                let (k, _) = entry.map_err(storage)?;
+                doomed.push(k.value().to_vec());
+            }
+            for key in doomed {
+                idx.remove(key.as_slice()).map_err(storage)?;
+                if let Some(d) = key.get(12..44).and_then(|d| <[u8; 32]>::try_from(d).ok()) {
+                    certs.remove(&d).map_err(storage)?;
+                }
+            }
+        }
+        txn.commit().map_err(storage)
+    }
+}
