@@ -27,7 +27,9 @@ pub mod error;
 pub mod leader_schedule;
 pub mod messages;
 pub mod redb_store;
+pub mod sim;
 pub mod store;
+pub mod test_dag;
 pub mod types;
 pub mod validation;
 

@@ -18,9 +18,6 @@ use crate::types::{AuthorityIndex, Digest, Epoch, Round};
 pub struct Verified<T>(T);
 
 impl<T> Verified<T> {
-    pub(crate) fn new_unchecked(value: T) -> Verified<T> {
-        Verified(value)
-    }
     pub fn into_inner(self) -> T {
         self.0
     }
