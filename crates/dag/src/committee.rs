@@ -132,7 +132,8 @@ pub fn quorum_threshold(total: Stake) -> Stake {
 
 /// ⌊(total+2)/3⌋.
 pub fn validity_threshold(total: Stake) -> Stake {
-    ((total as u128 + 2) / 3) as Stake
+    // ⌊(total+2)/3⌋ = ⌈total/3⌉.
+    (total as u128).div_ceil(3) as Stake
 }
 
 /// Sums stake over distinct authorities: a second message from the same authority adds nothing.
@@ -193,7 +194,11 @@ mod tests {
         // n = 3f + 1
         for (n, q, v) in [(1, 1, 1), (4, 3, 2), (7, 5, 3), (10, 7, 4), (31, 21, 11)] {
             let c = committee(&vec![1; n]);
-            assert_eq!((c.quorum_threshold(), c.validity_threshold()), (q, v), "n={n}");
+            assert_eq!(
+                (c.quorum_threshold(), c.validity_threshold()),
+                (q, v),
+                "n={n}"
+            );
         }
     }
 
@@ -202,15 +207,30 @@ mod tests {
         assert!(Committee::new(Epoch(0), vec![]).is_err());
         let k = KeyPair::from_seed(1).public();
         let dup = vec![
-            Authority { public_key: k, stake: 1 },
-            Authority { public_key: k, stake: 1 },
+            Authority {
+                public_key: k,
+                stake: 1,
+            },
+            Authority {
+                public_key: k,
+                stake: 1,
+            },
         ];
         assert!(Committee::new(Epoch(0), dup).is_err());
-        let zero = vec![Authority { public_key: k, stake: 0 }];
+        let zero = vec![Authority {
+            public_key: k,
+            stake: 0,
+        }];
         assert!(Committee::new(Epoch(0), zero).is_err());
         let overflow = vec![
-            Authority { public_key: k, stake: u64::MAX },
-            Authority { public_key: KeyPair::from_seed(2).public(), stake: 1 },
+            Authority {
+                public_key: k,
+                stake: u64::MAX,
+            },
+            Authority {
+                public_key: KeyPair::from_seed(2).public(),
+                stake: 1,
+            },
         ];
         assert!(Committee::new(Epoch(0), overflow).is_err());
     }

@@ -19,8 +19,8 @@ use crate::messages::{
     EquivocationEvidence, Header, SignedHeader, SyncRequest, SyncResponse, Vote, VoteSignature,
 };
 use crate::store::{CommitRecord, ConsensusStore, StoreBatch, VoteRecord};
-use crate::validation::{Verified, VerifiedMessage};
 use crate::types::{AuthorityIndex, Digest, Round, TimestampMs, Transaction};
+use crate::validation::{Verified, VerifiedMessage};
 
 /// What the core asks its driver to do, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -256,7 +256,8 @@ impl<S: ConsensusStore> Core<S> {
                 });
             }
             self.headers.insert(c.digest(), c.signed_header().clone());
-            self.header_slots.insert((c.round(), c.author()), c.digest());
+            self.header_slots
+                .insert((c.round(), c.author()), c.digest());
             let is_committed = committed.contains(&c.digest());
             self.insert_vertex(c, is_committed, now);
         }
@@ -274,7 +275,9 @@ impl<S: ConsensusStore> Core<S> {
             });
             if !certified && header.round() >= self.gc_round {
                 self.add_own_vote(&header);
-                actions.push(Action::Broadcast(ConsensusMessage::Header((*header).clone())));
+                actions.push(Action::Broadcast(ConsensusMessage::Header(
+                    (*header).clone(),
+                )));
             }
         }
         self.try_propose(now, &mut actions);
@@ -348,12 +351,21 @@ impl<S: ConsensusStore> Core<S> {
         }
         self.check_window(from, header.round())?;
         if let Err(e) = self.record_header(&header, &mut actions) {
-            self.flush()?;
-            // The evidence is an action the caller must still see.
-            if actions.is_empty() {
-                return Err(e);
+            // After a restart the first header we see for a slot may not be the one we voted
+            // for; the one we voted for still gets its vote again.
+            let voted_for_this = self.last_votes.get(&header.author())
+                == Some(&VoteRecord {
+                    round: header.round(),
+                    digest: header.digest(),
+                });
+            if !voted_for_this {
+                self.flush()?;
+                // The evidence is an action the caller must still see.
+                if actions.is_empty() {
+                    return Err(e);
+                }
+                return Ok(actions);
             }
-            return Ok(actions);
         }
         let missing = self.missing_parents(header.header().parents.as_slice());
         if missing.is_empty() {
@@ -368,13 +380,8 @@ impl<S: ConsensusStore> Core<S> {
                     .insert(Waiter::Header(header.digest()));
             }
             self.request_missing(&missing, header.round().prev(), from, now, &mut actions);
-            self.pending_headers.insert(
-                header.digest(),
-                PendingHeader {
-                    header,
-                    missing,
-                },
-            );
+            self.pending_headers
+                .insert(header.digest(), PendingHeader { header, missing });
         }
         self.flush()?;
         Ok(actions)
@@ -484,9 +491,11 @@ impl<S: ConsensusStore> Core<S> {
             SyncRequest::Certificates { digests } => {
                 for d in digests.iter().take(self.config.sync_digests_max) {
                     let found = match self.accepted.get(d) {
-                        Some(r) => self.dag.get(&r.round).and_then(|v| v.get(&r.author)).map(|v| {
-                            v.certificate.clone()
-                        }),
+                        Some(r) => self
+                            .dag
+                            .get(&r.round)
+                            .and_then(|v| v.get(&r.author))
+                            .map(|v| v.certificate.clone()),
                         None => self.store.certificate(d).ok().flatten(),
                     };
                     if let Some(c) = found.filter(|c| c.round() > Round::GENESIS) {
@@ -542,7 +551,11 @@ impl<S: ConsensusStore> Core<S> {
         certificates.sort_by_key(|c| (c.round(), c.author()));
         for c in certificates {
             let c = c.into_inner();
-            if c.round() > self.highest_round.saturating_add(self.config.round_window_rounds) {
+            if c.round()
+                > self
+                    .highest_round
+                    .saturating_add(self.config.round_window_rounds)
+            {
                 continue;
             }
             self.process_certificate(from, c, now, &mut actions)?;
@@ -648,9 +661,14 @@ impl<S: ConsensusStore> Core<S> {
                     .certificates
                     .iter()
                     .map(|d| {
-                        self.store.certificate(d)?.ok_or_else(|| DagError::CorruptStore {
-                            reason: format!("commit {} names missing certificate {d}", record.index),
-                        })
+                        self.store
+                            .certificate(d)?
+                            .ok_or_else(|| DagError::CorruptStore {
+                                reason: format!(
+                                    "commit {} names missing certificate {d}",
+                                    record.index
+                                ),
+                            })
                     })
                     .collect::<DagResult<Vec<_>>>()?;
                 Ok(CommittedSubDag {
@@ -846,12 +864,20 @@ impl<S: ConsensusStore> Core<S> {
             self.batch.certificates.push(certificate.clone());
             self.insert_vertex(certificate, false, now);
             self.missing.remove(&digest);
-            if self.own.as_ref().is_some_and(|o| o.header.digest() == digest) {
+            if self
+                .own
+                .as_ref()
+                .is_some_and(|o| o.header.digest() == digest)
+            {
                 if let Some(own) = self.own.as_mut() {
                     own.certified = true;
                 }
             }
-            let waiters = self.waiters.remove(&digest).map(|(_, w)| w).unwrap_or_default();
+            let waiters = self
+                .waiters
+                .remove(&digest)
+                .map(|(_, w)| w)
+                .unwrap_or_default();
             for waiter in waiters {
                 match waiter {
                     Waiter::Certificate(child) => {
@@ -889,7 +915,8 @@ impl<S: ConsensusStore> Core<S> {
 
     fn insert_vertex(&mut self, certificate: Certificate, committed: bool, now: TimestampMs) {
         let round = certificate.round();
-        self.accepted.insert(certificate.digest(), certificate.reference());
+        self.accepted
+            .insert(certificate.digest(), certificate.reference());
         let vertices = self.dag.entry(round).or_default();
         vertices.insert(
             certificate.author(),
@@ -961,7 +988,11 @@ impl<S: ConsensusStore> Core<S> {
         let leader_digest = leader.certificate.digest();
         let (mut support, mut against) = (0, 0);
         for (author, v) in certificates.into_iter().flatten() {
-            if v.certificate.parents().iter().any(|p| p.digest == leader_digest) {
+            if v.certificate
+                .parents()
+                .iter()
+                .any(|p| p.digest == leader_digest)
+            {
                 support += self.committee.stake(*author);
             } else {
                 against += self.committee.stake(*author);
@@ -1018,7 +1049,9 @@ impl<S: ConsensusStore> Core<S> {
             certified: false,
         });
         self.add_own_vote(&header);
-        actions.push(Action::Broadcast(ConsensusMessage::Header((*header).clone())));
+        actions.push(Action::Broadcast(ConsensusMessage::Header(
+            (*header).clone(),
+        )));
         // A committee of one certifies its own header.
         if self.committee.stake(self.me) >= self.committee.quorum_threshold() {
             let own = self.own.as_mut().expect("just set");
@@ -1128,7 +1161,10 @@ impl<S: ConsensusStore> Core<S> {
             .chain(self.committee.indices().filter(|a| !referrers.contains(a)))
             .filter(|a| *a != self.me)
             .collect();
-        others.get(attempt % others.len().max(1)).copied().unwrap_or(self.me)
+        others
+            .get(attempt % others.len().max(1))
+            .copied()
+            .unwrap_or(self.me)
     }
 
     fn retry_fetches(&mut self, now: TimestampMs, actions: &mut Vec<Action>) {
@@ -1222,7 +1258,12 @@ impl<S: ConsensusStore> Core<S> {
             .get(&round)
             .into_iter()
             .flatten()
-            .filter(|(_, v)| v.certificate.parents().iter().any(|p| p.digest == leader_digest))
+            .filter(|(_, v)| {
+                v.certificate
+                    .parents()
+                    .iter()
+                    .any(|p| p.digest == leader_digest)
+            })
             .map(|(a, _)| self.committee.stake(*a))
             .sum();
         if support < self.committee.validity_threshold() {

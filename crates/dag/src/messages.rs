@@ -297,7 +297,9 @@ impl CommittedSubDag {
     }
 
     pub fn transactions(&self) -> impl Iterator<Item = &Transaction> {
-        self.certificates.iter().flat_map(|c| c.header().payload.iter())
+        self.certificates
+            .iter()
+            .flat_map(|c| c.header().payload.iter())
     }
 }
 

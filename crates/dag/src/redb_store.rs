@@ -89,7 +89,8 @@ impl ConsensusStore for RedbStore {
                 let mut t = txn.open_table(CERTIFICATES).map_err(storage)?;
                 let mut idx = txn.open_table(CERTIFICATES_BY_ROUND).map_err(storage)?;
                 for c in &batch.certificates {
-                    t.insert(c.digest().as_bytes(), encode(c).as_slice()).map_err(storage)?;
+                    t.insert(c.digest().as_bytes(), encode(c).as_slice())
+                        .map_err(storage)?;
                     idx.insert(round_key(c.round(), c.author(), &c.digest()).as_slice(), ())
                         .map_err(storage)?;
                 }
@@ -140,10 +141,12 @@ impl ConsensusStore for RedbStore {
                 .get(12..44)
                 .and_then(|d| d.try_into().ok())
                 .ok_or_else(|| corrupt("short certificate index key"))?;
-            let v = t
-                .get(&digest)
-                .map_err(storage)?
-                .ok_or_else(|| corrupt(format!("index names missing certificate {}", Digest(digest))))?;
+            let v = t.get(&digest).map_err(storage)?.ok_or_else(|| {
+                corrupt(format!(
+                    "index names missing certificate {}",
+                    Digest(digest)
+                ))
+            })?;
             out.push(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?);
         }
         Ok(out)
@@ -179,14 +182,24 @@ impl ConsensusStore for RedbStore {
         }
     }
 
-    fn prune(&mut self, commits_below_index: u64, certificates_below_round: Round) -> DagResult<()> {
+    fn prune(
+        &mut self,
+        commits_below_index: u64,
+        certificates_below_round: Round,
+    ) -> DagResult<()> {
         let txn = self.db.begin_write().map_err(storage)?;
         {
             let mut commits = txn.open_table(COMMITS).map_err(storage)?;
-            commits.retain_in(..commits_below_index, |_, _| false).map_err(storage)?;
+            commits
+                .retain_in(..commits_below_index, |_, _| false)
+                .map_err(storage)?;
             let mut idx = txn.open_table(CERTIFICATES_BY_ROUND).map_err(storage)?;
             let mut certs = txn.open_table(CERTIFICATES).map_err(storage)?;
-            let end = round_key(certificates_below_round, AuthorityIndex(0), &Digest::default());
+            let end = round_key(
+                certificates_below_round,
+                AuthorityIndex(0),
+                &Digest::default(),
+            );
             let mut doomed = Vec::new();
             for entry in idx.range(..end.as_slice()).map_err(storage)? {
                 let (k, _) = entry.map_err(storage)?;

@@ -124,7 +124,7 @@ impl SimConfig {
     /// Faults drawn from the seed: up to f faulty authorities (Byzantine or crashing), loss,
     /// duplication, long-tail delays and a partition, all before `heal_at_ms`.
     pub fn random(seed: u64, nodes: usize) -> SimConfig {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_fa17);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_fa17);
         let mut config = SimConfig::calm(seed, nodes);
         let f = (nodes - 1) / 3;
         let duration_ms = if nodes > 16 { 9_000 } else { 16_000 };
@@ -447,7 +447,9 @@ impl Simulator {
                 for i in 0..self.config.nodes {
                     let node = AuthorityIndex(i as u32);
                     let n = &mut self.nodes[i];
-                    let Some(core) = n.core.as_mut() else { continue };
+                    let Some(core) = n.core.as_mut() else {
+                        continue;
+                    };
                     let txs: Vec<Bytes> = (0..self.config.transactions_per_interval)
                         .map(|_| {
                             n.next_tx += 1;
@@ -604,7 +606,11 @@ impl Simulator {
         self.schedule_tick(node);
     }
 
-    fn corrupt(&mut self, behaviour: Option<Behaviour>, message: ConsensusMessage) -> ConsensusMessage {
+    fn corrupt(
+        &mut self,
+        behaviour: Option<Behaviour>,
+        message: ConsensusMessage,
+    ) -> ConsensusMessage {
         if behaviour != Some(Behaviour::InvalidSignatures) || !self.rng.gen_bool(0.5) {
             return message;
         }
@@ -626,14 +632,19 @@ impl Simulator {
     /// honest node sees both.
     fn equivocate(&mut self, node: AuthorityIndex, header: SignedHeader) {
         let mut twin: Header = header.header().clone();
-        twin.payload.push(Bytes::from(format!("twin/{node}/{}", header.round().0)));
+        twin.payload
+            .push(Bytes::from(format!("twin/{node}/{}", header.round().0)));
         let twin = SignedHeader::new(twin, self.committee.key(node));
         let others = self.others(node);
         let half = others.len() / 2;
         let first = Bytes::from(encode(&ConsensusMessage::Header(header)));
         let second = Bytes::from(encode(&ConsensusMessage::Header(twin)));
         for (i, to) in others.iter().enumerate() {
-            let bytes = if i < half { first.clone() } else { second.clone() };
+            let bytes = if i < half {
+                first.clone()
+            } else {
+                second.clone()
+            };
             self.send(node, *to, bytes);
         }
         self.send(node, others[0], second);
@@ -661,7 +672,9 @@ impl Simulator {
         };
         let junk = SignedHeader::new(junk, self.committee.key(node));
         let bytes = Bytes::from(encode(&ConsensusMessage::Header(junk)));
-        let garbage: Vec<u8> = (0..self.rng.gen_range(0..200)).map(|_| self.rng.gen()).collect();
+        let garbage: Vec<u8> = (0..self.rng.gen_range(0..200))
+            .map(|_| self.rng.gen())
+            .collect();
         for to in self.others(node) {
             self.send(node, to, bytes.clone());
             self.send(node, to, Bytes::from(garbage.clone()));
@@ -771,7 +784,8 @@ impl Simulator {
         }
         // Liveness after healing, with at most f faulty.
         let f = (self.config.nodes - 1) / 3;
-        let crashed: BTreeSet<AuthorityIndex> = self.config.crashes.iter().map(|c| c.node).collect();
+        let crashed: BTreeSet<AuthorityIndex> =
+            self.config.crashes.iter().map(|c| c.node).collect();
         let faulty: BTreeSet<AuthorityIndex> = self
             .config
             .byzantine

@@ -101,7 +101,8 @@ impl ConsensusStore for MemStore {
             self.votes.insert(author, v);
         }
         for c in batch.certificates {
-            self.by_round.insert((c.round(), c.author(), c.digest()), ());
+            self.by_round
+                .insert((c.round(), c.author(), c.digest()), ());
             self.certificates.insert(c.digest(), c);
         }
         for c in batch.commits {
@@ -137,18 +138,28 @@ impl ConsensusStore for MemStore {
     }
 
     fn commits_from(&self, index: u64) -> DagResult<Vec<CommitRecord>> {
-        Ok(self.commits.range(index..).map(|(_, c)| c.clone()).collect())
+        Ok(self
+            .commits
+            .range(index..)
+            .map(|(_, c)| c.clone())
+            .collect())
     }
 
     fn last_commit(&self) -> DagResult<Option<CommitRecord>> {
         Ok(self.commits.values().next_back().cloned())
     }
 
-    fn prune(&mut self, commits_below_index: u64, certificates_below_round: Round) -> DagResult<()> {
+    fn prune(
+        &mut self,
+        commits_below_index: u64,
+        certificates_below_round: Round,
+    ) -> DagResult<()> {
         self.commits = self.commits.split_off(&commits_below_index);
-        let keep = self
-            .by_round
-            .split_off(&(certificates_below_round, AuthorityIndex(0), Digest::default()));
+        let keep = self.by_round.split_off(&(
+            certificates_below_round,
+            AuthorityIndex(0),
+            Digest::default(),
+        ));
         for (_, _, d) in std::mem::replace(&mut self.by_round, keep).into_keys() {
             self.certificates.remove(&d);
         }

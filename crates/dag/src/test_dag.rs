@@ -96,7 +96,10 @@ impl TestCommittee {
 
 /// Parses a letter into an authority index.
 pub fn authority(letter: char) -> AuthorityIndex {
-    assert!(letter.is_ascii_uppercase(), "authority letters are A-Z, got {letter:?}");
+    assert!(
+        letter.is_ascii_uppercase(),
+        "authority letters are A-Z, got {letter:?}"
+    );
     AuthorityIndex(letter as u32 - 'A' as u32)
 }
 
@@ -178,7 +181,12 @@ impl<'a> DagBuilder<'a> {
             .map(|t| {
                 let author = authority(t.chars().next().expect("letter"));
                 let r: u64 = t[1..].parse().expect("round after letter");
-                assert_eq!(r, round.0 - 1, "parent {t} must be of round {}", round.0 - 1);
+                assert_eq!(
+                    r,
+                    round.0 - 1,
+                    "parent {t} must be of round {}",
+                    round.0 - 1
+                );
                 previous
                     .get(&author)
                     .unwrap_or_else(|| panic!("parent {t} does not exist"))

@@ -23,7 +23,7 @@ impl Round {
     }
 
     pub fn is_even(self) -> bool {
-        self.0 % 2 == 0
+        self.0.is_multiple_of(2)
     }
 
     pub fn saturating_sub(self, rounds: u64) -> Round {

@@ -69,7 +69,11 @@ impl Validator {
             }
             ConsensusMessage::SyncRequest(r) => {
                 if let SyncRequest::Certificates { digests } = &r {
-                    self.check_count("sync request digests", digests.len(), self.config.sync_digests_max)?;
+                    self.check_count(
+                        "sync request digests",
+                        digests.len(),
+                        self.config.sync_digests_max,
+                    )?;
                 }
                 VerifiedMessage::SyncRequest(r)
             }
@@ -121,7 +125,11 @@ impl Validator {
         if h.round == Round::GENESIS {
             return Err(DagError::GenesisFromNetwork);
         }
-        self.check_count("header transactions", h.payload.len(), self.config.header_transactions_max)?;
+        self.check_count(
+            "header transactions",
+            h.payload.len(),
+            self.config.header_transactions_max,
+        )?;
         let payload_bytes_max = self
             .config
             .header_payload_bytes_max
@@ -181,7 +189,10 @@ impl Validator {
         if vote.round == Round::GENESIS {
             return Err(DagError::GenesisFromNetwork);
         }
-        let vk = self.committee.verifying_key(vote.voter).expect("membership checked");
+        let vk = self
+            .committee
+            .verifying_key(vote.voter)
+            .expect("membership checked");
         if !vk.verify(SigningDomain::Vote, &vote.header_digest, &vote.signature) {
             return Err(DagError::InvalidSignature {
                 signer: vote.voter,
@@ -213,7 +224,10 @@ impl Validator {
             });
         }
         for v in votes {
-            let vk = self.committee.verifying_key(v.voter).expect("membership checked");
+            let vk = self
+                .committee
+                .verifying_key(v.voter)
+                .expect("membership checked");
             if !vk.verify(SigningDomain::Vote, digest, &v.signature) {
                 return Err(DagError::InvalidSignature {
                     signer: v.voter,

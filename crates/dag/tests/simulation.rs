@@ -29,30 +29,51 @@ fn check(config: SimConfig) -> sim::SimReport {
 #[test]
 fn calm_network_commits_everything() {
     let report = check(SimConfig::calm(1, 4));
-    assert!(report.commits_per_node.values().all(|&c| c >= 10), "{report:?}");
+    assert!(
+        report.commits_per_node.values().all(|&c| c >= 10),
+        "{report:?}"
+    );
     assert!(report.committed_transactions > 0);
 }
 
 #[test]
 fn equivocator_is_caught_and_consensus_continues() {
     let mut config = SimConfig::calm(2, 4);
-    config.byzantine.insert(AuthorityIndex(1), Behaviour::Equivocate);
+    config
+        .byzantine
+        .insert(AuthorityIndex(1), Behaviour::Equivocate);
     let report = check(config);
-    assert!(report.equivocations_detected.contains(&AuthorityIndex(1)), "{report:?}");
+    assert!(
+        report.equivocations_detected.contains(&AuthorityIndex(1)),
+        "{report:?}"
+    );
 }
 
 #[test]
 fn junk_and_invalid_signatures_are_rejected() {
     let mut config = SimConfig::calm(3, 7);
-    config.byzantine.insert(AuthorityIndex(2), Behaviour::JunkRounds);
-    config.byzantine.insert(AuthorityIndex(5), Behaviour::InvalidSignatures);
+    config
+        .byzantine
+        .insert(AuthorityIndex(2), Behaviour::JunkRounds);
+    config
+        .byzantine
+        .insert(AuthorityIndex(5), Behaviour::InvalidSignatures);
     let report = check(config);
     assert!(report.messages_rejected > 0);
 }
 
 #[test]
 fn fixed_seeds_with_random_faults() {
-    for (seed, nodes) in [(11, 4), (12, 4), (13, 4), (14, 5), (15, 7), (16, 7), (17, 10), (18, 4)] {
+    for (seed, nodes) in [
+        (11, 4),
+        (12, 4),
+        (13, 4),
+        (14, 5),
+        (15, 7),
+        (16, 7),
+        (17, 10),
+        (18, 4),
+    ] {
         check(SimConfig::random(seed, nodes));
     }
 }
@@ -63,14 +84,25 @@ fn crashed_nodes_restart_from_their_store_and_replay_identically() {
     config.duration_ms = 14_000;
     config.heal_at_ms = 9_000;
     config.crashes = vec![
-        Crash { node: AuthorityIndex(1), at_ms: 2_000, down_ms: 1_500 },
-        Crash { node: AuthorityIndex(1), at_ms: 5_000, down_ms: 3_000 },
+        Crash {
+            node: AuthorityIndex(1),
+            at_ms: 2_000,
+            down_ms: 1_500,
+        },
+        Crash {
+            node: AuthorityIndex(1),
+            at_ms: 5_000,
+            down_ms: 3_000,
+        },
     ];
     let report = check(config);
     assert_eq!(report.restarts, 2);
     // The restarted node caught up with the others.
     let commits: Vec<u64> = report.commits_per_node.values().copied().collect();
-    assert!(commits.iter().max().unwrap() - commits.iter().min().unwrap() <= 2, "{commits:?}");
+    assert!(
+        commits.iter().max().unwrap() - commits.iter().min().unwrap() <= 2,
+        "{commits:?}"
+    );
 }
 
 #[test]
@@ -87,7 +119,10 @@ fn partition_without_quorum_stalls_then_heals() {
     config.heal_at_ms = 5_000;
     config.duration_ms = 10_000;
     let report = check(config);
-    assert!(report.commits_after_heal.values().all(|&c| c >= 5), "{report:?}");
+    assert!(
+        report.commits_after_heal.values().all(|&c| c >= 5),
+        "{report:?}"
+    );
 }
 
 #[test]

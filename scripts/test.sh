@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The one entry point for every check, the same on a laptop and in CI, cheapest first:
+# set-up of what is missing → fmt → clippy → all test suites.
+#
+#   ./scripts/test.sh            everything
+#   SKIP_LINT=1 ./scripts/test.sh   tests only (while iterating)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s ==\n' "$*"; }
+
+# --- set-up: install what the checks need when it is missing ---------------------------------
+toolchain=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+if ! RUSTUP_TOOLCHAIN="$toolchain" rustc --version >/dev/null 2>&1; then
+  # A machine whose only toolchain is `stable` at the pinned version: link it under the pinned
+  # name instead of downloading (the pinned toolchain may not be downloadable here).
+  stable_version=$(RUSTUP_TOOLCHAIN=stable rustc --version 2>/dev/null | awk '{print $2}')
+  if [ "$stable_version" = "$toolchain" ]; then
+    step "linking the stable toolchain as $toolchain"
+    rustup toolchain link "$toolchain" "$(RUSTUP_TOOLCHAIN=stable rustc --print sysroot)"
+  else
+    step "installing toolchain $toolchain"
+    rustup toolchain install "$toolchain" --profile minimal --component rustfmt,clippy
+  fi
+fi
+for component in rustfmt clippy; do
+  if ! rustup component list --toolchain "$toolchain" --installed 2>/dev/null | grep -q "^$component"; then
+    rustup component add --toolchain "$toolchain" "$component" || true
+  fi
+done
+
+# --- checks ----------------------------------------------------------------------------------
+if [ -z "${SKIP_LINT:-}" ]; then
+  step "cargo fmt --check"
+  cargo fmt --all -- --check
+  step "cargo clippy --all-targets -D warnings"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+
+step "cargo test (unit, scenarios, properties, simulations, recovery)"
+cargo test --workspace --all-targets --locked
+
+step "doc tests"
+cargo test --workspace --doc --locked
+
+echo
+echo "all checks passed"
