@@ -1,0 +1,128 @@
+//! Every operation a transaction can ask for, and the dispatcher that runs it.
+
+use serde::{Deserialize, Serialize};
+use trainmesh_dag::EquivocationEvidence;
+
+use crate::accounts;
+use crate::datasets::{self, DatasetSpec};
+use crate::error::ContractResult;
+use crate::events::{Event, Events};
+use crate::governance;
+use crate::jobs::{self, Attestation, JobSpec, WorkResult};
+use crate::params::ParamUpdate;
+use crate::staking;
+use crate::state::State;
+use crate::types::{Address, Amount, Context, ProposalId, UnitId};
+use crate::workers::{self, Capability, Role};
+
+/// The operations, by contract. The variant index is the transaction's call kind on the wire:
+/// append new variants, never reorder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Call {
+    Transfer { to: Address, amount: Amount },
+    Bond { amount: Amount },
+    Unbond { amount: Amount },
+    Withdraw,
+    ReportDoubleSign { evidence: Box<EquivocationEvidence> },
+    RegisterWorker { role: Role, bond: Amount, capability: Capability, peer_id: String },
+    Heartbeat,
+    DeregisterWorker,
+    AttachDataset { spec: DatasetSpec },
+    SubmitJob { spec: JobSpec },
+    SubmitWorkResult { unit: UnitId, result: WorkResult },
+    Attest { unit: UnitId, attestation: Attestation },
+    Propose { description: String, updates: Vec<ParamUpdate>, deposit: Amount },
+    Vote { proposal: ProposalId, approve: bool },
+}
+
+impl Call {
+    /// A stable name per kind (logs, metrics, the gateway).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Call::Transfer { .. } => "transfer",
+            Call::Bond { .. } => "bond",
+            Call::Unbond { .. } => "unbond",
+            Call::Withdraw => "withdraw",
+            Call::ReportDoubleSign { .. } => "report_double_sign",
+            Call::RegisterWorker { .. } => "register_worker",
+            Call::Heartbeat => "heartbeat",
+            Call::DeregisterWorker => "deregister_worker",
+            Call::AttachDataset { .. } => "attach_dataset",
+            Call::SubmitJob { .. } => "submit_job",
+            Call::SubmitWorkResult { .. } => "submit_work_result",
+            Call::Attest { .. } => "attest",
+            Call::Propose { .. } => "propose",
+            Call::Vote { .. } => "vote",
+        }
+    }
+
+    /// Number of call kinds (for decoding: a kind at or above it is unknown).
+    pub const KINDS: u32 = 14;
+}
+
+/// Runs one call for `sender`. On error the caller discards everything the call wrote.
+pub fn execute(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    sender: Address,
+    call: Call,
+) -> ContractResult<Vec<Event>> {
+    let mut events = Events::default();
+    match call {
+        Call::Transfer { to, amount } => {
+            accounts::transfer(state, &sender, &to, amount)?;
+            events.push(Event::Transferred {
+                from: sender,
+                to,
+                amount,
+            });
+        }
+        Call::Bond { amount } => staking::bond(state, sender, amount, &mut events)?,
+        Call::Unbond { amount } => staking::unbond(state, ctx, sender, amount, &mut events)?,
+        Call::Withdraw => {
+            staking::withdraw(state, ctx, sender, &mut events)?;
+        }
+        Call::ReportDoubleSign { evidence } => {
+            staking::slash_double_sign(state, sender, &evidence, &mut events)?;
+        }
+        Call::RegisterWorker {
+            role,
+            bond,
+            capability,
+            peer_id,
+        } => workers::register(state, ctx, sender, role, bond, capability, peer_id, &mut events)?,
+        Call::Heartbeat => workers::heartbeat(state, ctx, sender)?,
+        Call::DeregisterWorker => workers::deregister(state, sender, &mut events)?,
+        Call::AttachDataset { spec } => {
+            datasets::attach(state, ctx, sender, spec, &mut events)?;
+        }
+        Call::SubmitJob { spec } => {
+            jobs::submit(state, ctx, sender, spec, &mut events)?;
+        }
+        Call::SubmitWorkResult { unit, result } => {
+            jobs::submit_result(state, ctx, sender, unit, result, &mut events)?
+        }
+        Call::Attest { unit, attestation } => {
+            jobs::attest(state, ctx, sender, unit, attestation, &mut events)?
+        }
+        Call::Propose {
+            description,
+            updates,
+            deposit,
+        } => {
+            governance::propose(state, ctx, sender, description, updates, deposit, &mut events)?;
+        }
+        Call::Vote { proposal, approve } => {
+            governance::vote(state, ctx, sender, proposal, approve, &mut events)?
+        }
+    }
+    Ok(events.0)
+}
+
+/// What runs after the last transaction of every batch: deadlines, timeouts, governance.
+pub fn on_batch_end(state: &mut (impl State + ?Sized), ctx: &Context) -> ContractResult<Vec<Event>> {
+    let mut events = Events::default();
+    jobs::on_batch_end(state, ctx, &mut events)?;
+    governance::on_batch_end(state, ctx, &mut events)?;
+    Ok(events.0)
+}

@@ -1,0 +1,24 @@
+//! Sequence numbers for ids, and totals.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ContractResult;
+use crate::keys;
+use crate::state::{State, StateExt};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub jobs: u64,
+    pub datasets: u64,
+    pub proposals: u64,
+    /// Certificates of useful work formed so far (drives the emission decay).
+    pub certificates: u64,
+}
+
+pub fn load(state: &(impl State + ?Sized)) -> ContractResult<Counters> {
+    Ok(state.read(keys::COUNTERS)?.unwrap_or_default())
+}
+
+pub fn store(state: &mut (impl State + ?Sized), c: &Counters) {
+    state.write(keys::COUNTERS.to_vec(), c);
+}

@@ -1,0 +1,896 @@
+//! JobManager: a researcher's job from escrow to finished weights.
+//!
+//! ```text
+//! SubmitJob ─► unit 0: Waiting ─assign─► Assigned ─result─► Submitted ─quorum accept─► Certified
+//!                  ▲                          │ timeout          │ quorum reject            │
+//!                  └──────────reassign────────┴──────────────────┘ (slash, exclude)         ▼
+//!                                                        next unit, or the job finishes
+//! ```
+//! Units run one after another (each starts from the previous unit's checkpoint). Trainers and
+//! evaluators are drawn from the commit's seed, by stake × reputation, among live, capable
+//! workers; evaluators are drawn when the result is committed, so a trainer cannot know them in
+//! advance, and the audit seed is fixed only then.
+
+use serde::{Deserialize, Serialize};
+
+use crate::accounts;
+use crate::counters;
+use crate::datasets;
+use crate::error::{ContractError, ContractResult};
+use crate::events::{Event, Events, PaymentReason, SlashReason};
+use crate::keys;
+use crate::params::{self, Params};
+use crate::reputation::{self, Outcome};
+use crate::sampling::{weighted_sample, Sampler};
+use crate::staking;
+use crate::state::{State, StateExt};
+use crate::types::{Address, Amount, Context, DatasetId, Hash32, JobId, TimestampMs, UnitId};
+use crate::workers::{self, Role};
+
+pub const MODEL_SPEC_BYTES_MAX: usize = 16 * 1024;
+pub const UNITS_PER_JOB_MAX: u64 = 10_000;
+pub const ACTIVE_JOBS_MAX: usize = 1_000;
+pub const LOSS_TRACE_MAX: usize = 1_024;
+pub const SEGMENTS_MAX: u32 = 4_096;
+pub const SEGMENTS_CHECKED_MAX: usize = 512;
+/// Metrics are parts per million: accuracy 0.95 = 950,000; a loss of 0.1 = 100,000.
+pub const PPM: u32 = 1_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Optimizer {
+    Sgd,
+    Adam,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HyperParams {
+    pub optimizer: Optimizer,
+    /// Learning rate × 10⁶.
+    pub learning_rate_ppm: u32,
+    pub batch_size: u32,
+    pub total_steps: u64,
+    pub steps_per_unit: u64,
+    pub seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Metric {
+    /// Held-out accuracy; the target is reached at or above the threshold.
+    Accuracy,
+    /// Held-out loss; the target is reached at or below the threshold.
+    Loss,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub metric: Metric,
+    pub threshold_ppm: u32,
+}
+
+impl Target {
+    pub fn reached(&self, metric_ppm: u32) -> bool {
+        match self.metric {
+            Metric::Accuracy => metric_ppm >= self.threshold_ppm,
+            Metric::Loss => metric_ppm <= self.threshold_ppm,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The declarative model spec (JSON), validated in full by the GPU engine.
+    pub model: String,
+    pub dataset: DatasetId,
+    pub hyper: HyperParams,
+    pub target: Target,
+    pub budget: Amount,
+    pub deadline: TimestampMs,
+    /// 0: recompute the metric; 1: also audit checkpoint-chain segments; 2: disputes allowed.
+    pub tier: u8,
+    pub min_memory_mb: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    Running,
+    /// The target metric was reached.
+    Completed,
+    /// Every step ran without reaching the target.
+    Exhausted,
+    /// The deadline passed first.
+    Expired,
+}
+
+impl JobState {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Exhausted => "exhausted",
+            JobState::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub owner: Address,
+    pub spec: JobSpec,
+    pub state: JobState,
+    /// What is left of the budget.
+    pub escrow: Amount,
+    pub price_per_unit: Amount,
+    pub units_total: u32,
+    pub units_done: u32,
+    pub current_unit: u32,
+    pub latest_checkpoint: Hash32,
+    pub latest_metric_ppm: Option<u32>,
+    pub created_at: TimestampMs,
+    pub finished_at: Option<TimestampMs>,
+}
+
+/// What a trainer commits to for a unit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkResult {
+    /// BLAKE3 of the final checkpoint (safetensors).
+    pub checkpoint: Hash32,
+    /// Merkle root of the checkpoint chain (a hash every steps/segments steps).
+    pub chain_root: Hash32,
+    pub segments: u32,
+    /// Training loss per segment, × 10⁶.
+    pub loss_trace_ppm: Vec<u32>,
+    /// The trainer's own measurement of the target metric.
+    pub metric_ppm: u32,
+}
+
+/// An evaluator's signed verdict (signed as the transaction carrying it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    pub accept: bool,
+    /// The metric the evaluator recomputed on the held-out split.
+    pub metric_ppm: u32,
+    pub tier: u8,
+    /// Segments of the chain it re-executed (tier ≥ 1).
+    pub segments_checked: Vec<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnitState {
+    /// No capable trainer was free; retried every batch.
+    Waiting,
+    Assigned,
+    Submitted,
+    Certified,
+    Cancelled,
+}
+
+impl UnitState {
+    pub fn name(self) -> &'static str {
+        match self {
+            UnitState::Waiting => "waiting",
+            UnitState::Assigned => "assigned",
+            UnitState::Submitted => "submitted",
+            UnitState::Certified => "certified",
+            UnitState::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unit {
+    pub id: UnitId,
+    pub start_checkpoint: Hash32,
+    pub first_step: u64,
+    pub steps: u64,
+    pub state: UnitState,
+    pub trainer: Option<Address>,
+    pub attempt: u32,
+    /// Trainers that failed this unit (rejected or timed out); never drawn again for it.
+    pub excluded: Vec<Address>,
+    pub collateral: Amount,
+    pub assigned_at: TimestampMs,
+    pub result: Option<WorkResult>,
+    pub submitted_at: TimestampMs,
+    pub evaluators: Vec<Address>,
+    pub attestations: Vec<(Address, Attestation)>,
+    /// Chooses the audited segments; fixed only after the result is committed.
+    pub audit_seed: Hash32,
+    /// The certificate (of useful work, or of rejection) that closed the last attempt.
+    pub certificate: Option<Hash32>,
+}
+
+fn invalid(reason: String) -> ContractError {
+    ContractError::Invalid {
+        what: "job",
+        reason,
+    }
+}
+
+impl JobSpec {
+    pub fn validate(&self, now: TimestampMs) -> ContractResult<()> {
+        if self.model.is_empty() {
+            return Err(invalid("empty model spec".into()));
+        }
+        if self.model.len() > MODEL_SPEC_BYTES_MAX {
+            return Err(ContractError::TooMany {
+                what: "model spec bytes",
+                count: self.model.len(),
+                max: MODEL_SPEC_BYTES_MAX,
+            });
+        }
+        let h = &self.hyper;
+        if h.steps_per_unit == 0 || h.total_steps == 0 {
+            return Err(invalid("steps must be positive".into()));
+        }
+        if h.batch_size == 0 || h.learning_rate_ppm == 0 {
+            return Err(invalid("batch size and learning rate must be positive".into()));
+        }
+        let units = self.units();
+        if units > UNITS_PER_JOB_MAX {
+            return Err(ContractError::TooMany {
+                what: "work units",
+                count: units as usize,
+                max: UNITS_PER_JOB_MAX as usize,
+            });
+        }
+        if self.tier > 2 {
+            return Err(invalid(format!("verification tier {} does not exist", self.tier)));
+        }
+        if self.budget.is_zero() {
+            return Err(invalid("zero budget".into()));
+        }
+        if self.deadline <= now {
+            return Err(ContractError::DeadlinePassed {
+                deadline_ms: self.deadline.0,
+                now_ms: now.0,
+            });
+        }
+        if self.target.metric == Metric::Accuracy && self.target.threshold_ppm > PPM {
+            return Err(invalid("accuracy target above 1".into()));
+        }
+        Ok(())
+    }
+
+    pub fn units(&self) -> u64 {
+        self.hyper.total_steps.div_ceil(self.hyper.steps_per_unit)
+    }
+}
+
+pub fn load_job(state: &(impl State + ?Sized), id: JobId) -> ContractResult<Job> {
+    state.read(&keys::job(id))?.ok_or(ContractError::UnknownJob(id))
+}
+
+fn store_job(state: &mut (impl State + ?Sized), job: &Job) {
+    state.write(keys::job(job.id), job);
+}
+
+pub fn load_unit(state: &(impl State + ?Sized), id: UnitId) -> ContractResult<Unit> {
+    state.read(&keys::unit(id))?.ok_or(ContractError::UnknownUnit(id))
+}
+
+fn store_unit(state: &mut (impl State + ?Sized), unit: &Unit) {
+    state.write(keys::unit(unit.id), unit);
+}
+
+pub fn active_jobs(state: &(impl State + ?Sized)) -> ContractResult<Vec<JobId>> {
+    Ok(state.read(keys::ACTIVE_JOBS)?.unwrap_or_default())
+}
+
+pub fn submit(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    owner: Address,
+    spec: JobSpec,
+    events: &mut Events,
+) -> ContractResult<JobId> {
+    spec.validate(ctx.time)?;
+    let p = params::load(state)?;
+    let dataset = datasets::load(state, spec.dataset)?;
+    let units = spec.units() as u32;
+    let price_per_unit = Amount(spec.budget.0 / units as u128);
+    let provider_share = price_per_unit.mul_bps(p.fee_share_data_provider_bps);
+    if provider_share < dataset.spec.price_per_use || price_per_unit.is_zero() {
+        return Err(ContractError::BudgetTooSmall {
+            per_unit: provider_share,
+            required: dataset.spec.price_per_use,
+        });
+    }
+    let mut active = active_jobs(state)?;
+    if active.len() >= ACTIVE_JOBS_MAX {
+        return Err(ContractError::TooMany {
+            what: "active jobs",
+            count: active.len() + 1,
+            max: ACTIVE_JOBS_MAX,
+        });
+    }
+    accounts::debit(state, &owner, spec.budget)?;
+    let mut c = counters::load(state)?;
+    c.jobs += 1;
+    counters::store(state, &c);
+    let id = JobId(c.jobs);
+    active.push(id);
+    state.write(keys::ACTIVE_JOBS.to_vec(), &active);
+    let job = Job {
+        id,
+        owner,
+        escrow: spec.budget,
+        spec,
+        state: JobState::Running,
+        price_per_unit,
+        units_total: units,
+        units_done: 0,
+        current_unit: 0,
+        latest_checkpoint: Hash32::default(),
+        latest_metric_ppm: None,
+        created_at: ctx.time,
+        finished_at: None,
+    };
+    events.push(Event::JobSubmitted {
+        job: id,
+        owner,
+        escrow: job.escrow,
+        units,
+    });
+    store_job(state, &job);
+    open_unit(state, ctx, &job, &p, events)?;
+    Ok(id)
+}
+
+/// Creates the job's current unit and tries to assign it.
+fn open_unit(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    job: &Job,
+    p: &Params,
+    events: &mut Events,
+) -> ContractResult<()> {
+    let first_step = job.current_unit as u64 * job.spec.hyper.steps_per_unit;
+    let steps = job
+        .spec
+        .hyper
+        .steps_per_unit
+        .min(job.spec.hyper.total_steps - first_step);
+    let mut unit = Unit {
+        id: UnitId {
+            job: job.id,
+            index: job.current_unit,
+        },
+        start_checkpoint: job.latest_checkpoint,
+        first_step,
+        steps,
+        state: UnitState::Waiting,
+        trainer: None,
+        attempt: 0,
+        excluded: Vec::new(),
+        collateral: Amount::ZERO,
+        assigned_at: ctx.time,
+        result: None,
+        submitted_at: ctx.time,
+        evaluators: Vec::new(),
+        attestations: Vec::new(),
+        audit_seed: Hash32::default(),
+        certificate: None,
+    };
+    assign(state, ctx, job, &mut unit, p, events)?;
+    store_unit(state, &unit);
+    Ok(())
+}
+
+/// Live, capable workers of a role with their assignment weight (free stake × reputation).
+fn candidates(
+    state: &(impl State + ?Sized),
+    ctx: &Context,
+    role: Role,
+    min_memory_mb: u64,
+    exclude: &[Address],
+    p: &Params,
+) -> ContractResult<Vec<(Address, u128)>> {
+    let mut out = Vec::new();
+    for a in workers::index(state)? {
+        if exclude.contains(&a) {
+            continue;
+        }
+        let Some(w) = workers::load(state, &a)? else { continue };
+        if w.role != role || !w.is_alive(ctx.time, p) || w.capability.memory_mb < min_memory_mb {
+            continue;
+        }
+        let account = accounts::load(state, &a)?;
+        let minimum = workers::minimum_stake(p, role);
+        if account.free_stake() < minimum.mul_bps(p.slash_rejected_work_bps) || account.stake < minimum {
+            continue;
+        }
+        let score = reputation::score(state, &a, ctx.time, p.reputation_half_life_ms)? as u128;
+        // Stake in milli-TRAIN keeps the product far from overflow.
+        let weight = (account.free_stake().0 / 1_000_000).max(1).saturating_mul(score);
+        out.push((a, weight));
+    }
+    Ok(out)
+}
+
+fn unit_domain(tag: &[u8], unit: &Unit) -> Vec<u8> {
+    let mut d = tag.to_vec();
+    d.extend_from_slice(&unit.id.job.0.to_le_bytes());
+    d.extend_from_slice(&unit.id.index.to_le_bytes());
+    d.extend_from_slice(&unit.attempt.to_le_bytes());
+    d
+}
+
+/// Draws a trainer for a waiting unit and locks its collateral; leaves the unit waiting if none.
+fn assign(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    job: &Job,
+    unit: &mut Unit,
+    p: &Params,
+    events: &mut Events,
+) -> ContractResult<()> {
+    let pool = candidates(state, ctx, Role::Trainer, job.spec.min_memory_mb, &unit.excluded, p)?;
+    let mut sampler = Sampler::new(&ctx.seed, &unit_domain(b"assign", unit));
+    let Some(trainer) = weighted_sample(pool, 1, &mut sampler).pop() else {
+        unit.state = UnitState::Waiting;
+        events.push(Event::UnitWaiting { unit: unit.id });
+        return Ok(());
+    };
+    let mut account = accounts::load(state, &trainer)?;
+    let collateral = account.stake.mul_bps(p.slash_rejected_work_bps);
+    account.locked = account.locked.checked_add(collateral)?;
+    accounts::store(state, &trainer, &account);
+    workers::adjust_open_units(state, &trainer, 1)?;
+    unit.trainer = Some(trainer);
+    unit.collateral = collateral;
+    unit.state = UnitState::Assigned;
+    unit.assigned_at = ctx.time;
+    unit.result = None;
+    unit.evaluators.clear();
+    unit.attestations.clear();
+    events.push(Event::UnitAssigned {
+        unit: unit.id,
+        trainer,
+        attempt: unit.attempt,
+    });
+    Ok(())
+}
+
+fn release_trainer(state: &mut (impl State + ?Sized), unit: &mut Unit) -> ContractResult<()> {
+    if let Some(t) = unit.trainer {
+        let mut account = accounts::load(state, &t)?;
+        account.locked = account.locked.saturating_sub(unit.collateral);
+        accounts::store(state, &t, &account);
+        workers::adjust_open_units(state, &t, -1)?;
+    }
+    unit.collateral = Amount::ZERO;
+    Ok(())
+}
+
+fn release_evaluators(state: &mut (impl State + ?Sized), unit: &Unit) -> ContractResult<()> {
+    for e in &unit.evaluators {
+        workers::adjust_open_units(state, e, -1)?;
+    }
+    Ok(())
+}
+
+/// Draws the evaluator panel of a submitted unit (never its trainer), optionally leaving out the
+/// current panel (after a split verdict or silence).
+fn sample_evaluators(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    unit: &mut Unit,
+    exclude_current: bool,
+    p: &Params,
+    events: &mut Events,
+) -> ContractResult<()> {
+    let mut exclude = vec![unit.trainer.unwrap_or_default()];
+    if exclude_current {
+        exclude.extend(unit.evaluators.iter().copied());
+    }
+    let pool = candidates(state, ctx, Role::Evaluator, 0, &exclude, p)?;
+    let mut sampler = Sampler::new(&ctx.seed, &unit_domain(b"evaluate", unit));
+    release_evaluators(state, unit)?;
+    unit.evaluators = weighted_sample(pool, p.evaluators_per_unit as usize, &mut sampler);
+    unit.attestations.clear();
+    for e in &unit.evaluators {
+        workers::adjust_open_units(state, e, 1)?;
+    }
+    let mut audit = blake3::Hasher::new_keyed(&ctx.seed);
+    audit.update(&unit_domain(b"audit", unit));
+    unit.audit_seed = Hash32(*audit.finalize().as_bytes());
+    unit.submitted_at = ctx.time;
+    events.push(Event::EvaluatorsSampled {
+        unit: unit.id,
+        evaluators: unit.evaluators.clone(),
+        audit_seed: unit.audit_seed,
+    });
+    Ok(())
+}
+
+pub fn submit_result(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    sender: Address,
+    unit_id: UnitId,
+    result: WorkResult,
+    events: &mut Events,
+) -> ContractResult<()> {
+    let mut unit = load_unit(state, unit_id)?;
+    if unit.state != UnitState::Assigned {
+        return Err(ContractError::WrongUnitState {
+            unit: unit_id,
+            state: unit.state.name(),
+            action: "submitting a result",
+        });
+    }
+    if unit.trainer != Some(sender) {
+        return Err(ContractError::NotAssignedTrainer {
+            unit: unit_id,
+            caller: sender,
+        });
+    }
+    if result.segments == 0 || result.segments > SEGMENTS_MAX {
+        return Err(invalid(format!("{} segments (1..={SEGMENTS_MAX})", result.segments)));
+    }
+    if result.loss_trace_ppm.len() > LOSS_TRACE_MAX {
+        return Err(ContractError::TooMany {
+            what: "loss trace entries",
+            count: result.loss_trace_ppm.len(),
+            max: LOSS_TRACE_MAX,
+        });
+    }
+    let p = params::load(state)?;
+    events.push(Event::ResultSubmitted {
+        unit: unit_id,
+        trainer: sender,
+        checkpoint: result.checkpoint,
+    });
+    unit.result = Some(result);
+    unit.state = UnitState::Submitted;
+    sample_evaluators(state, ctx, &mut unit, false, &p, events)?;
+    store_unit(state, &unit);
+    Ok(())
+}
+
+fn certificate_id(unit: &Unit, accept: bool, signers: &[Address]) -> Hash32 {
+    let mut h = blake3::Hasher::new();
+    h.update(if accept { b"certificate/accept" } else { b"certificate/reject" });
+    h.update(&unit.id.job.0.to_le_bytes());
+    h.update(&unit.id.index.to_le_bytes());
+    h.update(&unit.attempt.to_le_bytes());
+    if let Some(r) = &unit.result {
+        h.update(&r.checkpoint.0);
+        h.update(&r.chain_root.0);
+    }
+    for s in signers {
+        h.update(&s.0);
+    }
+    Hash32(*h.finalize().as_bytes())
+}
+
+pub fn attest(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    sender: Address,
+    unit_id: UnitId,
+    attestation: Attestation,
+    events: &mut Events,
+) -> ContractResult<()> {
+    let mut unit = load_unit(state, unit_id)?;
+    if unit.state != UnitState::Submitted {
+        return Err(ContractError::WrongUnitState {
+            unit: unit_id,
+            state: unit.state.name(),
+            action: "attesting",
+        });
+    }
+    if !unit.evaluators.contains(&sender) {
+        return Err(ContractError::NotSampledEvaluator {
+            unit: unit_id,
+            caller: sender,
+        });
+    }
+    if unit.attestations.iter().any(|(a, _)| *a == sender) {
+        return Err(ContractError::AlreadyAttested {
+            unit: unit_id,
+            caller: sender,
+        });
+    }
+    if attestation.segments_checked.len() > SEGMENTS_CHECKED_MAX {
+        return Err(ContractError::TooMany {
+            what: "segments checked",
+            count: attestation.segments_checked.len(),
+            max: SEGMENTS_CHECKED_MAX,
+        });
+    }
+    events.push(Event::Attested {
+        unit: unit_id,
+        evaluator: sender,
+        accept: attestation.accept,
+    });
+    unit.attestations.push((sender, attestation));
+    let p = params::load(state)?;
+    let accepts: Vec<Address> = unit
+        .attestations
+        .iter()
+        .filter(|(_, a)| a.accept)
+        .map(|(e, _)| *e)
+        .collect();
+    let rejects: Vec<Address> = unit
+        .attestations
+        .iter()
+        .filter(|(_, a)| !a.accept)
+        .map(|(e, _)| *e)
+        .collect();
+    let mut job = load_job(state, unit_id.job)?;
+    if accepts.len() >= p.attestation_quorum as usize {
+        certify(state, ctx, &mut job, &mut unit, &accepts, &p, events)?;
+    } else if rejects.len() >= p.attestation_quorum as usize {
+        reject(state, ctx, &job, &mut unit, &rejects, &p, events)?;
+    } else if unit.attestations.len() == unit.evaluators.len() {
+        // Split verdicts without a quorum: draw a fresh panel (the dispute tier's first step).
+        unit.attempt += 1;
+        sample_evaluators(state, ctx, &mut unit, true, &p, events)?;
+    }
+    store_unit(state, &unit);
+    store_job(state, &job);
+    Ok(())
+}
+
+fn pay(
+    state: &mut (impl State + ?Sized),
+    to: Address,
+    amount: Amount,
+    reason: PaymentReason,
+    events: &mut Events,
+) -> ContractResult<()> {
+    if amount.is_zero() {
+        return Ok(());
+    }
+    accounts::credit(state, &to, amount)?;
+    events.push(Event::Paid { to, amount, reason });
+    Ok(())
+}
+
+/// A quorum accepted: the certificate of useful work. Pays from escrow, emits, updates
+/// reputation, and moves the job on.
+fn certify(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    job: &mut Job,
+    unit: &mut Unit,
+    accepts: &[Address],
+    p: &Params,
+    events: &mut Events,
+) -> ContractResult<()> {
+    let trainer = unit.trainer.expect("a submitted unit has a trainer");
+    let result = unit.result.clone().expect("a submitted unit has a result");
+    let certificate = certificate_id(unit, true, accepts);
+    unit.certificate = Some(certificate);
+    unit.state = UnitState::Certified;
+    release_trainer(state, unit)?;
+    release_evaluators(state, unit)?;
+    events.push(Event::WorkCertified {
+        unit: unit.id,
+        trainer,
+        checkpoint: result.checkpoint,
+        metric_ppm: result.metric_ppm,
+        certificate,
+    });
+
+    let payment = job.price_per_unit.min(job.escrow);
+    job.escrow = job.escrow.checked_sub(payment)?;
+    let trainer_share = payment.mul_bps(p.fee_share_trainer_bps);
+    let evaluators_share = payment.mul_bps(p.fee_share_evaluators_bps);
+    let provider_share = payment.mul_bps(p.fee_share_data_provider_bps);
+    let per_evaluator = Amount(evaluators_share.0 / accepts.len().max(1) as u128);
+    let mut dataset = datasets::load(state, job.spec.dataset)?;
+    pay(state, trainer, trainer_share, PaymentReason::TrainerShare { unit: unit.id, certificate }, events)?;
+    for e in accepts {
+        pay(state, *e, per_evaluator, PaymentReason::EvaluatorShare { unit: unit.id, certificate }, events)?;
+    }
+    pay(
+        state,
+        dataset.provider,
+        provider_share,
+        PaymentReason::DataProviderShare { unit: unit.id, certificate },
+        events,
+    )?;
+    let paid = trainer_share.0 + per_evaluator.0 * accepts.len() as u128 + provider_share.0;
+    let burned = Amount(payment.0 - paid);
+    accounts::burn(state, burned)?;
+    if !burned.is_zero() {
+        events.push(Event::Burned {
+            amount: burned,
+            reason: format!("fee share of unit {}", unit.id),
+        });
+    }
+    let mut c = counters::load(state)?;
+    let emission = p.emission_for(c.certificates);
+    c.certificates += 1;
+    counters::store(state, &c);
+    if !emission.is_zero() {
+        accounts::mint(state, &trainer, emission)?;
+        events.push(Event::Paid {
+            to: trainer,
+            amount: emission,
+            reason: PaymentReason::Emission { unit: unit.id, certificate },
+        });
+    }
+    dataset.uses += 1;
+    datasets::store(state, &dataset);
+    reputation::record(state, &trainer, Outcome::Certified, ctx.time, p.reputation_half_life_ms)?;
+    for e in accepts {
+        reputation::record(state, e, Outcome::Certified, ctx.time, p.reputation_half_life_ms)?;
+    }
+
+    job.units_done += 1;
+    job.latest_checkpoint = result.checkpoint;
+    job.latest_metric_ppm = Some(result.metric_ppm);
+    if job.spec.target.reached(result.metric_ppm) {
+        finish(state, ctx, job, JobState::Completed, events)
+    } else if job.units_done >= job.units_total {
+        finish(state, ctx, job, JobState::Exhausted, events)
+    } else {
+        job.current_unit += 1;
+        open_unit(state, ctx, job, p, events)
+    }
+}
+
+/// A quorum rejected: slash the trainer's collateral (the rejecting evaluators share the
+/// reporter's part), exclude it from this unit, and assign the unit again.
+fn reject(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    job: &Job,
+    unit: &mut Unit,
+    rejects: &[Address],
+    p: &Params,
+    events: &mut Events,
+) -> ContractResult<()> {
+    let trainer = unit.trainer.expect("a submitted unit has a trainer");
+    let certificate = certificate_id(unit, false, rejects);
+    unit.certificate = Some(certificate);
+    events.push(Event::WorkRejected {
+        unit: unit.id,
+        trainer,
+        certificate,
+    });
+    let collateral = unit.collateral;
+    release_trainer(state, unit)?;
+    release_evaluators(state, unit)?;
+    staking::slash(
+        state,
+        trainer,
+        collateral,
+        rejects,
+        SlashReason::RejectedWork {
+            unit: unit.id,
+            certificate,
+        },
+        events,
+    )?;
+    reputation::record(state, &trainer, Outcome::Rejected, ctx.time, p.reputation_half_life_ms)?;
+    for e in rejects {
+        reputation::record(state, e, Outcome::Certified, ctx.time, p.reputation_half_life_ms)?;
+    }
+    unit.excluded.push(trainer);
+    unit.trainer = None;
+    unit.attempt += 1;
+    unit.evaluators.clear();
+    assign(state, ctx, job, unit, p, events)
+}
+
+/// Ends a job: cancels its open unit, refunds what is left of the escrow.
+fn finish(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    job: &mut Job,
+    outcome: JobState,
+    events: &mut Events,
+) -> ContractResult<()> {
+    let unit_id = UnitId {
+        job: job.id,
+        index: job.current_unit,
+    };
+    if let Some(mut unit) = state.read::<Unit>(&keys::unit(unit_id))? {
+        if matches!(unit.state, UnitState::Assigned | UnitState::Submitted | UnitState::Waiting) {
+            release_trainer(state, &mut unit)?;
+            release_evaluators(state, &unit)?;
+            unit.state = UnitState::Cancelled;
+            store_unit(state, &unit);
+        }
+    }
+    let refund = job.escrow;
+    job.escrow = Amount::ZERO;
+    job.state = outcome;
+    job.finished_at = Some(ctx.time);
+    pay(state, job.owner, refund, PaymentReason::Refund { job: job.id }, events)?;
+    let mut active = active_jobs(state)?;
+    active.retain(|j| *j != job.id);
+    state.write(keys::ACTIVE_JOBS.to_vec(), &active);
+    events.push(Event::JobFinished {
+        job: job.id,
+        state: outcome.name().into(),
+        metric_ppm: job.latest_metric_ppm,
+        refunded: refund,
+    });
+    Ok(())
+}
+
+/// Once per batch: expire jobs past their deadline, retry waiting units, reassign units whose
+/// trainer went silent, and draw new evaluators for results nobody evaluated in time.
+pub fn on_batch_end(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    events: &mut Events,
+) -> ContractResult<()> {
+    let p = params::load(state)?;
+    for id in active_jobs(state)? {
+        let mut job = load_job(state, id)?;
+        if job.deadline() <= ctx.time {
+            finish(state, ctx, &mut job, JobState::Expired, events)?;
+            store_job(state, &job);
+            continue;
+        }
+        let unit_id = UnitId {
+            job: id,
+            index: job.current_unit,
+        };
+        let mut unit = load_unit(state, unit_id)?;
+        let overdue = |since: TimestampMs| ctx.time.0.saturating_sub(since.0) > p.unit_timeout_ms;
+        match unit.state {
+            UnitState::Waiting => {
+                assign(state, ctx, &job, &mut unit, &p, &mut Events::default())?;
+                if unit.state == UnitState::Assigned {
+                    if let Some(trainer) = unit.trainer {
+                        events.push(Event::UnitAssigned {
+                            unit: unit.id,
+                            trainer,
+                            attempt: unit.attempt,
+                        });
+                    }
+                }
+            }
+            UnitState::Assigned if overdue(unit.assigned_at) => {
+                let trainer = unit.trainer.expect("assigned");
+                events.push(Event::UnitTimedOut {
+                    unit: unit.id,
+                    trainer,
+                });
+                release_trainer(state, &mut unit)?;
+                reputation::record(state, &trainer, Outcome::TimedOut, ctx.time, p.reputation_half_life_ms)?;
+                unit.excluded.push(trainer);
+                unit.trainer = None;
+                unit.attempt += 1;
+                assign(state, ctx, &job, &mut unit, &p, events)?;
+            }
+            UnitState::Submitted if overdue(unit.submitted_at) => {
+                for e in &unit.evaluators {
+                    if !unit.attestations.iter().any(|(a, _)| a == e) {
+                        reputation::record(state, e, Outcome::TimedOut, ctx.time, p.reputation_half_life_ms)?;
+                    }
+                }
+                unit.attempt += 1;
+                sample_evaluators(state, ctx, &mut unit, true, &p, events)?;
+            }
+            UnitState::Submitted if unit.evaluators.len() < p.attestation_quorum as usize => {
+                // Too few evaluators were live when the result came: try again as they join.
+                let before = unit.evaluators.len();
+                let mut quiet = Events::default();
+                sample_evaluators(state, ctx, &mut unit, false, &p, &mut quiet)?;
+                if unit.evaluators.len() == before {
+                    continue;
+                }
+                events.0.extend(quiet.0);
+            }
+            _ => continue,
+        }
+        store_unit(state, &unit);
+        store_job(state, &job);
+    }
+    Ok(())
+}
+
+impl Job {
+    pub fn deadline(&self) -> TimestampMs {
+        self.spec.deadline
+    }
+}

@@ -1,0 +1,181 @@
+//! WorkerRegistry: trainers and evaluators, their stake, declared capability and endpoint.
+
+use serde::{Deserialize, Serialize};
+
+use crate::accounts;
+use crate::error::{ContractError, ContractResult};
+use crate::events::{Event, Events};
+use crate::keys;
+use crate::params::Params;
+use crate::state::{State, StateExt};
+use crate::types::{Address, Amount, Context, TimestampMs};
+
+/// Most workers the registry holds.
+pub const WORKERS_MAX: usize = 10_000;
+const TEXT_BYTES_MAX: usize = 128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Role {
+    Trainer,
+    Evaluator,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Trainer => "trainer",
+            Role::Evaluator => "evaluator",
+        }
+    }
+}
+
+/// What a worker declares at registration, from its own GPU benchmark.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capability {
+    /// Adapter name, e.g. "NVIDIA H100" or "cpu".
+    pub adapter: String,
+    /// Backend, e.g. "vulkan", "metal", "cpu".
+    pub backend: String,
+    pub memory_mb: u64,
+    /// Measured matmul throughput.
+    pub gflops: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Worker {
+    pub address: Address,
+    pub role: Role,
+    pub capability: Capability,
+    /// The libp2p peer id it serves checkpoints from.
+    pub peer_id: String,
+    pub registered_at: TimestampMs,
+    pub last_heartbeat: TimestampMs,
+    /// Units assigned to it (as trainer) or awaiting its attestation (as evaluator).
+    pub open_units: u32,
+}
+
+impl Worker {
+    pub fn is_alive(&self, now: TimestampMs, params: &Params) -> bool {
+        now.0.saturating_sub(self.last_heartbeat.0) <= params.heartbeat_timeout_ms
+    }
+}
+
+pub fn load(state: &(impl State + ?Sized), a: &Address) -> ContractResult<Option<Worker>> {
+    state.read(&keys::worker(a))
+}
+
+pub fn store(state: &mut (impl State + ?Sized), w: &Worker) {
+    state.write(keys::worker(&w.address), w);
+}
+
+pub fn index(state: &(impl State + ?Sized)) -> ContractResult<Vec<Address>> {
+    Ok(state.read(keys::WORKERS)?.unwrap_or_default())
+}
+
+fn check_text(what: &'static str, s: &str) -> ContractResult<()> {
+    if s.len() > TEXT_BYTES_MAX {
+        return Err(ContractError::TooMany {
+            what,
+            count: s.len(),
+            max: TEXT_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+pub fn minimum_stake(params: &Params, role: Role) -> Amount {
+    match role {
+        Role::Trainer => params.min_trainer_stake,
+        Role::Evaluator => params.min_evaluator_stake,
+    }
+}
+
+/// Registers `sender`, bonding `bond` more stake first; its total stake must reach the role's
+/// minimum.
+pub fn register(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    sender: Address,
+    role: Role,
+    bond: Amount,
+    capability: Capability,
+    peer_id: String,
+    events: &mut Events,
+) -> ContractResult<()> {
+    check_text("adapter bytes", &capability.adapter)?;
+    check_text("backend bytes", &capability.backend)?;
+    check_text("peer id bytes", &peer_id)?;
+    if load(state, &sender)?.is_some() {
+        return Err(ContractError::AlreadyRegistered(sender));
+    }
+    let params = crate::params::load(state)?;
+    if !bond.is_zero() {
+        crate::staking::bond(state, sender, bond, events)?;
+    }
+    let account = accounts::load(state, &sender)?;
+    let minimum = minimum_stake(&params, role);
+    if account.stake < minimum {
+        return Err(ContractError::StakeBelowMinimum {
+            role: role.name(),
+            stake: account.stake,
+            minimum,
+        });
+    }
+    let mut all = index(state)?;
+    if all.len() >= WORKERS_MAX {
+        return Err(ContractError::TooMany {
+            what: "workers",
+            count: all.len() + 1,
+            max: WORKERS_MAX,
+        });
+    }
+    all.push(sender);
+    state.write(keys::WORKERS.to_vec(), &all);
+    store(
+        state,
+        &Worker {
+            address: sender,
+            role,
+            capability,
+            peer_id,
+            registered_at: ctx.time,
+            last_heartbeat: ctx.time,
+            open_units: 0,
+        },
+    );
+    events.push(Event::WorkerRegistered { who: sender, role });
+    Ok(())
+}
+
+pub fn heartbeat(state: &mut (impl State + ?Sized), ctx: &Context, sender: Address) -> ContractResult<()> {
+    let mut w = load(state, &sender)?.ok_or(ContractError::NotRegistered(sender))?;
+    w.last_heartbeat = ctx.time;
+    store(state, &w);
+    Ok(())
+}
+
+/// Leaves the registry; only without work in progress. Stake stays bonded until unbonded.
+pub fn deregister(
+    state: &mut (impl State + ?Sized),
+    sender: Address,
+    events: &mut Events,
+) -> ContractResult<()> {
+    let w = load(state, &sender)?.ok_or(ContractError::NotRegistered(sender))?;
+    if w.open_units > 0 {
+        return Err(ContractError::WorkInProgress(sender));
+    }
+    let mut all = index(state)?;
+    all.retain(|a| *a != sender);
+    state.write(keys::WORKERS.to_vec(), &all);
+    state.delete(&keys::worker(&sender));
+    events.push(Event::WorkerDeregistered { who: sender });
+    Ok(())
+}
+
+pub fn adjust_open_units(state: &mut (impl State + ?Sized), a: &Address, delta: i32) -> ContractResult<()> {
+    if let Some(mut w) = load(state, a)? {
+        w.open_units = w.open_units.saturating_add_signed(delta);
+        store(state, &w);
+    }
+    Ok(())
+}
