@@ -1,0 +1,632 @@
+//! The ledger: executes committed batches in one redb write transaction each, and commits to the
+//! resulting state with a Jellyfish Merkle root.
+//!
+//! Tables:
+//! - `state`: raw key → value (the contracts' key space, see `docs/design/ledger.md`)
+//! - `jmt_nodes`: Borsh(NodeKey) → Borsh(Node), the Merkle tree of the latest version
+//! - `jmt_keys`: SHA-256(key) → key, so proofs can name the value they prove
+//! - `meta`: chain id, genesis hash, height, next consensus index, state root
+//! - `receipts`: (height, position) → receipt of every transaction of every batch
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bytes::Bytes;
+use jmt::storage::{LeafNode, Node, NodeKey, TreeReader};
+use jmt::{KeyHash, OwnedValue, RootHash, Sha256Jmt, Version};
+use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, Table, TableDefinition};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use trainmesh_contracts::accounts::{self, Account};
+use trainmesh_contracts::{
+    calls, ContractError, ContractResult, Context, Event, Genesis, Overlay, State, StateExt,
+    TimestampMs,
+};
+
+use crate::error::{LedgerError, LedgerResult};
+use crate::transaction::SignedTransaction;
+use crate::verify::verify_all;
+
+const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+const JMT_NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_nodes");
+const JMT_KEYS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("jmt_keys");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const RECEIPTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("receipts");
+
+/// The state key under which the ledger records its own position (so every batch writes).
+const CHAIN_POSITION: &[u8] = b"chain/position";
+
+/// Transactions in one batch.
+pub const BATCH_TRANSACTIONS_MAX: usize = 100_000;
+
+fn storage<E: std::fmt::Display>(e: E) -> LedgerError {
+    LedgerError::Storage {
+        reason: e.to_string(),
+    }
+}
+
+fn corrupt<E: std::fmt::Display>(e: E) -> LedgerError {
+    LedgerError::Corrupt {
+        reason: e.to_string(),
+    }
+}
+
+/// One committed sub-DAG as the ledger sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// The consensus commit index: batches execute in this order, without gaps.
+    pub index: u64,
+    pub timestamp: TimestampMs,
+    pub seed: [u8; 32],
+    pub transactions: Vec<Bytes>,
+}
+
+impl Batch {
+    pub fn from_committed(sub_dag: &trainmesh_dag::CommittedSubDag) -> Batch {
+        Batch {
+            index: sub_dag.index,
+            timestamp: TimestampMs(sub_dag.timestamp.0),
+            seed: sub_dag.seed(),
+            transactions: sub_dag.transactions().cloned().collect(),
+        }
+    }
+}
+
+/// What happened to one transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub tx_hash: Option<[u8; 32]>,
+    pub outcome: Result<Vec<Event>, Rejection>,
+}
+
+/// A rejected transaction: the stable code and the message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<&LedgerError> for Rejection {
+    fn from(e: &LedgerError) -> Rejection {
+        Rejection {
+            code: e.code().into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub height: u64,
+    pub state_root: [u8; 32],
+    pub receipts: Vec<Receipt>,
+    /// Events of the end-of-batch work (deadlines, timeouts, governance).
+    pub end_events: Vec<Event>,
+}
+
+impl BatchOutcome {
+    pub fn accepted(&self) -> usize {
+        self.receipts.iter().filter(|r| r.outcome.is_ok()).count()
+    }
+}
+
+/// Where the ledger stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Position {
+    height: u64,
+    next_index: u64,
+    timestamp: TimestampMs,
+}
+
+/// A value and its Merkle proof against a state root: what a light client checks.
+#[derive(Debug)]
+pub struct StateProof {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+    pub proof: jmt::proof::SparseMerkleProof<Sha256>,
+}
+
+impl StateProof {
+    /// Checks that `key` holds `value` (or nothing) under `root`.
+    pub fn verify(&self, root: [u8; 32]) -> bool {
+        self.proof
+            .verify(
+                RootHash(root),
+                KeyHash::with::<Sha256>(&self.key),
+                self.value.as_deref(),
+            )
+            .is_ok()
+    }
+}
+
+/// The state of one batch: redb underneath, this batch's writes on top.
+struct BatchState<'a, 't> {
+    table: &'a Table<'t, &'static [u8], &'static [u8]>,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl State for BatchState<'_, '_> {
+    fn get(&self, key: &[u8]) -> ContractResult<Option<Vec<u8>>> {
+        if let Some(v) = self.writes.get(key) {
+            return Ok(v.clone());
+        }
+        self.table
+            .get(key)
+            .map(|v| v.map(|v| v.value().to_vec()))
+            .map_err(|e| ContractError::Storage(e.to_string()))
+    }
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(key, Some(value));
+    }
+    fn delete(&mut self, key: &[u8]) {
+        self.writes.insert(key.to_vec(), None);
+    }
+}
+
+/// A read-only view of the committed state.
+struct ReadState<'a> {
+    table: &'a redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+}
+
+impl State for ReadState<'_> {
+    fn get(&self, key: &[u8]) -> ContractResult<Option<Vec<u8>>> {
+        self.table
+            .get(key)
+            .map(|v| v.map(|v| v.value().to_vec()))
+            .map_err(|e| ContractError::Storage(e.to_string()))
+    }
+    fn put(&mut self, _key: Vec<u8>, _value: Vec<u8>) {
+        unreachable!("read-only state is never written")
+    }
+    fn delete(&mut self, _key: &[u8]) {
+        unreachable!("read-only state is never written")
+    }
+}
+
+/// The Merkle tree's view of redb (latest version only).
+struct JmtStore<'a, N: ReadableTable<&'static [u8], &'static [u8]>, K, S> {
+    nodes: &'a N,
+    keys: &'a K,
+    state: &'a S,
+}
+
+impl<N, K, S> TreeReader for JmtStore<'_, N, K, S>
+where
+    N: ReadableTable<&'static [u8], &'static [u8]>,
+    K: ReadableTable<&'static [u8; 32], &'static [u8]>,
+    S: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        let key = borsh::to_vec(node_key)?;
+        match self.nodes.get(key.as_slice())? {
+            Some(v) => Ok(Some(borsh::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn get_value_option(
+        &self,
+        _max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
+        let Some(key) = self.keys.get(&key_hash.0)? else {
+            return Ok(None);
+        };
+        Ok(self.state.get(key.value())?.map(|v| v.value().to_vec()))
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        anyhow::bail!("tree restoration is not supported by the ledger store")
+    }
+}
+
+/// The ledger over one redb database.
+#[derive(Debug)]
+pub struct Ledger {
+    db: Database,
+    chain_id: String,
+    position: Position,
+    root: [u8; 32],
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger file; call [`Ledger::init`] once with the genesis.
+    pub fn open(path: impl AsRef<Path>) -> LedgerResult<Ledger> {
+        Ledger::from_db(Database::create(path).map_err(storage)?)
+    }
+
+    /// Opens over any redb storage backend (tests use one that fails on purpose).
+    pub fn open_with_backend(backend: impl StorageBackend) -> LedgerResult<Ledger> {
+        Ledger::from_db(
+            Database::builder()
+                .create_with_backend(backend)
+                .map_err(storage)?,
+        )
+    }
+
+    fn from_db(db: Database) -> LedgerResult<Ledger> {
+        let txn = db.begin_write().map_err(storage)?;
+        {
+            txn.open_table(STATE).map_err(storage)?;
+            txn.open_table(JMT_NODES).map_err(storage)?;
+            txn.open_table(JMT_KEYS).map_err(storage)?;
+            txn.open_table(META).map_err(storage)?;
+            txn.open_table(RECEIPTS).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        let mut ledger = Ledger {
+            db,
+            chain_id: String::new(),
+            position: Position::default(),
+            root: [0; 32],
+        };
+        ledger.load_meta()?;
+        Ok(ledger)
+    }
+
+    fn load_meta(&mut self) -> LedgerResult<()> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let meta = txn.open_table(META).map_err(storage)?;
+        if let Some(v) = meta.get("chain_id").map_err(storage)? {
+            self.chain_id = String::from_utf8(v.value().to_vec()).map_err(corrupt)?;
+        }
+        if let Some(v) = meta.get("position").map_err(storage)? {
+            self.position = bcs::from_bytes(v.value()).map_err(corrupt)?;
+        }
+        if let Some(v) = meta.get("root").map_err(storage)? {
+            self.root = v.value().try_into().map_err(corrupt)?;
+        }
+        Ok(())
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        !self.chain_id.is_empty()
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// Batches executed so far.
+    pub fn height(&self) -> u64 {
+        self.position.height
+    }
+
+    /// The consensus index of the next batch to execute.
+    pub fn next_index(&self) -> u64 {
+        self.position.next_index
+    }
+
+    pub fn state_root(&self) -> [u8; 32] {
+        self.root
+    }
+
+    /// Writes the genesis state. On a ledger that has one already, only checks it is the same.
+    pub fn init(&mut self, genesis: &Genesis) -> LedgerResult<()> {
+        let hash = hex::encode(blake3::hash(&bcs::to_bytes(genesis).map_err(corrupt)?).as_bytes());
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let meta = txn.open_table(META).map_err(storage)?;
+            let existing = meta
+                .get("genesis_hash")
+                .map_err(storage)?
+                .map(|v| String::from_utf8_lossy(v.value()).to_string());
+            if let Some(existing) = existing {
+                if existing != hash {
+                    return Err(LedgerError::GenesisMismatch {
+                        existing,
+                        given: hash,
+                    });
+                }
+                return Ok(());
+            }
+        }
+        let root = {
+            let mut table = txn.open_table(STATE).map_err(storage)?;
+            let mut bs = BatchState {
+                table: &table,
+                writes: BTreeMap::new(),
+            };
+            genesis.apply(&mut bs).map_err(|e| LedgerError::InvalidGenesis {
+                reason: e.to_string(),
+            })?;
+            let position = Position {
+                height: 0,
+                next_index: 0,
+                timestamp: TimestampMs(genesis.genesis_time_ms),
+            };
+            bs.write(CHAIN_POSITION.to_vec(), &position);
+            let writes = bs.writes;
+            Self::commit_writes(&txn, &mut table, writes, 0)?
+        };
+        {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            meta.insert("genesis_hash", hash.as_bytes()).map_err(storage)?;
+            meta.insert("chain_id", genesis.chain_id.as_bytes()).map_err(storage)?;
+            let position = Position {
+                height: 0,
+                next_index: 0,
+                timestamp: TimestampMs(genesis.genesis_time_ms),
+            };
+            meta.insert("position", bcs::to_bytes(&position).map_err(corrupt)?.as_slice())
+                .map_err(storage)?;
+            meta.insert("root", root.as_slice()).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        self.load_meta()
+    }
+
+    /// Applies a batch's writes to the state table and the Merkle tree; returns the new root.
+    fn commit_writes(
+        txn: &redb::WriteTransaction,
+        table: &mut Table<&'static [u8], &'static [u8]>,
+        writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        version: Version,
+    ) -> LedgerResult<[u8; 32]> {
+        for (k, v) in &writes {
+            match v {
+                Some(v) => {
+                    table.insert(k.as_slice(), v.as_slice()).map_err(storage)?;
+                }
+                None => {
+                    table.remove(k.as_slice()).map_err(storage)?;
+                }
+            }
+        }
+        let mut nodes = txn.open_table(JMT_NODES).map_err(storage)?;
+        let mut keys = txn.open_table(JMT_KEYS).map_err(storage)?;
+        let hashed: Vec<(KeyHash, &Vec<u8>, Option<Vec<u8>>)> = writes
+            .iter()
+            .map(|(k, v)| (KeyHash::with::<Sha256>(k), k, v.clone()))
+            .collect();
+        let (root, update) = {
+            let reader = JmtStore {
+                nodes: &nodes,
+                keys: &keys,
+                state: &*table,
+            };
+            Sha256Jmt::new(&reader)
+                .put_value_set(hashed.iter().map(|(h, _, v)| (*h, v.clone())), version)
+                .map_err(storage)?
+        };
+        for (key, node) in update.node_batch.nodes() {
+            let k = borsh::to_vec(key).map_err(storage)?;
+            let v = borsh::to_vec(node).map_err(storage)?;
+            nodes.insert(k.as_slice(), v.as_slice()).map_err(storage)?;
+        }
+        for stale in &update.stale_node_index_batch {
+            let k = borsh::to_vec(&stale.node_key).map_err(storage)?;
+            nodes.remove(k.as_slice()).map_err(storage)?;
+        }
+        for (h, k, v) in &hashed {
+            if v.is_some() {
+                keys.insert(&h.0, k.as_slice()).map_err(storage)?;
+            } else {
+                keys.remove(&h.0).map_err(storage)?;
+            }
+        }
+        Ok(root.0)
+    }
+
+    /// Executes one committed batch atomically: every transaction (or its rejection), the
+    /// end-of-batch work, the new root and position, all in one redb write transaction.
+    pub fn execute(&mut self, batch: &Batch) -> LedgerResult<BatchOutcome> {
+        if !self.is_initialized() {
+            return Err(LedgerError::NoGenesis);
+        }
+        let expected = self.position.next_index;
+        if batch.index < expected {
+            return Err(LedgerError::BatchAlreadyExecuted { index: batch.index });
+        }
+        if batch.index > expected {
+            return Err(LedgerError::BatchOutOfOrder {
+                expected,
+                actual: batch.index,
+            });
+        }
+        if batch.transactions.len() > BATCH_TRANSACTIONS_MAX {
+            return Err(LedgerError::Malformed {
+                reason: format!(
+                    "{} transactions in one batch, the limit is {BATCH_TRANSACTIONS_MAX}",
+                    batch.transactions.len()
+                ),
+            });
+        }
+        // Decode and check signatures first, in parallel; execution is sequential.
+        let decoded: Vec<LedgerResult<SignedTransaction>> = batch
+            .transactions
+            .iter()
+            .map(|b| SignedTransaction::decode(b))
+            .collect();
+        let ok: Vec<SignedTransaction> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
+        let mut verified = verify_all(&ok, &self.chain_id).into_iter();
+        let checked: Vec<LedgerResult<SignedTransaction>> = decoded
+            .into_iter()
+            .map(|d| {
+                let tx = d?;
+                verified.next().expect("one result per decoded transaction")?;
+                Ok(tx)
+            })
+            .collect();
+
+        let height = self.position.height + 1;
+        let ctx = Context {
+            height,
+            time: batch.timestamp.max(self.position.timestamp),
+            seed: batch.seed,
+        };
+        let position = Position {
+            height,
+            next_index: batch.index + 1,
+            timestamp: ctx.time,
+        };
+        let txn = self.db.begin_write().map_err(storage)?;
+        let (receipts, end_events, root) = {
+            let mut table = txn.open_table(STATE).map_err(storage)?;
+            let mut bs = BatchState {
+                table: &table,
+                writes: BTreeMap::new(),
+            };
+            let mut receipts = Vec::with_capacity(checked.len());
+            for tx in checked {
+                let receipt = match tx {
+                    Err(e) => Receipt {
+                        tx_hash: None,
+                        outcome: Err(Rejection::from(&e)),
+                    },
+                    Ok(tx) => {
+                        let hash = tx.hash();
+                        match apply_transaction(&mut bs, &ctx, tx) {
+                            Ok(events) => Receipt {
+                                tx_hash: Some(hash),
+                                outcome: Ok(events),
+                            },
+                            // Storage failures abort the whole batch; rejections are receipts.
+                            Err(e @ (LedgerError::Storage { .. } | LedgerError::Corrupt { .. })) => {
+                                return Err(e)
+                            }
+                            Err(e) => Receipt {
+                                tx_hash: Some(hash),
+                                outcome: Err(Rejection::from(&e)),
+                            },
+                        }
+                    }
+                };
+                receipts.push(receipt);
+            }
+            let end_events = {
+                let mut overlay = Overlay::new(&mut bs);
+                let events = calls::on_batch_end(&mut overlay, &ctx)?;
+                overlay.commit();
+                events
+            };
+            bs.write(CHAIN_POSITION.to_vec(), &position);
+            let writes = bs.writes;
+            let root = Self::commit_writes(&txn, &mut table, writes, height)?;
+            (receipts, end_events, root)
+        };
+        {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            meta.insert("position", bcs::to_bytes(&position).map_err(corrupt)?.as_slice())
+                .map_err(storage)?;
+            meta.insert("root", root.as_slice()).map_err(storage)?;
+            let mut rt = txn.open_table(RECEIPTS).map_err(storage)?;
+            for (i, r) in receipts.iter().enumerate() {
+                rt.insert((height, i as u32), bcs::to_bytes(r).map_err(corrupt)?.as_slice())
+                    .map_err(storage)?;
+            }
+        }
+        txn.commit().map_err(storage)?;
+        self.position = position;
+        self.root = root;
+        Ok(BatchOutcome {
+            height,
+            state_root: root,
+            receipts,
+            end_events,
+        })
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&ReadState) -> LedgerResult<T>) -> LedgerResult<T> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(STATE).map_err(storage)?;
+        f(&ReadState { table: &table })
+    }
+
+    /// Reads a record of the committed state.
+    pub fn read<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> LedgerResult<Option<T>> {
+        self.with_state(|s| Ok(s.read(key)?))
+    }
+
+    pub fn account(&self, address: &trainmesh_contracts::Address) -> LedgerResult<Account> {
+        self.with_state(|s| Ok(accounts::load(s, address)?))
+    }
+
+    /// Every (key, value) of the committed state, in key order.
+    pub fn entries(&self) -> LedgerResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(STATE).map_err(storage)?;
+        let mut out = Vec::new();
+        for e in table.iter().map_err(storage)? {
+            let (k, v) = e.map_err(storage)?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The receipts of the batch executed at `height`.
+    pub fn receipts(&self, height: u64) -> LedgerResult<Vec<Receipt>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(RECEIPTS).map_err(storage)?;
+        let mut out = Vec::new();
+        for e in table.range((height, 0)..=(height, u32::MAX)).map_err(storage)? {
+            let (_, v) = e.map_err(storage)?;
+            out.push(bcs::from_bytes(v.value()).map_err(corrupt)?);
+        }
+        Ok(out)
+    }
+
+    /// A key's value with its Merkle proof against the current root.
+    pub fn prove(&self, key: &[u8]) -> LedgerResult<StateProof> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let nodes = txn.open_table(JMT_NODES).map_err(storage)?;
+        let keys = txn.open_table(JMT_KEYS).map_err(storage)?;
+        let state = txn.open_table(STATE).map_err(storage)?;
+        let reader = JmtStore {
+            nodes: &nodes,
+            keys: &keys,
+            state: &state,
+        };
+        let (value, proof) = Sha256Jmt::new(&reader)
+            .get_with_proof(KeyHash::with::<Sha256>(key), self.position.height)
+            .map_err(storage)?;
+        Ok(StateProof {
+            key: key.to_vec(),
+            value,
+            proof,
+        })
+    }
+}
+
+/// Checks nonce and fee, then runs the call in an overlay: on any error nothing is written.
+fn apply_transaction(
+    state: &mut impl State,
+    ctx: &Context,
+    tx: SignedTransaction,
+) -> LedgerResult<Vec<Event>> {
+    let sender = tx.sender();
+    let t = tx.transaction;
+    let mut overlay = Overlay::new(state);
+    let mut account = accounts::load(&overlay, &sender)?;
+    if t.nonce < account.nonce {
+        return Err(LedgerError::NonceReplayed {
+            expected: account.nonce,
+            actual: t.nonce,
+        });
+    }
+    if t.nonce > account.nonce {
+        return Err(LedgerError::NonceSkipped {
+            expected: account.nonce,
+            actual: t.nonce,
+        });
+    }
+    if account.balance < t.fee {
+        return Err(LedgerError::InsufficientBalance {
+            available: account.balance,
+            required: t.fee,
+        });
+    }
+    account.nonce += 1;
+    accounts::store(&mut overlay, &sender, &account);
+    let mut events = Vec::new();
+    if !t.fee.is_zero() {
+        accounts::burn_from(&mut overlay, &sender, t.fee)?;
+        events.push(Event::FeeBurned {
+            payer: sender,
+            amount: t.fee,
+        });
+    }
+    events.extend(calls::execute(&mut overlay, ctx, sender, t.call)?);
+    overlay.commit();
+    Ok(events)
+}

@@ -1,0 +1,21 @@
+//! The trainmesh ledger: signed transactions in a canonical encoding, executed batch by batch
+//! (one committed sub-DAG each) in one redb write transaction, with a Jellyfish Merkle state root
+//! that lets a light client check one account.
+//!
+//! Layout:
+//! - [`transaction`]: `Transaction`, `SignedTransaction`, the wire encoding and stateless checks
+//! - [`verify`]: batch signature verification on every core
+//! - [`ledger`]: `Ledger` (genesis, `execute(batch)`, queries, proofs) over redb
+//! - [`error`]: `LedgerError`, one variant per rule, with stable codes
+//!
+//! The state machines themselves (accounts, staking, jobs, ...) live in `trainmesh-contracts`.
+
+pub mod error;
+pub mod ledger;
+pub mod transaction;
+pub mod verify;
+
+pub use error::{LedgerError, LedgerResult};
+pub use ledger::{Batch, BatchOutcome, Ledger, Receipt, Rejection, StateProof};
+pub use transaction::{SignedTransaction, Transaction, TRANSACTION_BYTES_MAX};
+pub use trainmesh_contracts as contracts;
