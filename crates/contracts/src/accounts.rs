@@ -71,7 +71,11 @@ pub fn store_supply(state: &mut (impl State + ?Sized), supply: &Supply) {
     state.write(keys::SUPPLY.to_vec(), supply);
 }
 
-pub fn credit(state: &mut (impl State + ?Sized), a: &Address, amount: Amount) -> ContractResult<()> {
+pub fn credit(
+    state: &mut (impl State + ?Sized),
+    a: &Address,
+    amount: Amount,
+) -> ContractResult<()> {
     let mut acct = load(state, a)?;
     acct.balance = acct.balance.checked_add(amount)?;
     store(state, a, &acct);
@@ -118,7 +122,11 @@ pub fn burn(state: &mut (impl State + ?Sized), amount: Amount) -> ContractResult
 }
 
 /// Takes `amount` from a balance and destroys it (transaction fees).
-pub fn burn_from(state: &mut (impl State + ?Sized), from: &Address, amount: Amount) -> ContractResult<()> {
+pub fn burn_from(
+    state: &mut (impl State + ?Sized),
+    from: &Address,
+    amount: Amount,
+) -> ContractResult<()> {
     debit(state, from, amount)?;
     burn(state, amount)
 }

@@ -19,20 +19,51 @@ use crate::workers::{self, Capability, Role};
 /// append new variants, never reorder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Call {
-    Transfer { to: Address, amount: Amount },
-    Bond { amount: Amount },
-    Unbond { amount: Amount },
+    Transfer {
+        to: Address,
+        amount: Amount,
+    },
+    Bond {
+        amount: Amount,
+    },
+    Unbond {
+        amount: Amount,
+    },
     Withdraw,
-    ReportDoubleSign { evidence: Box<EquivocationEvidence> },
-    RegisterWorker { role: Role, bond: Amount, capability: Capability, peer_id: String },
+    ReportDoubleSign {
+        evidence: Box<EquivocationEvidence>,
+    },
+    RegisterWorker {
+        role: Role,
+        bond: Amount,
+        capability: Capability,
+        peer_id: String,
+    },
     Heartbeat,
     DeregisterWorker,
-    AttachDataset { spec: DatasetSpec },
-    SubmitJob { spec: JobSpec },
-    SubmitWorkResult { unit: UnitId, result: WorkResult },
-    Attest { unit: UnitId, attestation: Attestation },
-    Propose { description: String, updates: Vec<ParamUpdate>, deposit: Amount },
-    Vote { proposal: ProposalId, approve: bool },
+    AttachDataset {
+        spec: DatasetSpec,
+    },
+    SubmitJob {
+        spec: JobSpec,
+    },
+    SubmitWorkResult {
+        unit: UnitId,
+        result: WorkResult,
+    },
+    Attest {
+        unit: UnitId,
+        attestation: Attestation,
+    },
+    Propose {
+        description: String,
+        updates: Vec<ParamUpdate>,
+        deposit: Amount,
+    },
+    Vote {
+        proposal: ProposalId,
+        approve: bool,
+    },
 }
 
 impl Call {
@@ -90,7 +121,18 @@ pub fn execute(
             bond,
             capability,
             peer_id,
-        } => workers::register(state, ctx, sender, role, bond, capability, peer_id, &mut events)?,
+        } => workers::register(
+            state,
+            ctx,
+            sender,
+            workers::Registration {
+                role,
+                bond,
+                capability,
+                peer_id,
+            },
+            &mut events,
+        )?,
         Call::Heartbeat => workers::heartbeat(state, ctx, sender)?,
         Call::DeregisterWorker => workers::deregister(state, sender, &mut events)?,
         Call::AttachDataset { spec } => {
@@ -110,7 +152,15 @@ pub fn execute(
             updates,
             deposit,
         } => {
-            governance::propose(state, ctx, sender, description, updates, deposit, &mut events)?;
+            governance::propose(
+                state,
+                ctx,
+                sender,
+                description,
+                updates,
+                deposit,
+                &mut events,
+            )?;
         }
         Call::Vote { proposal, approve } => {
             governance::vote(state, ctx, sender, proposal, approve, &mut events)?
@@ -120,7 +170,10 @@ pub fn execute(
 }
 
 /// What runs after the last transaction of every batch: deadlines, timeouts, governance.
-pub fn on_batch_end(state: &mut (impl State + ?Sized), ctx: &Context) -> ContractResult<Vec<Event>> {
+pub fn on_batch_end(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+) -> ContractResult<Vec<Event>> {
     let mut events = Events::default();
     jobs::on_batch_end(state, ctx, &mut events)?;
     governance::on_batch_end(state, ctx, &mut events)?;

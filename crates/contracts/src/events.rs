@@ -11,17 +11,35 @@ use crate::workers::Role;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PaymentReason {
     /// The trainer's share of a certified unit's payment.
-    TrainerShare { unit: UnitId, certificate: Hash32 },
+    TrainerShare {
+        unit: UnitId,
+        certificate: Hash32,
+    },
     /// New TRAIN emitted for a certificate of useful work.
-    Emission { unit: UnitId, certificate: Hash32 },
-    EvaluatorShare { unit: UnitId, certificate: Hash32 },
-    DataProviderShare { unit: UnitId, certificate: Hash32 },
+    Emission {
+        unit: UnitId,
+        certificate: Hash32,
+    },
+    EvaluatorShare {
+        unit: UnitId,
+        certificate: Hash32,
+    },
+    DataProviderShare {
+        unit: UnitId,
+        certificate: Hash32,
+    },
     /// The unspent escrow of a finished or expired job.
-    Refund { job: JobId },
+    Refund {
+        job: JobId,
+    },
     /// A share of a slash paid to whoever proved the offence.
-    ReporterReward { offender: Address },
+    ReporterReward {
+        offender: Address,
+    },
     /// A governance deposit given back.
-    DepositReturned { proposal: ProposalId },
+    DepositReturned {
+        proposal: ProposalId,
+    },
 }
 
 /// Why stake was slashed.
@@ -35,23 +53,83 @@ pub enum SlashReason {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    Transferred { from: Address, to: Address, amount: Amount },
-    FeeBurned { payer: Address, amount: Amount },
-    Paid { to: Address, amount: Amount, reason: PaymentReason },
-    Burned { amount: Amount, reason: String },
-    Bonded { who: Address, amount: Amount },
-    UnbondingStarted { who: Address, amount: Amount, release_at: TimestampMs },
-    Withdrawn { who: Address, amount: Amount },
-    Slashed { who: Address, amount: Amount, burned: Amount, reason: SlashReason },
-    WorkerRegistered { who: Address, role: Role },
-    WorkerDeregistered { who: Address },
-    DatasetAttached { dataset: DatasetId, provider: Address },
-    JobSubmitted { job: JobId, owner: Address, escrow: Amount, units: u32 },
-    UnitAssigned { unit: UnitId, trainer: Address, attempt: u32 },
-    UnitWaiting { unit: UnitId },
-    ResultSubmitted { unit: UnitId, trainer: Address, checkpoint: Hash32 },
-    EvaluatorsSampled { unit: UnitId, evaluators: Vec<Address>, audit_seed: Hash32 },
-    Attested { unit: UnitId, evaluator: Address, accept: bool },
+    Transferred {
+        from: Address,
+        to: Address,
+        amount: Amount,
+    },
+    FeeBurned {
+        payer: Address,
+        amount: Amount,
+    },
+    Paid {
+        to: Address,
+        amount: Amount,
+        reason: PaymentReason,
+    },
+    Burned {
+        amount: Amount,
+        reason: String,
+    },
+    Bonded {
+        who: Address,
+        amount: Amount,
+    },
+    UnbondingStarted {
+        who: Address,
+        amount: Amount,
+        release_at: TimestampMs,
+    },
+    Withdrawn {
+        who: Address,
+        amount: Amount,
+    },
+    Slashed {
+        who: Address,
+        amount: Amount,
+        burned: Amount,
+        reason: SlashReason,
+    },
+    WorkerRegistered {
+        who: Address,
+        role: Role,
+    },
+    WorkerDeregistered {
+        who: Address,
+    },
+    DatasetAttached {
+        dataset: DatasetId,
+        provider: Address,
+    },
+    JobSubmitted {
+        job: JobId,
+        owner: Address,
+        escrow: Amount,
+        units: u32,
+    },
+    UnitAssigned {
+        unit: UnitId,
+        trainer: Address,
+        attempt: u32,
+    },
+    UnitWaiting {
+        unit: UnitId,
+    },
+    ResultSubmitted {
+        unit: UnitId,
+        trainer: Address,
+        checkpoint: Hash32,
+    },
+    EvaluatorsSampled {
+        unit: UnitId,
+        evaluators: Vec<Address>,
+        audit_seed: Hash32,
+    },
+    Attested {
+        unit: UnitId,
+        evaluator: Address,
+        accept: bool,
+    },
     /// A quorum of evaluators accepted the unit: a certificate of useful work.
     WorkCertified {
         unit: UnitId,
@@ -60,14 +138,43 @@ pub enum Event {
         metric_ppm: u32,
         certificate: Hash32,
     },
-    WorkRejected { unit: UnitId, trainer: Address, certificate: Hash32 },
-    UnitTimedOut { unit: UnitId, trainer: Address },
-    JobFinished { job: JobId, state: String, metric_ppm: Option<u32>, refunded: Amount },
-    ProposalCreated { proposal: ProposalId, proposer: Address, updates: Vec<ParamUpdate> },
-    Voted { proposal: ProposalId, voter: Address, approve: bool, weight: Amount },
-    ProposalPassed { proposal: ProposalId, execute_at: TimestampMs },
-    ProposalRejected { proposal: ProposalId, reason: String },
-    ProposalExecuted { proposal: ProposalId },
+    WorkRejected {
+        unit: UnitId,
+        trainer: Address,
+        certificate: Hash32,
+    },
+    UnitTimedOut {
+        unit: UnitId,
+        trainer: Address,
+    },
+    JobFinished {
+        job: JobId,
+        state: String,
+        metric_ppm: Option<u32>,
+        refunded: Amount,
+    },
+    ProposalCreated {
+        proposal: ProposalId,
+        proposer: Address,
+        updates: Vec<ParamUpdate>,
+    },
+    Voted {
+        proposal: ProposalId,
+        voter: Address,
+        approve: bool,
+        weight: Amount,
+    },
+    ProposalPassed {
+        proposal: ProposalId,
+        execute_at: TimestampMs,
+    },
+    ProposalRejected {
+        proposal: ProposalId,
+        reason: String,
+    },
+    ProposalExecuted {
+        proposal: ProposalId,
+    },
 }
 
 /// Collects events during one call.

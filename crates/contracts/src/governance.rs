@@ -57,7 +57,9 @@ pub struct Proposal {
 }
 
 pub fn load(state: &(impl State + ?Sized), id: ProposalId) -> ContractResult<Proposal> {
-    state.read(&keys::proposal(id))?.ok_or(ContractError::UnknownProposal(id))
+    state
+        .read(&keys::proposal(id))?
+        .ok_or(ContractError::UnknownProposal(id))
 }
 
 fn store(state: &mut (impl State + ?Sized), p: &Proposal) {
@@ -197,7 +199,8 @@ pub fn on_batch_end(
 ) -> ContractResult<()> {
     let params = params::load(state)?;
     let mut still_open = Vec::new();
-    for id in open(state)? {
+    let was_open = open(state)?;
+    for id in was_open.iter().copied() {
         let mut p = load(state, id)?;
         match p.state {
             ProposalState::Voting if ctx.time >= p.voting_ends => {
@@ -220,7 +223,9 @@ pub fn on_batch_end(
                         reason: format!("yes {} not above threshold {threshold}", p.yes),
                     });
                 } else {
-                    let at = p.voting_ends.saturating_add_ms(params.governance_timelock_ms);
+                    let at = p
+                        .voting_ends
+                        .saturating_add_ms(params.governance_timelock_ms);
                     p.state = ProposalState::Passed;
                     p.execute_at = Some(at);
                     return_deposit(state, &p, events)?;
@@ -264,11 +269,17 @@ pub fn on_batch_end(
             _ => still_open.push(id),
         }
     }
-    state.write(keys::OPEN_PROPOSALS.to_vec(), &still_open);
+    if still_open != was_open {
+        state.write(keys::OPEN_PROPOSALS.to_vec(), &still_open);
+    }
     Ok(())
 }
 
-fn return_deposit(state: &mut (impl State + ?Sized), p: &Proposal, events: &mut Events) -> ContractResult<()> {
+fn return_deposit(
+    state: &mut (impl State + ?Sized),
+    p: &Proposal,
+    events: &mut Events,
+) -> ContractResult<()> {
     accounts::credit(state, &p.proposer, p.deposit)?;
     events.push(Event::Paid {
         to: p.proposer,

@@ -31,14 +31,21 @@ fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T,
 /// - stake ≥ locked collateral for every account (what can be slashed is covered);
 /// - a running job's escrow never exceeds its budget, a finished job holds none;
 /// - total bonded stake matches the supply record.
-pub fn check<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<Holdings, String> {
+pub fn check<'a>(
+    entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<Holdings, String> {
     let mut h = Holdings::default();
     let mut supply: Option<Supply> = None;
     for (k, v) in entries {
         if k.starts_with(b"acct/") {
             let a: Account = decode(k, v)?;
             if a.locked > a.stake {
-                return Err(format!("account {} locks {} of {} stake", String::from_utf8_lossy(k), a.locked, a.stake));
+                return Err(format!(
+                    "account {} locks {} of {} stake",
+                    String::from_utf8_lossy(k),
+                    a.locked,
+                    a.stake
+                ));
             }
             h.balances.0 += a.balance.0;
             h.stakes.0 += a.stake.0;
@@ -46,7 +53,10 @@ pub fn check<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Res
         } else if k.starts_with(b"job/") {
             let j: Job = decode(k, v)?;
             if j.escrow > j.spec.budget {
-                return Err(format!("job {} escrow {} exceeds its budget {}", j.id, j.escrow, j.spec.budget));
+                return Err(format!(
+                    "job {} escrow {} exceeds its budget {}",
+                    j.id, j.escrow, j.spec.budget
+                ));
             }
             if j.state != JobState::Running && !j.escrow.is_zero() {
                 return Err(format!("finished job {} still holds {}", j.id, j.escrow));
@@ -73,7 +83,10 @@ pub fn check<'a>(entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Res
         ));
     }
     if h.stakes != supply.staked {
-        return Err(format!("bonded stake {} ≠ supply record {}", h.stakes, supply.staked));
+        return Err(format!(
+            "bonded stake {} ≠ supply record {}",
+            h.stakes, supply.staked
+        ));
     }
     Ok(h)
 }

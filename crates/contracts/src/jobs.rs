@@ -224,7 +224,9 @@ impl JobSpec {
             return Err(invalid("steps must be positive".into()));
         }
         if h.batch_size == 0 || h.learning_rate_ppm == 0 {
-            return Err(invalid("batch size and learning rate must be positive".into()));
+            return Err(invalid(
+                "batch size and learning rate must be positive".into(),
+            ));
         }
         let units = self.units();
         if units > UNITS_PER_JOB_MAX {
@@ -235,7 +237,10 @@ impl JobSpec {
             });
         }
         if self.tier > 2 {
-            return Err(invalid(format!("verification tier {} does not exist", self.tier)));
+            return Err(invalid(format!(
+                "verification tier {} does not exist",
+                self.tier
+            )));
         }
         if self.budget.is_zero() {
             return Err(invalid("zero budget".into()));
@@ -258,7 +263,9 @@ impl JobSpec {
 }
 
 pub fn load_job(state: &(impl State + ?Sized), id: JobId) -> ContractResult<Job> {
-    state.read(&keys::job(id))?.ok_or(ContractError::UnknownJob(id))
+    state
+        .read(&keys::job(id))?
+        .ok_or(ContractError::UnknownJob(id))
 }
 
 fn store_job(state: &mut (impl State + ?Sized), job: &Job) {
@@ -266,7 +273,9 @@ fn store_job(state: &mut (impl State + ?Sized), job: &Job) {
 }
 
 pub fn load_unit(state: &(impl State + ?Sized), id: UnitId) -> ContractResult<Unit> {
-    state.read(&keys::unit(id))?.ok_or(ContractError::UnknownUnit(id))
+    state
+        .read(&keys::unit(id))?
+        .ok_or(ContractError::UnknownUnit(id))
 }
 
 fn store_unit(state: &mut (impl State + ?Sized), unit: &Unit) {
@@ -391,18 +400,24 @@ fn candidates(
         if exclude.contains(&a) {
             continue;
         }
-        let Some(w) = workers::load(state, &a)? else { continue };
+        let Some(w) = workers::load(state, &a)? else {
+            continue;
+        };
         if w.role != role || !w.is_alive(ctx.time, p) || w.capability.memory_mb < min_memory_mb {
             continue;
         }
         let account = accounts::load(state, &a)?;
         let minimum = workers::minimum_stake(p, role);
-        if account.free_stake() < minimum.mul_bps(p.slash_rejected_work_bps) || account.stake < minimum {
+        if account.free_stake() < minimum.mul_bps(p.slash_rejected_work_bps)
+            || account.stake < minimum
+        {
             continue;
         }
         let score = reputation::score(state, &a, ctx.time, p.reputation_half_life_ms)? as u128;
         // Stake in milli-TRAIN keeps the product far from overflow.
-        let weight = (account.free_stake().0 / 1_000_000).max(1).saturating_mul(score);
+        let weight = (account.free_stake().0 / 1_000_000)
+            .max(1)
+            .saturating_mul(score);
         out.push((a, weight));
     }
     Ok(out)
@@ -425,7 +440,14 @@ fn assign(
     p: &Params,
     events: &mut Events,
 ) -> ContractResult<()> {
-    let pool = candidates(state, ctx, Role::Trainer, job.spec.min_memory_mb, &unit.excluded, p)?;
+    let pool = candidates(
+        state,
+        ctx,
+        Role::Trainer,
+        job.spec.min_memory_mb,
+        &unit.excluded,
+        p,
+    )?;
     let mut sampler = Sampler::new(&ctx.seed, &unit_domain(b"assign", unit));
     let Some(trainer) = weighted_sample(pool, 1, &mut sampler).pop() else {
         unit.state = UnitState::Waiting;
@@ -527,7 +549,10 @@ pub fn submit_result(
         });
     }
     if result.segments == 0 || result.segments > SEGMENTS_MAX {
-        return Err(invalid(format!("{} segments (1..={SEGMENTS_MAX})", result.segments)));
+        return Err(invalid(format!(
+            "{} segments (1..={SEGMENTS_MAX})",
+            result.segments
+        )));
     }
     if result.loss_trace_ppm.len() > LOSS_TRACE_MAX {
         return Err(ContractError::TooMany {
@@ -551,7 +576,11 @@ pub fn submit_result(
 
 fn certificate_id(unit: &Unit, accept: bool, signers: &[Address]) -> Hash32 {
     let mut h = blake3::Hasher::new();
-    h.update(if accept { b"certificate/accept" } else { b"certificate/reject" });
+    h.update(if accept {
+        b"certificate/accept"
+    } else {
+        b"certificate/reject"
+    });
     h.update(&unit.id.job.0.to_le_bytes());
     h.update(&unit.id.index.to_le_bytes());
     h.update(&unit.attempt.to_le_bytes());
@@ -682,15 +711,36 @@ fn certify(
     let provider_share = payment.mul_bps(p.fee_share_data_provider_bps);
     let per_evaluator = Amount(evaluators_share.0 / accepts.len().max(1) as u128);
     let mut dataset = datasets::load(state, job.spec.dataset)?;
-    pay(state, trainer, trainer_share, PaymentReason::TrainerShare { unit: unit.id, certificate }, events)?;
+    pay(
+        state,
+        trainer,
+        trainer_share,
+        PaymentReason::TrainerShare {
+            unit: unit.id,
+            certificate,
+        },
+        events,
+    )?;
     for e in accepts {
-        pay(state, *e, per_evaluator, PaymentReason::EvaluatorShare { unit: unit.id, certificate }, events)?;
+        pay(
+            state,
+            *e,
+            per_evaluator,
+            PaymentReason::EvaluatorShare {
+                unit: unit.id,
+                certificate,
+            },
+            events,
+        )?;
     }
     pay(
         state,
         dataset.provider,
         provider_share,
-        PaymentReason::DataProviderShare { unit: unit.id, certificate },
+        PaymentReason::DataProviderShare {
+            unit: unit.id,
+            certificate,
+        },
         events,
     )?;
     let paid = trainer_share.0 + per_evaluator.0 * accepts.len() as u128 + provider_share.0;
@@ -711,14 +761,29 @@ fn certify(
         events.push(Event::Paid {
             to: trainer,
             amount: emission,
-            reason: PaymentReason::Emission { unit: unit.id, certificate },
+            reason: PaymentReason::Emission {
+                unit: unit.id,
+                certificate,
+            },
         });
     }
     dataset.uses += 1;
     datasets::store(state, &dataset);
-    reputation::record(state, &trainer, Outcome::Certified, ctx.time, p.reputation_half_life_ms)?;
+    reputation::record(
+        state,
+        &trainer,
+        Outcome::Certified,
+        ctx.time,
+        p.reputation_half_life_ms,
+    )?;
     for e in accepts {
-        reputation::record(state, e, Outcome::Certified, ctx.time, p.reputation_half_life_ms)?;
+        reputation::record(
+            state,
+            e,
+            Outcome::Certified,
+            ctx.time,
+            p.reputation_half_life_ms,
+        )?;
     }
 
     job.units_done += 1;
@@ -767,9 +832,21 @@ fn reject(
         },
         events,
     )?;
-    reputation::record(state, &trainer, Outcome::Rejected, ctx.time, p.reputation_half_life_ms)?;
+    reputation::record(
+        state,
+        &trainer,
+        Outcome::Rejected,
+        ctx.time,
+        p.reputation_half_life_ms,
+    )?;
     for e in rejects {
-        reputation::record(state, e, Outcome::Certified, ctx.time, p.reputation_half_life_ms)?;
+        reputation::record(
+            state,
+            e,
+            Outcome::Certified,
+            ctx.time,
+            p.reputation_half_life_ms,
+        )?;
     }
     unit.excluded.push(trainer);
     unit.trainer = None;
@@ -791,7 +868,10 @@ fn finish(
         index: job.current_unit,
     };
     if let Some(mut unit) = state.read::<Unit>(&keys::unit(unit_id))? {
-        if matches!(unit.state, UnitState::Assigned | UnitState::Submitted | UnitState::Waiting) {
+        if matches!(
+            unit.state,
+            UnitState::Assigned | UnitState::Submitted | UnitState::Waiting
+        ) {
             release_trainer(state, &mut unit)?;
             release_evaluators(state, &unit)?;
             unit.state = UnitState::Cancelled;
@@ -802,7 +882,13 @@ fn finish(
     job.escrow = Amount::ZERO;
     job.state = outcome;
     job.finished_at = Some(ctx.time);
-    pay(state, job.owner, refund, PaymentReason::Refund { job: job.id }, events)?;
+    pay(
+        state,
+        job.owner,
+        refund,
+        PaymentReason::Refund { job: job.id },
+        events,
+    )?;
     let mut active = active_jobs(state)?;
     active.retain(|j| *j != job.id);
     state.write(keys::ACTIVE_JOBS.to_vec(), &active);
@@ -856,7 +942,13 @@ pub fn on_batch_end(
                     trainer,
                 });
                 release_trainer(state, &mut unit)?;
-                reputation::record(state, &trainer, Outcome::TimedOut, ctx.time, p.reputation_half_life_ms)?;
+                reputation::record(
+                    state,
+                    &trainer,
+                    Outcome::TimedOut,
+                    ctx.time,
+                    p.reputation_half_life_ms,
+                )?;
                 unit.excluded.push(trainer);
                 unit.trainer = None;
                 unit.attempt += 1;
@@ -865,7 +957,13 @@ pub fn on_batch_end(
             UnitState::Submitted if overdue(unit.submitted_at) => {
                 for e in &unit.evaluators {
                     if !unit.attestations.iter().any(|(a, _)| a == e) {
-                        reputation::record(state, e, Outcome::TimedOut, ctx.time, p.reputation_half_life_ms)?;
+                        reputation::record(
+                            state,
+                            e,
+                            Outcome::TimedOut,
+                            ctx.time,
+                            p.reputation_half_life_ms,
+                        )?;
                     }
                 }
                 unit.attempt += 1;

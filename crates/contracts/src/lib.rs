@@ -9,7 +9,7 @@
 //! - [`params`]: economics and protocol parameters, and their governed updates
 //! - [`staking`]: bond, unbond, withdraw, slash (rejected work, double signing)
 //! - [`workers`]: WorkerRegistry; [`datasets`]: DatasetRegistry
-//! - [`jobs`]: JobManager (units, assignment, results, attestations, certificates, settlement)
+//! - [`jobs`]: JobManager: units, assignment, results, attestations, certificates, settlement
 //! - [`reputation`]: per-worker scores that decay; [`governance`]: proposals and votes
 //! - [`sampling`]: stake × reputation weighted draws from a commit's seed
 //! - [`calls`]: the `Call` enum and its dispatcher; [`events`]: what execution reports
@@ -40,4 +40,6 @@ pub use events::{Event, PaymentReason, SlashReason};
 pub use genesis::{Genesis, GenesisAccount, GenesisValidator};
 pub use params::{ParamUpdate, Params};
 pub use state::{MemState, Overlay, State, StateExt};
-pub use types::{Address, Amount, Context, DatasetId, Hash32, JobId, ProposalId, TimestampMs, UnitId};
+pub use types::{
+    Address, Amount, Context, DatasetId, Hash32, JobId, ProposalId, TimestampMs, UnitId,
+};

@@ -76,7 +76,10 @@ impl Default for Params {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ParamUpdate {
     EmissionPerCertificate(Amount),
-    EmissionDecay { bps: u32, interval: u64 },
+    EmissionDecay {
+        bps: u32,
+        interval: u64,
+    },
     FeeShares {
         trainer_bps: u32,
         evaluators_bps: u32,
@@ -89,7 +92,10 @@ pub enum ParamUpdate {
     SlashDoubleSignBps(u32),
     SlashReporterShareBps(u32),
     UnbondingDelayMs(u64),
-    Evaluators { per_unit: u32, quorum: u32 },
+    Evaluators {
+        per_unit: u32,
+        quorum: u32,
+    },
     UnitTimeoutMs(u64),
     HeartbeatTimeoutMs(u64),
     ReputationHalfLifeMs(u64),
@@ -115,7 +121,9 @@ impl Params {
             + self.fee_share_data_provider_bps as u64
             + self.fee_share_burn_bps as u64;
         if shares != 10_000 {
-            return Err(invalid(format!("fee shares add up to {shares} bps, not 10000")));
+            return Err(invalid(format!(
+                "fee shares add up to {shares} bps, not 10000"
+            )));
         }
         for (name, bps) in [
             ("emission_decay_bps", self.emission_decay_bps),
@@ -143,13 +151,18 @@ impl Params {
             )));
         }
         if self.slash_rejected_work_bps == 0 {
-            return Err(invalid("slash_rejected_work_bps is 0: cheating would be free".into()));
+            return Err(invalid(
+                "slash_rejected_work_bps is 0: cheating would be free".into(),
+            ));
         }
         for (name, ms) in [
             ("unit_timeout_ms", self.unit_timeout_ms),
             ("heartbeat_timeout_ms", self.heartbeat_timeout_ms),
             ("reputation_half_life_ms", self.reputation_half_life_ms),
-            ("governance_voting_period_ms", self.governance_voting_period_ms),
+            (
+                "governance_voting_period_ms",
+                self.governance_voting_period_ms,
+            ),
         ] {
             if ms == 0 {
                 return Err(invalid(format!("{name} is 0")));

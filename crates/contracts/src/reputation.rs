@@ -59,13 +59,22 @@ impl Reputation {
     }
 }
 
-pub fn load(state: &(impl State + ?Sized), a: &Address, now: TimestampMs) -> ContractResult<Reputation> {
+pub fn load(
+    state: &(impl State + ?Sized),
+    a: &Address,
+    now: TimestampMs,
+) -> ContractResult<Reputation> {
     Ok(state
         .read(&keys::reputation(a))?
         .unwrap_or_else(|| Reputation::new(now)))
 }
 
-pub fn score(state: &(impl State + ?Sized), a: &Address, now: TimestampMs, half_life_ms: u64) -> ContractResult<u32> {
+pub fn score(
+    state: &(impl State + ?Sized),
+    a: &Address,
+    now: TimestampMs,
+    half_life_ms: u64,
+) -> ContractResult<u32> {
     Ok(load(state, a, now)?.score_at(now, half_life_ms))
 }
 

@@ -51,7 +51,9 @@ pub fn weighted_sample(
     candidates.retain(|(_, w)| *w > 0);
     let mut chosen = Vec::with_capacity(k);
     while chosen.len() < k && !candidates.is_empty() {
-        let total: u128 = candidates.iter().fold(0u128, |t, (_, w)| t.saturating_add(*w));
+        let total: u128 = candidates
+            .iter()
+            .fold(0u128, |t, (_, w)| t.saturating_add(*w));
         let mut point = sampler.below(total);
         let mut pick = candidates.len() - 1;
         for (i, (_, w)) in candidates.iter().enumerate() {
@@ -80,7 +82,11 @@ mod tests {
             let mut sampler = Sampler::new(&seed, b"test");
             let picked = weighted_sample(vec![(a(0), 1), (a(1), 2), (a(2), 0)], 1, &mut sampler);
             counts[picked[0].0[0] as usize] += 1;
-            let both = weighted_sample(vec![(a(0), 1), (a(1), 2)], 2, &mut Sampler::new(&seed, b"x"));
+            let both = weighted_sample(
+                vec![(a(0), 1), (a(1), 2)],
+                2,
+                &mut Sampler::new(&seed, b"x"),
+            );
             assert_eq!(both.len(), 2);
             assert_ne!(both[0], both[1]);
         }

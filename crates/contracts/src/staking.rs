@@ -113,8 +113,10 @@ pub fn withdraw(
     events: &mut Events,
 ) -> ContractResult<Amount> {
     let mut a = accounts::load(state, &who)?;
-    let (ready, waiting): (Vec<Unbonding>, Vec<Unbonding>) =
-        a.unbonding.drain(..).partition(|u| u.release_at <= ctx.time);
+    let (ready, waiting): (Vec<Unbonding>, Vec<Unbonding>) = a
+        .unbonding
+        .drain(..)
+        .partition(|u| u.release_at <= ctx.time);
     if ready.is_empty() {
         return Err(ContractError::NothingToWithdraw {
             release_at_ms: waiting.iter().map(|u| u.release_at.0).min(),

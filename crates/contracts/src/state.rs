@@ -32,7 +32,10 @@ pub trait StateExt: State {
 
     fn write<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
         let bytes = bcs::to_bytes(value).expect("records always serialize");
-        assert!(bytes.len() <= RECORD_BYTES_MAX, "record over {RECORD_BYTES_MAX} bytes");
+        assert!(
+            bytes.len() <= RECORD_BYTES_MAX,
+            "record over {RECORD_BYTES_MAX} bytes"
+        );
         self.put(key, bytes);
     }
 }

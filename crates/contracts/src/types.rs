@@ -31,10 +31,11 @@ impl Address {
     }
 
     pub fn from_hex(s: &str) -> Result<Address, ContractError> {
-        let bytes = hex::decode(s.trim_start_matches("0x")).map_err(|_| ContractError::Invalid {
-            what: "address",
-            reason: "not hex".into(),
-        })?;
+        let bytes =
+            hex::decode(s.trim_start_matches("0x")).map_err(|_| ContractError::Invalid {
+                what: "address",
+                reason: "not hex".into(),
+            })?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| ContractError::Invalid {
             what: "address",
             reason: "not 32 bytes".into(),
@@ -56,9 +57,7 @@ impl fmt::Display for Address {
 }
 
 /// An amount of TRAIN in base units (1 TRAIN = 10⁹ units). All arithmetic is checked.
-#[derive(
-    Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Amount(pub u128);
 
 /// Base units per TRAIN.
@@ -93,7 +92,10 @@ impl Amount {
     }
 
     pub fn checked_mul(self, n: u128) -> Result<Amount, ContractError> {
-        self.0.checked_mul(n).map(Amount).ok_or(ContractError::Overflow)
+        self.0
+            .checked_mul(n)
+            .map(Amount)
+            .ok_or(ContractError::Overflow)
     }
 
     /// `self × bps / 10,000`, rounded down.
@@ -147,7 +149,17 @@ macro_rules! id_type {
     ($name:ident, $doc:literal) => {
         #[doc = $doc]
         #[derive(
-            Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+            Clone,
+            Copy,
+            Debug,
+            Default,
+            PartialEq,
+            Eq,
+            PartialOrd,
+            Ord,
+            Hash,
+            Serialize,
+            Deserialize,
         )]
         pub struct $name(pub u64);
 
@@ -159,7 +171,10 @@ macro_rules! id_type {
     };
 }
 
-id_type!(JobId, "A training job, numbered from 1 in submission order.");
+id_type!(
+    JobId,
+    "A training job, numbered from 1 in submission order."
+);
 id_type!(DatasetId, "An attached dataset, numbered from 1.");
 id_type!(ProposalId, "A governance proposal, numbered from 1.");
 

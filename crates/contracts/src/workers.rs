@@ -90,18 +90,31 @@ pub fn minimum_stake(params: &Params, role: Role) -> Amount {
     }
 }
 
+/// What a worker registers with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub role: Role,
+    /// Stake to bond now, on top of what is bonded already.
+    pub bond: Amount,
+    pub capability: Capability,
+    pub peer_id: String,
+}
+
 /// Registers `sender`, bonding `bond` more stake first; its total stake must reach the role's
 /// minimum.
 pub fn register(
     state: &mut (impl State + ?Sized),
     ctx: &Context,
     sender: Address,
-    role: Role,
-    bond: Amount,
-    capability: Capability,
-    peer_id: String,
+    registration: Registration,
     events: &mut Events,
 ) -> ContractResult<()> {
+    let Registration {
+        role,
+        bond,
+        capability,
+        peer_id,
+    } = registration;
     check_text("adapter bytes", &capability.adapter)?;
     check_text("backend bytes", &capability.backend)?;
     check_text("peer id bytes", &peer_id)?;
@@ -147,7 +160,11 @@ pub fn register(
     Ok(())
 }
 
-pub fn heartbeat(state: &mut (impl State + ?Sized), ctx: &Context, sender: Address) -> ContractResult<()> {
+pub fn heartbeat(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    sender: Address,
+) -> ContractResult<()> {
     let mut w = load(state, &sender)?.ok_or(ContractError::NotRegistered(sender))?;
     w.last_heartbeat = ctx.time;
     store(state, &w);
@@ -172,7 +189,11 @@ pub fn deregister(
     Ok(())
 }
 
-pub fn adjust_open_units(state: &mut (impl State + ?Sized), a: &Address, delta: i32) -> ContractResult<()> {
+pub fn adjust_open_units(
+    state: &mut (impl State + ?Sized),
+    a: &Address,
+    delta: i32,
+) -> ContractResult<()> {
     if let Some(mut w) = load(state, a)? {
         w.open_units = w.open_units.saturating_add_signed(delta);
         store(state, &w);

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use trainmesh_contracts::accounts::{self, Account};
 use trainmesh_contracts::{
-    calls, ContractError, ContractResult, Context, Event, Genesis, Overlay, State, StateExt,
+    calls, Context, ContractError, ContractResult, Event, Genesis, Overlay, State, StateExt,
     TimestampMs,
 };
 
@@ -32,9 +32,6 @@ const JMT_NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_nodes
 const JMT_KEYS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("jmt_keys");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const RECEIPTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("receipts");
-
-/// The state key under which the ledger records its own position (so every batch writes).
-const CHAIN_POSITION: &[u8] = b"chain/position";
 
 /// Transactions in one batch.
 pub const BATCH_TRANSACTIONS_MAX: usize = 100_000;
@@ -110,12 +107,15 @@ impl BatchOutcome {
     }
 }
 
-/// Where the ledger stands.
+/// Where the ledger stands (kept beside the state, not in it: a batch of rejected transactions
+/// leaves the state root as it was).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Position {
     height: u64,
     next_index: u64,
     timestamp: TimestampMs,
+    /// The Merkle tree's version: bumped by every batch that changes the state.
+    tree_version: u64,
 }
 
 /// A value and its Merkle proof against a state root: what a light client checks.
@@ -327,42 +327,59 @@ impl Ledger {
                 table: &table,
                 writes: BTreeMap::new(),
             };
-            genesis.apply(&mut bs).map_err(|e| LedgerError::InvalidGenesis {
-                reason: e.to_string(),
-            })?;
-            let position = Position {
-                height: 0,
-                next_index: 0,
-                timestamp: TimestampMs(genesis.genesis_time_ms),
-            };
-            bs.write(CHAIN_POSITION.to_vec(), &position);
+            genesis
+                .apply(&mut bs)
+                .map_err(|e| LedgerError::InvalidGenesis {
+                    reason: e.to_string(),
+                })?;
             let writes = bs.writes;
-            Self::commit_writes(&txn, &mut table, writes, 0)?
+            Self::commit_writes(&txn, &mut table, writes, 0)?.unwrap_or([0; 32])
         };
         {
             let mut meta = txn.open_table(META).map_err(storage)?;
-            meta.insert("genesis_hash", hash.as_bytes()).map_err(storage)?;
-            meta.insert("chain_id", genesis.chain_id.as_bytes()).map_err(storage)?;
+            meta.insert("genesis_hash", hash.as_bytes())
+                .map_err(storage)?;
+            meta.insert("chain_id", genesis.chain_id.as_bytes())
+                .map_err(storage)?;
             let position = Position {
                 height: 0,
                 next_index: 0,
                 timestamp: TimestampMs(genesis.genesis_time_ms),
+                tree_version: 0,
             };
-            meta.insert("position", bcs::to_bytes(&position).map_err(corrupt)?.as_slice())
-                .map_err(storage)?;
+            meta.insert(
+                "position",
+                bcs::to_bytes(&position).map_err(corrupt)?.as_slice(),
+            )
+            .map_err(storage)?;
             meta.insert("root", root.as_slice()).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         self.load_meta()
     }
 
-    /// Applies a batch's writes to the state table and the Merkle tree; returns the new root.
+    /// Applies a batch's writes to the state table and the Merkle tree at `version`; returns the
+    /// new root, or `None` when nothing changed.
     fn commit_writes(
         txn: &redb::WriteTransaction,
         table: &mut Table<&'static [u8], &'static [u8]>,
-        writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
         version: Version,
-    ) -> LedgerResult<[u8; 32]> {
+    ) -> LedgerResult<Option<[u8; 32]>> {
+        // Writes of the value already there change nothing.
+        let mut unchanged = Vec::new();
+        for (k, v) in &writes {
+            let current = table.get(k.as_slice()).map_err(storage)?;
+            if current.as_ref().map(|c| c.value()) == v.as_deref() {
+                unchanged.push(k.clone());
+            }
+        }
+        for k in unchanged {
+            writes.remove(&k);
+        }
+        if writes.is_empty() {
+            return Ok(None);
+        }
         for (k, v) in &writes {
             match v {
                 Some(v) => {
@@ -375,7 +392,7 @@ impl Ledger {
         }
         let mut nodes = txn.open_table(JMT_NODES).map_err(storage)?;
         let mut keys = txn.open_table(JMT_KEYS).map_err(storage)?;
-        let hashed: Vec<(KeyHash, &Vec<u8>, Option<Vec<u8>>)> = writes
+        let hashed: Vec<_> = writes
             .iter()
             .map(|(k, v)| (KeyHash::with::<Sha256>(k), k, v.clone()))
             .collect();
@@ -405,7 +422,7 @@ impl Ledger {
                 keys.remove(&h.0).map_err(storage)?;
             }
         }
-        Ok(root.0)
+        Ok(Some(root.0))
     }
 
     /// Executes one committed batch atomically: every transaction (or its rejection), the
@@ -438,13 +455,18 @@ impl Ledger {
             .iter()
             .map(|b| SignedTransaction::decode(b))
             .collect();
-        let ok: Vec<SignedTransaction> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
+        let ok: Vec<SignedTransaction> = decoded
+            .iter()
+            .filter_map(|d| d.as_ref().ok().cloned())
+            .collect();
         let mut verified = verify_all(&ok, &self.chain_id).into_iter();
         let checked: Vec<LedgerResult<SignedTransaction>> = decoded
             .into_iter()
             .map(|d| {
                 let tx = d?;
-                verified.next().expect("one result per decoded transaction")?;
+                verified
+                    .next()
+                    .expect("one result per decoded transaction")?;
                 Ok(tx)
             })
             .collect();
@@ -455,10 +477,11 @@ impl Ledger {
             time: batch.timestamp.max(self.position.timestamp),
             seed: batch.seed,
         };
-        let position = Position {
+        let mut position = Position {
             height,
             next_index: batch.index + 1,
             timestamp: ctx.time,
+            tree_version: self.position.tree_version,
         };
         let txn = self.db.begin_write().map_err(storage)?;
         let (receipts, end_events, root) = {
@@ -482,9 +505,9 @@ impl Ledger {
                                 outcome: Ok(events),
                             },
                             // Storage failures abort the whole batch; rejections are receipts.
-                            Err(e @ (LedgerError::Storage { .. } | LedgerError::Corrupt { .. })) => {
-                                return Err(e)
-                            }
+                            Err(
+                                e @ (LedgerError::Storage { .. } | LedgerError::Corrupt { .. }),
+                            ) => return Err(e),
                             Err(e) => Receipt {
                                 tx_hash: Some(hash),
                                 outcome: Err(Rejection::from(&e)),
@@ -500,20 +523,32 @@ impl Ledger {
                 overlay.commit();
                 events
             };
-            bs.write(CHAIN_POSITION.to_vec(), &position);
             let writes = bs.writes;
-            let root = Self::commit_writes(&txn, &mut table, writes, height)?;
+            let next_version = position.tree_version + 1;
+            let root = match Self::commit_writes(&txn, &mut table, writes, next_version)? {
+                Some(root) => {
+                    position.tree_version = next_version;
+                    root
+                }
+                None => self.root,
+            };
             (receipts, end_events, root)
         };
         {
             let mut meta = txn.open_table(META).map_err(storage)?;
-            meta.insert("position", bcs::to_bytes(&position).map_err(corrupt)?.as_slice())
-                .map_err(storage)?;
+            meta.insert(
+                "position",
+                bcs::to_bytes(&position).map_err(corrupt)?.as_slice(),
+            )
+            .map_err(storage)?;
             meta.insert("root", root.as_slice()).map_err(storage)?;
             let mut rt = txn.open_table(RECEIPTS).map_err(storage)?;
             for (i, r) in receipts.iter().enumerate() {
-                rt.insert((height, i as u32), bcs::to_bytes(r).map_err(corrupt)?.as_slice())
-                    .map_err(storage)?;
+                rt.insert(
+                    (height, i as u32),
+                    bcs::to_bytes(r).map_err(corrupt)?.as_slice(),
+                )
+                .map_err(storage)?;
             }
         }
         txn.commit().map_err(storage)?;
@@ -559,7 +594,10 @@ impl Ledger {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(RECEIPTS).map_err(storage)?;
         let mut out = Vec::new();
-        for e in table.range((height, 0)..=(height, u32::MAX)).map_err(storage)? {
+        for e in table
+            .range((height, 0)..=(height, u32::MAX))
+            .map_err(storage)?
+        {
             let (_, v) = e.map_err(storage)?;
             out.push(bcs::from_bytes(v.value()).map_err(corrupt)?);
         }
@@ -578,7 +616,7 @@ impl Ledger {
             state: &state,
         };
         let (value, proof) = Sha256Jmt::new(&reader)
-            .get_with_proof(KeyHash::with::<Sha256>(key), self.position.height)
+            .get_with_proof(KeyHash::with::<Sha256>(key), self.position.tree_version)
             .map_err(storage)?;
         Ok(StateProof {
             key: key.to_vec(),

@@ -6,16 +6,19 @@
 //! - [`transaction`]: `Transaction`, `SignedTransaction`, the wire encoding and stateless checks
 //! - [`verify`]: batch signature verification on every core
 //! - [`ledger`]: `Ledger` (genesis, `execute(batch)`, queries, proofs) over redb
+//! - [`account_key`]: an account's signing key
 //! - [`error`]: `LedgerError`, one variant per rule, with stable codes
 //!
 //! The state machines themselves (accounts, staking, jobs, ...) live in `trainmesh-contracts`.
 
+pub mod account_key;
 pub mod error;
 pub mod ledger;
 pub mod transaction;
 pub mod verify;
 
+pub use account_key::AccountKey;
 pub use error::{LedgerError, LedgerResult};
 pub use ledger::{Batch, BatchOutcome, Ledger, Receipt, Rejection, StateProof};
-pub use transaction::{SignedTransaction, Transaction, TRANSACTION_BYTES_MAX};
 pub use trainmesh_contracts as contracts;
+pub use transaction::{SignedTransaction, Transaction, TRANSACTION_BYTES_MAX};

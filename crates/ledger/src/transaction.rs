@@ -151,7 +151,11 @@ impl SignedTransaction {
         }
         if kind_of(&u.call) != u.kind {
             return Err(LedgerError::Malformed {
-                reason: format!("declared kind {} but the call is of kind {}", u.kind, kind_of(&u.call)),
+                reason: format!(
+                    "declared kind {} but the call is of kind {}",
+                    u.kind,
+                    kind_of(&u.call)
+                ),
             });
         }
         let call: Call = bcs::from_bytes(&u.call).map_err(bcs_error)?;
@@ -178,7 +182,8 @@ impl SignedTransaction {
         let vk = ed25519_consensus::VerificationKey::try_from(self.transaction.public_key)
             .map_err(|_| LedgerError::BadSignature)?;
         let sig = ed25519_consensus::Signature::from(self.signature);
-        vk.verify(&sig, &self.hash).map_err(|_| LedgerError::BadSignature)
+        vk.verify(&sig, &self.hash)
+            .map_err(|_| LedgerError::BadSignature)
     }
 
     pub(crate) fn check_chain(&self, chain_id: &str) -> LedgerResult<()> {

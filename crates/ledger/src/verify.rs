@@ -64,4 +64,3 @@ pub fn verify_all(txs: &[SignedTransaction], chain_id: &str) -> Vec<LedgerResult
             .collect()
     })
 }
-

@@ -1,0 +1,61 @@
+//! An account's ed25519 signing key, and the transactions it signs.
+
+use std::fmt;
+
+use trainmesh_contracts::{Address, Amount, Call};
+
+use crate::transaction::{SignedTransaction, Transaction};
+
+/// The secret key of an account. Its address is derived from the public key.
+#[derive(Clone)]
+pub struct AccountKey {
+    secret: [u8; 32],
+    public: [u8; 32],
+}
+
+impl fmt::Debug for AccountKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AccountKey({:?})", self.address())
+    }
+}
+
+impl AccountKey {
+    pub fn from_secret(secret: [u8; 32]) -> AccountKey {
+        let public = ed25519_consensus::SigningKey::from(secret)
+            .verification_key()
+            .to_bytes();
+        AccountKey { secret, public }
+    }
+
+    /// A deterministic key for tests, simulations and devnets.
+    pub fn from_seed(seed: u64) -> AccountKey {
+        let mut h = blake3::Hasher::new();
+        h.update(b"trainmesh/test-account/");
+        h.update(&seed.to_le_bytes());
+        AccountKey::from_secret(*h.finalize().as_bytes())
+    }
+
+    pub fn secret(&self) -> [u8; 32] {
+        self.secret
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public
+    }
+
+    pub fn address(&self) -> Address {
+        Address::from_public_key(&self.public)
+    }
+
+    /// Signs a transaction of this account.
+    pub fn sign(&self, chain_id: &str, nonce: u64, fee: Amount, call: Call) -> SignedTransaction {
+        Transaction {
+            chain_id: chain_id.into(),
+            public_key: self.public,
+            nonce,
+            fee,
+            call,
+        }
+        .sign(&self.secret)
+    }
+}

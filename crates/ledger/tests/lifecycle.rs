@@ -1,0 +1,491 @@
+//! Whole contract flows through signed transactions and batches: a job from submission to
+//! settlement, a cheating trainer, a deadline refund, a governance vote.
+
+mod common;
+
+use common::{genesis, Net};
+use trainmesh_ledger::contracts::calls::Call;
+use trainmesh_ledger::contracts::datasets::DatasetSpec;
+use trainmesh_ledger::contracts::jobs::{
+    self, Attestation, HyperParams, JobSpec, JobState, Metric, Optimizer, Target, UnitState,
+    WorkResult,
+};
+use trainmesh_ledger::contracts::keys;
+use trainmesh_ledger::contracts::workers::{Capability, Role};
+use trainmesh_ledger::contracts::{
+    Address, Amount, DatasetId, Event, Hash32, JobId, ParamUpdate, Params, PaymentReason,
+    SlashReason, TimestampMs, UnitId,
+};
+use trainmesh_ledger::AccountKey;
+
+struct World {
+    net: Net,
+    researcher: AccountKey,
+    provider: AccountKey,
+    trainers: Vec<AccountKey>,
+    evaluators: Vec<AccountKey>,
+}
+
+fn capability() -> Capability {
+    Capability {
+        adapter: "cpu".into(),
+        backend: "cpu".into(),
+        memory_mb: 8_192,
+        gflops: 40,
+    }
+}
+
+fn world(params: Params) -> World {
+    let researcher = AccountKey::from_seed(100);
+    let provider = AccountKey::from_seed(101);
+    let trainers: Vec<AccountKey> = (200..202).map(AccountKey::from_seed).collect();
+    let evaluators: Vec<AccountKey> = (300..303).map(AccountKey::from_seed).collect();
+    let validator = AccountKey::from_seed(1);
+    let mut funded: Vec<(&AccountKey, u64)> = vec![(&researcher, 10_000), (&provider, 100)];
+    funded.extend(trainers.iter().map(|k| (k, 1_000)));
+    funded.extend(evaluators.iter().map(|k| (k, 1_000)));
+    let g = genesis(&funded, &[&validator], params);
+    let mut net = Net::new(&g);
+    for (keys, role) in [(&trainers, Role::Trainer), (&evaluators, Role::Evaluator)] {
+        for k in keys {
+            net.ok(
+                k,
+                Call::RegisterWorker {
+                    role,
+                    bond: Amount::from_train(500),
+                    capability: capability(),
+                    peer_id: format!("peer-{}", k.address()),
+                },
+            );
+        }
+    }
+    net.ok(
+        &provider,
+        Call::AttachDataset {
+            spec: dataset_spec(),
+        },
+    );
+    World {
+        net,
+        researcher,
+        provider,
+        trainers,
+        evaluators,
+    }
+}
+
+fn dataset_spec() -> DatasetSpec {
+    DatasetSpec {
+        name: "digits".into(),
+        shards_root: Hash32([7; 32]),
+        shard_sizes: vec![1_000, 1_000],
+        heldout_root: Hash32([8; 32]),
+        heldout_samples: 360,
+        licence: "CC-BY-4.0".into(),
+        price_per_use: Amount::from_train(1),
+    }
+}
+
+fn job_spec(deadline_ms: u64, units: u64) -> JobSpec {
+    JobSpec {
+        model: r#"{"kind":"mlp","layers":[64,32,10]}"#.into(),
+        dataset: DatasetId(1),
+        hyper: HyperParams {
+            optimizer: Optimizer::Adam,
+            learning_rate_ppm: 1_000,
+            batch_size: 32,
+            total_steps: 100 * units,
+            steps_per_unit: 100,
+            seed: 42,
+        },
+        target: Target {
+            metric: Metric::Accuracy,
+            threshold_ppm: 950_000,
+        },
+        budget: Amount::from_train(100 * units),
+        deadline: TimestampMs(deadline_ms),
+        tier: 1,
+        min_memory_mb: 1_024,
+    }
+}
+
+impl World {
+    fn key_of(&self, a: Address) -> &AccountKey {
+        self.trainers
+            .iter()
+            .chain(&self.evaluators)
+            .find(|k| k.address() == a)
+            .expect("a known worker")
+    }
+
+    fn unit(&self, job: JobId, index: u32) -> jobs::Unit {
+        self.net
+            .ledger
+            .read(&keys::unit(UnitId { job, index }))
+            .unwrap()
+            .expect("unit exists")
+    }
+
+    fn job(&self, job: JobId) -> jobs::Job {
+        self.net.ledger.read(&keys::job(job)).unwrap().unwrap()
+    }
+
+    fn result(metric_ppm: u32, checkpoint: u8) -> WorkResult {
+        WorkResult {
+            checkpoint: Hash32([checkpoint; 32]),
+            chain_root: Hash32([checkpoint ^ 0xff; 32]),
+            segments: 50,
+            loss_trace_ppm: vec![900_000, 500_000, 300_000],
+            metric_ppm,
+        }
+    }
+
+    /// The assigned trainer submits; every sampled evaluator attests `accept`.
+    fn run_unit(&mut self, job: JobId, index: u32, metric_ppm: u32, accept: bool) -> Vec<Event> {
+        let unit = self.unit(job, index);
+        assert_eq!(unit.state, UnitState::Assigned, "{unit:?}");
+        let trainer = self.key_of(unit.trainer.unwrap()).clone();
+        let id = UnitId { job, index };
+        self.net.ok(
+            &trainer,
+            Call::SubmitWorkResult {
+                unit: id,
+                result: World::result(metric_ppm, index as u8 + 1),
+            },
+        );
+        let unit = self.unit(job, index);
+        assert_eq!(unit.state, UnitState::Submitted);
+        assert!(!unit.evaluators.contains(&trainer.address()));
+        let mut events = Vec::new();
+        for e in unit.evaluators.clone() {
+            let key = self.key_of(e).clone();
+            let attestation = Attestation {
+                accept,
+                metric_ppm,
+                tier: 1,
+                segments_checked: vec![3, 17, 41],
+            };
+            match self.net.call(
+                &key,
+                Call::Attest {
+                    unit: id,
+                    attestation,
+                },
+            ) {
+                Ok(ev) => events.extend(ev),
+                // Once a quorum decided, the unit moved on: later attestations are refused.
+                Err(r) => assert_eq!(r.code, "contract_error", "{}", r.message),
+            }
+        }
+        events
+    }
+}
+
+#[test]
+fn job_runs_from_submission_to_settlement() {
+    let mut w = world(Params::default());
+    let researcher = w.researcher.address();
+    let before = w.net.balance(&researcher);
+    let provider_before = w.net.balance(&w.provider.address());
+    let deadline = w.net.time_ms + 3_600_000;
+    let events = w.net.ok(
+        &w.researcher,
+        Call::SubmitJob {
+            spec: job_spec(deadline, 3),
+        },
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::JobSubmitted { units: 3, .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::UnitAssigned { .. })));
+    let job = JobId(1);
+    assert_eq!(w.job(job).escrow, Amount::from_train(300));
+
+    // Unit 0 certified below target: the job goes on with unit 1 from unit 0's checkpoint.
+    let trainer0 = w.unit(job, 0).trainer.unwrap();
+    let trainer0_before = w.net.balance(&trainer0);
+    let events = w.run_unit(job, 0, 800_000, true);
+    let certificate = events
+        .iter()
+        .find_map(|e| match e {
+            Event::WorkCertified { certificate, .. } => Some(*certificate),
+            _ => None,
+        })
+        .expect("a certificate of useful work");
+    // Paid: 70 TRAIN share + 10 TRAIN emission to the trainer (less its transaction fee), 10 to
+    // the data provider.
+    let p = Params::default();
+    assert_eq!(
+        w.net.balance(&trainer0),
+        trainer0_before
+            .checked_add(Amount::from_train(70))
+            .unwrap()
+            .checked_add(p.emission_for(0))
+            .unwrap()
+            .checked_sub(Amount(1_000))
+            .unwrap()
+    );
+    assert_eq!(
+        w.net.balance(&w.provider.address()),
+        provider_before.checked_add(Amount::from_train(10)).unwrap()
+    );
+    assert!(events.iter().any(|e| matches!(e, Event::Paid { reason: PaymentReason::Emission { certificate: c, .. }, .. } if *c == certificate)));
+    assert_eq!(w.unit(job, 1).start_checkpoint, Hash32([1; 32]));
+    assert_eq!(w.job(job).units_done, 1);
+
+    // Unit 1 reaches the target: the job completes and the unspent escrow comes back.
+    let events = w.run_unit(job, 1, 960_000, true);
+    let j = w.job(job);
+    assert_eq!(j.state, JobState::Completed);
+    assert_eq!(j.escrow, Amount::ZERO);
+    assert!(events.iter().any(|e| matches!(e, Event::Paid { reason: PaymentReason::Refund { .. }, amount, .. } if *amount == Amount::from_train(100))));
+    // The researcher paid for two units plus fees, nothing more.
+    let spent = before.checked_sub(w.net.balance(&researcher)).unwrap();
+    assert_eq!(
+        spent,
+        Amount::from_train(200).checked_add(Amount(1_000)).unwrap()
+    );
+    assert_eq!(j.latest_metric_ppm, Some(960_000));
+    // Trainers' collateral is free again.
+    for t in &w.trainers {
+        assert_eq!(
+            w.net.ledger.account(&t.address()).unwrap().locked,
+            Amount::ZERO
+        );
+    }
+}
+
+#[test]
+fn cheating_trainer_is_slashed_and_the_unit_reassigned() {
+    let mut w = world(Params::default());
+    let deadline = w.net.time_ms + 3_600_000;
+    w.net.ok(
+        &w.researcher,
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    let job = JobId(1);
+    let cheater = w.unit(job, 0).trainer.unwrap();
+    let stake_before = w.net.ledger.account(&cheater).unwrap().stake;
+    let events = w.run_unit(job, 0, 990_000, false);
+    let slashed = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Slashed {
+                who,
+                amount,
+                reason: SlashReason::RejectedWork { .. },
+                ..
+            } if *who == cheater => Some(*amount),
+            _ => None,
+        })
+        .expect("the cheater is slashed");
+    assert_eq!(
+        slashed,
+        stake_before.mul_bps(Params::default().slash_rejected_work_bps)
+    );
+    let after = w.net.ledger.account(&cheater).unwrap();
+    assert_eq!(after.stake, stake_before.checked_sub(slashed).unwrap());
+    assert_eq!(after.locked, Amount::ZERO);
+    // Reporters (the rejecting evaluators) got half of it; the rest burned.
+    let rewards: u128 = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Paid {
+                amount,
+                reason: PaymentReason::ReporterReward { offender },
+                ..
+            } if *offender == cheater => Some(amount.0),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(rewards, slashed.mul_bps(5_000).0);
+    // Reassigned to the other trainer, never the cheater again.
+    let unit = w.unit(job, 0);
+    assert_eq!(unit.state, UnitState::Assigned);
+    assert_ne!(unit.trainer, Some(cheater));
+    assert!(unit.excluded.contains(&cheater));
+    assert_eq!(unit.attempt, 1);
+    // The honest trainer finishes the job.
+    w.run_unit(job, 0, 970_000, true);
+    assert_eq!(w.job(job).state, JobState::Completed);
+    let rep: trainmesh_ledger::contracts::reputation::Reputation = w
+        .net
+        .ledger
+        .read(&keys::reputation(&cheater))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rep.rejected, 1);
+}
+
+#[test]
+fn deadline_refunds_the_unspent_budget() {
+    let mut w = world(Params::default());
+    let researcher = w.researcher.address();
+    let deadline = w.net.time_ms + 60_000;
+    w.net.ok(
+        &w.researcher,
+        Call::SubmitJob {
+            spec: job_spec(deadline, 5),
+        },
+    );
+    let job = JobId(1);
+    let trainer = w.unit(job, 0).trainer.unwrap();
+    let after_submit = w.net.balance(&researcher);
+    // Nothing happens until the deadline passes.
+    let out = w.net.batch(vec![], 120_000);
+    assert!(out.end_events.iter().any(|e| matches!(e, Event::JobFinished { state, refunded, .. } if state == "expired" && *refunded == Amount::from_train(500))));
+    assert_eq!(w.job(job).state, JobState::Expired);
+    assert_eq!(w.unit(job, 0).state, UnitState::Cancelled);
+    assert_eq!(
+        w.net.balance(&researcher),
+        after_submit.checked_add(Amount::from_train(500)).unwrap()
+    );
+    assert_eq!(w.net.ledger.account(&trainer).unwrap().locked, Amount::ZERO);
+}
+
+#[test]
+fn silent_trainer_times_out_and_the_unit_moves_on() {
+    let mut w = world(Params {
+        unit_timeout_ms: 30_000,
+        ..Params::default()
+    });
+    let deadline = w.net.time_ms + 3_600_000;
+    w.net.ok(
+        &w.researcher,
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    let job = JobId(1);
+    let silent = w.unit(job, 0).trainer.unwrap();
+    let out = w.net.batch(vec![], 31_000);
+    assert!(out
+        .end_events
+        .iter()
+        .any(|e| matches!(e, Event::UnitTimedOut { trainer, .. } if *trainer == silent)));
+    let unit = w.unit(job, 0);
+    assert_eq!(unit.state, UnitState::Assigned);
+    assert_ne!(unit.trainer, Some(silent));
+    w.run_unit(job, 0, 990_000, true);
+    assert_eq!(w.job(job).state, JobState::Completed);
+}
+
+#[test]
+fn governance_vote_changes_a_real_parameter() {
+    let mut w = world(Params {
+        governance_voting_period_ms: 10_000,
+        governance_timelock_ms: 5_000,
+        ..Params::default()
+    });
+    let new_emission = Amount::from_train(25);
+    // A trainer proposes; most stake votes yes.
+    let proposer = w.trainers[0].clone();
+    w.net.ok(
+        &proposer,
+        Call::Propose {
+            description: "raise the reward for useful work".into(),
+            updates: vec![ParamUpdate::EmissionPerCertificate(new_emission)],
+            deposit: Amount::from_train(10),
+        },
+    );
+    let proposal = trainmesh_ledger::contracts::ProposalId(1);
+    for k in w.trainers.clone().iter().chain(w.evaluators.clone().iter()) {
+        w.net.ok(
+            k,
+            Call::Vote {
+                proposal,
+                approve: true,
+            },
+        );
+    }
+    // A second vote by the same account is refused.
+    let again = w.net.call(
+        &proposer,
+        Call::Vote {
+            proposal,
+            approve: false,
+        },
+    );
+    assert!(again.unwrap_err().message.contains("already voted"));
+    let out = w.net.batch(vec![], 10_000);
+    assert!(out
+        .end_events
+        .iter()
+        .any(|e| matches!(e, Event::ProposalPassed { .. })));
+    let p: Params = w.net.ledger.read(keys::PARAMS).unwrap().unwrap();
+    assert_eq!(
+        p.emission_per_certificate,
+        Amount::from_train(10),
+        "timelock not over yet"
+    );
+    let out = w.net.batch(vec![], 6_000);
+    assert!(out
+        .end_events
+        .iter()
+        .any(|e| matches!(e, Event::ProposalExecuted { .. })));
+    let p: Params = w.net.ledger.read(keys::PARAMS).unwrap().unwrap();
+    assert_eq!(p.emission_per_certificate, new_emission);
+    // The new parameter is the one paid out.
+    let deadline = w.net.time_ms + 3_600_000;
+    w.net.ok(
+        &w.researcher,
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    let events = w.run_unit(JobId(1), 0, 990_000, true);
+    assert!(events.iter().any(|e| matches!(e, Event::Paid { reason: PaymentReason::Emission { .. }, amount, .. } if *amount == new_emission)));
+}
+
+#[test]
+fn only_the_assigned_trainer_and_sampled_evaluators_may_act() {
+    let mut w = world(Params::default());
+    let deadline = w.net.time_ms + 3_600_000;
+    w.net.ok(
+        &w.researcher,
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    let job = JobId(1);
+    let unit = UnitId { job, index: 0 };
+    let assigned = w.unit(job, 0).trainer.unwrap();
+    let other = w
+        .trainers
+        .iter()
+        .find(|k| k.address() != assigned)
+        .unwrap()
+        .clone();
+    let r = w
+        .net
+        .call(
+            &other,
+            Call::SubmitWorkResult {
+                unit,
+                result: World::result(1, 1),
+            },
+        )
+        .unwrap_err();
+    assert!(
+        r.message.contains("not the trainer assigned"),
+        "{}",
+        r.message
+    );
+    let stranger = w.researcher.clone();
+    let attestation = Attestation {
+        accept: true,
+        metric_ppm: 1,
+        tier: 0,
+        segments_checked: vec![],
+    };
+    let r = w
+        .net
+        .call(&stranger, Call::Attest { unit, attestation })
+        .unwrap_err();
+    assert!(r.message.contains("was not sampled"), "{}", r.message);
+    assert_eq!(r.code, "contract_error");
+}
