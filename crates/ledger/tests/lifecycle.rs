@@ -475,6 +475,7 @@ fn only_the_assigned_trainer_and_sampled_evaluators_may_act() {
         "{}",
         r.message
     );
+    // Attesting before any result is a wrong state; after it, only the sampled may attest.
     let stranger = w.researcher.clone();
     let attestation = Attestation {
         accept: true,
@@ -482,6 +483,25 @@ fn only_the_assigned_trainer_and_sampled_evaluators_may_act() {
         tier: 0,
         segments_checked: vec![],
     };
+    let r = w
+        .net
+        .call(
+            &stranger,
+            Call::Attest {
+                unit,
+                attestation: attestation.clone(),
+            },
+        )
+        .unwrap_err();
+    assert!(r.message.contains("is assigned"), "{}", r.message);
+    let trainer = w.key_of(assigned).clone();
+    w.net.ok(
+        &trainer,
+        Call::SubmitWorkResult {
+            unit,
+            result: World::result(1, 1),
+        },
+    );
     let r = w
         .net
         .call(&stranger, Call::Attest { unit, attestation })
