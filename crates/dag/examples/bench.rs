@@ -39,7 +39,13 @@
 //!     --validators 4 --tx-size 512 --rate 50000 --seconds 10
 //! ```
 //!
-//! Per-second progress goes to stderr; the summary and the JSON go to stdout.
+//! Per-second progress goes to stderr; the summary and the JSON go to stdout. Besides the
+//! two tuning flags of the header (`--header-bytes`, `--max-header-delay-ms`), the core runs
+//! with `CoreConfig::default()`; `--leader-timeout-ms` overrides Bullshark's leader timeout,
+//! which bounds the stall when a leader's vertex never comes.
+//!
+//! The wall time split by section (decode, verify, core, ...) includes time spent waiting for a
+//! CPU when validator threads outnumber cores; use `perf` for where the CPU goes.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,7 +59,7 @@ use clap::Parser;
 use crossbeam_channel::{bounded, Receiver, Select, SelectTimeoutError, Sender, TrySendError};
 use trainmesh_dag::encoding::{decode, encode, MESSAGE_BYTES_MAX};
 use trainmesh_dag::{
-    Action, Authority, AuthorityIndex, Committee, CommittedSubDag, ConsensusMessage, Core,
+    Action, Authority, AuthorityIndex, CommittedSubDag, Committee, ConsensusMessage, Core,
     CoreConfig, CoreStatus, DagError, Digest, Epoch, KeyPair, MemStore, TimestampMs, Transaction,
     Validator,
 };
@@ -85,6 +91,10 @@ struct Args {
     /// `CoreConfig::max_header_delay_ms`: a header is proposed at the latest after this delay.
     #[arg(long, default_value_t = 50)]
     max_header_delay_ms: u64,
+    /// `CoreConfig::leader_timeout_ms`: Bullshark's wait for the leader, or for votes on it
+    /// (default: the core's default).
+    #[arg(long)]
+    leader_timeout_ms: Option<u64>,
     /// Clients submit a burst this often.
     #[arg(long, default_value_t = 5)]
     burst_interval_ms: u64,
@@ -401,20 +411,19 @@ impl<T: Transport> Node<T> {
         let message = match decoded {
             Ok(m) => m,
             Err(e) => {
-                *self.report.errors.entry(format!("decode: {e}")).or_default() += 1;
+                *self
+                    .report
+                    .errors
+                    .entry(format!("decode: {e}"))
+                    .or_default() += 1;
                 return;
             }
         };
-        *self.report.messages_by_kind.entry(message.kind()).or_default() += 1;
-        if std::env::var("TRACE").is_ok() {
-            let desc = match &message {
-                ConsensusMessage::Header(h) => format!("header {} {}", h.round().0, h.author()),
-                ConsensusMessage::Vote(v) => format!("vote {} by {}", v.round.0, v.voter),
-                ConsensusMessage::CertificateSummary(c) => format!("summary {} {}", c.round.0, c.author),
-                m => m.kind().to_string(),
-            };
-            eprintln!("{} v{} <- {} {desc} st={:?}", self.shared.clock.now_ms().0, self.me.0, from, self.core.status());
-        }
+        *self
+            .report
+            .messages_by_kind
+            .entry(message.kind())
+            .or_default() += 1;
         let t = Instant::now();
         let verified = self.validator.verify_message(message);
         self.report.time.verify_ns += elapsed_ns(t);
@@ -514,7 +523,9 @@ impl<T: Transport> Node<T> {
                 let Some((submitted_us, seq)) = tx_stamp(tx) else {
                     continue;
                 };
-                if seq % self.shared.sample_every == 0 && submitted_us >= self.shared.warmup_us {
+                if seq.is_multiple_of(self.shared.sample_every)
+                    && submitted_us >= self.shared.warmup_us
+                {
                     r.latencies_us.push(now_us.saturating_sub(submitted_us));
                 }
             }
@@ -578,6 +589,9 @@ impl Client {
             let now = Instant::now();
             if next > now {
                 thread::sleep(next - now);
+            } else {
+                // Late (starved of CPU): the next burst catches up, no need to spin.
+                next = now;
             }
             let now_us = self.clock.now_us();
             if now_us >= self.end_us {
@@ -650,7 +664,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -680,13 +694,18 @@ fn main() -> Result<()> {
     }
     let warmup_s = args.warmup.unwrap_or((args.seconds * 0.1).max(1.0));
     if warmup_s >= args.seconds {
-        bail!("the warm-up ({warmup_s} s) must be shorter than the run ({} s)", args.seconds);
+        bail!(
+            "the warm-up ({warmup_s} s) must be shorter than the run ({} s)",
+            args.seconds
+        );
     }
 
+    let defaults = CoreConfig::default();
     let config = CoreConfig {
         header_payload_bytes_max: args.header_bytes,
         max_header_delay_ms: args.max_header_delay_ms,
-        ..CoreConfig::default()
+        leader_timeout_ms: args.leader_timeout_ms.unwrap_or(defaults.leader_timeout_ms),
+        ..defaults
     };
     let authorities = (0..n)
         .map(|i| Authority {
@@ -785,20 +804,36 @@ fn main() -> Result<()> {
     let process_cpu_s = cpu_seconds_of("/proc/self/stat").unwrap_or(0.0);
     let peak_rss = peak_rss_mb().unwrap_or(f64::NAN);
 
-    summarize(&args, warmup_s, wall_s, process_cpu_s, peak_rss, &reports, &client_reports);
+    let run = RunFacts {
+        leader_timeout_ms: config.leader_timeout_ms,
+        warmup_s,
+        wall_s,
+        process_cpu_s,
+        peak_rss_mb: peak_rss,
+    };
+    summarize(&args, &run, &reports, &client_reports);
     Ok(())
 }
 
-/// Prints the summary and, as the last line, the JSON object.
-fn summarize(
-    args: &Args,
+/// Facts of the whole run, beside the per-thread reports.
+#[derive(Debug)]
+struct RunFacts {
+    leader_timeout_ms: u64,
     warmup_s: f64,
     wall_s: f64,
     process_cpu_s: f64,
     peak_rss_mb: f64,
-    reports: &[ValidatorReport],
-    clients: &[ClientReport],
-) {
+}
+
+/// Prints the summary and, as the last line, the JSON object.
+fn summarize(args: &Args, run: &RunFacts, reports: &[ValidatorReport], clients: &[ClientReport]) {
+    let RunFacts {
+        leader_timeout_ms,
+        warmup_s,
+        wall_s,
+        process_cpu_s,
+        peak_rss_mb,
+    } = *run;
     let window_s = args.seconds - warmup_s;
     let v0 = &reports[0];
     let committed_tps = v0.committed_txs as f64 / window_s;
@@ -853,33 +888,86 @@ fn summarize(
     println!(" SUMMARY:");
     println!("-----------------------------------------");
     println!(" + CONFIG:");
-    println!(" Committee size: {} validator(s), equal stake, one thread each", args.validators);
-    println!(" Transport: in-process bounded channels ({} messages per inbox)", args.inbox_messages_max);
-    println!(" Input rate: {} tx/s ({} clients, bursts every {} ms)", thousands(args.rate), args.validators, args.burst_interval_ms);
+    println!(
+        " Committee size: {} validator(s), equal stake, one thread each",
+        args.validators
+    );
+    println!(
+        " Transport: in-process bounded channels ({} messages per inbox)",
+        args.inbox_messages_max
+    );
+    println!(
+        " Input rate: {} tx/s ({} clients, bursts every {} ms)",
+        thousands(args.rate),
+        args.validators,
+        args.burst_interval_ms
+    );
     println!(" Transaction size: {} B", args.tx_size);
-    println!(" Execution time: {} s (first {warmup_s} s are warm-up, excluded)", args.seconds);
+    println!(
+        " Execution time: {} s (first {warmup_s} s are warm-up, excluded)",
+        args.seconds
+    );
     println!(" Header size: {} B", thousands(args.header_bytes as u64));
     println!(" Max header delay: {} ms", args.max_header_delay_ms);
-    println!(" Latency sampling: every {}th transaction", args.sample_every);
+    println!(" Leader timeout: {leader_timeout_ms} ms");
+    println!(
+        " Latency sampling: every {}th transaction",
+        args.sample_every
+    );
     println!();
     println!(" + RESULTS:");
     println!(" Offered load: {} tx/s", thousands(offered_tps as u64));
     println!(" Committed TPS: {} tx/s", thousands(committed_tps as u64));
     println!(" Committed BPS: {committed_mbps:.1} MB/s");
-    println!(" Certificates: {certificates_per_s:.1} /s ({} commits in window, {} in all)", v0.commits, v0.commits_total);
-    println!(" Commit latency: p50 {p50:.0} ms, p99 {p99:.0} ms, mean {mean:.0} ms ({} samples)", latencies.len());
-    println!(" Rejected txs: {} (client channel full) + {} (mempool full)", thousands(backpressured), thousands(mempool_rejected));
+    println!(
+        " Certificates: {certificates_per_s:.1} /s ({} commits in window, {} in all)",
+        v0.commits, v0.commits_total
+    );
+    println!(
+        " Commit latency: p50 {p50:.0} ms, p99 {p99:.0} ms, mean {mean:.0} ms ({} samples)",
+        latencies.len()
+    );
+    println!(
+        " Rejected txs: {} (client channel full) + {} (mempool full)",
+        thousands(backpressured),
+        thousands(mempool_rejected)
+    );
     println!(" Reproposed txs: {}", thousands(reproposed));
-    println!(" Final round: {final_round} ({rounds_per_s:.1} rounds/s), last committed {}, gc {}", status.last_committed_round.0, status.gc_round.0);
+    println!(
+        " Final round: {final_round} ({rounds_per_s:.1} rounds/s), last committed {}, gc {}",
+        status.last_committed_round.0, status.gc_round.0
+    );
     println!(" Commit sequences agree: {consistent} (over {common} commits)");
-    println!(" Messages sent: {} ({:.1} MB), dropped on full inbox: {dropped}", thousands(messages_out), bytes_out as f64 / 1e6);
+    println!(
+        " Messages sent: {} ({:.1} MB), dropped on full inbox: {dropped}",
+        thousands(messages_out),
+        bytes_out as f64 / 1e6
+    );
     println!(" Messages received: {kinds:?}");
     println!(" Equivocations: {equivocations}; errors: {errors:?}");
     println!(" Peak RSS: {peak_rss_mb:.0} MB");
+    for (r, c) in reports.iter().zip(clients) {
+        let st = r.status.as_ref().expect("set at the end of the run");
+        println!(
+            "   validator {}: client sent {} tx (refused {}), mempool took {} (refused {}), own committed {} tx, received {} msgs ({:.0} MB), proposed {}, committed {}, cpu {:.1} s (client {:.1} s)",
+            r.index,
+            thousands(c.sent_txs),
+            thousands(c.backpressured_txs),
+            thousands(r.submitted_txs),
+            thousands(r.mempool_rejected_txs),
+            thousands(r.own_committed_txs),
+            thousands(r.messages_in),
+            r.bytes_in as f64 / 1e6,
+            st.proposed_round.0,
+            st.last_committed_round.0,
+            r.cpu_s,
+            c.cpu_s
+        );
+    }
     println!(" CPU: {process_cpu_s:.1} s process over {wall_s:.1} s wall ({:.0}% of one core); validators {validator_cpu_s:.1} s, clients {client_cpu_s:.1} s", 100.0 * process_cpu_s / wall_s);
     let s = |ns: u64| ns as f64 / 1e9;
     println!(
-        " Validator wall time: core {:.2} s, decode {:.2} s, verify {:.2} s, encode {:.2} s, send {:.2} s, commit {:.2} s, waiting {:.2} s",
+        " Validator wall time (incl. waiting for a CPU): core {:.2} s, decode {:.2} s, verify {:.2} s, encode {:.2} s, send {:.2} s, commit {:.2} s, waiting {:.2} s",
         s(time.core_ns), s(time.decode_ns), s(time.verify_ns), s(time.encode_ns), s(time.transport_ns), s(time.commit_ns), s(time.wait_ns)
     );
     println!("-----------------------------------------");
@@ -893,6 +981,7 @@ fn summarize(
         "warmup_seconds": warmup_s,
         "header_bytes": args.header_bytes,
         "max_header_delay_ms": args.max_header_delay_ms,
+        "leader_timeout_ms": leader_timeout_ms,
         "committed_tps": committed_tps.round(),
         "committed_mb_per_s": (committed_mbps * 100.0).round() / 100.0,
         "certificates_per_s": (certificates_per_s * 10.0).round() / 10.0,

@@ -972,10 +972,19 @@ impl<S: ConsensusStore> Core<S> {
         let certificates = self.dag.get(&round);
         if round.is_even() {
             let leader = self.schedule.leader(round);
-            return certificates.is_some_and(|v| v.contains_key(&leader));
+            if certificates.is_some_and(|v| v.contains_key(&leader)) {
+                return true;
+            }
+            // Waiting for ourselves is pointless once we did not propose in our own slot.
+            return leader == self.me && self.proposed_round != round;
         }
         let leader_round = round.prev();
         if leader_round == Round::GENESIS {
+            return true;
+        }
+        // The next leader proposes at once: everyone else waits for its certificate, and votes
+        // that are still missing cannot change what it should reference.
+        if self.schedule.leader(round.next()) == self.me {
             return true;
         }
         let Some(leader) = self

@@ -5,7 +5,7 @@ use std::ops::Deref;
 
 use crate::committee::{Committee, StakeAggregator};
 use crate::config::CoreConfig;
-use crate::crypto::SigningDomain;
+use crate::crypto::{verify_batch, PublicKey, Signature, SigningDomain};
 use crate::error::{DagError, DagResult};
 use crate::messages::{
     Certificate, CertificateSummary, ConsensusMessage, SignedHeader, SyncRequest, Vote,
@@ -223,6 +223,20 @@ impl Validator {
                 quorum: self.committee.quorum_threshold(),
             });
         }
+        // One batch check for the common case; one by one only to name a bad voter.
+        let signed: Vec<(PublicKey, Signature)> = votes
+            .iter()
+            .map(|v| {
+                let a = self
+                    .committee
+                    .authority(v.voter)
+                    .expect("membership checked");
+                (a.public_key, v.signature)
+            })
+            .collect();
+        if verify_batch(SigningDomain::Vote, digest, &signed) {
+            return Ok(());
+        }
         for v in votes {
             let vk = self
                 .committee
@@ -235,7 +249,12 @@ impl Validator {
                 });
             }
         }
-        Ok(())
+        // The batch failed but no single signature did: only a key that is not a valid point
+        // can do that, and membership keys are checked when the committee is built.
+        Err(DagError::InvalidSignature {
+            signer: votes[0].voter,
+            what: "certificate vote",
+        })
     }
 
     /// A certificate is proven by its votes: a quorum signed the header's digest, which each of
