@@ -109,7 +109,7 @@ fn mixed_batches(
                 3 if !registered[from] => {
                     registered[from] = true;
                     Call::RegisterWorker {
-                        role: if from % 2 == 0 {
+                        role: if from.is_multiple_of(2) {
                             Role::Trainer
                         } else {
                             Role::Evaluator
