@@ -586,7 +586,7 @@ impl<S: ConsensusStore> Core<S> {
             .last_progress_at
             .max(self.last_resend_at)
             .saturating_add_ms(self.config.resend_interval_ms);
-        if self.highest_quorum_round.next() > self.proposed_round {
+        if self.parent_round().next() > self.proposed_round {
             at = at.min(self.proposal_deadline());
         }
         for m in self.missing.values() {
@@ -943,7 +943,7 @@ impl<S: ConsensusStore> Core<S> {
 
     /// When the next proposal is due, given what is ready now.
     fn proposal_deadline(&self) -> TimestampMs {
-        let parent_round = self.highest_quorum_round;
+        let parent_round = self.parent_round();
         let batch_due = if self.mempool_bytes >= self.config.header_payload_bytes_max {
             TimestampMs(0)
         } else {
@@ -1011,8 +1011,33 @@ impl<S: ConsensusStore> Core<S> {
             || against >= self.committee.quorum_threshold()
     }
 
+    /// The round whose certificates the next header builds on: the highest with a quorum — except
+    /// that a leader that fell behind proposes in its own leader round instead of skipping it,
+    /// since everyone else waits for that certificate.
+    fn parent_round(&self) -> Round {
+        let hq = self.highest_quorum_round;
+        if hq.is_even()
+            && hq > Round::GENESIS
+            && self.proposed_round < hq
+            && self.schedule.leader(hq) == self.me
+            && self.has_quorum(hq.prev())
+        {
+            return hq.prev();
+        }
+        hq
+    }
+
+    fn has_quorum(&self, round: Round) -> bool {
+        let stake: u64 = self
+            .dag
+            .get(&round)
+            .map(|v| v.keys().map(|a| self.committee.stake(*a)).sum())
+            .unwrap_or(0);
+        stake >= self.committee.quorum_threshold()
+    }
+
     fn try_propose(&mut self, now: TimestampMs, actions: &mut Vec<Action>) {
-        let parent_round = self.highest_quorum_round;
+        let parent_round = self.parent_round();
         if parent_round.next() <= self.proposed_round || now < self.proposal_deadline() {
             return;
         }
