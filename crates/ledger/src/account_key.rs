@@ -21,9 +21,8 @@ impl fmt::Debug for AccountKey {
 
 impl AccountKey {
     pub fn from_secret(secret: [u8; 32]) -> AccountKey {
-        let public = ed25519_consensus::SigningKey::from(secret)
-            .verification_key()
-            .to_bytes();
+        let public: [u8; 32] =
+            ed25519_zebra::VerificationKey::from(&ed25519_zebra::SigningKey::from(secret)).into();
         AccountKey { secret, public }
     }
 

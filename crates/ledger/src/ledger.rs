@@ -69,6 +69,71 @@ impl Batch {
     }
 }
 
+/// A batch whose transactions are decoded and signature-checked, ready to execute.
+#[derive(Debug)]
+pub struct PreparedBatch {
+    index: u64,
+    timestamp: TimestampMs,
+    seed: [u8; 32],
+    chain_id: String,
+    checked: Vec<LedgerResult<SignedTransaction>>,
+    too_many: Option<usize>,
+    prepare_time: std::time::Duration,
+}
+
+impl PreparedBatch {
+    /// Decodes every transaction and checks chain id and signatures on every core. Needs no
+    /// ledger state: it may run while the previous batch executes.
+    pub fn prepare(batch: &Batch, chain_id: &str) -> PreparedBatch {
+        let started = std::time::Instant::now();
+        let too_many =
+            (batch.transactions.len() > BATCH_TRANSACTIONS_MAX).then_some(batch.transactions.len());
+        let checked = if too_many.is_some() {
+            Vec::new()
+        } else {
+            let decoded: Vec<LedgerResult<SignedTransaction>> = batch
+                .transactions
+                .iter()
+                .map(|b| SignedTransaction::decode(b))
+                .collect();
+            let ok: Vec<SignedTransaction> = decoded
+                .iter()
+                .filter_map(|d| d.as_ref().ok().cloned())
+                .collect();
+            let mut verified = verify_all(&ok, chain_id).into_iter();
+            decoded
+                .into_iter()
+                .map(|d| {
+                    let tx = d?;
+                    verified
+                        .next()
+                        .expect("one result per decoded transaction")?;
+                    Ok(tx)
+                })
+                .collect()
+        };
+        PreparedBatch {
+            index: batch.index,
+            timestamp: batch.timestamp,
+            seed: batch.seed,
+            chain_id: chain_id.to_string(),
+            checked,
+            too_many,
+            prepare_time: started.elapsed(),
+        }
+    }
+
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+}
+
+struct BatchHeader {
+    index: u64,
+    timestamp: TimestampMs,
+    seed: [u8; 32],
+}
+
 /// What happened to one transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
@@ -99,6 +164,16 @@ pub struct BatchOutcome {
     pub receipts: Vec<Receipt>,
     /// Events of the end-of-batch work (deadlines, timeouts, governance).
     pub end_events: Vec<Event>,
+    /// Where the time went (metrics and benchmarks; not part of any state).
+    pub timings: BatchTimings,
+}
+
+/// Wall time of the phases of one batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchTimings {
+    pub decode_and_verify: std::time::Duration,
+    pub execute: std::time::Duration,
+    pub merkle_and_commit: std::time::Duration,
 }
 
 impl BatchOutcome {
@@ -402,9 +477,23 @@ impl Ledger {
                 keys: &keys,
                 state: &*table,
             };
-            Sha256Jmt::new(&reader)
-                .put_value_set(hashed.iter().map(|(h, _, v)| (*h, v.clone())), version)
-                .map_err(storage)?
+            let tree = Sha256Jmt::new(&reader);
+            if hashed.iter().all(|(_, _, v)| v.is_some()) {
+                // One pass over the sorted keys: much faster than inserting key by key, and the
+                // same tree (a test checks both paths agree).
+                let values = hashed
+                    .iter()
+                    .map(|(h, _, v)| (*h, v.clone().expect("checked above")))
+                    .collect();
+                let (roots, update) = tree
+                    .batch_put_value_sets(vec![values], None, version)
+                    .map_err(storage)?;
+                (roots[0], update)
+            } else {
+                // Deletions need the general path.
+                tree.put_value_set(hashed.iter().map(|(h, _, v)| (*h, v.clone())), version)
+                    .map_err(storage)?
+            }
         };
         for (key, node) in update.node_batch.nodes() {
             let k = borsh::to_vec(key).map_err(storage)?;
@@ -416,10 +505,11 @@ impl Ledger {
             nodes.remove(k.as_slice()).map_err(storage)?;
         }
         for (h, k, v) in &hashed {
-            if v.is_some() {
-                keys.insert(&h.0, k.as_slice()).map_err(storage)?;
-            } else {
+            if v.is_none() {
                 keys.remove(&h.0).map_err(storage)?;
+            } else if keys.get(&h.0).map_err(storage)?.is_none() {
+                // Most writes update a key that exists: a read is cheaper than rewriting it.
+                keys.insert(&h.0, k.as_slice()).map_err(storage)?;
             }
         }
         Ok(Some(root.0))
@@ -428,6 +518,34 @@ impl Ledger {
     /// Executes one committed batch atomically: every transaction (or its rejection), the
     /// end-of-batch work, the new root and position, all in one redb write transaction.
     pub fn execute(&mut self, batch: &Batch) -> LedgerResult<BatchOutcome> {
+        let prepared = PreparedBatch::prepare(batch, &self.chain_id);
+        self.execute_prepared(prepared)
+    }
+
+    /// Executes a batch whose transactions were decoded and checked by
+    /// [`PreparedBatch::prepare`] (which needs no access to the ledger, so a node can prepare the
+    /// next batch on other cores while this one executes).
+    pub fn execute_prepared(&mut self, prepared: PreparedBatch) -> LedgerResult<BatchOutcome> {
+        let PreparedBatch {
+            index,
+            timestamp,
+            seed,
+            chain_id,
+            checked,
+            too_many,
+            prepare_time,
+        } = prepared;
+        if chain_id != self.chain_id {
+            return Err(LedgerError::WrongChainId {
+                expected: self.chain_id.clone(),
+                actual: chain_id,
+            });
+        }
+        let batch = BatchHeader {
+            index,
+            timestamp,
+            seed,
+        };
         if !self.is_initialized() {
             return Err(LedgerError::NoGenesis);
         }
@@ -441,36 +559,18 @@ impl Ledger {
                 actual: batch.index,
             });
         }
-        if batch.transactions.len() > BATCH_TRANSACTIONS_MAX {
+        if let Some(count) = too_many {
             return Err(LedgerError::Malformed {
                 reason: format!(
-                    "{} transactions in one batch, the limit is {BATCH_TRANSACTIONS_MAX}",
-                    batch.transactions.len()
+                    "{count} transactions in one batch, the limit is {BATCH_TRANSACTIONS_MAX}"
                 ),
             });
         }
-        // Decode and check signatures first, in parallel; execution is sequential.
-        let decoded: Vec<LedgerResult<SignedTransaction>> = batch
-            .transactions
-            .iter()
-            .map(|b| SignedTransaction::decode(b))
-            .collect();
-        let ok: Vec<SignedTransaction> = decoded
-            .iter()
-            .filter_map(|d| d.as_ref().ok().cloned())
-            .collect();
-        let mut verified = verify_all(&ok, &self.chain_id).into_iter();
-        let checked: Vec<LedgerResult<SignedTransaction>> = decoded
-            .into_iter()
-            .map(|d| {
-                let tx = d?;
-                verified
-                    .next()
-                    .expect("one result per decoded transaction")?;
-                Ok(tx)
-            })
-            .collect();
-
+        let mut timings = BatchTimings {
+            decode_and_verify: prepare_time,
+            ..BatchTimings::default()
+        };
+        let started = std::time::Instant::now();
         let height = self.position.height + 1;
         let ctx = Context {
             height,
@@ -524,6 +624,7 @@ impl Ledger {
                 events
             };
             let writes = bs.writes;
+            timings.execute = started.elapsed();
             let next_version = position.tree_version + 1;
             let root = match Self::commit_writes(&txn, &mut table, writes, next_version)? {
                 Some(root) => {
@@ -552,6 +653,7 @@ impl Ledger {
             }
         }
         txn.commit().map_err(storage)?;
+        timings.merkle_and_commit = started.elapsed() - timings.execute;
         self.position = position;
         self.root = root;
         Ok(BatchOutcome {
@@ -559,6 +661,7 @@ impl Ledger {
             state_root: root,
             receipts,
             end_events,
+            timings,
         })
     }
 

@@ -19,6 +19,8 @@ pub mod verify;
 
 pub use account_key::AccountKey;
 pub use error::{LedgerError, LedgerResult};
-pub use ledger::{Batch, BatchOutcome, Ledger, Receipt, Rejection, StateProof};
+pub use ledger::{
+    Batch, BatchOutcome, BatchTimings, Ledger, PreparedBatch, Receipt, Rejection, StateProof,
+};
 pub use trainmesh_contracts as contracts;
 pub use transaction::{SignedTransaction, Transaction, TRANSACTION_BYTES_MAX};

@@ -80,7 +80,7 @@ impl Transaction {
 
     /// Signs with a 32-byte ed25519 secret key.
     pub fn sign(self, secret: &[u8; 32]) -> SignedTransaction {
-        let key = ed25519_consensus::SigningKey::from(*secret);
+        let key = ed25519_zebra::SigningKey::from(*secret);
         let hash = self.hash();
         let sig = key.sign(&hash).to_bytes();
         SignedTransaction {
@@ -179,9 +179,9 @@ impl SignedTransaction {
     /// Stateless checks: the chain id and the signature.
     pub fn verify(&self, chain_id: &str) -> LedgerResult<()> {
         self.check_chain(chain_id)?;
-        let vk = ed25519_consensus::VerificationKey::try_from(self.transaction.public_key)
+        let vk = ed25519_zebra::VerificationKey::try_from(self.transaction.public_key)
             .map_err(|_| LedgerError::BadSignature)?;
-        let sig = ed25519_consensus::Signature::from(self.signature);
+        let sig = ed25519_zebra::Signature::from(self.signature);
         vk.verify(&sig, &self.hash)
             .map_err(|_| LedgerError::BadSignature)
     }

@@ -17,14 +17,14 @@ const CHUNK_MIN: usize = 64;
 
 fn verify_chunk(txs: &[SignedTransaction], chain_id: &str) -> Vec<LedgerResult<()>> {
     let mut results: Vec<LedgerResult<()>> = txs.iter().map(|t| t.check_chain(chain_id)).collect();
-    let mut batch = ed25519_consensus::batch::Verifier::new();
+    let mut batch = ed25519_zebra::batch::Verifier::new();
     let mut seed = blake3::Hasher::new();
     seed.update(b"trainmesh/batch-verify/v1");
     let mut queued = 0;
     for (t, r) in txs.iter().zip(&results) {
         if r.is_ok() {
-            let vk = ed25519_consensus::VerificationKeyBytes::from(t.transaction.public_key);
-            let sig = ed25519_consensus::Signature::from(t.signature);
+            let vk = ed25519_zebra::VerificationKeyBytes::from(t.transaction.public_key);
+            let sig = ed25519_zebra::Signature::from(t.signature);
             let hash = t.hash();
             batch.queue((vk, sig, &hash[..]));
             seed.update(&hash);

@@ -55,3 +55,44 @@ fn an_account_is_proven_against_the_root() {
     assert!(!old.verify(net.ledger.state_root()));
     assert!(old.verify(root));
 }
+
+#[test]
+fn proofs_hold_after_deletions() {
+    use trainmesh_ledger::contracts::workers::{Capability, Role};
+    let w = AccountKey::from_seed(11);
+    let mut net = Net::new(&genesis(&[(&w, 1_000)], &[], Params::default()));
+    net.ok(
+        &w,
+        Call::RegisterWorker {
+            role: Role::Trainer,
+            bond: Amount::from_train(200),
+            capability: Capability::default(),
+            peer_id: "p".into(),
+        },
+    );
+    let key = keys::worker(&w.address());
+    let root = net.ledger.state_root();
+    let present = net.ledger.prove(&key).unwrap();
+    assert!(present.value.is_some() && present.verify(root));
+    // Deregistering deletes the record: the tree takes the general (deleting) path.
+    net.ok(&w, Call::DeregisterWorker);
+    let root = net.ledger.state_root();
+    let gone = net.ledger.prove(&key).unwrap();
+    assert!(gone.value.is_none());
+    assert!(gone.verify(root));
+    assert!(!present.verify(root));
+    let account = net.ledger.prove(&keys::account(&w.address())).unwrap();
+    assert!(account.verify(root));
+    // And the tree keeps working on the fast path afterwards.
+    net.ok(
+        &w,
+        Call::Bond {
+            amount: Amount::from_train(1),
+        },
+    );
+    assert!(net
+        .ledger
+        .prove(&keys::account(&w.address()))
+        .unwrap()
+        .verify(net.ledger.state_root()));
+}
