@@ -8,7 +8,7 @@ use crate::keys;
 use crate::params::{self, Params};
 use crate::staking::ValidatorInfo;
 use crate::state::{State, StateExt};
-use crate::types::{Address, Amount};
+use crate::types::{Address, Amount, Hash32};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenesisAccount {
@@ -19,8 +19,8 @@ pub struct GenesisAccount {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenesisValidator {
     pub address: Address,
-    /// The ed25519 key it signs consensus headers with.
-    pub consensus_key: [u8; 32],
+    /// The ed25519 key it signs consensus headers with (hex in JSON).
+    pub consensus_key: Hash32,
     /// Bonded at genesis, on top of any balance.
     pub stake: Amount,
 }
@@ -35,6 +35,25 @@ pub struct Genesis {
 }
 
 impl Genesis {
+    /// Reads a genesis from its JSON form (see `ops/genesis/`).
+    pub fn from_json(json: &str) -> ContractResult<Genesis> {
+        let g: Genesis = serde_json::from_str(json).map_err(|e| ContractError::Invalid {
+            what: "genesis file",
+            reason: e.to_string(),
+        })?;
+        g.validate()?;
+        Ok(g)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a genesis always serializes")
+    }
+
+    /// A stable fingerprint of the genesis (its canonical encoding, hashed).
+    pub fn hash(&self) -> [u8; 32] {
+        *blake3::hash(&bcs::to_bytes(self).expect("a genesis always serializes")).as_bytes()
+    }
+
     pub fn validate(&self) -> ContractResult<()> {
         let invalid = |reason: String| ContractError::Invalid {
             what: "genesis",
@@ -80,7 +99,7 @@ impl Genesis {
             supply.staked = supply.staked.checked_add(v.stake)?;
             validators.push(ValidatorInfo {
                 address: v.address,
-                consensus_key: v.consensus_key,
+                consensus_key: v.consensus_key.0,
             });
         }
         accounts::store_supply(state, &supply);

@@ -6,9 +6,43 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ContractError;
 
-/// An account address: BLAKE3 of a domain tag and the account's ed25519 public key.
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Hex strings in human-readable formats (JSON), raw bytes in the canonical one.
+macro_rules! hex_serde {
+    ($name:ident, $what:literal) => {
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.serialize_str(&hex::encode(self.0))
+                } else {
+                    self.0.serialize(s)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let s = String::deserialize(d)?;
+                    let bytes = hex::decode(s.trim_start_matches("0x"))
+                        .map_err(|_| serde::de::Error::custom(concat!($what, " is not hex")))?;
+                    let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
+                        serde::de::Error::custom(concat!($what, " is not 32 bytes"))
+                    })?;
+                    Ok($name(bytes))
+                } else {
+                    <[u8; 32]>::deserialize(d).map($name)
+                }
+            }
+        }
+    };
+}
+
+/// An account address: BLAKE3 of a domain tag and the account's ed25519 public key. Hex in JSON,
+/// 32 raw bytes in the canonical encoding.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address(pub [u8; 32]);
+
+hex_serde!(Address, "address");
 
 impl Address {
     pub fn from_public_key(public_key: &[u8; 32]) -> Address {
@@ -56,9 +90,35 @@ impl fmt::Display for Address {
     }
 }
 
-/// An amount of TRAIN in base units (1 TRAIN = 10⁹ units). All arithmetic is checked.
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// An amount of TRAIN in base units (1 TRAIN = 10⁹ units). All arithmetic is checked. In JSON a
+/// decimal string of base units (exact beyond 2⁵³), in the canonical encoding a u128.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Amount(pub u128);
+
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.0.to_string())
+        } else {
+            s.serialize_u128(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            s.parse::<u128>().map(Amount).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "amount {s:?} is not a whole number of base units"
+                ))
+            })
+        } else {
+            u128::deserialize(d).map(Amount)
+        }
+    }
+}
 
 /// Base units per TRAIN.
 pub const UNITS_PER_TRAIN: u128 = 1_000_000_000;
@@ -193,9 +253,17 @@ impl fmt::Display for UnitId {
     }
 }
 
-/// A 32-byte content hash (checkpoints, shards, Merkle roots).
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// A 32-byte content hash (checkpoints, shards, Merkle roots). Hex in JSON.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Hash32(pub [u8; 32]);
+
+hex_serde!(Hash32, "hash");
+
+impl Hash32 {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
 
 impl fmt::Debug for Hash32 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

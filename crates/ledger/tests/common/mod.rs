@@ -36,7 +36,9 @@ pub fn genesis(
             .enumerate()
             .map(|(i, k)| GenesisValidator {
                 address: k.address(),
-                consensus_key: trainmesh_dag::KeyPair::from_seed(i as u64).public().0,
+                consensus_key: trainmesh_ledger::contracts::Hash32(
+                    trainmesh_dag::KeyPair::from_seed(i as u64).public().0,
+                ),
                 stake: Amount::from_train(1_000),
             })
             .collect(),
