@@ -278,6 +278,24 @@ pub fn load_unit(state: &(impl State + ?Sized), id: UnitId) -> ContractResult<Un
         .ok_or(ContractError::UnknownUnit(id))
 }
 
+/// Loads a unit that must be in `expected` state for `action`.
+fn load_unit_in(
+    state: &(impl State + ?Sized),
+    id: UnitId,
+    expected: UnitState,
+    action: &'static str,
+) -> ContractResult<Unit> {
+    let unit = load_unit(state, id)?;
+    if unit.state != expected {
+        return Err(ContractError::WrongUnitState {
+            unit: id,
+            state: unit.state.name(),
+            action,
+        });
+    }
+    Ok(unit)
+}
+
 fn store_unit(state: &mut (impl State + ?Sized), unit: &Unit) {
     state.write(keys::unit(unit.id), unit);
 }
@@ -534,14 +552,7 @@ pub fn submit_result(
     result: WorkResult,
     events: &mut Events,
 ) -> ContractResult<()> {
-    let mut unit = load_unit(state, unit_id)?;
-    if unit.state != UnitState::Assigned {
-        return Err(ContractError::WrongUnitState {
-            unit: unit_id,
-            state: unit.state.name(),
-            action: "submitting a result",
-        });
-    }
+    let mut unit = load_unit_in(state, unit_id, UnitState::Assigned, "submitting a result")?;
     if unit.trainer != Some(sender) {
         return Err(ContractError::NotAssignedTrainer {
             unit: unit_id,
@@ -602,14 +613,7 @@ pub fn attest(
     attestation: Attestation,
     events: &mut Events,
 ) -> ContractResult<()> {
-    let mut unit = load_unit(state, unit_id)?;
-    if unit.state != UnitState::Submitted {
-        return Err(ContractError::WrongUnitState {
-            unit: unit_id,
-            state: unit.state.name(),
-            action: "attesting",
-        });
-    }
+    let mut unit = load_unit_in(state, unit_id, UnitState::Submitted, "attesting")?;
     if !unit.evaluators.contains(&sender) {
         return Err(ContractError::NotSampledEvaluator {
             unit: unit_id,

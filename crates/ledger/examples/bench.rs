@@ -51,6 +51,15 @@ fn genesis(keys: &[AccountKey]) -> Genesis {
     }
 }
 
+fn batch_of(index: u64, transactions: Vec<Bytes>) -> Batch {
+    Batch {
+        index,
+        timestamp: TimestampMs(1_000 * (index + 1)),
+        seed: *blake3::hash(&index.to_le_bytes()).as_bytes(),
+        transactions,
+    }
+}
+
 /// Pre-signs every batch (signing is the client's work, not the ledger's).
 fn transfer_batches(
     keys: &[AccountKey],
@@ -75,12 +84,7 @@ fn transfer_batches(
             ));
             nonces[from] += 1;
         }
-        out.push(Batch {
-            index: first_index + b as u64,
-            timestamp: TimestampMs(1_000 * (first_index + b as u64 + 1)),
-            seed: [b as u8; 32],
-            transactions: txs,
-        });
+        out.push(batch_of(first_index + b as u64, txs));
     }
     out
 }
@@ -136,12 +140,7 @@ fn mixed_batches(
             ));
             nonces[from] += 1;
         }
-        out.push(Batch {
-            index: first_index + b as u64,
-            timestamp: TimestampMs(1_000 * (first_index + b as u64 + 1)),
-            seed: [b as u8; 32],
-            transactions: txs,
-        });
+        out.push(batch_of(first_index + b as u64, txs));
     }
     out
 }

@@ -1,0 +1,328 @@
+//! Economics simulation: the real contracts, driven through many days of jobs, with a share of
+//! cheating trainers. Prints the supply over time and what each role earned; the last line is one
+//! JSON object.
+//!
+//! `cargo run --release -p trainmesh-contracts --example economics -- --days 30 --units-per-day 200 --cheat-percent 5`
+//!
+//! Every number comes from executing the contracts (`calls::execute` over an in-memory state):
+//! escrow, fee shares, emission and its decay, slashing, refunds. Change the parameters with the
+//! flags to see their effect before proposing them to governance.
+
+use std::collections::BTreeMap;
+
+use clap::Parser;
+use trainmesh_contracts::calls::{execute, on_batch_end, Call};
+use trainmesh_contracts::datasets::DatasetSpec;
+use trainmesh_contracts::jobs::{
+    self, Attestation, HyperParams, JobSpec, Metric, Optimizer, Target, UnitState, WorkResult,
+};
+use trainmesh_contracts::workers::{Capability, Role};
+use trainmesh_contracts::{
+    accounts, invariants, Address, Amount, Context, DatasetId, Event, Genesis, GenesisAccount,
+    Hash32, JobId, MemState, Params, PaymentReason, TimestampMs, UnitId,
+};
+
+#[derive(Parser, Debug)]
+struct Args {
+    #[arg(long, default_value_t = 30)]
+    days: u64,
+    #[arg(long, default_value_t = 200)]
+    units_per_day: u64,
+    /// Share of results that are fake (rejected by the evaluators), in percent.
+    #[arg(long, default_value_t = 5)]
+    cheat_percent: u64,
+    #[arg(long, default_value_t = 20)]
+    trainers: u64,
+    #[arg(long, default_value_t = 10)]
+    evaluators: u64,
+    /// Emission per certificate, in TRAIN.
+    #[arg(long, default_value_t = 10)]
+    emission: u64,
+    /// Emission decay per interval, in basis points.
+    #[arg(long, default_value_t = 100)]
+    decay_bps: u32,
+    #[arg(long, default_value_t = 1_000)]
+    decay_interval: u64,
+}
+
+fn address(tag: &str, i: u64) -> Address {
+    Address::from_public_key(blake3::hash(format!("{tag}-{i}").as_bytes()).as_bytes())
+}
+
+struct Sim {
+    state: MemState,
+    time: u64,
+    height: u64,
+    earned: BTreeMap<&'static str, u128>,
+    slashed: u128,
+    roles: BTreeMap<Address, &'static str>,
+}
+
+impl Sim {
+    fn ctx(&mut self) -> Context {
+        self.time += 1_000;
+        self.height += 1;
+        Context {
+            height: self.height,
+            time: TimestampMs(self.time),
+            seed: *blake3::hash(&self.height.to_le_bytes()).as_bytes(),
+        }
+    }
+
+    fn call(&mut self, sender: Address, call: Call) -> Vec<Event> {
+        let ctx = self.ctx();
+        let name = call.name();
+        let mut events = execute(&mut self.state, &ctx, sender, call)
+            .unwrap_or_else(|e| panic!("{name} failed: {e}"));
+        events.extend(on_batch_end(&mut self.state, &ctx).expect("batch end"));
+        for e in &events {
+            match e {
+                Event::Paid { to, amount, reason } => {
+                    let role = match reason {
+                        PaymentReason::Emission { .. } => "trainer emission",
+                        PaymentReason::Refund { .. } => "researcher refund",
+                        _ => self.roles.get(to).copied().unwrap_or("other"),
+                    };
+                    *self.earned.entry(role).or_default() += amount.0;
+                }
+                Event::Slashed { amount, .. } => self.slashed += amount.0,
+                _ => {}
+            }
+        }
+        events
+    }
+}
+
+fn train(n: u128) -> String {
+    format!("{:.1}", n as f64 / 1e9)
+}
+
+fn main() {
+    let args = Args::parse();
+    let params = Params {
+        emission_per_certificate: Amount::from_train(args.emission),
+        emission_decay_bps: args.decay_bps,
+        emission_decay_interval: args.decay_interval,
+        unit_timeout_ms: u64::MAX / 4,
+        heartbeat_timeout_ms: u64::MAX / 4,
+        ..Params::default()
+    };
+    let researcher = address("researcher", 0);
+    let provider = address("provider", 0);
+    let trainers: Vec<Address> = (0..args.trainers).map(|i| address("trainer", i)).collect();
+    let evaluators: Vec<Address> = (0..args.evaluators)
+        .map(|i| address("evaluator", i))
+        .collect();
+    let mut accounts_list = vec![GenesisAccount {
+        address: researcher,
+        balance: Amount::from_train(100_000_000),
+    }];
+    accounts_list.push(GenesisAccount {
+        address: provider,
+        balance: Amount::from_train(10),
+    });
+    for a in trainers.iter().chain(&evaluators) {
+        accounts_list.push(GenesisAccount {
+            address: *a,
+            balance: Amount::from_train(1_000),
+        });
+    }
+    let genesis = Genesis {
+        chain_id: "economics".into(),
+        genesis_time_ms: 0,
+        accounts: accounts_list,
+        validators: vec![],
+        params,
+    };
+    let mut sim = Sim {
+        state: MemState::default(),
+        time: 0,
+        height: 0,
+        earned: BTreeMap::new(),
+        slashed: 0,
+        roles: BTreeMap::new(),
+    };
+    genesis.apply(&mut sim.state).expect("genesis");
+    sim.roles.insert(provider, "data provider");
+    for (list, role, name) in [
+        (&trainers, Role::Trainer, "trainer share"),
+        (&evaluators, Role::Evaluator, "evaluator share"),
+    ] {
+        for a in list {
+            sim.roles.insert(*a, name);
+            sim.call(
+                *a,
+                Call::RegisterWorker {
+                    role,
+                    bond: Amount::from_train(500),
+                    capability: Capability {
+                        adapter: "sim".into(),
+                        backend: "cpu".into(),
+                        memory_mb: 8_192,
+                        gflops: 50,
+                    },
+                    peer_id: a.to_hex(),
+                },
+            );
+        }
+    }
+    sim.call(
+        provider,
+        Call::AttachDataset {
+            spec: DatasetSpec {
+                name: "digits".into(),
+                shards_root: Hash32([1; 32]),
+                shard_sizes: vec![100_000],
+                heldout_root: Hash32([2; 32]),
+                heldout_samples: 360,
+                licence: "CC-BY-4.0".into(),
+                price_per_use: Amount::from_train(1),
+            },
+        },
+    );
+    let units_per_job = 20u64;
+    let supply0 = accounts::supply(&sim.state).unwrap();
+    println!("+ CONFIG: {args:?}");
+    println!(
+        "{:>4} {:>14} {:>12} {:>12} {:>10} {:>14} {:>14}",
+        "day", "supply", "emitted", "burned", "certs", "trainers earn", "evaluators"
+    );
+    let mut job_n = 0u64;
+    let mut certified = 0u64;
+    let mut rejected = 0u64;
+    let mut current: Option<JobId> = None;
+    for day in 1..=args.days {
+        for _ in 0..args.units_per_day {
+            let job = match current {
+                Some(j)
+                    if jobs::load_job(&sim.state, j).unwrap().state == jobs::JobState::Running =>
+                {
+                    j
+                }
+                _ => {
+                    job_n += 1;
+                    sim.call(
+                        researcher,
+                        Call::SubmitJob {
+                            spec: JobSpec {
+                                model: "{\"kind\":\"mlp\"}".into(),
+                                dataset: DatasetId(1),
+                                hyper: HyperParams {
+                                    optimizer: Optimizer::Adam,
+                                    learning_rate_ppm: 1_000,
+                                    batch_size: 64,
+                                    total_steps: 100 * units_per_job,
+                                    steps_per_unit: 100,
+                                    seed: job_n,
+                                },
+                                target: Target {
+                                    metric: Metric::Accuracy,
+                                    threshold_ppm: 990_000,
+                                },
+                                budget: Amount::from_train(100 * units_per_job),
+                                deadline: TimestampMs(u64::MAX / 2),
+                                tier: 1,
+                                min_memory_mb: 0,
+                            },
+                        },
+                    );
+                    let j = JobId(job_n);
+                    current = Some(j);
+                    j
+                }
+            };
+            let index = jobs::load_job(&sim.state, job).unwrap().current_unit;
+            let id = UnitId { job, index };
+            let unit = jobs::load_unit(&sim.state, id).unwrap();
+            assert_eq!(
+                unit.state,
+                UnitState::Assigned,
+                "enough trainers are registered"
+            );
+            let cheat = blake3::hash(&(certified + rejected).to_le_bytes()).as_bytes()[0] as u64
+                * 100
+                / 256
+                < args.cheat_percent;
+            let result = WorkResult {
+                checkpoint: Hash32([index as u8; 32]),
+                chain_root: Hash32([3; 32]),
+                segments: 64,
+                loss_trace_ppm: vec![500_000],
+                metric_ppm: 900_000,
+            };
+            sim.call(
+                unit.trainer.unwrap(),
+                Call::SubmitWorkResult { unit: id, result },
+            );
+            let unit = jobs::load_unit(&sim.state, id).unwrap();
+            for e in unit
+                .evaluators
+                .iter()
+                .take(Params::default().attestation_quorum as usize)
+            {
+                sim.call(
+                    *e,
+                    Call::Attest {
+                        unit: id,
+                        attestation: Attestation {
+                            accept: !cheat,
+                            metric_ppm: 900_000,
+                            tier: 1,
+                            segments_checked: vec![1, 2, 3],
+                        },
+                    },
+                );
+            }
+            if cheat {
+                rejected += 1
+            } else {
+                certified += 1
+            }
+        }
+        let s = accounts::supply(&sim.state).unwrap();
+        invariants::check(
+            sim.state
+                .entries
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice())),
+        )
+        .expect("invariants hold");
+        println!(
+            "{day:>4} {:>14} {:>12} {:>12} {certified:>10} {:>14} {:>14}",
+            train(s.expected_total().0),
+            train(s.emitted.0),
+            train(s.burned.0),
+            train(
+                sim.earned.get("trainer share").copied().unwrap_or(0)
+                    + sim.earned.get("trainer emission").copied().unwrap_or(0)
+            ),
+            train(sim.earned.get("evaluator share").copied().unwrap_or(0)),
+        );
+    }
+    let s = accounts::supply(&sim.state).unwrap();
+    let get = |k: &str| sim.earned.get(k).copied().unwrap_or(0);
+    println!("+ RESULTS:");
+    for (role, amount) in &sim.earned {
+        println!(" {role}: {} TRAIN", train(*amount));
+    }
+    println!(
+        " slashed: {} TRAIN over {rejected} rejected results",
+        train(sim.slashed)
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "days": args.days,
+            "certificates": certified,
+            "rejected": rejected,
+            "supply_start_train": supply0.expected_total().0 as f64 / 1e9,
+            "supply_end_train": s.expected_total().0 as f64 / 1e9,
+            "emitted_train": s.emitted.0 as f64 / 1e9,
+            "burned_train": s.burned.0 as f64 / 1e9,
+            "trainer_income_train": (get("trainer share") + get("trainer emission")) as f64 / 1e9,
+            "evaluator_income_train": get("evaluator share") as f64 / 1e9,
+            "data_provider_income_train": get("data provider") as f64 / 1e9,
+            "slashed_train": sim.slashed as f64 / 1e9,
+        })
+    );
+}
