@@ -263,6 +263,36 @@ struct JmtStore<'a, N: ReadableTable<&'static [u8], &'static [u8]>, K, S> {
     nodes: &'a N,
     keys: &'a K,
     state: &'a S,
+    cache: &'a NodeCache,
+}
+
+/// The latest tree's nodes in memory, so a batch does not read and decode them from redb again.
+/// Only a lookup aid: it is filled after a commit succeeds, and a restart begins with it empty.
+#[derive(Debug, Default)]
+struct NodeCache {
+    nodes: std::collections::HashMap<NodeKey, Node>,
+}
+
+impl NodeCache {
+    /// Nodes kept in memory, at most (a few hundred bytes each).
+    const NODES_MAX: usize = 1_000_000;
+
+    fn apply(&mut self, update: CacheUpdate) {
+        for k in &update.stale {
+            self.nodes.remove(k);
+        }
+        if self.nodes.len() + update.fresh.len() > Self::NODES_MAX {
+            self.nodes.clear();
+        }
+        self.nodes.extend(update.fresh);
+    }
+}
+
+/// What a committed batch changes in the node cache.
+#[derive(Debug, Default)]
+struct CacheUpdate {
+    fresh: Vec<(NodeKey, Node)>,
+    stale: Vec<NodeKey>,
 }
 
 impl<N, K, S> TreeReader for JmtStore<'_, N, K, S>
@@ -272,6 +302,9 @@ where
     S: ReadableTable<&'static [u8], &'static [u8]>,
 {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        if let Some(node) = self.cache.nodes.get(node_key) {
+            return Ok(Some(node.clone()));
+        }
         let key = borsh::to_vec(node_key)?;
         match self.nodes.get(key.as_slice())? {
             Some(v) => Ok(Some(borsh::from_slice(v.value())?)),
@@ -299,6 +332,7 @@ where
 #[derive(Debug)]
 pub struct Ledger {
     db: Database,
+    cache: NodeCache,
     chain_id: String,
     position: Position,
     root: [u8; 32],
@@ -331,6 +365,7 @@ impl Ledger {
         txn.commit().map_err(storage)?;
         let mut ledger = Ledger {
             db,
+            cache: NodeCache::default(),
             chain_id: String::new(),
             position: Position::default(),
             root: [0; 32],
@@ -408,7 +443,8 @@ impl Ledger {
                     reason: e.to_string(),
                 })?;
             let writes = bs.writes;
-            Self::commit_writes(&txn, &mut table, writes, 0)?.unwrap_or([0; 32])
+            Self::commit_writes(&txn, &mut table, writes, 0, &self.cache)?
+                .map_or([0; 32], |(root, _)| root)
         };
         {
             let mut meta = txn.open_table(META).map_err(storage)?;
@@ -440,7 +476,8 @@ impl Ledger {
         table: &mut Table<&'static [u8], &'static [u8]>,
         mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
         version: Version,
-    ) -> LedgerResult<Option<[u8; 32]>> {
+        cache: &NodeCache,
+    ) -> LedgerResult<Option<([u8; 32], CacheUpdate)>> {
         // Writes of the value already there change nothing.
         let mut unchanged = Vec::new();
         for (k, v) in &writes {
@@ -476,6 +513,7 @@ impl Ledger {
                 nodes: &nodes,
                 keys: &keys,
                 state: &*table,
+                cache,
             };
             let tree = Sha256Jmt::new(&reader);
             if hashed.iter().all(|(_, _, v)| v.is_some()) {
@@ -504,6 +542,19 @@ impl Ledger {
             let k = borsh::to_vec(&stale.node_key).map_err(storage)?;
             nodes.remove(k.as_slice()).map_err(storage)?;
         }
+        let cache_update = CacheUpdate {
+            fresh: update
+                .node_batch
+                .nodes()
+                .iter()
+                .map(|(k, n)| (k.clone(), n.clone()))
+                .collect(),
+            stale: update
+                .stale_node_index_batch
+                .iter()
+                .map(|s| s.node_key.clone())
+                .collect(),
+        };
         for (h, k, v) in &hashed {
             if v.is_none() {
                 keys.remove(&h.0).map_err(storage)?;
@@ -512,7 +563,7 @@ impl Ledger {
                 keys.insert(&h.0, k.as_slice()).map_err(storage)?;
             }
         }
-        Ok(Some(root.0))
+        Ok(Some((root.0, cache_update)))
     }
 
     /// Executes one committed batch atomically: every transaction (or its rejection), the
@@ -584,7 +635,7 @@ impl Ledger {
             tree_version: self.position.tree_version,
         };
         let txn = self.db.begin_write().map_err(storage)?;
-        let (receipts, end_events, root) = {
+        let (receipts, end_events, root, cache_update) = {
             let mut table = txn.open_table(STATE).map_err(storage)?;
             let mut bs = BatchState {
                 table: &table,
@@ -626,14 +677,15 @@ impl Ledger {
             let writes = bs.writes;
             timings.execute = started.elapsed();
             let next_version = position.tree_version + 1;
-            let root = match Self::commit_writes(&txn, &mut table, writes, next_version)? {
-                Some(root) => {
-                    position.tree_version = next_version;
-                    root
-                }
-                None => self.root,
-            };
-            (receipts, end_events, root)
+            let (root, cache_update) =
+                match Self::commit_writes(&txn, &mut table, writes, next_version, &self.cache)? {
+                    Some((root, update)) => {
+                        position.tree_version = next_version;
+                        (root, update)
+                    }
+                    None => (self.root, CacheUpdate::default()),
+                };
+            (receipts, end_events, root, cache_update)
         };
         {
             let mut meta = txn.open_table(META).map_err(storage)?;
@@ -653,6 +705,7 @@ impl Ledger {
             }
         }
         txn.commit().map_err(storage)?;
+        self.cache.apply(cache_update);
         timings.merkle_and_commit = started.elapsed() - timings.execute;
         self.position = position;
         self.root = root;
@@ -717,6 +770,7 @@ impl Ledger {
             nodes: &nodes,
             keys: &keys,
             state: &state,
+            cache: &self.cache,
         };
         let (value, proof) = Sha256Jmt::new(&reader)
             .get_with_proof(KeyHash::with::<Sha256>(key), self.position.tree_version)
