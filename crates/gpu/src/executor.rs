@@ -1,0 +1,398 @@
+//! The deterministic CPU reference executor: forward pass, loss and gradients for every model
+//! kind, in plain Rust with a fixed reduction order.
+//!
+//! Every sum runs in one fixed sequential order (over the input index for layer outputs, over
+//! the batch for weight gradients), written in "axpy" form so that the compiler vectorizes across
+//! independent outputs without reassociating any sum. Rust never fuses `a * b + c` into an FMA
+//! and never reorders float additions, and the only transcendental functions come from
+//! [`crate::detmath`], so the same inputs give the same bits on every machine. This executor is
+//! the CPU training path and the referee of disputes.
+
+use crate::detmath;
+use crate::spec::{Activation, Layer, Model};
+
+/// A dense tensor, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl Tensor {
+    pub fn zeros(shape: &[usize]) -> Self {
+        Tensor {
+            shape: shape.to_vec(),
+            data: vec![0.0; shape.iter().product()],
+        }
+    }
+}
+
+fn activate(a: Activation, v: &mut [f32]) {
+    match a {
+        Activation::Relu => v.iter_mut().for_each(|x| *x = x.max(0.0)),
+        Activation::Tanh => v.iter_mut().for_each(|x| *x = detmath::tanh(*x)),
+        Activation::Sigmoid => v.iter_mut().for_each(|x| *x = detmath::sigmoid(*x)),
+    }
+}
+
+/// Multiplies `grad` (w.r.t. the activation's output `y`) into the gradient w.r.t. its input.
+fn activation_backward(a: Activation, y: &[f32], grad: &mut [f32]) {
+    match a {
+        Activation::Relu => grad.iter_mut().zip(y).for_each(|(g, &y)| {
+            if y <= 0.0 {
+                *g = 0.0
+            }
+        }),
+        Activation::Tanh => grad.iter_mut().zip(y).for_each(|(g, &y)| *g *= 1.0 - y * y),
+        Activation::Sigmoid => grad
+            .iter_mut()
+            .zip(y)
+            .for_each(|(g, &y)| *g *= y * (1.0 - y)),
+    }
+}
+
+fn layer_activation(l: &Layer) -> Option<Activation> {
+    match *l {
+        Layer::Dense { activation, .. } => activation,
+        Layer::Conv { activation, .. } => Some(activation),
+    }
+}
+
+fn dense_forward(
+    x: &[f32],
+    n: usize,
+    w: &[f32],
+    b: &[f32],
+    inputs: usize,
+    outputs: usize,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; n * outputs];
+    for (row, xr) in out.chunks_exact_mut(outputs).zip(x.chunks_exact(inputs)) {
+        row.copy_from_slice(b);
+        for (k, &a) in xr.iter().enumerate() {
+            if a == 0.0 {
+                continue;
+            }
+            let wr = &w[k * outputs..(k + 1) * outputs];
+            for (o, &wv) in row.iter_mut().zip(wr) {
+                *o += a * wv;
+            }
+        }
+    }
+    out
+}
+
+struct ConvDims {
+    c: usize,
+    h: usize,
+    w: usize,
+    f: usize,
+    k: usize,
+    oh: usize,
+    ow: usize,
+}
+
+fn conv_dims(l: &Layer) -> ConvDims {
+    match *l {
+        Layer::Conv {
+            channels,
+            height,
+            width,
+            filters,
+            kernel,
+            ..
+        } => ConvDims {
+            c: channels,
+            h: height,
+            w: width,
+            f: filters,
+            k: kernel,
+            oh: height - kernel + 1,
+            ow: width - kernel + 1,
+        },
+        Layer::Dense { .. } => unreachable!("conv_dims of a dense layer"),
+    }
+}
+
+fn conv_forward(x: &[f32], n: usize, wt: &[f32], b: &[f32], d: &ConvDims) -> Vec<f32> {
+    let (in_len, out_len) = (d.c * d.h * d.w, d.f * d.oh * d.ow);
+    let mut out = vec![0.0f32; n * out_len];
+    for (xs, os) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)) {
+        for f in 0..d.f {
+            let of = &mut os[f * d.oh * d.ow..(f + 1) * d.oh * d.ow];
+            of.iter_mut().for_each(|v| *v = b[f]);
+            for c in 0..d.c {
+                for ky in 0..d.k {
+                    for kx in 0..d.k {
+                        let wv = wt[((f * d.c + c) * d.k + ky) * d.k + kx];
+                        for oy in 0..d.oh {
+                            let src = &xs[c * d.h * d.w + (oy + ky) * d.w + kx..][..d.ow];
+                            let dst = &mut of[oy * d.ow..(oy + 1) * d.ow];
+                            for (o, &xv) in dst.iter_mut().zip(src) {
+                                *o += wv * xv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The output of every layer (after its activation) for a batch; the last is the logits.
+pub fn forward(model: &Model, params: &[Tensor], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+    assert_eq!(
+        params.len(),
+        2 * model.layers.len(),
+        "params do not fit the model"
+    );
+    assert_eq!(x.len(), n * model.input, "batch does not fit the model");
+    let mut outs: Vec<Vec<f32>> = Vec::with_capacity(model.layers.len());
+    for (i, layer) in model.layers.iter().enumerate() {
+        let input = if i == 0 { x } else { &outs[i - 1] };
+        let (w, b) = (&params[2 * i].data, &params[2 * i + 1].data);
+        let mut y = match *layer {
+            Layer::Dense {
+                inputs, outputs, ..
+            } => dense_forward(input, n, w, b, inputs, outputs),
+            Layer::Conv { .. } => conv_forward(input, n, w, b, &conv_dims(layer)),
+        };
+        if let Some(a) = layer_activation(layer) {
+            activate(a, &mut y);
+        }
+        outs.push(y);
+    }
+    outs
+}
+
+/// The logits for a batch.
+pub fn logits(model: &Model, params: &[Tensor], x: &[f32], n: usize) -> Vec<f32> {
+    forward(model, params, x, n)
+        .pop()
+        .expect("a model has at least one layer")
+}
+
+/// Softmax cross-entropy: (sum of per-sample losses, gradient w.r.t. the logits of the mean loss).
+fn softmax_cross_entropy(z: &[f32], y: &[u8], classes: usize) -> (f64, Vec<f32>) {
+    let n = y.len();
+    let mut grad = vec![0.0f32; z.len()];
+    let mut loss_sum = 0.0f64;
+    for ((zr, gr), &label) in z
+        .chunks_exact(classes)
+        .zip(grad.chunks_exact_mut(classes))
+        .zip(y)
+    {
+        let m = zr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut s = 0.0f32;
+        for (g, &zv) in gr.iter_mut().zip(zr) {
+            *g = detmath::exp(zv - m);
+            s += *g;
+        }
+        loss_sum += f64::from(detmath::ln(s) - (zr[usize::from(label)] - m));
+        let inv_n = 1.0 / n as f32;
+        for g in gr.iter_mut() {
+            *g = *g / s * inv_n;
+        }
+        gr[usize::from(label)] -= inv_n;
+    }
+    (loss_sum, grad)
+}
+
+/// Mean loss over the batch and the gradients of every parameter, in the order of `params`.
+pub fn loss_and_grads(model: &Model, params: &[Tensor], x: &[f32], y: &[u8]) -> (f32, Vec<Tensor>) {
+    let n = y.len();
+    let outs = forward(model, params, x, n);
+    let (loss_sum, mut grad) =
+        softmax_cross_entropy(outs.last().expect("at least one layer"), y, model.classes);
+    let mut grads: Vec<Tensor> = params.iter().map(|p| Tensor::zeros(&p.shape)).collect();
+    for i in (0..model.layers.len()).rev() {
+        let layer = &model.layers[i];
+        if let Some(a) = layer_activation(layer) {
+            activation_backward(a, &outs[i], &mut grad);
+        }
+        let input = if i == 0 { x } else { &outs[i - 1] };
+        let w = &params[2 * i].data;
+        let (gw, gb) = {
+            let (a, b) = grads.split_at_mut(2 * i + 1);
+            (&mut a[2 * i].data, &mut b[0].data)
+        };
+        let need_input_grad = i > 0;
+        let mut gx = if need_input_grad {
+            vec![0.0f32; n * layer.inputs()]
+        } else {
+            Vec::new()
+        };
+        match *layer {
+            Layer::Dense {
+                inputs, outputs, ..
+            } => {
+                for (xr, gr) in input.chunks_exact(inputs).zip(grad.chunks_exact(outputs)) {
+                    for (bv, &g) in gb.iter_mut().zip(gr) {
+                        *bv += g;
+                    }
+                    for (k, &a) in xr.iter().enumerate() {
+                        if a == 0.0 {
+                            continue;
+                        }
+                        for (wv, &g) in gw[k * outputs..(k + 1) * outputs].iter_mut().zip(gr) {
+                            *wv += a * g;
+                        }
+                    }
+                }
+                if need_input_grad {
+                    let mut wt = vec![0.0f32; inputs * outputs];
+                    for k in 0..inputs {
+                        for j in 0..outputs {
+                            wt[j * inputs + k] = w[k * outputs + j];
+                        }
+                    }
+                    for (gxr, gr) in gx.chunks_exact_mut(inputs).zip(grad.chunks_exact(outputs)) {
+                        for (j, &g) in gr.iter().enumerate() {
+                            if g == 0.0 {
+                                continue;
+                            }
+                            for (o, &wv) in gxr.iter_mut().zip(&wt[j * inputs..(j + 1) * inputs]) {
+                                *o += g * wv;
+                            }
+                        }
+                    }
+                }
+            }
+            Layer::Conv { .. } => {
+                let d = conv_dims(layer);
+                let (in_len, out_len) = (d.c * d.h * d.w, d.f * d.oh * d.ow);
+                for s in 0..n {
+                    let xs = &input[s * in_len..(s + 1) * in_len];
+                    let gs = &grad[s * out_len..(s + 1) * out_len];
+                    for f in 0..d.f {
+                        let gf = &gs[f * d.oh * d.ow..(f + 1) * d.oh * d.ow];
+                        for &g in gf {
+                            gb[f] += g;
+                        }
+                        for c in 0..d.c {
+                            for ky in 0..d.k {
+                                for kx in 0..d.k {
+                                    let wi = ((f * d.c + c) * d.k + ky) * d.k + kx;
+                                    let mut acc = gw[wi];
+                                    for oy in 0..d.oh {
+                                        let src =
+                                            &xs[c * d.h * d.w + (oy + ky) * d.w + kx..][..d.ow];
+                                        for (&g, &xv) in
+                                            gf[oy * d.ow..(oy + 1) * d.ow].iter().zip(src)
+                                        {
+                                            acc += g * xv;
+                                        }
+                                    }
+                                    gw[wi] = acc;
+                                    if need_input_grad {
+                                        let wv = w[wi];
+                                        let gxs = &mut gx[s * in_len..(s + 1) * in_len];
+                                        for oy in 0..d.oh {
+                                            let dst = &mut gxs
+                                                [c * d.h * d.w + (oy + ky) * d.w + kx..][..d.ow];
+                                            for (o, &g) in
+                                                dst.iter_mut().zip(&gf[oy * d.ow..(oy + 1) * d.ow])
+                                            {
+                                                *o += wv * g;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        grad = gx;
+    }
+    ((loss_sum / n as f64) as f32, grads)
+}
+
+/// (correct predictions, summed loss) over `x`, evaluated in chunks of `chunk` samples.
+pub fn evaluate(
+    model: &Model,
+    params: &[Tensor],
+    x: &[f32],
+    y: &[u8],
+    chunk: usize,
+) -> (usize, f64) {
+    let mut correct = 0usize;
+    let mut loss = 0.0f64;
+    let chunk = chunk.max(1);
+    for (xc, yc) in x.chunks(chunk * model.input).zip(y.chunks(chunk)) {
+        let z = logits(model, params, xc, yc.len());
+        for (zr, &label) in z.chunks_exact(model.classes).zip(yc) {
+            if argmax(zr) == usize::from(label) {
+                correct += 1;
+            }
+        }
+        loss += softmax_cross_entropy(&z, yc, model.classes).0;
+    }
+    (correct, loss)
+}
+
+/// The index of the largest value; the first one on ties.
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::ModelSpec;
+
+    fn numeric_gradient_check(spec: &str, input: usize) {
+        let model = ModelSpec::from_json(spec.as_bytes()).unwrap();
+        let mut params = crate::optim::init_params(&model, 7);
+        // Non-zero biases so every path is exercised.
+        for p in params.iter_mut() {
+            for (i, v) in p.data.iter_mut().enumerate() {
+                *v += 0.01 * ((i % 7) as f32 - 3.0);
+            }
+        }
+        let n = 3;
+        let x: Vec<f32> = (0..n * input)
+            .map(|i| ((i * 37) % 17) as f32 / 17.0)
+            .collect();
+        let y = vec![1u8, 0, 2];
+        let (_, grads) = loss_and_grads(&model, &params, &x, &y);
+        let eps = 1e-2f32;
+        for (pi, p) in params.clone().iter().enumerate() {
+            for j in (0..p.data.len()).step_by(p.data.len().div_ceil(5)) {
+                let mut plus = params.clone();
+                plus[pi].data[j] += eps;
+                let mut minus = params.clone();
+                minus[pi].data[j] -= eps;
+                let lp = f64::from(loss_and_grads(&model, &plus, &x, &y).0);
+                let lm = f64::from(loss_and_grads(&model, &minus, &x, &y).0);
+                let numeric = (lp - lm) / (2.0 * f64::from(eps));
+                let analytic = f64::from(grads[pi].data[j]);
+                assert!(
+                    (numeric - analytic).abs() < 2e-3 + 0.05 * analytic.abs(),
+                    "{spec}: param {pi}[{j}] numeric {numeric} analytic {analytic}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        numeric_gradient_check(r#"{"kind":"logistic","input":6,"classes":3}"#, 6);
+        numeric_gradient_check(
+            r#"{"kind":"mlp","input":6,"classes":3,"hidden":[{"units":5,"activation":"tanh"},{"units":4,"activation":"sigmoid"}]}"#,
+            6,
+        );
+        numeric_gradient_check(
+            r#"{"kind":"cnn","input":{"channels":1,"height":4,"width":4},"classes":3,"conv":[{"filters":2,"kernel":2,"activation":"tanh"},{"filters":2,"kernel":2,"activation":"sigmoid"}],"hidden":[{"units":4,"activation":"tanh"}]}"#,
+            16,
+        );
+    }
+}

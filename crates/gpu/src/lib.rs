@@ -1,0 +1,34 @@
+//! trainmesh's training engine and the verification of useful work.
+//!
+//! A trainer turns a work unit — K steps from a committed checkpoint on committed dataset shards —
+//! into a new checkpoint and a *checkpoint chain* (a hash every few steps, under a Merkle root).
+//! An evaluator checks the result at a fraction of the cost: tier 0 recomputes the held-out metric,
+//! tier 1 re-executes segments of the chain drawn from randomness revealed after the commitment.
+//! Training runs on the deterministic CPU executor (exact hashes everywhere); the wgpu device
+//! module discovers GPU adapters and runs the crate's own WGSL kernels.
+//!
+//! # Layout
+//! - [`hash`] — BLAKE3 content hashes, Merkle roots and proofs.
+//! - [`dataset`] — the shard format, content-addressed shard store, train/held-out split.
+//! - [`import`] — importers for the UCI digits (CSV) and Fashion-MNIST (IDX).
+//! - [`spec`] — the declarative model spec (logistic, MLP, CNN) and its bounds.
+//! - [`detmath`] — exp/ln with a fixed operation sequence (bit-identical on every platform).
+//! - [`executor`] — the deterministic reference executor: forward, loss, gradients.
+//! - [`optim`] — hyper-parameters, seeded init and data order, SGD and Adam.
+//! - [`checkpoint`] — training state as canonical safetensors, hashed with BLAKE3.
+//! - [`train`] — the trainer, work units and checkpoint chains, held-out evaluation.
+//! - [`error`] — [`GpuError`], the crate's one error type.
+
+pub mod checkpoint;
+pub mod dataset;
+pub mod detmath;
+pub mod error;
+pub mod executor;
+pub mod hash;
+pub mod import;
+pub mod optim;
+pub mod spec;
+pub mod train;
+
+pub use error::GpuError;
+pub use hash::Hash32;

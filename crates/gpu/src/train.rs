@@ -1,0 +1,248 @@
+//! Training on the deterministic CPU path, and work units: K steps from a given checkpoint on
+//! given shards, committed as a checkpoint chain (a checkpoint hash every `segment_steps` steps)
+//! with a Merkle root.
+
+use crate::checkpoint::TrainState;
+use crate::dataset::Samples;
+use crate::error::GpuError;
+use crate::executor;
+use crate::hash::{merkle_root, Hash32};
+use crate::optim::{apply_update, init_params, init_state, DataOrder, HyperParams};
+use crate::spec::Model;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The most segments one work unit may be cut into (bounds the result message).
+pub const SEGMENTS_MAX: u64 = 1 << 16;
+
+/// What a trainer publishes for a work unit (DESIGN §3 step 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkResult {
+    /// The checkpoint the unit started from, and its step.
+    pub start: Hash32,
+    pub start_step: u64,
+    pub segment_steps: u64,
+    /// The checkpoint hash at the end of each segment; the last is the unit's result.
+    pub chain: Vec<Hash32>,
+    /// Mean training loss of every step.
+    pub losses: Vec<f32>,
+}
+
+impl WorkResult {
+    /// The Merkle root over the chain, which the trainer commits to.
+    pub fn chain_root(&self) -> Hash32 {
+        merkle_root(&self.chain)
+    }
+
+    /// The checkpoint the unit ended with.
+    pub fn final_checkpoint(&self) -> Hash32 {
+        *self
+            .chain
+            .last()
+            .expect("a result has at least one segment")
+    }
+
+    /// The checkpoint segment `i` starts from.
+    pub fn segment_start(&self, i: usize) -> Hash32 {
+        if i == 0 {
+            self.start
+        } else {
+            self.chain[i - 1]
+        }
+    }
+
+    /// Shape checks an evaluator runs before anything else.
+    pub fn validate(&self) -> Result<(), GpuError> {
+        let bad = |reason: String| Err(GpuError::ResultMalformed { reason });
+        if self.chain.is_empty() || self.chain.len() as u64 > SEGMENTS_MAX {
+            return bad(format!(
+                "{} segments, must be in 1..={SEGMENTS_MAX}",
+                self.chain.len()
+            ));
+        }
+        if self.segment_steps == 0 {
+            return bad("segment_steps is 0".into());
+        }
+        if self.losses.len() as u64 != self.chain.len() as u64 * self.segment_steps {
+            return bad(format!(
+                "{} losses for {} segments of {} steps",
+                self.losses.len(),
+                self.chain.len(),
+                self.segment_steps
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checkpoint blobs by hash: what a trainer keeps and serves to evaluators.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointStore {
+    blobs: BTreeMap<Hash32, Vec<u8>>,
+}
+
+impl CheckpointStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put(&mut self, bytes: Vec<u8>) -> Hash32 {
+        let h = Hash32::of(&bytes);
+        self.blobs.insert(h, bytes);
+        h
+    }
+
+    pub fn get(&self, h: &Hash32) -> Option<&[u8]> {
+        self.blobs.get(h).map(Vec::as_slice)
+    }
+
+    pub fn len(&self) -> usize {
+        self.blobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+}
+
+/// The state a job starts from: parameters initialized from the job seed, optimizer state zero.
+pub fn initial_state(model: &Model, hyper: &HyperParams) -> TrainState {
+    let params = init_params(model, hyper.seed);
+    let opt_state = init_state(hyper, &params);
+    TrainState {
+        step: 0,
+        params,
+        opt_state,
+    }
+}
+
+/// Trains one model on one training split with the deterministic executor.
+#[derive(Debug)]
+pub struct Trainer<'a> {
+    model: &'a Model,
+    hyper: HyperParams,
+    data: &'a Samples,
+    order: DataOrder,
+    x: Vec<f32>,
+    y: Vec<u8>,
+}
+
+impl<'a> Trainer<'a> {
+    pub fn new(model: &'a Model, hyper: HyperParams, data: &'a Samples) -> Result<Self, GpuError> {
+        hyper.validate()?;
+        if data.features != model.input || data.classes != model.classes {
+            return Err(GpuError::ShapeMismatch {
+                reason: format!(
+                    "data of {} features × {} classes for a model of {} × {}",
+                    data.features, data.classes, model.input, model.classes
+                ),
+            });
+        }
+        Ok(Trainer {
+            model,
+            hyper,
+            data,
+            order: DataOrder::new(hyper.seed, data.len(), hyper.batch)?,
+            x: Vec::new(),
+            y: Vec::new(),
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        self.model
+    }
+
+    /// One optimizer step on the batch of `state.step`; returns the batch's mean loss.
+    pub fn step(&mut self, state: &mut TrainState) -> f32 {
+        let idx = self.order.batch(state.step);
+        self.x.clear();
+        self.y.clear();
+        for &i in idx {
+            self.x.extend_from_slice(self.data.row(i));
+            self.y.push(self.data.y[i]);
+        }
+        let (loss, grads) = executor::loss_and_grads(self.model, &state.params, &self.x, &self.y);
+        apply_update(
+            &self.hyper,
+            state.step,
+            &mut state.params,
+            &mut state.opt_state,
+            &grads,
+        );
+        state.step += 1;
+        loss
+    }
+
+    /// `steps` steps; the loss of each.
+    pub fn run(&mut self, state: &mut TrainState, steps: u64) -> Vec<f32> {
+        (0..steps).map(|_| self.step(state)).collect()
+    }
+
+    /// A work unit: `segments × segment_steps` steps from `start`, with every segment's end
+    /// checkpoint stored in `store` and committed in the result's chain.
+    pub fn work_unit(
+        &mut self,
+        start: &TrainState,
+        segments: u64,
+        segment_steps: u64,
+        store: &mut CheckpointStore,
+    ) -> Result<(WorkResult, TrainState), GpuError> {
+        if segments == 0 || segments > SEGMENTS_MAX || segment_steps == 0 {
+            return Err(GpuError::HyperParamsInvalid {
+                reason: format!("{segments} segments of {segment_steps} steps"),
+            });
+        }
+        let start_hash = store.put(start.encode(self.model));
+        let mut state = start.clone();
+        let mut chain = Vec::with_capacity(segments as usize);
+        let mut losses = Vec::with_capacity((segments * segment_steps) as usize);
+        for _ in 0..segments {
+            losses.extend(self.run(&mut state, segment_steps));
+            chain.push(store.put(state.encode(self.model)));
+        }
+        Ok((
+            WorkResult {
+                start: start_hash,
+                start_step: start.step,
+                segment_steps,
+                chain,
+                losses,
+            },
+            state,
+        ))
+    }
+}
+
+/// Held-out metrics of a parameter set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub accuracy: f64,
+    pub loss: f64,
+    pub samples: u64,
+}
+
+/// Accuracy and mean loss of `params` on `data`, on the deterministic executor.
+pub fn evaluate(
+    model: &Model,
+    params: &[executor::Tensor],
+    data: &Samples,
+) -> Result<Metrics, GpuError> {
+    if data.features != model.input || data.classes != model.classes || data.is_empty() {
+        return Err(GpuError::ShapeMismatch {
+            reason: format!(
+                "{} samples of {} features × {} classes for a model of {} × {}",
+                data.len(),
+                data.features,
+                data.classes,
+                model.input,
+                model.classes
+            ),
+        });
+    }
+    let (correct, loss) = executor::evaluate(model, params, &data.x, &data.y, 256);
+    Ok(Metrics {
+        accuracy: correct as f64 / data.len() as f64,
+        loss: loss / data.len() as f64,
+        samples: data.len() as u64,
+    })
+}
