@@ -17,6 +17,7 @@
 //! - [`optim`] — hyper-parameters, seeded init and data order, SGD and Adam.
 //! - [`checkpoint`] — training state as canonical safetensors, hashed with BLAKE3.
 //! - [`train`] — the trainer, work units and checkpoint chains, held-out evaluation.
+//! - [`verify`] — tier 0 (held-out metric), tier 1 (seeded segment audits), the one-step referee.
 //! - [`error`] — [`GpuError`], the crate's one error type.
 
 pub mod checkpoint;
@@ -29,6 +30,7 @@ pub mod import;
 pub mod optim;
 pub mod spec;
 pub mod train;
+pub mod verify;
 
 pub use error::GpuError;
 pub use hash::Hash32;

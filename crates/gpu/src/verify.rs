@@ -1,0 +1,296 @@
+//! Verification of useful work (DESIGN §3 step 5).
+//!
+//! - **Tier 0** recomputes the metric on the held-out split from the committed final checkpoint.
+//! - **Tier 1** re-executes segments of the checkpoint chain drawn from a beacon revealed only
+//!   after the chain root was committed, and compares: the exact hash on the deterministic path,
+//!   otherwise a distance bound relative to the size of the segment's update
+//!   (`docs/design/gpu.md` justifies the bound).
+//! - **The referee** re-runs one step on the deterministic executor, for disputes.
+//!
+//! Audit arithmetic: with m segments of which f are faked, re-executing k drawn uniformly without
+//! replacement misses every fake with probability C(m−f, k) / C(m, k) ≤ (1 − f/m)^k. The default
+//! k = 44 catches a trainer that fakes 10% of its segments with probability ≥ 0.99.
+
+use crate::checkpoint::TrainState;
+use crate::error::GpuError;
+use crate::hash::Hash32;
+use crate::spec::Model;
+use crate::train::{evaluate, CheckpointStore, Metrics, Trainer, WorkResult};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+
+/// Segments an evaluator re-executes per audited result by default: the least k with
+/// (1 − 0.1)^k ≤ 0.01.
+pub const DEFAULT_AUDIT_SEGMENTS: usize = 44;
+/// Default relative distance bound for cross-backend comparison (see `docs/design/gpu.md`).
+pub const DEFAULT_RELATIVE_BOUND: f64 = 0.01;
+
+/// The least k with (1 − cheat_fraction)^k ≤ 1 − detection.
+pub fn audit_segments_for(cheat_fraction: f64, detection: f64) -> usize {
+    assert!((0.0..1.0).contains(&cheat_fraction) && cheat_fraction > 0.0);
+    assert!((0.0..1.0).contains(&detection));
+    ((1.0 - detection).ln() / (1.0 - cheat_fraction).ln()).ceil() as usize
+}
+
+/// The exact probability that `k` segments drawn without replacement from `m` miss all `faked`.
+pub fn miss_probability(m: usize, faked: usize, k: usize) -> f64 {
+    let k = k.min(m);
+    (0..k).fold(1.0, |p, i| {
+        if i + faked >= m {
+            0.0
+        } else {
+            p * (m - faked - i) as f64 / (m - i) as f64
+        }
+    })
+}
+
+/// The segments to re-execute: `k` distinct indices of `0..segments`, drawn from the committed
+/// chain root and a beacon revealed after it (e.g. a later committed leader's digest), sorted.
+pub fn draw_audit(chain_root: &Hash32, beacon: &Hash32, segments: usize, k: usize) -> Vec<usize> {
+    let mut h = blake3::Hasher::new();
+    h.update(b"trainmesh.audit.v1");
+    h.update(&chain_root.0);
+    h.update(&beacon.0);
+    let mut rng = ChaCha20Rng::from_seed(*h.finalize().as_bytes());
+    let mut picked = rand::seq::index::sample(&mut rng, segments, k.min(segments)).into_vec();
+    picked.sort_unstable();
+    picked
+}
+
+/// How re-executed segments are compared with the committed ones.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Comparison {
+    /// Both sides ran the deterministic path: the checkpoint hashes must be equal.
+    Exact,
+    /// Different backends: ‖θ_claimed − θ_replayed‖ ≤ relative · ‖θ_replayed − θ_start‖.
+    Bounded { relative: f64 },
+}
+
+/// How much an evaluator re-executes, and how it compares.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AuditPolicy {
+    pub segments: usize,
+    pub comparison: Comparison,
+}
+
+impl Default for AuditPolicy {
+    fn default() -> Self {
+        AuditPolicy {
+            segments: DEFAULT_AUDIT_SEGMENTS,
+            comparison: Comparison::Exact,
+        }
+    }
+}
+
+/// Where an evaluator gets checkpoint blobs (the trainer serves them; in memory here).
+pub trait CheckpointSource {
+    fn fetch(&self, h: &Hash32) -> Option<Vec<u8>>;
+}
+
+impl CheckpointSource for CheckpointStore {
+    fn fetch(&self, h: &Hash32) -> Option<Vec<u8>> {
+        self.get(h).map(<[u8]>::to_vec)
+    }
+}
+
+/// Re-executes `steps` steps from a checkpoint blob, returning the end checkpoint blob.
+pub trait SegmentReplayer {
+    fn replay(&mut self, start: &[u8], steps: u64) -> Result<Vec<u8>, GpuError>;
+}
+
+impl SegmentReplayer for Trainer<'_> {
+    fn replay(&mut self, start: &[u8], steps: u64) -> Result<Vec<u8>, GpuError> {
+        let model = self.model();
+        let mut state = TrainState::decode(start, model)?;
+        self.run(&mut state, steps);
+        Ok(state.encode(self.model()))
+    }
+}
+
+/// Why one audited segment failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SegmentFault {
+    /// The trainer did not serve a checkpoint it committed to.
+    Unavailable { checkpoint: Hash32 },
+    /// A served blob is not the committed checkpoint or does not decode.
+    Malformed { reason: String },
+    /// Exact comparison: the re-executed checkpoint differs.
+    HashMismatch { claimed: Hash32, replayed: Hash32 },
+    /// Bounded comparison: too far from the re-executed checkpoint.
+    TooFar { distance: f64, bound: f64 },
+}
+
+/// The outcome of a tier-1 audit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub checked: Vec<usize>,
+    pub faults: Vec<(usize, SegmentFault)>,
+    /// Steps re-executed, for cost accounting.
+    pub steps_replayed: u64,
+}
+
+impl AuditReport {
+    pub fn accepted(&self) -> bool {
+        self.faults.is_empty()
+    }
+}
+
+/// The L2 distance between the parameters of two states.
+pub fn param_distance(a: &TrainState, b: &TrainState) -> f64 {
+    a.params
+        .iter()
+        .zip(&b.params)
+        .flat_map(|(x, y)| x.data.iter().zip(&y.data))
+        .map(|(&u, &v)| {
+            let d = f64::from(u) - f64::from(v);
+            d * d
+        })
+        .sum::<f64>()
+        .sqrt()
+}
+
+fn fetch_verified(source: &impl CheckpointSource, h: &Hash32) -> Result<Vec<u8>, SegmentFault> {
+    let bytes = source
+        .fetch(h)
+        .ok_or(SegmentFault::Unavailable { checkpoint: *h })?;
+    if Hash32::of(&bytes) != *h {
+        return Err(SegmentFault::Malformed {
+            reason: format!("blob served for {h} hashes to {}", Hash32::of(&bytes)),
+        });
+    }
+    Ok(bytes)
+}
+
+fn audit_segment(
+    model: &Model,
+    result: &WorkResult,
+    i: usize,
+    comparison: Comparison,
+    source: &impl CheckpointSource,
+    replayer: &mut impl SegmentReplayer,
+) -> Result<(), SegmentFault> {
+    let start = fetch_verified(source, &result.segment_start(i))?;
+    let replayed =
+        replayer
+            .replay(&start, result.segment_steps)
+            .map_err(|e| SegmentFault::Malformed {
+                reason: e.to_string(),
+            })?;
+    let claimed = result.chain[i];
+    match comparison {
+        Comparison::Exact => {
+            let replayed = Hash32::of(&replayed);
+            if replayed == claimed {
+                Ok(())
+            } else {
+                Err(SegmentFault::HashMismatch { claimed, replayed })
+            }
+        }
+        Comparison::Bounded { relative } => {
+            let malformed = |e: GpuError| SegmentFault::Malformed {
+                reason: e.to_string(),
+            };
+            let claimed_bytes = fetch_verified(source, &claimed)?;
+            let claimed = TrainState::decode(&claimed_bytes, model).map_err(malformed)?;
+            let start = TrainState::decode(&start, model).map_err(malformed)?;
+            let replayed = TrainState::decode(&replayed, model).map_err(malformed)?;
+            let distance = param_distance(&claimed, &replayed);
+            let bound = relative * param_distance(&replayed, &start);
+            if distance <= bound && claimed.step == replayed.step {
+                Ok(())
+            } else {
+                Err(SegmentFault::TooFar { distance, bound })
+            }
+        }
+    }
+}
+
+/// Tier 1: checks that `result` is the one committed under `committed_root`, draws
+/// `policy.segments` segments from `beacon`, re-executes each from the trainer's checkpoint and
+/// compares.
+pub fn audit(
+    model: &Model,
+    result: &WorkResult,
+    committed_root: &Hash32,
+    beacon: &Hash32,
+    policy: AuditPolicy,
+    source: &impl CheckpointSource,
+    replayer: &mut impl SegmentReplayer,
+) -> Result<AuditReport, GpuError> {
+    result.validate()?;
+    if result.chain_root() != *committed_root {
+        return Err(GpuError::ResultMalformed {
+            reason: format!(
+                "chain root {} is not the committed {committed_root}",
+                result.chain_root()
+            ),
+        });
+    }
+    let checked = draw_audit(committed_root, beacon, result.chain.len(), policy.segments);
+    let faults = checked
+        .iter()
+        .filter_map(|&i| {
+            audit_segment(model, result, i, policy.comparison, source, replayer)
+                .err()
+                .map(|f| (i, f))
+        })
+        .collect();
+    Ok(AuditReport {
+        steps_replayed: checked.len() as u64 * result.segment_steps,
+        checked,
+        faults,
+    })
+}
+
+/// Tier 0: the held-out metrics of the committed final checkpoint.
+pub fn tier0(
+    model: &Model,
+    checkpoint: &[u8],
+    committed: &Hash32,
+    heldout: &crate::dataset::Samples,
+) -> Result<Metrics, GpuError> {
+    let state = TrainState::decode_verified(checkpoint, committed, model)?;
+    evaluate(model, &state.params, heldout)
+}
+
+/// The referee of a dispute narrowed to one step: re-runs it on the deterministic executor and
+/// says whether `claimed_end` is its result.
+pub fn referee_step(
+    trainer: &mut Trainer<'_>,
+    start: &[u8],
+    start_hash: &Hash32,
+    claimed_end: &Hash32,
+) -> Result<bool, GpuError> {
+    let state = TrainState::decode_verified(start, start_hash, trainer.model())?;
+    let end = trainer.replay(&state.encode(trainer.model()), 1)?;
+    Ok(Hash32::of(&end) == *claimed_end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_arithmetic() {
+        assert_eq!(audit_segments_for(0.1, 0.99), DEFAULT_AUDIT_SEGMENTS);
+        assert!(0.9f64.powi(44) <= 0.01 && 0.9f64.powi(43) > 0.01);
+        assert!(miss_probability(440, 44, 44) <= 0.9f64.powi(44));
+        assert_eq!(miss_probability(10, 1, 10), 0.0);
+        assert_eq!(miss_probability(10, 0, 5), 1.0);
+    }
+
+    #[test]
+    fn draws_are_distinct_sorted_and_depend_on_the_beacon() {
+        let root = Hash32::of(b"root");
+        let a = draw_audit(&root, &Hash32::of(b"b1"), 100, 44);
+        assert_eq!(a.len(), 44);
+        assert!(a.windows(2).all(|w| w[0] < w[1]) && *a.last().unwrap() < 100);
+        assert_ne!(a, draw_audit(&root, &Hash32::of(b"b2"), 100, 44));
+        assert_eq!(a, draw_audit(&root, &Hash32::of(b"b1"), 100, 44));
+        assert_eq!(
+            draw_audit(&root, &Hash32::of(b"b1"), 5, 44),
+            vec![0, 1, 2, 3, 4]
+        );
+    }
+}

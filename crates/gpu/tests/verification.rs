@@ -1,0 +1,387 @@
+//! Tier-0 and tier-1 verification through the public API: honest trainers always pass, cheating
+//! trainers that fake a fraction of their segments are caught at the advertised rate.
+//!
+//! Randomized: the audit beacons derive from a base seed, printed, and replayed with
+//! `TRAINMESH_TEST_SEED=<n>`.
+
+use std::collections::BTreeMap;
+use trainmesh_gpu::checkpoint::TrainState;
+use trainmesh_gpu::dataset::Samples;
+use trainmesh_gpu::import::digits_bundled;
+use trainmesh_gpu::optim::{HyperParams, Optimizer};
+use trainmesh_gpu::spec::{Model, ModelSpec};
+use trainmesh_gpu::train::{initial_state, CheckpointStore, Trainer, WorkResult};
+use trainmesh_gpu::verify::{
+    audit, miss_probability, referee_step, tier0, AuditPolicy, Comparison, SegmentFault,
+    SegmentReplayer, DEFAULT_AUDIT_SEGMENTS, DEFAULT_RELATIVE_BOUND,
+};
+use trainmesh_gpu::{GpuError, Hash32};
+
+fn base_seed() -> u64 {
+    let seed = std::env::var("TRAINMESH_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261126);
+    println!("TRAINMESH_TEST_SEED={seed}");
+    seed
+}
+
+fn setup() -> (Model, HyperParams, Samples) {
+    let model = ModelSpec::from_json(
+        br#"{"kind":"mlp","input":64,"classes":10,"hidden":[{"units":16,"activation":"relu"}]}"#,
+    )
+    .unwrap();
+    let hyper = HyperParams {
+        optimizer: Optimizer::Adam {
+            lr: 3e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+        batch: 16,
+        seed: 77,
+    };
+    (model, hyper, digits_bundled())
+}
+
+/// A trainer that skips the work of the segments in `faked`: it advances the step counter and
+/// nudges the parameters so the checkpoint looks fresh, then carries on honestly from there.
+fn cheat(
+    model: &Model,
+    hyper: HyperParams,
+    data: &Samples,
+    segments: u64,
+    segment_steps: u64,
+    faked: &[usize],
+    store: &mut CheckpointStore,
+) -> WorkResult {
+    let mut trainer = Trainer::new(model, hyper, data).unwrap();
+    let start = initial_state(model, &hyper);
+    let start_hash = store.put(start.encode(model));
+    let mut state = start.clone();
+    let mut chain = Vec::new();
+    let mut losses = Vec::new();
+    for i in 0..segments as usize {
+        if faked.contains(&i) {
+            state.step += segment_steps;
+            for t in state.params.iter_mut() {
+                for v in t.data.iter_mut() {
+                    *v *= 0.999;
+                }
+            }
+            losses.extend(std::iter::repeat_n(0.1f32, segment_steps as usize));
+        } else {
+            losses.extend(trainer.run(&mut state, segment_steps));
+        }
+        chain.push(store.put(state.encode(model)));
+    }
+    WorkResult {
+        start: start_hash,
+        start_step: 0,
+        segment_steps,
+        chain,
+        losses,
+    }
+}
+
+/// The evaluator's replayer, memoized by start checkpoint: replay is a pure function, so caching
+/// it changes nothing but the test's running time across many audit seeds.
+struct Memo<'a> {
+    inner: Trainer<'a>,
+    cache: BTreeMap<(Hash32, u64), Vec<u8>>,
+}
+
+impl SegmentReplayer for Memo<'_> {
+    fn replay(&mut self, start: &[u8], steps: u64) -> Result<Vec<u8>, GpuError> {
+        let key = (Hash32::of(start), steps);
+        if let Some(v) = self.cache.get(&key) {
+            return Ok(v.clone());
+        }
+        let out = self.inner.replay(start, steps)?;
+        self.cache.insert(key, out.clone());
+        Ok(out)
+    }
+}
+
+fn beacon(seed: u64, i: u64) -> Hash32 {
+    Hash32::of(&[seed.to_le_bytes(), i.to_le_bytes()].concat())
+}
+
+#[test]
+fn cheaters_faking_a_tenth_of_segments_are_caught_at_099_and_honest_trainers_never() {
+    let seed = base_seed();
+    let (model, hyper, data) = setup();
+    let (m, s) = (200u64, 1u64);
+    // Which segments the cheater fakes: 10%, chosen from the seed.
+    let faked: Vec<usize> = {
+        let root = Hash32::of(&seed.to_le_bytes());
+        trainmesh_gpu::verify::draw_audit(&root, &root, m as usize, m as usize / 10)
+    };
+    let mut store = CheckpointStore::new();
+    let honest = {
+        let mut t = Trainer::new(&model, hyper, &data).unwrap();
+        t.work_unit(&initial_state(&model, &hyper), m, s, &mut store)
+            .unwrap()
+            .0
+    };
+    let cheater = cheat(&model, hyper, &data, m, s, &faked, &mut store);
+    let mut memo = Memo {
+        inner: Trainer::new(&model, hyper, &data).unwrap(),
+        cache: BTreeMap::new(),
+    };
+    let policy = AuditPolicy::default();
+    assert_eq!(policy.segments, DEFAULT_AUDIT_SEGMENTS);
+
+    let audits = 1000u64;
+    let mut caught = 0u64;
+    for i in 0..audits {
+        let b = beacon(seed, i);
+        let h = audit(
+            &model,
+            &honest,
+            &honest.chain_root(),
+            &b,
+            policy,
+            &store,
+            &mut memo,
+        )
+        .unwrap();
+        assert!(
+            h.accepted(),
+            "honest trainer rejected at audit {i}: {:?}",
+            h.faults
+        );
+        let c = audit(
+            &model,
+            &cheater,
+            &cheater.chain_root(),
+            &b,
+            policy,
+            &store,
+            &mut memo,
+        )
+        .unwrap();
+        if !c.accepted() {
+            caught += 1;
+            for (seg, fault) in &c.faults {
+                assert!(faked.contains(seg), "segment {seg} blamed but honest");
+                assert!(
+                    matches!(fault, SegmentFault::HashMismatch { .. }),
+                    "{fault:?}"
+                );
+            }
+        }
+    }
+    let rate = caught as f64 / audits as f64;
+    let analytic = 1.0 - miss_probability(m as usize, faked.len(), policy.segments);
+    // Three standard deviations of a binomial at p = 0.99 below the target.
+    let sigma = (0.99 * 0.01 / audits as f64).sqrt();
+    println!(
+        "detection: empirical {rate}, analytic {analytic}, audit cost {}",
+        policy.segments as f64 / m as f64
+    );
+    assert!(analytic >= 0.99, "analytic detection {analytic}");
+    assert!(rate >= 0.99 - 3.0 * sigma, "empirical detection {rate}");
+
+    // An honest trainer survives a full audit of every segment.
+    let full = AuditPolicy {
+        segments: m as usize,
+        ..policy
+    };
+    let all = audit(
+        &model,
+        &honest,
+        &honest.chain_root(),
+        &beacon(seed, 0),
+        full,
+        &store,
+        &mut memo,
+    )
+    .unwrap();
+    assert!(all.accepted() && all.checked.len() == m as usize);
+    let all = audit(
+        &model,
+        &cheater,
+        &cheater.chain_root(),
+        &beacon(seed, 0),
+        full,
+        &store,
+        &mut memo,
+    )
+    .unwrap();
+    let mut blamed: Vec<usize> = all.faults.iter().map(|(i, _)| *i).collect();
+    blamed.sort();
+    assert_eq!(
+        blamed, faked,
+        "a full audit blames exactly the faked segments"
+    );
+}
+
+#[test]
+fn bounded_comparison_accepts_backend_noise_and_rejects_skipped_work() {
+    let seed = base_seed();
+    let (model, hyper, data) = setup();
+    let (m, s) = (20u64, 5u64);
+    let mut store = CheckpointStore::new();
+    let honest = {
+        let mut t = Trainer::new(&model, hyper, &data).unwrap();
+        t.work_unit(&initial_state(&model, &hyper), m, s, &mut store)
+            .unwrap()
+            .0
+    };
+    // An evaluator on "another backend": the same steps, with every parameter off by a relative
+    // 1e-6 (a few f32 ulps, the size of a different reduction order over one segment).
+    struct OtherBackend<'a>(Trainer<'a>);
+    impl SegmentReplayer for OtherBackend<'_> {
+        fn replay(&mut self, start: &[u8], steps: u64) -> Result<Vec<u8>, GpuError> {
+            let model = self.0.model().clone();
+            let mut state = TrainState::decode(start, &model)?;
+            self.0.run(&mut state, steps);
+            for (k, v) in state
+                .params
+                .iter_mut()
+                .flat_map(|t| t.data.iter_mut())
+                .enumerate()
+            {
+                *v *= 1.0 + if k % 2 == 0 { 1e-6 } else { -1e-6 };
+            }
+            Ok(state.encode(&model))
+        }
+    }
+    let mut other = OtherBackend(Trainer::new(&model, hyper, &data).unwrap());
+    let bounded = AuditPolicy {
+        segments: m as usize,
+        comparison: Comparison::Bounded {
+            relative: DEFAULT_RELATIVE_BOUND,
+        },
+    };
+    let b = beacon(seed, 1);
+    let r = audit(
+        &model,
+        &honest,
+        &honest.chain_root(),
+        &b,
+        bounded,
+        &store,
+        &mut other,
+    )
+    .unwrap();
+    assert!(
+        r.accepted(),
+        "honest result rejected across backends: {:?}",
+        r.faults
+    );
+    // The exact comparison would (rightly) not accept the other backend's bits.
+    let exact = AuditPolicy {
+        comparison: Comparison::Exact,
+        ..bounded
+    };
+    assert!(!audit(
+        &model,
+        &honest,
+        &honest.chain_root(),
+        &b,
+        exact,
+        &store,
+        &mut other
+    )
+    .unwrap()
+    .accepted());
+
+    let cheater = cheat(&model, hyper, &data, m, s, &[3, 11], &mut store);
+    let r = audit(
+        &model,
+        &cheater,
+        &cheater.chain_root(),
+        &b,
+        bounded,
+        &store,
+        &mut other,
+    )
+    .unwrap();
+    let blamed: Vec<usize> = r.faults.iter().map(|(i, _)| *i).collect();
+    assert_eq!(blamed, vec![3, 11], "{:?}", r.faults);
+    assert!(r
+        .faults
+        .iter()
+        .all(|(_, f)| matches!(f, SegmentFault::TooFar { .. })));
+}
+
+#[test]
+fn tier0_and_referee_and_malformed_results() {
+    let (model, hyper, data) = setup();
+    let mut store = CheckpointStore::new();
+    let mut t = Trainer::new(&model, hyper, &data).unwrap();
+    let (result, state) = t
+        .work_unit(&initial_state(&model, &hyper), 4, 50, &mut store)
+        .unwrap();
+    let heldout = data.select(&(0..300).collect::<Vec<_>>());
+    let blob = store.get(&result.final_checkpoint()).unwrap();
+    let metrics = tier0(&model, blob, &result.final_checkpoint(), &heldout).unwrap();
+    assert_eq!(
+        metrics,
+        trainmesh_gpu::train::evaluate(&model, &state.params, &heldout).unwrap()
+    );
+    assert!(matches!(
+        tier0(&model, blob, &result.start, &heldout),
+        Err(GpuError::CheckpointHashMismatch { .. })
+    ));
+
+    // The referee re-runs one step.
+    let start = store.get(&result.start).unwrap().to_vec();
+    let mut one = Trainer::new(&model, hyper, &data).unwrap();
+    let mut s1 = TrainState::decode(&start, &model).unwrap();
+    one.run(&mut s1, 1);
+    let honest_end = s1.hash(&model);
+    let mut referee = Trainer::new(&model, hyper, &data).unwrap();
+    assert!(referee_step(&mut referee, &start, &result.start, &honest_end).unwrap());
+    assert!(!referee_step(&mut referee, &start, &result.start, &result.start).unwrap());
+
+    // A result that is not the committed one, or is malformed, is refused before any replay.
+    let policy = AuditPolicy::default();
+    let b = beacon(1, 1);
+    let wrong_root = Hash32::of(b"other");
+    assert!(matches!(
+        audit(
+            &model,
+            &result,
+            &wrong_root,
+            &b,
+            policy,
+            &store,
+            &mut referee
+        ),
+        Err(GpuError::ResultMalformed { .. })
+    ));
+    let mut short = result.clone();
+    short.losses.pop();
+    assert!(matches!(
+        audit(
+            &model,
+            &short,
+            &short.chain_root(),
+            &b,
+            policy,
+            &store,
+            &mut referee
+        ),
+        Err(GpuError::ResultMalformed { .. })
+    ));
+    // A trainer that withholds a committed checkpoint fails the audit of that segment.
+    let empty = CheckpointStore::new();
+    let r = audit(
+        &model,
+        &result,
+        &result.chain_root(),
+        &b,
+        policy,
+        &empty,
+        &mut referee,
+    )
+    .unwrap();
+    assert!(r
+        .faults
+        .iter()
+        .all(|(_, f)| matches!(f, SegmentFault::Unavailable { .. })));
+    assert!(!r.accepted());
+}
