@@ -29,6 +29,14 @@ for component in rustfmt clippy; do
   fi
 done
 
+# A real Vulkan adapter for the GPU tests (crates/gpu): Mesa's lavapipe, a CPU implementation of
+# Vulkan. Without an adapter those tests fail when CI is set.
+if [ ! -f /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && command -v apt-get >/dev/null 2>&1; then
+  step "installing Mesa lavapipe (software Vulkan) for the GPU tests"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y mesa-vulkan-drivers
+fi
+
 # --- checks ----------------------------------------------------------------------------------
 if [ -z "${SKIP_LINT:-}" ]; then
   step "cargo fmt --check"

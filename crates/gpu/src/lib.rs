@@ -17,12 +17,15 @@
 //! - [`optim`] — hyper-parameters, seeded init and data order, SGD and Adam.
 //! - [`checkpoint`] — training state as canonical safetensors, hashed with BLAKE3.
 //! - [`train`] — the trainer, work units and checkpoint chains, held-out evaluation.
+//! - [`device`] — wgpu adapter discovery and choice, CPU fallback, the WGSL kernels in
+//!   `src/kernels/` (tiled matmul benchmark, batched evaluation, checkpoint distance).
 //! - [`verify`] — tier 0 (held-out metric), tier 1 (seeded segment audits), the one-step referee.
 //! - [`error`] — [`GpuError`], the crate's one error type.
 
 pub mod checkpoint;
 pub mod dataset;
 pub mod detmath;
+pub mod device;
 pub mod error;
 pub mod executor;
 pub mod hash;

@@ -1,0 +1,393 @@
+//! GPU devices through wgpu (Vulkan, Metal, DX12, GL) and the crate's own WGSL kernels, each in
+//! `src/kernels/` beside this host code and tested against a CPU reference:
+//!
+//! - `matmul.wgsl` — tiled f32 matmul, the capability benchmark a trainer runs at registration;
+//! - `dense.wgsl` + `argmax.wgsl` — batched evaluation (forward pass of dense models, accuracy);
+//! - `distance.wgsl` — the L2 distance between two checkpoints' parameters.
+//!
+//! [`discover`] lists every adapter; [`GpuDevice::open_best`] picks the best (discrete, then
+//! integrated, then virtual, then a CPU adapter such as Mesa's lavapipe) and [`Compute::select`]
+//! falls back to the CPU path with a log line when there is none.
+
+use crate::error::GpuError;
+use crate::executor::Tensor;
+use crate::spec::{Activation, Layer, Model};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use wgpu::util::DeviceExt;
+
+/// What an adapter reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdapterReport {
+    pub name: String,
+    pub vendor: u32,
+    pub device_type: String,
+    pub backend: String,
+    pub driver: String,
+    pub max_compute_workgroup_size_x: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+}
+
+fn report(adapter: &wgpu::Adapter) -> AdapterReport {
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    AdapterReport {
+        name: info.name,
+        vendor: info.vendor,
+        device_type: format!("{:?}", info.device_type),
+        backend: format!("{:?}", info.backend),
+        driver: info.driver,
+        max_compute_workgroup_size_x: limits.max_compute_workgroup_size_x,
+        max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+        max_buffer_size: limits.max_buffer_size,
+    }
+}
+
+fn rank(device_type: wgpu::DeviceType) -> u8 {
+    match device_type {
+        wgpu::DeviceType::DiscreteGpu => 4,
+        wgpu::DeviceType::IntegratedGpu => 3,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 1,
+        wgpu::DeviceType::Other => 0,
+    }
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle())
+}
+
+/// Every adapter wgpu can see, best first.
+pub fn discover() -> Vec<AdapterReport> {
+    let mut adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    adapters.sort_by_key(|a| std::cmp::Reverse(rank(a.get_info().device_type)));
+    adapters.iter().map(report).collect()
+}
+
+const MATMUL_WGSL: &str = include_str!("kernels/matmul.wgsl");
+const DENSE_WGSL: &str = include_str!("kernels/dense.wgsl");
+const ARGMAX_WGSL: &str = include_str!("kernels/argmax.wgsl");
+const DISTANCE_WGSL: &str = include_str!("kernels/distance.wgsl");
+
+/// An open device with the crate's kernels compiled.
+#[derive(Debug)]
+pub struct GpuDevice {
+    pub adapter: AdapterReport,
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    matmul: wgpu::ComputePipeline,
+    dense: wgpu::ComputePipeline,
+    argmax: wgpu::ComputePipeline,
+    distance: wgpu::ComputePipeline,
+}
+
+/// Where work runs: a GPU device, or the CPU path when no adapter exists.
+#[derive(Debug)]
+pub enum Compute {
+    Gpu(Box<GpuDevice>),
+    Cpu { reason: String },
+}
+
+impl Compute {
+    /// The best adapter, or the CPU path with a log line saying why.
+    pub fn select() -> Compute {
+        match GpuDevice::open_best() {
+            Ok(d) => Compute::Gpu(Box::new(d)),
+            Err(e) => {
+                tracing::warn!("no usable GPU adapter ({e}); falling back to the CPU path");
+                eprintln!(
+                    "trainmesh-gpu: no usable GPU adapter ({e}); falling back to the CPU path"
+                );
+                Compute::Cpu {
+                    reason: e.to_string(),
+                }
+            }
+        }
+    }
+}
+
+fn uniform4(device: &wgpu::Device, v: [u32; 4]) -> wgpu::Buffer {
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("dims"),
+        contents: bytemuck::cast_slice(&v),
+        usage: wgpu::BufferUsages::UNIFORM,
+    })
+}
+
+fn size_u32(what: &str, v: usize) -> Result<u32, GpuError> {
+    u32::try_from(v).map_err(|_| GpuError::DeviceFailed {
+        reason: format!("{what} = {v} does not fit a u32"),
+    })
+}
+
+impl GpuDevice {
+    /// Opens the best adapter and compiles the kernels.
+    pub fn open_best() -> Result<Self, GpuError> {
+        let mut adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+        adapters.sort_by_key(|a| std::cmp::Reverse(rank(a.get_info().device_type)));
+        let adapter = adapters
+            .into_iter()
+            .next()
+            .ok_or_else(|| GpuError::NoAdapter {
+                reason: "wgpu found no adapter (Vulkan, Metal, DX12 or GL)".into(),
+            })?;
+        let adapter_report = report(&adapter);
+        tracing::info!(?adapter_report, "opening GPU adapter");
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("trainmesh"),
+            required_features: wgpu::Features::empty(),
+            required_limits: wgpu::Limits::downlevel_defaults().using_resolution(adapter.limits()),
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::DeviceFailed {
+            reason: format!("request_device on {}: {e}", adapter_report.name),
+        })?;
+        let pipeline = |label: &str, source: &str| {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(label),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        Ok(GpuDevice {
+            adapter: adapter_report,
+            matmul: pipeline("matmul", MATMUL_WGSL),
+            dense: pipeline("dense", DENSE_WGSL),
+            argmax: pipeline("argmax", ARGMAX_WGSL),
+            distance: pipeline("distance", DISTANCE_WGSL),
+            device,
+            queue,
+        })
+    }
+
+    fn storage(&self, data: &[u8], writable: bool) -> wgpu::Buffer {
+        let mut usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+        if writable {
+            usage |= wgpu::BufferUsages::COPY_DST;
+        }
+        // wgpu refuses zero-sized bindings.
+        let padded;
+        let contents = if data.is_empty() {
+            padded = [0u8; 4];
+            &padded[..]
+        } else {
+            data
+        };
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: None,
+                contents,
+                usage,
+            })
+    }
+
+    fn output(&self, bytes: usize) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes.max(4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn dispatch(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[&wgpu::Buffer],
+        groups: (u32, u32),
+    ) {
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &layout,
+            entries: &entries,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, 1);
+        }
+        self.queue.submit([enc.finish()]);
+    }
+
+    fn read(&self, buffer: &wgpu::Buffer, bytes: usize) -> Result<Vec<u8>, GpuError> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("staging"),
+            size: bytes.max(4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes.max(4) as u64);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        let failed = |reason: String| GpuError::DeviceFailed { reason };
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| failed(format!("poll: {e}")))?;
+        rx.recv()
+            .map_err(|e| failed(format!("map callback: {e}")))?
+            .map_err(|e| failed(format!("map: {e}")))?;
+        let out = {
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| failed(format!("mapped range: {e}")))?;
+            view[..bytes].to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// `a (m×k) · b (k×n)` on the device.
+    pub fn matmul(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Vec<f32>, GpuError> {
+        assert_eq!(a.len(), m * k, "a is not m×k");
+        assert_eq!(b.len(), k * n, "b is not k×n");
+        let dims = uniform4(
+            &self.device,
+            [size_u32("m", m)?, size_u32("k", k)?, size_u32("n", n)?, 0],
+        );
+        let (ba, bb) = (
+            self.storage(bytemuck::cast_slice(a), false),
+            self.storage(bytemuck::cast_slice(b), false),
+        );
+        let bc = self.output(m * n * 4);
+        self.dispatch(
+            &self.matmul,
+            &[&ba, &bb, &bc, &dims],
+            (n.div_ceil(16) as u32, m.div_ceil(16) as u32),
+        );
+        Ok(bytemuck::cast_slice(&self.read(&bc, m * n * 4)?).to_vec())
+    }
+
+    /// Measured GFLOP/s of an `n×n×n` matmul, best of `reps` timed runs after one warm-up.
+    pub fn matmul_gflops(&self, n: usize, reps: usize) -> Result<f64, GpuError> {
+        let a: Vec<f32> = (0..n * n).map(|i| ((i * 7) % 13) as f32 / 13.0).collect();
+        let dims = uniform4(&self.device, [n as u32, n as u32, n as u32, 0]);
+        let (ba, bb) = (
+            self.storage(bytemuck::cast_slice(&a), false),
+            self.storage(bytemuck::cast_slice(&a), false),
+        );
+        let bc = self.output(n * n * 4);
+        let groups = (n.div_ceil(16) as u32, n.div_ceil(16) as u32);
+        self.dispatch(&self.matmul, &[&ba, &bb, &bc, &dims], groups);
+        self.read(&bc, 4)?;
+        let mut best = f64::INFINITY;
+        for _ in 0..reps.max(1) {
+            let t = Instant::now();
+            self.dispatch(&self.matmul, &[&ba, &bb, &bc, &dims], groups);
+            self.read(&bc, 4)?;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+    }
+
+    /// Batched evaluation of a dense model (logistic or MLP): predictions and correct count.
+    pub fn evaluate_dense(
+        &self,
+        model: &Model,
+        params: &[Tensor],
+        x: &[f32],
+        labels: &[u8],
+    ) -> Result<(Vec<u32>, u64), GpuError> {
+        let n = labels.len();
+        assert_eq!(x.len(), n * model.input, "batch does not fit the model");
+        let mut current = self.storage(bytemuck::cast_slice(x), false);
+        for (i, layer) in model.layers.iter().enumerate() {
+            let Layer::Dense {
+                inputs,
+                outputs,
+                activation,
+            } = *layer
+            else {
+                return Err(GpuError::ShapeMismatch {
+                    reason: "the GPU evaluator runs dense models (logistic, MLP) only".into(),
+                });
+            };
+            let act = match activation {
+                None => 0,
+                Some(Activation::Relu) => 1,
+                Some(Activation::Tanh) => 2,
+                Some(Activation::Sigmoid) => 3,
+            };
+            let dims = uniform4(
+                &self.device,
+                [size_u32("n", n)?, inputs as u32, outputs as u32, act],
+            );
+            let w = self.storage(bytemuck::cast_slice(&params[2 * i].data), false);
+            let b = self.storage(bytemuck::cast_slice(&params[2 * i + 1].data), false);
+            let y = self.output(n * outputs * 4);
+            self.dispatch(
+                &self.dense,
+                &[&current, &w, &b, &y, &dims],
+                (outputs.div_ceil(16) as u32, n.div_ceil(16) as u32),
+            );
+            current = y;
+        }
+        let labels32: Vec<u32> = labels.iter().map(|&l| u32::from(l)).collect();
+        let bl = self.storage(bytemuck::cast_slice(&labels32), false);
+        let preds = self.output(n * 4);
+        let correct = self.storage(&[0u8; 4], true);
+        let dims = uniform4(&self.device, [n as u32, model.classes as u32, 0, 0]);
+        self.dispatch(
+            &self.argmax,
+            &[&current, &bl, &preds, &correct, &dims],
+            (n.div_ceil(64) as u32, 1),
+        );
+        let p: Vec<u32> = bytemuck::cast_slice(&self.read(&preds, n * 4)?).to_vec();
+        let c: Vec<u32> = bytemuck::cast_slice(&self.read(&correct, 4)?).to_vec();
+        Ok((p, u64::from(c[0])))
+    }
+
+    /// ‖u − v‖₂ on the device (partial sums in f32 per workgroup, added in f64 on the host).
+    pub fn distance(&self, u: &[f32], v: &[f32]) -> Result<f64, GpuError> {
+        assert_eq!(u.len(), v.len(), "distance of vectors of different lengths");
+        let groups = u.len().div_ceil(256).clamp(1, 256);
+        let dims = uniform4(&self.device, [size_u32("len", u.len())?, 0, 0, 0]);
+        let (bu, bv) = (
+            self.storage(bytemuck::cast_slice(u), false),
+            self.storage(bytemuck::cast_slice(v), false),
+        );
+        let partial = self.output(groups * 4);
+        self.dispatch(
+            &self.distance,
+            &[&bu, &bv, &partial, &dims],
+            (groups as u32, 1),
+        );
+        let p: Vec<f32> = bytemuck::cast_slice(&self.read(&partial, groups * 4)?).to_vec();
+        Ok(p.iter().map(|&s| f64::from(s)).sum::<f64>().sqrt())
+    }
+}
