@@ -58,6 +58,24 @@ fn layer_activation(l: &Layer) -> Option<Activation> {
     }
 }
 
+/// Runs `f(first_row, block)` over contiguous blocks of rows of `out` on up to `threads` threads.
+/// Callers only ever partition *outputs*: every output element is still summed by one thread in
+/// the same order, so the bits do not depend on the thread count.
+fn par_rows(out: &mut [f32], row_len: usize, threads: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows = out.len() / row_len.max(1);
+    if threads <= 1 || rows < 2 * threads {
+        f(0, out);
+        return;
+    }
+    let per = rows.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (t, block) in out.chunks_mut(per * row_len).enumerate() {
+            let f = &f;
+            s.spawn(move || f(t * per, block));
+        }
+    });
+}
+
 fn dense_forward(
     x: &[f32],
     n: usize,
@@ -65,20 +83,24 @@ fn dense_forward(
     b: &[f32],
     inputs: usize,
     outputs: usize,
+    threads: usize,
 ) -> Vec<f32> {
     let mut out = vec![0.0f32; n * outputs];
-    for (row, xr) in out.chunks_exact_mut(outputs).zip(x.chunks_exact(inputs)) {
-        row.copy_from_slice(b);
-        for (k, &a) in xr.iter().enumerate() {
-            if a == 0.0 {
-                continue;
-            }
-            let wr = &w[k * outputs..(k + 1) * outputs];
-            for (o, &wv) in row.iter_mut().zip(wr) {
-                *o += a * wv;
+    par_rows(&mut out, outputs, threads, |r0, block| {
+        for (r, row) in block.chunks_exact_mut(outputs).enumerate() {
+            let xr = &x[(r0 + r) * inputs..(r0 + r + 1) * inputs];
+            row.copy_from_slice(b);
+            for (k, &a) in xr.iter().enumerate() {
+                if a == 0.0 {
+                    continue;
+                }
+                let wr = &w[k * outputs..(k + 1) * outputs];
+                for (o, &wv) in row.iter_mut().zip(wr) {
+                    *o += a * wv;
+                }
             }
         }
-    }
+    });
     out
 }
 
@@ -142,6 +164,17 @@ fn conv_forward(x: &[f32], n: usize, wt: &[f32], b: &[f32], d: &ConvDims) -> Vec
 
 /// The output of every layer (after its activation) for a batch; the last is the logits.
 pub fn forward(model: &Model, params: &[Tensor], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+    forward_threads(model, params, x, n, 1)
+}
+
+/// [`forward`] on up to `threads` threads, with the same bits.
+pub fn forward_threads(
+    model: &Model,
+    params: &[Tensor],
+    x: &[f32],
+    n: usize,
+    threads: usize,
+) -> Vec<Vec<f32>> {
     assert_eq!(
         params.len(),
         2 * model.layers.len(),
@@ -155,7 +188,7 @@ pub fn forward(model: &Model, params: &[Tensor], x: &[f32], n: usize) -> Vec<Vec
         let mut y = match *layer {
             Layer::Dense {
                 inputs, outputs, ..
-            } => dense_forward(input, n, w, b, inputs, outputs),
+            } => dense_forward(input, n, w, b, inputs, outputs, threads),
             Layer::Conv { .. } => conv_forward(input, n, w, b, &conv_dims(layer)),
         };
         if let Some(a) = layer_activation(layer) {
@@ -201,8 +234,19 @@ fn softmax_cross_entropy(z: &[f32], y: &[u8], classes: usize) -> (f64, Vec<f32>)
 
 /// Mean loss over the batch and the gradients of every parameter, in the order of `params`.
 pub fn loss_and_grads(model: &Model, params: &[Tensor], x: &[f32], y: &[u8]) -> (f32, Vec<Tensor>) {
+    loss_and_grads_threads(model, params, x, y, 1)
+}
+
+/// [`loss_and_grads`] on up to `threads` threads, with the same bits.
+pub fn loss_and_grads_threads(
+    model: &Model,
+    params: &[Tensor],
+    x: &[f32],
+    y: &[u8],
+    threads: usize,
+) -> (f32, Vec<Tensor>) {
     let n = y.len();
-    let outs = forward(model, params, x, n);
+    let outs = forward_threads(model, params, x, n, threads);
     let (loss_sum, mut grad) =
         softmax_cross_entropy(outs.last().expect("at least one layer"), y, model.classes);
     let mut grads: Vec<Tensor> = params.iter().map(|p| Tensor::zeros(&p.shape)).collect();
@@ -227,19 +271,25 @@ pub fn loss_and_grads(model: &Model, params: &[Tensor], x: &[f32], y: &[u8]) -> 
             Layer::Dense {
                 inputs, outputs, ..
             } => {
-                for (xr, gr) in input.chunks_exact(inputs).zip(grad.chunks_exact(outputs)) {
+                for gr in grad.chunks_exact(outputs) {
                     for (bv, &g) in gb.iter_mut().zip(gr) {
                         *bv += g;
                     }
-                    for (k, &a) in xr.iter().enumerate() {
-                        if a == 0.0 {
-                            continue;
-                        }
-                        for (wv, &g) in gw[k * outputs..(k + 1) * outputs].iter_mut().zip(gr) {
-                            *wv += a * g;
+                }
+                // dW[k][·] = Σ_i x[i][k]·g[i][·], summed over i in order; threads split k.
+                par_rows(gw, outputs, threads, |k0, block| {
+                    for (xr, gr) in input.chunks_exact(inputs).zip(grad.chunks_exact(outputs)) {
+                        for (kk, wrow) in block.chunks_exact_mut(outputs).enumerate() {
+                            let a = xr[k0 + kk];
+                            if a == 0.0 {
+                                continue;
+                            }
+                            for (wv, &g) in wrow.iter_mut().zip(gr) {
+                                *wv += a * g;
+                            }
                         }
                     }
-                }
+                });
                 if need_input_grad {
                     let mut wt = vec![0.0f32; inputs * outputs];
                     for k in 0..inputs {
@@ -247,16 +297,22 @@ pub fn loss_and_grads(model: &Model, params: &[Tensor], x: &[f32], y: &[u8]) -> 
                             wt[j * inputs + k] = w[k * outputs + j];
                         }
                     }
-                    for (gxr, gr) in gx.chunks_exact_mut(inputs).zip(grad.chunks_exact(outputs)) {
-                        for (j, &g) in gr.iter().enumerate() {
-                            if g == 0.0 {
-                                continue;
-                            }
-                            for (o, &wv) in gxr.iter_mut().zip(&wt[j * inputs..(j + 1) * inputs]) {
-                                *o += g * wv;
+                    let grad = &grad;
+                    par_rows(&mut gx, inputs, threads, |i0, block| {
+                        for (r, gxr) in block.chunks_exact_mut(inputs).enumerate() {
+                            let gr = &grad[(i0 + r) * outputs..(i0 + r + 1) * outputs];
+                            for (j, &g) in gr.iter().enumerate() {
+                                if g == 0.0 {
+                                    continue;
+                                }
+                                for (o, &wv) in
+                                    gxr.iter_mut().zip(&wt[j * inputs..(j + 1) * inputs])
+                                {
+                                    *o += g * wv;
+                                }
                             }
                         }
-                    }
+                    });
                 }
             }
             Layer::Conv { .. } => {

@@ -125,6 +125,7 @@ pub struct Trainer<'a> {
     order: DataOrder,
     x: Vec<f32>,
     y: Vec<u8>,
+    threads: usize,
 }
 
 impl<'a> Trainer<'a> {
@@ -145,7 +146,14 @@ impl<'a> Trainer<'a> {
             order: DataOrder::new(hyper.seed, data.len(), hyper.batch)?,
             x: Vec::new(),
             y: Vec::new(),
+            threads: 1,
         })
+    }
+
+    /// Runs each step on up to `threads` threads; the results are bit-identical for any count.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
     }
 
     pub fn model(&self) -> &Model {
@@ -161,7 +169,13 @@ impl<'a> Trainer<'a> {
             self.x.extend_from_slice(self.data.row(i));
             self.y.push(self.data.y[i]);
         }
-        let (loss, grads) = executor::loss_and_grads(self.model, &state.params, &self.x, &self.y);
+        let (loss, grads) = executor::loss_and_grads_threads(
+            self.model,
+            &state.params,
+            &self.x,
+            &self.y,
+            self.threads,
+        );
         apply_update(
             &self.hyper,
             state.step,

@@ -147,3 +147,26 @@ fn mismatched_data_and_bad_shards_are_rejected() {
     assert!(matches!(err, GpuError::ShardHashMismatch { .. }), "{err}");
     println!("rejected: {err}");
 }
+
+#[test]
+fn thread_count_does_not_change_a_bit() {
+    let data = digits_bundled();
+    let model = ModelSpec::from_json(
+        br#"{"kind":"mlp","input":64,"classes":10,"hidden":[{"units":48,"activation":"relu"},{"units":24,"activation":"tanh"}]}"#,
+    )
+    .unwrap();
+    let hyper = adam(21);
+    let hashes: Vec<_> = [1usize, 2, 3]
+        .iter()
+        .map(|&threads| {
+            let mut trainer = Trainer::new(&model, hyper, &data)
+                .unwrap()
+                .with_threads(threads);
+            let mut state = initial_state(&model, &hyper);
+            trainer.run(&mut state, 25);
+            state.hash(&model)
+        })
+        .collect();
+    assert_eq!(hashes[0], hashes[1]);
+    assert_eq!(hashes[0], hashes[2]);
+}
