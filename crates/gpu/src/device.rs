@@ -1,7 +1,8 @@
 //! GPU devices through wgpu (Vulkan, Metal, DX12, GL) and the crate's own WGSL kernels, each in
 //! `src/kernels/` beside this host code and tested against a CPU reference:
 //!
-//! - `matmul.wgsl` — tiled f32 matmul, the capability benchmark a trainer runs at registration;
+//! - `matmul.wgsl` — tiled f32 matmul (64×64 tiles, 4×4 per thread), the capability benchmark a
+//!   trainer runs at registration;
 //! - `dense.wgsl` + `argmax.wgsl` — batched evaluation (forward pass of dense models, accuracy);
 //! - `distance.wgsl` — the L2 distance between two checkpoints' parameters.
 //!
@@ -288,7 +289,7 @@ impl GpuDevice {
         self.dispatch(
             &self.matmul,
             &[&ba, &bb, &bc, &dims],
-            (n.div_ceil(16) as u32, m.div_ceil(16) as u32),
+            (n.div_ceil(64) as u32, m.div_ceil(64) as u32),
         );
         Ok(bytemuck::cast_slice(&self.read(&bc, m * n * 4)?).to_vec())
     }
@@ -302,7 +303,7 @@ impl GpuDevice {
             self.storage(bytemuck::cast_slice(&a), false),
         );
         let bc = self.output(n * n * 4);
-        let groups = (n.div_ceil(16) as u32, n.div_ceil(16) as u32);
+        let groups = (n.div_ceil(64) as u32, n.div_ceil(64) as u32);
         self.dispatch(&self.matmul, &[&ba, &bb, &bc, &dims], groups);
         self.read(&bc, 4)?;
         let mut best = f64::INFINITY;
