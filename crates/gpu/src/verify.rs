@@ -5,7 +5,8 @@
 //!   after the chain root was committed, and compares: the exact hash on the deterministic path,
 //!   otherwise a distance bound relative to the size of the segment's update
 //!   (`docs/design/gpu.md` justifies the bound).
-//! - **The referee** re-runs one step on the deterministic executor, for disputes.
+//! - **Tier 2** bisects a disputed segment down to one step ([`Bisection`]), which **the referee**
+//!   ([`referee_step`]) re-runs on the deterministic executor.
 //!
 //! Audit arithmetic: with m segments of which f are faked, re-executing k drawn uniformly without
 //! replacement misses every fake with probability C(m−f, k) / C(m, k) ≤ (1 − f/m)^k. The default
@@ -267,6 +268,55 @@ pub fn referee_step(
     Ok(Hash32::of(&end) == *claimed_end)
 }
 
+/// Tier 2: an interactive bisection over the steps of one disputed segment, between a step both
+/// sides agree on (`agreed`) and one they do not (`disputed`). Each round the trainer reveals its
+/// checkpoint hash at [`Bisection::midpoint`], the evaluator compares with its own recomputation,
+/// and the interval halves; after ⌈log₂ steps⌉ rounds one step remains, which
+/// [`referee_step`] settles on the deterministic executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bisection {
+    /// The last step (relative to the segment start) at which both hashes agree.
+    pub agreed: u64,
+    /// The first step known to disagree.
+    pub disputed: u64,
+}
+
+impl Bisection {
+    /// A dispute over a segment of `steps` steps whose start both sides accept and whose end
+    /// they do not.
+    pub fn new(steps: u64) -> Self {
+        assert!(steps > 0, "a segment has at least one step");
+        Bisection {
+            agreed: 0,
+            disputed: steps,
+        }
+    }
+
+    /// Whether the dispute is down to the single step `agreed → disputed`.
+    pub fn is_settled(&self) -> bool {
+        self.disputed == self.agreed + 1
+    }
+
+    /// The step whose hash the trainer reveals next.
+    pub fn midpoint(&self) -> u64 {
+        self.agreed + (self.disputed - self.agreed) / 2
+    }
+
+    /// Records whether the evaluator's hash at [`Self::midpoint`] matches the trainer's.
+    pub fn record(&mut self, agrees: bool) {
+        assert!(
+            !self.is_settled(),
+            "a settled bisection takes no more rounds"
+        );
+        let mid = self.midpoint();
+        if agrees {
+            self.agreed = mid;
+        } else {
+            self.disputed = mid;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +328,26 @@ mod tests {
         assert!(miss_probability(440, 44, 44) <= 0.9f64.powi(44));
         assert_eq!(miss_probability(10, 1, 10), 0.0);
         assert_eq!(miss_probability(10, 0, 5), 1.0);
+    }
+
+    #[test]
+    fn bisection_finds_any_first_disagreement_in_log_rounds() {
+        assert!(Bisection::new(1).is_settled());
+        for steps in 1..=40u64 {
+            for bad in 1..=steps {
+                let mut b = Bisection::new(steps);
+                let mut rounds = 0;
+                while !b.is_settled() {
+                    b.record(b.midpoint() < bad);
+                    rounds += 1;
+                }
+                assert_eq!((b.agreed, b.disputed), (bad - 1, bad), "steps {steps}");
+                assert!(
+                    rounds <= 64 - (steps - 1).leading_zeros(),
+                    "steps {steps}: {rounds}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -385,3 +385,62 @@ fn tier0_and_referee_and_malformed_results() {
         .all(|(_, f)| matches!(f, SegmentFault::Unavailable { .. })));
     assert!(!r.accepted());
 }
+
+#[test]
+fn bisection_narrows_a_dispute_to_the_faked_step_and_the_referee_settles_it() {
+    let (model, hyper, data) = setup();
+    let steps = 16u64;
+    // The trainer's per-step states of one segment, honest except that step 11 was skipped
+    // (the parameters of step 10 relabelled as step 11), after which it carried on honestly.
+    let faked_step = 11u64;
+    let start = initial_state(&model, &hyper);
+    let mut trainer = Trainer::new(&model, hyper, &data).unwrap();
+    let mut state = start.clone();
+    let mut claimed = vec![state.encode(&model)];
+    for t in 1..=steps {
+        if t == faked_step {
+            state.step += 1;
+        } else {
+            trainer.run(&mut state, 1);
+        }
+        claimed.push(state.encode(&model));
+    }
+    // The evaluator's own recomputation.
+    let mut evaluator = Trainer::new(&model, hyper, &data).unwrap();
+    let mut mine = start.clone();
+    let mut own = vec![mine.hash(&model)];
+    for _ in 0..steps {
+        evaluator.run(&mut mine, 1);
+        own.push(mine.hash(&model));
+    }
+    assert_ne!(Hash32::of(&claimed[steps as usize]), own[steps as usize]);
+
+    let mut b = trainmesh_gpu::verify::Bisection::new(steps);
+    let mut rounds = 0;
+    while !b.is_settled() {
+        let mid = b.midpoint() as usize;
+        b.record(Hash32::of(&claimed[mid]) == own[mid]);
+        rounds += 1;
+    }
+    assert_eq!(rounds, 4, "⌈log₂ 16⌉ rounds");
+    assert_eq!((b.agreed, b.disputed), (faked_step - 1, faked_step));
+
+    // The referee re-runs the one disputed step from the agreed checkpoint: the trainer lied.
+    let agreed_blob = &claimed[b.agreed as usize];
+    let trainer_claim = Hash32::of(&claimed[b.disputed as usize]);
+    let mut referee = Trainer::new(&model, hyper, &data).unwrap();
+    assert!(!referee_step(
+        &mut referee,
+        agreed_blob,
+        &own[b.agreed as usize],
+        &trainer_claim
+    )
+    .unwrap());
+    assert!(referee_step(
+        &mut referee,
+        agreed_blob,
+        &own[b.agreed as usize],
+        &own[b.disputed as usize]
+    )
+    .unwrap());
+}
