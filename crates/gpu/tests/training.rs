@@ -170,3 +170,30 @@ fn thread_count_does_not_change_a_bit() {
     assert_eq!(hashes[0], hashes[1]);
     assert_eq!(hashes[0], hashes[2]);
 }
+
+#[test]
+fn fashion_mnist_imports_from_the_debian_package_when_installed() {
+    let dir = std::path::Path::new(trainmesh_gpu::import::FASHION_MNIST_DIR);
+    let Some((train, test)) = trainmesh_gpu::import::fashion_mnist(dir).unwrap() else {
+        println!(
+            "SKIPPED: {} not installed (apt-get install dataset-fashion-mnist)",
+            dir.display()
+        );
+        return;
+    };
+    assert_eq!((train.len(), test.len()), (60_000, 10_000));
+    assert_eq!((train.features, train.classes), (784, 10));
+    for c in 0..10u8 {
+        assert_eq!(
+            test.y.iter().filter(|&&l| l == c).count(),
+            1000,
+            "class {c}"
+        );
+    }
+    // Through the shard format and back, verified by hash.
+    let mut shards = ShardStore::new();
+    let manifest = shard_dataset("fashion", &test, 2500, 0.2, 1, &mut shards).unwrap();
+    // 8000 train samples in shards of at most 2500, 2000 held out in one.
+    assert_eq!((manifest.train.len(), manifest.heldout.len()), (4, 1));
+    assert_eq!(shards.load(&manifest.heldout).unwrap().len(), 2000);
+}
