@@ -16,7 +16,8 @@
 //! - [`executor`] — the deterministic reference executor: forward, loss, gradients.
 //! - [`optim`] — hyper-parameters, seeded init and data order, SGD and Adam.
 //! - [`checkpoint`] — training state as canonical safetensors, hashed with BLAKE3.
-//! - [`train`] — the trainer, work units and checkpoint chains, held-out evaluation.
+//! - [`train`] — the trainer, work units and checkpoint chains (with sparse retention and a
+//!   recomputing chain server), held-out evaluation.
 //! - [`device`] — wgpu adapter discovery and choice, CPU fallback, the WGSL kernels in
 //!   `src/kernels/` (tiled matmul benchmark, batched evaluation, checkpoint distance).
 //! - [`verify`] — tier 0 (held-out metric), tier 1 (seeded segment audits), the one-step referee.

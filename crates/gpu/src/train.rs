@@ -201,18 +201,39 @@ impl<'a> Trainer<'a> {
         segment_steps: u64,
         store: &mut CheckpointStore,
     ) -> Result<(WorkResult, TrainState), GpuError> {
-        if segments == 0 || segments > SEGMENTS_MAX || segment_steps == 0 {
+        self.work_unit_keeping(start, segments, segment_steps, 1, store)
+    }
+
+    /// [`Self::work_unit`] keeping only every `keep_every`-th segment's checkpoint (and the start
+    /// and the final one) in `store`; every chain hash is still committed, and a [`ChainServer`]
+    /// recomputes a dropped checkpoint on request from the nearest kept one.
+    pub fn work_unit_keeping(
+        &mut self,
+        start: &TrainState,
+        segments: u64,
+        segment_steps: u64,
+        keep_every: u64,
+        store: &mut CheckpointStore,
+    ) -> Result<(WorkResult, TrainState), GpuError> {
+        if segments == 0 || segments > SEGMENTS_MAX || segment_steps == 0 || keep_every == 0 {
             return Err(GpuError::HyperParamsInvalid {
-                reason: format!("{segments} segments of {segment_steps} steps"),
+                reason: format!(
+                    "{segments} segments of {segment_steps} steps, keeping every {keep_every}"
+                ),
             });
         }
         let start_hash = store.put(start.encode(self.model));
         let mut state = start.clone();
         let mut chain = Vec::with_capacity(segments as usize);
         let mut losses = Vec::with_capacity((segments * segment_steps) as usize);
-        for _ in 0..segments {
+        for i in 0..segments {
             losses.extend(self.run(&mut state, segment_steps));
-            chain.push(store.put(state.encode(self.model)));
+            let bytes = state.encode(self.model);
+            if (i + 1) % keep_every == 0 || i + 1 == segments {
+                chain.push(store.put(bytes));
+            } else {
+                chain.push(Hash32::of(&bytes));
+            }
         }
         Ok((
             WorkResult {
@@ -259,4 +280,51 @@ pub fn evaluate(
         loss: loss / data.len() as f64,
         samples: data.len() as u64,
     })
+}
+
+/// Serves every checkpoint of a committed chain from a store that kept only some of them,
+/// recomputing a dropped one forward from the nearest kept predecessor (and checking that the
+/// recomputation hashes to the committed value). This is how a trainer commits to hundreds of
+/// segments while holding a few full checkpoints.
+#[derive(Debug)]
+pub struct ChainServer<'a> {
+    trainer: std::cell::RefCell<Trainer<'a>>,
+    store: &'a CheckpointStore,
+    result: &'a WorkResult,
+}
+
+impl<'a> ChainServer<'a> {
+    pub fn new(trainer: Trainer<'a>, store: &'a CheckpointStore, result: &'a WorkResult) -> Self {
+        ChainServer {
+            trainer: std::cell::RefCell::new(trainer),
+            store,
+            result,
+        }
+    }
+
+    /// The blob of checkpoint `h`, kept or recomputed; `None` if `h` is not in the chain or
+    /// cannot be reproduced.
+    pub fn serve(&self, h: &Hash32) -> Option<Vec<u8>> {
+        if let Some(b) = self.store.get(h) {
+            return Some(b.to_vec());
+        }
+        // Chain position p: 0 is the unit's start, p ≥ 1 the end of segment p − 1.
+        let target = 1 + self.result.chain.iter().position(|c| c == h)?;
+        let (base, bytes) = (0..target).rev().find_map(|p| {
+            let hash = if p == 0 {
+                self.result.start
+            } else {
+                self.result.chain[p - 1]
+            };
+            self.store.get(&hash).map(|b| (p, b))
+        })?;
+        let mut trainer = self.trainer.borrow_mut();
+        let mut state = TrainState::decode(bytes, trainer.model()).ok()?;
+        trainer.run(
+            &mut state,
+            (target - base) as u64 * self.result.segment_steps,
+        );
+        let out = state.encode(trainer.model());
+        (Hash32::of(&out) == *h).then_some(out)
+    }
 }

@@ -89,6 +89,12 @@ pub trait CheckpointSource {
     fn fetch(&self, h: &Hash32) -> Option<Vec<u8>>;
 }
 
+impl CheckpointSource for crate::train::ChainServer<'_> {
+    fn fetch(&self, h: &Hash32) -> Option<Vec<u8>> {
+        self.serve(h)
+    }
+}
+
 impl CheckpointSource for CheckpointStore {
     fn fetch(&self, h: &Hash32) -> Option<Vec<u8>> {
         self.get(h).map(<[u8]>::to_vec)

@@ -444,3 +444,53 @@ fn bisection_narrows_a_dispute_to_the_faked_step_and_the_referee_settles_it() {
     )
     .unwrap());
 }
+
+#[test]
+fn a_trainer_keeping_one_checkpoint_in_eight_still_serves_every_audit() {
+    let (model, hyper, data) = setup();
+    let (m, s, keep) = (40u64, 3u64, 8u64);
+    let mut kept = CheckpointStore::new();
+    let mut t = Trainer::new(&model, hyper, &data).unwrap();
+    let (result, _) = t
+        .work_unit_keeping(&initial_state(&model, &hyper), m, s, keep, &mut kept)
+        .unwrap();
+    // The same chain as keeping everything.
+    let mut all = CheckpointStore::new();
+    let (full, _) = Trainer::new(&model, hyper, &data)
+        .unwrap()
+        .work_unit(&initial_state(&model, &hyper), m, s, &mut all)
+        .unwrap();
+    assert_eq!(result.chain, full.chain);
+    assert_eq!(kept.len(), 1 + (m / keep) as usize);
+    assert_eq!(all.len(), 1 + m as usize);
+
+    let server = trainmesh_gpu::train::ChainServer::new(
+        Trainer::new(&model, hyper, &data).unwrap(),
+        &kept,
+        &result,
+    );
+    for h in &result.chain {
+        assert_eq!(server.serve(h).as_deref(), all.get(h), "checkpoint {h}");
+    }
+    assert!(server.serve(&Hash32::of(b"not in the chain")).is_none());
+    let every = AuditPolicy {
+        segments: m as usize,
+        ..AuditPolicy::default()
+    };
+    let mut evaluator = Trainer::new(&model, hyper, &data).unwrap();
+    let r = audit(
+        &model,
+        &result,
+        &result.chain_root(),
+        &beacon(2, 2),
+        every,
+        &server,
+        &mut evaluator,
+    )
+    .unwrap();
+    assert!(
+        r.accepted() && r.checked.len() == m as usize,
+        "{:?}",
+        r.faults
+    );
+}
