@@ -492,6 +492,23 @@ fn assign(
     Ok(())
 }
 
+/// The unit's trainer failed it (rejected or silent): never draw it again for this unit, and
+/// draw another.
+fn exclude_and_reassign(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    job: &Job,
+    unit: &mut Unit,
+    failed: Address,
+    p: &Params,
+    events: &mut Events,
+) -> ContractResult<()> {
+    unit.excluded.push(failed);
+    unit.trainer = None;
+    unit.attempt += 1;
+    assign(state, ctx, job, unit, p, events)
+}
+
 fn release_trainer(state: &mut (impl State + ?Sized), unit: &mut Unit) -> ContractResult<()> {
     if let Some(t) = unit.trainer {
         let mut account = accounts::load(state, &t)?;
@@ -852,11 +869,8 @@ fn reject(
             p.reputation_half_life_ms,
         )?;
     }
-    unit.excluded.push(trainer);
-    unit.trainer = None;
-    unit.attempt += 1;
     unit.evaluators.clear();
-    assign(state, ctx, job, unit, p, events)
+    exclude_and_reassign(state, ctx, job, unit, trainer, p, events)
 }
 
 /// Ends a job: cancels its open unit, refunds what is left of the escrow.
@@ -953,10 +967,7 @@ pub fn on_batch_end(
                     ctx.time,
                     p.reputation_half_life_ms,
                 )?;
-                unit.excluded.push(trainer);
-                unit.trainer = None;
-                unit.attempt += 1;
-                assign(state, ctx, &job, &mut unit, &p, events)?;
+                exclude_and_reassign(state, ctx, &job, &mut unit, trainer, &p, events)?;
             }
             UnitState::Submitted if overdue(unit.submitted_at) => {
                 for e in &unit.evaluators {
