@@ -3,17 +3,15 @@
 //!
 //! Tables:
 //! - `state`: raw key → value (the contracts' key space, see `docs/design/ledger.md`)
-//! - `jmt_nodes`: Borsh(NodeKey) → Borsh(Node), the Merkle tree of the latest version
-//! - `jmt_keys`: SHA-256(key) → key, so proofs can name the value they prove
+//! - `jmt_latest`: nibble path → node, the Merkle tree of the latest version (see [`crate::tree`])
 //! - `meta`: chain id, genesis hash, height, next consensus index, state root
-//! - `receipts`: (height, position) → receipt of every transaction of every batch
+//! - `batch_receipts`: height → BCS of the receipts of that batch's transactions, in order
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use bytes::Bytes;
-use jmt::storage::{LeafNode, Node, NodeKey, TreeReader};
-use jmt::{KeyHash, OwnedValue, RootHash, Sha256Jmt, Version};
+use jmt::{KeyHash, RootHash, Sha256Jmt, Version};
 use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, Table, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -25,13 +23,12 @@ use trainmesh_contracts::{
 
 use crate::error::{LedgerError, LedgerResult};
 use crate::transaction::SignedTransaction;
+use crate::tree::{self, CacheUpdate, NodeCache, TreeStore, JMT_NODES};
 use crate::verify::verify_all;
 
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
-const JMT_NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_nodes");
-const JMT_KEYS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("jmt_keys");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const RECEIPTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("receipts");
+const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("batch_receipts");
 
 /// Transactions in one batch.
 pub const BATCH_TRANSACTIONS_MAX: usize = 100_000;
@@ -258,76 +255,6 @@ impl State for ReadState<'_> {
     }
 }
 
-/// The Merkle tree's view of redb (latest version only).
-struct JmtStore<'a, N: ReadableTable<&'static [u8], &'static [u8]>, K, S> {
-    nodes: &'a N,
-    keys: &'a K,
-    state: &'a S,
-    cache: &'a NodeCache,
-}
-
-/// The latest tree's nodes in memory, so a batch does not read and decode them from redb again.
-/// Only a lookup aid: it is filled after a commit succeeds, and a restart begins with it empty.
-#[derive(Debug, Default)]
-struct NodeCache {
-    nodes: std::collections::HashMap<NodeKey, Node>,
-}
-
-impl NodeCache {
-    /// Nodes kept in memory, at most (a few hundred bytes each).
-    const NODES_MAX: usize = 1_000_000;
-
-    fn apply(&mut self, update: CacheUpdate) {
-        for k in &update.stale {
-            self.nodes.remove(k);
-        }
-        if self.nodes.len() + update.fresh.len() > Self::NODES_MAX {
-            self.nodes.clear();
-        }
-        self.nodes.extend(update.fresh);
-    }
-}
-
-/// What a committed batch changes in the node cache.
-#[derive(Debug, Default)]
-struct CacheUpdate {
-    fresh: Vec<(NodeKey, Node)>,
-    stale: Vec<NodeKey>,
-}
-
-impl<N, K, S> TreeReader for JmtStore<'_, N, K, S>
-where
-    N: ReadableTable<&'static [u8], &'static [u8]>,
-    K: ReadableTable<&'static [u8; 32], &'static [u8]>,
-    S: ReadableTable<&'static [u8], &'static [u8]>,
-{
-    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
-        if let Some(node) = self.cache.nodes.get(node_key) {
-            return Ok(Some(node.clone()));
-        }
-        let key = borsh::to_vec(node_key)?;
-        match self.nodes.get(key.as_slice())? {
-            Some(v) => Ok(Some(borsh::from_slice(v.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    fn get_value_option(
-        &self,
-        _max_version: Version,
-        key_hash: KeyHash,
-    ) -> anyhow::Result<Option<OwnedValue>> {
-        let Some(key) = self.keys.get(&key_hash.0)? else {
-            return Ok(None);
-        };
-        Ok(self.state.get(key.value())?.map(|v| v.value().to_vec()))
-    }
-
-    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
-        anyhow::bail!("tree restoration is not supported by the ledger store")
-    }
-}
-
 /// The ledger over one redb database.
 #[derive(Debug)]
 pub struct Ledger {
@@ -358,7 +285,6 @@ impl Ledger {
         {
             txn.open_table(STATE).map_err(storage)?;
             txn.open_table(JMT_NODES).map_err(storage)?;
-            txn.open_table(JMT_KEYS).map_err(storage)?;
             txn.open_table(META).map_err(storage)?;
             txn.open_table(RECEIPTS).map_err(storage)?;
         }
@@ -474,54 +400,49 @@ impl Ledger {
     fn commit_writes(
         txn: &redb::WriteTransaction,
         table: &mut Table<&'static [u8], &'static [u8]>,
-        mut writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
         version: Version,
         cache: &NodeCache,
     ) -> LedgerResult<Option<([u8; 32], CacheUpdate)>> {
-        // Writes of the value already there change nothing.
-        let mut unchanged = Vec::new();
-        for (k, v) in &writes {
-            let current = table.get(k.as_slice()).map_err(storage)?;
-            if current.as_ref().map(|c| c.value()) == v.as_deref() {
-                unchanged.push(k.clone());
+        // One table operation per write: it returns the value it replaces, and a write of the
+        // value already there changes nothing (rewriting it leaves the table as it was).
+        let mut before = HashMap::with_capacity(writes.len());
+        let mut changed = Vec::with_capacity(writes.len());
+        for (k, v) in writes {
+            let old = match &v {
+                Some(v) => table.insert(k.as_slice(), v.as_slice()),
+                None => table.remove(k.as_slice()),
+            }
+            .map_err(storage)?
+            .map(|old| old.value().to_vec());
+            if old != v {
+                changed.push((KeyHash::with::<Sha256>(&k), v));
+                before.insert(k, old);
             }
         }
-        for k in unchanged {
-            writes.remove(&k);
-        }
-        if writes.is_empty() {
+        if changed.is_empty() {
             return Ok(None);
         }
-        for (k, v) in &writes {
-            match v {
-                Some(v) => {
-                    table.insert(k.as_slice(), v.as_slice()).map_err(storage)?;
-                }
-                None => {
-                    table.remove(k.as_slice()).map_err(storage)?;
-                }
-            }
-        }
         let mut nodes = txn.open_table(JMT_NODES).map_err(storage)?;
-        let mut keys = txn.open_table(JMT_KEYS).map_err(storage)?;
-        let hashed: Vec<_> = writes
-            .iter()
-            .map(|(k, v)| (KeyHash::with::<Sha256>(k), k, v.clone()))
+        let names: HashMap<KeyHash, &[u8]> = before
+            .keys()
+            .map(|k| (KeyHash::with::<Sha256>(k), k.as_slice()))
             .collect();
         let (root, update) = {
-            let reader = JmtStore {
+            let reader = TreeStore {
                 nodes: &nodes,
-                keys: &keys,
                 state: &*table,
                 cache,
+                before: Some(&before),
+                proved: None,
             };
             let tree = Sha256Jmt::new(&reader);
-            if hashed.iter().all(|(_, _, v)| v.is_some()) {
+            if changed.iter().all(|(_, v)| v.is_some()) {
                 // One pass over the sorted keys: much faster than inserting key by key, and the
                 // same tree (a test checks both paths agree).
-                let values = hashed
-                    .iter()
-                    .map(|(h, _, v)| (*h, v.clone().expect("checked above")))
+                let values = changed
+                    .into_iter()
+                    .map(|(h, v)| (h, v.expect("checked above")))
                     .collect();
                 let (roots, update) = tree
                     .batch_put_value_sets(vec![values], None, version)
@@ -529,40 +450,10 @@ impl Ledger {
                 (roots[0], update)
             } else {
                 // Deletions need the general path.
-                tree.put_value_set(hashed.iter().map(|(h, _, v)| (*h, v.clone())), version)
-                    .map_err(storage)?
+                tree.put_value_set(changed, version).map_err(storage)?
             }
         };
-        for (key, node) in update.node_batch.nodes() {
-            let k = borsh::to_vec(key).map_err(storage)?;
-            let v = borsh::to_vec(node).map_err(storage)?;
-            nodes.insert(k.as_slice(), v.as_slice()).map_err(storage)?;
-        }
-        for stale in &update.stale_node_index_batch {
-            let k = borsh::to_vec(&stale.node_key).map_err(storage)?;
-            nodes.remove(k.as_slice()).map_err(storage)?;
-        }
-        let cache_update = CacheUpdate {
-            fresh: update
-                .node_batch
-                .nodes()
-                .iter()
-                .map(|(k, n)| (k.clone(), n.clone()))
-                .collect(),
-            stale: update
-                .stale_node_index_batch
-                .iter()
-                .map(|s| s.node_key.clone())
-                .collect(),
-        };
-        for (h, k, v) in &hashed {
-            if v.is_none() {
-                keys.remove(&h.0).map_err(storage)?;
-            } else if keys.get(&h.0).map_err(storage)?.is_none() {
-                // Most writes update a key that exists: a read is cheaper than rewriting it.
-                keys.insert(&h.0, k.as_slice()).map_err(storage)?;
-            }
-        }
+        let cache_update = tree::write_update(&mut nodes, cache, &update, &names)?;
         Ok(Some((root.0, cache_update)))
     }
 
@@ -696,13 +587,11 @@ impl Ledger {
             .map_err(storage)?;
             meta.insert("root", root.as_slice()).map_err(storage)?;
             let mut rt = txn.open_table(RECEIPTS).map_err(storage)?;
-            for (i, r) in receipts.iter().enumerate() {
-                rt.insert(
-                    (height, i as u32),
-                    bcs::to_bytes(r).map_err(corrupt)?.as_slice(),
-                )
-                .map_err(storage)?;
-            }
+            rt.insert(
+                height,
+                bcs::to_bytes(&receipts).map_err(corrupt)?.as_slice(),
+            )
+            .map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         self.cache.apply(cache_update);
@@ -749,28 +638,23 @@ impl Ledger {
     pub fn receipts(&self, height: u64) -> LedgerResult<Vec<Receipt>> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(RECEIPTS).map_err(storage)?;
-        let mut out = Vec::new();
-        for e in table
-            .range((height, 0)..=(height, u32::MAX))
-            .map_err(storage)?
-        {
-            let (_, v) = e.map_err(storage)?;
-            out.push(bcs::from_bytes(v.value()).map_err(corrupt)?);
+        match table.get(height).map_err(storage)? {
+            Some(v) => bcs::from_bytes(v.value()).map_err(corrupt),
+            None => Ok(Vec::new()),
         }
-        Ok(out)
     }
 
     /// A key's value with its Merkle proof against the current root.
     pub fn prove(&self, key: &[u8]) -> LedgerResult<StateProof> {
         let txn = self.db.begin_read().map_err(storage)?;
         let nodes = txn.open_table(JMT_NODES).map_err(storage)?;
-        let keys = txn.open_table(JMT_KEYS).map_err(storage)?;
         let state = txn.open_table(STATE).map_err(storage)?;
-        let reader = JmtStore {
+        let reader = TreeStore {
             nodes: &nodes,
-            keys: &keys,
             state: &state,
             cache: &self.cache,
+            before: None,
+            proved: Some(key),
         };
         let (value, proof) = Sha256Jmt::new(&reader)
             .get_with_proof(KeyHash::with::<Sha256>(key), self.position.tree_version)

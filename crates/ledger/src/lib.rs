@@ -6,6 +6,7 @@
 //! - [`transaction`]: `Transaction`, `SignedTransaction`, the wire encoding and stateless checks
 //! - [`verify`]: batch signature verification on every core
 //! - [`ledger`]: `Ledger` (genesis, `execute(batch)`, queries, proofs) over redb
+//! - `tree`: the Merkle tree's records in redb (the latest tree, one record per path)
 //! - [`account_key`]: an account's signing key
 //! - [`error`]: `LedgerError`, one variant per rule, with stable codes
 //!
@@ -15,6 +16,7 @@ pub mod account_key;
 pub mod error;
 pub mod ledger;
 pub mod transaction;
+mod tree;
 pub mod verify;
 
 pub use account_key::AccountKey;

@@ -96,3 +96,87 @@ fn proofs_hold_after_deletions() {
         .unwrap()
         .verify(net.ledger.state_root()));
 }
+
+/// The tree as stored (read back after every restart, with no node in memory) is the tree kept
+/// in memory: same roots, and every key proven against them, through new keys (leaves split and
+/// move down), deletions (leaves move up) and plain value updates.
+#[test]
+fn the_tree_read_back_from_disk_is_the_tree_in_memory() {
+    use bytes::Bytes;
+    use trainmesh_ledger::contracts::workers::{Capability, Role};
+    use trainmesh_ledger::contracts::TimestampMs;
+    use trainmesh_ledger::{Batch, Ledger};
+
+    let senders: Vec<AccountKey> = (0..24).map(|i| AccountKey::from_seed(100 + i)).collect();
+    let funded: Vec<(&AccountKey, u64)> = senders.iter().map(|k| (k, 10_000)).collect();
+    let g = genesis(&funded, &[], Params::default());
+    let mut nonces = vec![0u64; senders.len()];
+    let mut batches = Vec::new();
+    for b in 0..12u64 {
+        let mut txs = Vec::new();
+        for (i, key) in senders.iter().enumerate() {
+            let call = match (b + i as u64) % 4 {
+                // A new account: a new leaf.
+                0 => Call::Transfer {
+                    to: AccountKey::from_seed(10_000 + b * 100 + i as u64).address(),
+                    amount: Amount::from_train(1),
+                },
+                1 => Call::RegisterWorker {
+                    role: Role::Trainer,
+                    bond: Amount::from_train(200),
+                    capability: Capability::default(),
+                    peer_id: format!("p{i}"),
+                },
+                // Deletes the worker record registered the batch before.
+                2 if b > 0 => Call::DeregisterWorker,
+                _ => Call::Transfer {
+                    to: senders[(i + 1) % senders.len()].address(),
+                    amount: Amount(5),
+                },
+            };
+            txs.push(Bytes::from(
+                key.sign(common::CHAIN, nonces[i], Amount(1_000), call)
+                    .encode(),
+            ));
+            nonces[i] += 1;
+        }
+        batches.push(Batch {
+            index: b,
+            timestamp: TimestampMs(2_000_000 + 1_000 * b),
+            seed: *blake3::hash(&b.to_le_bytes()).as_bytes(),
+            transactions: txs,
+        });
+    }
+
+    let warm_dir = tempfile::tempdir().unwrap();
+    let mut warm = Ledger::open(warm_dir.path().join("l.redb")).unwrap();
+    warm.init(&g).unwrap();
+    let cold_dir = tempfile::tempdir().unwrap();
+    let cold_path = cold_dir.path().join("l.redb");
+    {
+        let mut cold = Ledger::open(&cold_path).unwrap();
+        cold.init(&g).unwrap();
+    }
+    let strangers: Vec<_> = (0..5).map(|i| AccountKey::from_seed(900 + i)).collect();
+    for batch in &batches {
+        let out = warm.execute(batch).unwrap();
+        assert_eq!(out.accepted(), senders.len(), "{:?}", out.receipts);
+        let mut cold = Ledger::open(&cold_path).unwrap();
+        assert_eq!(cold.execute(batch).unwrap().state_root, out.state_root);
+        drop(cold);
+        let cold = Ledger::open(&cold_path).unwrap();
+        let root = cold.state_root();
+        assert_eq!(root, warm.state_root());
+        for (key, value) in cold.entries().unwrap() {
+            for ledger in [&cold, &warm] {
+                let proof = ledger.prove(&key).unwrap();
+                assert_eq!(proof.value.as_ref(), Some(&value));
+                assert!(proof.verify(root));
+            }
+        }
+        for s in &strangers {
+            let proof = cold.prove(&keys::account(&s.address())).unwrap();
+            assert!(proof.value.is_none() && proof.verify(root));
+        }
+    }
+}
