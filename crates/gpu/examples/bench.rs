@@ -5,7 +5,14 @@
 //!   cargo run --release -p trainmesh-gpu --example bench
 //!
 //! Environment: BENCH_EPOCHS (default 10), BENCH_MATMUL_N (default 512), BENCH_THREADS
-//! (default: all cores).
+//! (default: all cores), BENCH_ROUNDS (default 2: rounds of the side-by-side throughput runs),
+//! BENCH_PYTORCH (`0`: skip the PyTorch baseline; `install`: let its wrapper install torch;
+//! otherwise it runs when `crates/gpu/bench/pytorch_baseline.sh` has installed torch before),
+//! BENCH_PEAK_GFLOPS (the CPU's fp32 peak, when the estimate from /proc/cpuinfo is wrong).
+//!
+//! Throughput is measured side by side with PyTorch on the same MLP, batch, optimizer and
+//! thread counts (1 and all cores), and reported as `ratio_vs_pytorch` (ours / theirs, per thread
+//! count) with the kernels PyTorch ran.
 //! Prints its configuration and results; the last line is one JSON object.
 
 use std::collections::BTreeMap;
@@ -38,6 +45,29 @@ fn cpu_gemm_gflops(n: usize, reps: usize) -> f64 {
         let c = a.dot(&a);
         best = best.min(t.elapsed().as_secs_f64());
         checksum += c[[0, 0]];
+    }
+    assert!(checksum.is_finite());
+    2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+/// The deterministic executor's own GEMM (no FMA, sequential sums; `trainmesh_gpu::gemm`), one
+/// thread, best of `reps`.
+fn deterministic_gemm_gflops(n: usize, reps: usize) -> f64 {
+    use trainmesh_gpu::gemm::{gemm_acc, MatRef};
+    let a: Vec<f32> = (0..n * n).map(|i| ((i * 7) % 13) as f32 / 13.0).collect();
+    let mut best = f64::INFINITY;
+    let mut checksum = 0.0f32;
+    for _ in 0..reps + 1 {
+        let mut c = vec![0.0f32; n * n];
+        let t = Instant::now();
+        gemm_acc(
+            MatRef::row_major(&a, n, n),
+            MatRef::row_major(&a, n, n),
+            &mut c,
+            1,
+        );
+        best = best.min(t.elapsed().as_secs_f64());
+        checksum += c[0];
     }
     assert!(checksum.is_finite());
     2.0 * (n as f64).powi(3) / best / 1e9
@@ -123,6 +153,113 @@ fn cheat_detection_rate(audits: u64) -> f64 {
     caught as f64 / audits as f64
 }
 
+/// Multiply-add FLOPs of one training sample of a dense model: forward, weight gradients, and
+/// input gradients of every layer but the first (neither side computes those).
+fn dense_train_flops_per_sample(model: &Model) -> f64 {
+    let mut fwd = 0.0;
+    let mut dx = 0.0;
+    for (i, layer) in model.layers.iter().enumerate() {
+        let (ws, _) = layer.param_shapes();
+        let macs: f64 = ws.iter().product::<usize>() as f64;
+        fwd += macs;
+        if i > 0 {
+            dx += macs;
+        }
+    }
+    2.0 * (2.0 * fwd + dx)
+}
+
+/// This CPU's fp32 peak: cores × 2 vector units × lanes × 2 FLOPs (multiply + add) × clock.
+/// BENCH_PEAK_GFLOPS overrides it.
+fn cpu_fp32_peak_gflops(cores: usize) -> (f64, String) {
+    if let Some(v) = std::env::var("BENCH_PEAK_GFLOPS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        return (v, "BENCH_PEAK_GFLOPS".into());
+    }
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = info
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let (lanes, isa) = if has("avx512f") {
+        (16.0, "AVX-512")
+    } else if has("avx2") {
+        (8.0, "AVX2")
+    } else {
+        (4.0, "SSE")
+    };
+    let mhz = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(2500.0);
+    let peak = cores as f64 * 2.0 * lanes * 2.0 * mhz / 1000.0;
+    (
+        peak,
+        format!("{cores} cores × 2 units × {lanes} lanes ({isa}) × 2 × {mhz:.0} MHz"),
+    )
+}
+
+/// Training throughput on the deterministic path: 5 warm-up steps, then the best of 3 timed runs
+/// of 40 steps (the PyTorch baseline measures the same way).
+fn train_throughput(
+    model: &Model,
+    hyper: HyperParams,
+    data: &trainmesh_gpu::dataset::Samples,
+    threads: usize,
+) -> f64 {
+    let mut trainer = Trainer::new(model, hyper, data)
+        .expect("trainer")
+        .with_threads(threads);
+    let mut state = initial_state(model, &hyper);
+    trainer.run(&mut state, 5);
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let start = Instant::now();
+        trainer.run(&mut state, 40);
+        best = best.max(40.0 * hyper.batch as f64 / start.elapsed().as_secs_f64());
+    }
+    best
+}
+
+/// Runs `bench/pytorch_baseline.sh` at `threads` threads (same model, batch, optimizer and
+/// measurement). BENCH_PYTORCH=0 skips it; BENCH_PYTORCH=install lets the wrapper install torch
+/// into its virtualenv; otherwise it runs only when torch is already installed there.
+fn pytorch_baseline(threads: usize, probe: bool) -> Result<serde_json::Value, String> {
+    let mode = std::env::var("BENCH_PYTORCH").unwrap_or_default();
+    if mode == "0" {
+        return Err("BENCH_PYTORCH=0".into());
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/pytorch_baseline.sh");
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(script)
+        .args(["--threads", &threads.to_string()])
+        .args(["--warmup", "5", "--steps", "40", "--reps", "3"]);
+    if probe {
+        cmd.arg("--probe");
+    }
+    if mode != "install" {
+        cmd.env("TRAINMESH_TORCH_NO_INSTALL", "1");
+    }
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{script} exited with {} (run it once to install torch, or set BENCH_PYTORCH=install)",
+            out.status
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).map_err(|e| format!("{script}: unreadable output ({e}): {last}"))
+}
+
 fn main() {
     let epochs = env_usize("BENCH_EPOCHS", 10);
     let matmul_n = env_usize("BENCH_MATMUL_N", 512);
@@ -148,7 +285,8 @@ fn main() {
         Compute::Cpu { reason } => (format!("none: {reason}"), 0.0),
     };
     let cpu_gflops = cpu_gemm_gflops(matmul_n, 3);
-    println!("matmul {matmul_n}³: wgpu {wgpu_gflops:.2} GFLOP/s on {adapter}; CPU GEMM (ndarray → matrixmultiply, 1 thread) {cpu_gflops:.2} GFLOP/s");
+    let det_gflops = deterministic_gemm_gflops(matmul_n, 3);
+    println!("matmul {matmul_n}³: wgpu {wgpu_gflops:.2} GFLOP/s on {adapter}; CPU GEMM (ndarray → matrixmultiply, 1 thread) {cpu_gflops:.2} GFLOP/s; deterministic GEMM (trainmesh_gpu::gemm, 1 thread) {det_gflops:.2} GFLOP/s");
 
     // 2. Fashion-MNIST MLP 784-256-128-10, batch 128, Adam.
     // Cheat detection at the default audit rate.
@@ -200,20 +338,77 @@ fn main() {
         test.len(),
         hyper.batch
     );
-    // Throughput at 1 thread and at `threads`, on 40 steps each.
-    let mut per_thread = Vec::new();
-    for t in [1, threads] {
-        let mut trainer = Trainer::new(&model, hyper, &train)
-            .expect("trainer")
-            .with_threads(t);
-        let mut state = initial_state(&model, &hyper);
-        trainer.run(&mut state, 2);
-        let start = Instant::now();
-        trainer.run(&mut state, 40);
-        let sps = 40.0 * hyper.batch as f64 / start.elapsed().as_secs_f64();
-        println!("throughput at {t} thread(s): {sps:.0} samples/s");
-        per_thread.push(sps);
+    // Throughput at 1 thread and at `threads`, side by side with PyTorch at the same count:
+    // ours, theirs, ours, theirs, … (BENCH_ROUNDS rounds, best of each), so a load that comes and
+    // goes on the machine touches both.
+    let flops_per_sample = dense_train_flops_per_sample(&model);
+    let (peak_gflops, peak_how) = cpu_fp32_peak_gflops(threads);
+    let rounds = env_usize("BENCH_ROUNDS", 2).max(1);
+    let thread_counts: Vec<usize> = if threads > 1 {
+        vec![1, threads]
+    } else {
+        vec![1]
+    };
+    let mut ours = BTreeMap::<usize, f64>::new();
+    let mut theirs = BTreeMap::<usize, f64>::new();
+    let mut torch_info = serde_json::Value::Null;
+    let mut torch_skip: Option<String> = None;
+    for round in 0..rounds {
+        for &t in &thread_counts {
+            let sps = train_throughput(&model, hyper, &train, t);
+            println!("round {round}: trainmesh at {t} thread(s): {sps:.0} samples/s");
+            let e = ours.entry(t).or_insert(0.0);
+            *e = e.max(sps);
+            if torch_skip.is_some() {
+                continue;
+            }
+            match pytorch_baseline(t, torch_info.is_null()) {
+                Ok(v) => {
+                    let sps = v["train_samples_per_s"][t.to_string()]
+                        .as_f64()
+                        .unwrap_or(0.0);
+                    println!("round {round}: pytorch   at {t} thread(s): {sps:.0} samples/s");
+                    let e = theirs.entry(t).or_insert(0.0);
+                    *e = e.max(sps);
+                    if torch_info.is_null() {
+                        torch_info = v;
+                    }
+                }
+                Err(e) => {
+                    println!("PyTorch baseline not run: {e}");
+                    torch_skip = Some(e);
+                }
+            }
+        }
     }
+    let mut ratio = serde_json::Map::new();
+    for (&t, &sps) in &ours {
+        let gflops = sps * flops_per_sample / 1e9;
+        let peak_t = peak_gflops * t as f64 / threads as f64;
+        print!(
+            "{t} thread(s): trainmesh {sps:.0} samples/s = {gflops:.1} GFLOP/s ({:.1}% of {peak_t:.0} peak)",
+            100.0 * gflops / peak_t
+        );
+        if let Some(&p) = theirs.get(&t) {
+            print!(
+                "; PyTorch {p:.0} samples/s = {:.1} GFLOP/s; ratio {:.2}",
+                p * flops_per_sample / 1e9,
+                sps / p
+            );
+            ratio.insert(t.to_string(), serde_json::json!(sps / p));
+        }
+        println!();
+    }
+    if !torch_info.is_null() {
+        println!(
+            "PyTorch {} kernels: BLAS {}, ATen CPU capability {}, mkldnn {}",
+            torch_info["torch"],
+            torch_info["blas"],
+            torch_info["cpu_capability"],
+            torch_info["mkldnn_available"]
+        );
+    }
+    println!("fp32 peak: {peak_gflops:.0} GFLOP/s ({peak_how}); {flops_per_sample:.0} FLOPs per training sample");
     let mut store = CheckpointStore::new();
     let mut trainer = Trainer::new(&model, hyper, &train)
         .expect("trainer")
@@ -229,10 +424,9 @@ fn main() {
         .expect("work unit");
     let train_s = t.elapsed().as_secs_f64();
     let samples_per_s = (segments * segment_steps * hyper.batch as u64) as f64 / train_s;
-    let flops_per_sample = 6.0 * model.param_count() as f64;
     let metrics = evaluate(&model, &state.params, &test).expect("eval");
     println!(
-        "training: {train_s:.1} s, {samples_per_s:.0} samples/s (~{:.1} GFLOP/s at 6·params per sample), test accuracy {:.4}, loss {:.4}",
+        "training: {train_s:.1} s, {samples_per_s:.0} samples/s ({:.1} GFLOP/s), test accuracy {:.4}, loss {:.4}",
         samples_per_s * flops_per_sample / 1e9,
         metrics.accuracy,
         metrics.loss
@@ -278,10 +472,22 @@ fn main() {
         "matmul_n": matmul_n,
         "matmul_gflops_wgpu": wgpu_gflops,
         "matmul_gflops_cpu_baseline": cpu_gflops,
+        "matmul_gflops_cpu_deterministic": det_gflops,
         "cpu_threads": threads,
         "train_samples_per_s": samples_per_s,
-        "train_samples_per_s_1thread": per_thread[0],
-        "train_samples_per_s_nthreads": per_thread[1],
+        "train_samples_per_s_1thread": ours.get(&1),
+        "train_samples_per_s_nthreads": ours.get(&threads),
+        "train_samples_per_s_by_threads": ours.iter().map(|(t, v)| (t.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+        "pytorch_samples_per_s_by_threads": theirs.iter().map(|(t, v)| (t.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+        "pytorch": torch_info,
+        "pytorch_skipped": torch_skip,
+        "ratio_vs_pytorch": ratio,
+        "train_flops_per_sample": flops_per_sample,
+        "train_gflops_by_threads": ours.iter().map(|(t, v)| (t.to_string(), v * flops_per_sample / 1e9)).collect::<BTreeMap<_, _>>(),
+        "cpu_fp32_peak_gflops": peak_gflops,
+        "train_peak_fraction_by_threads": ours.iter().map(|(t, v)| (t.to_string(), v * flops_per_sample / 1e9 / (peak_gflops * *t as f64 / threads as f64))).collect::<BTreeMap<_, _>>(),
+        "matmul_cpu_baseline_peak_fraction_1thread": cpu_gflops / (peak_gflops / threads as f64),
+        "matmul_cpu_deterministic_peak_fraction_1thread": det_gflops / (peak_gflops / threads as f64),
         "train_seconds": train_s,
         "epochs": epochs,
         "fashion_mnist_test_accuracy": metrics.accuracy,

@@ -9,6 +9,7 @@
 //! the CPU training path and the referee of disputes.
 
 use crate::detmath;
+use crate::gemm::{gemm_acc, MatRef};
 use crate::spec::{Activation, Layer, Model};
 
 /// A dense tensor, row-major.
@@ -58,24 +59,6 @@ fn layer_activation(l: &Layer) -> Option<Activation> {
     }
 }
 
-/// Runs `f(first_row, block)` over contiguous blocks of rows of `out` on up to `threads` threads.
-/// Callers only ever partition *outputs*: every output element is still summed by one thread in
-/// the same order, so the bits do not depend on the thread count.
-fn par_rows(out: &mut [f32], row_len: usize, threads: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    let rows = out.len() / row_len.max(1);
-    if threads <= 1 || rows < 2 * threads {
-        f(0, out);
-        return;
-    }
-    let per = rows.div_ceil(threads);
-    std::thread::scope(|s| {
-        for (t, block) in out.chunks_mut(per * row_len).enumerate() {
-            let f = &f;
-            s.spawn(move || f(t * per, block));
-        }
-    });
-}
-
 fn dense_forward(
     x: &[f32],
     n: usize,
@@ -85,22 +68,17 @@ fn dense_forward(
     outputs: usize,
     threads: usize,
 ) -> Vec<f32> {
-    let mut out = vec![0.0f32; n * outputs];
-    par_rows(&mut out, outputs, threads, |r0, block| {
-        for (r, row) in block.chunks_exact_mut(outputs).enumerate() {
-            let xr = &x[(r0 + r) * inputs..(r0 + r + 1) * inputs];
-            row.copy_from_slice(b);
-            for (k, &a) in xr.iter().enumerate() {
-                if a == 0.0 {
-                    continue;
-                }
-                let wr = &w[k * outputs..(k + 1) * outputs];
-                for (o, &wv) in row.iter_mut().zip(wr) {
-                    *o += a * wv;
-                }
-            }
-        }
-    });
+    // y[i][·] = b + Σ_k x[i][k]·W[k][·], summed over k in order.
+    let mut out = Vec::with_capacity(n * outputs);
+    for _ in 0..n {
+        out.extend_from_slice(b);
+    }
+    gemm_acc(
+        MatRef::row_major(x, n, inputs),
+        MatRef::row_major(w, inputs, outputs),
+        &mut out,
+        threads,
+    );
     out
 }
 
@@ -276,43 +254,21 @@ pub fn loss_and_grads_threads(
                         *bv += g;
                     }
                 }
-                // dW[k][·] = Σ_i x[i][k]·g[i][·], summed over i in order; threads split k.
-                par_rows(gw, outputs, threads, |k0, block| {
-                    for (xr, gr) in input.chunks_exact(inputs).zip(grad.chunks_exact(outputs)) {
-                        for (kk, wrow) in block.chunks_exact_mut(outputs).enumerate() {
-                            let a = xr[k0 + kk];
-                            if a == 0.0 {
-                                continue;
-                            }
-                            for (wv, &g) in wrow.iter_mut().zip(gr) {
-                                *wv += a * g;
-                            }
-                        }
-                    }
-                });
+                // dW[k][·] = Σ_i x[i][k]·g[i][·], summed over i in order.
+                gemm_acc(
+                    MatRef::row_major(input, n, inputs).t(),
+                    MatRef::row_major(&grad, n, outputs),
+                    gw,
+                    threads,
+                );
                 if need_input_grad {
-                    let mut wt = vec![0.0f32; inputs * outputs];
-                    for k in 0..inputs {
-                        for j in 0..outputs {
-                            wt[j * inputs + k] = w[k * outputs + j];
-                        }
-                    }
-                    let grad = &grad;
-                    par_rows(&mut gx, inputs, threads, |i0, block| {
-                        for (r, gxr) in block.chunks_exact_mut(inputs).enumerate() {
-                            let gr = &grad[(i0 + r) * outputs..(i0 + r + 1) * outputs];
-                            for (j, &g) in gr.iter().enumerate() {
-                                if g == 0.0 {
-                                    continue;
-                                }
-                                for (o, &wv) in
-                                    gxr.iter_mut().zip(&wt[j * inputs..(j + 1) * inputs])
-                                {
-                                    *o += g * wv;
-                                }
-                            }
-                        }
-                    });
+                    // dx[i][k] = Σ_j g[i][j]·W[k][j], summed over j in order.
+                    gemm_acc(
+                        MatRef::row_major(&grad, n, outputs),
+                        MatRef::row_major(w, inputs, outputs).t(),
+                        &mut gx,
+                        threads,
+                    );
                 }
             }
             Layer::Conv { .. } => {

@@ -29,6 +29,7 @@ pub mod detmath;
 pub mod device;
 pub mod error;
 pub mod executor;
+pub mod gemm;
 pub mod hash;
 pub mod import;
 pub mod optim;
