@@ -416,7 +416,7 @@ impl Ledger {
             .map_err(storage)?
             .map(|old| old.value().to_vec());
             if old != v {
-                changed.push((KeyHash::with::<Sha256>(&k), v));
+                changed.push((KeyHash::with::<Sha256>(&k), k.clone(), v));
                 before.insert(k, old);
             }
         }
@@ -424,10 +424,12 @@ impl Ledger {
             return Ok(None);
         }
         let mut nodes = txn.open_table(JMT_NODES).map_err(storage)?;
-        let names: HashMap<KeyHash, &[u8]> = before
-            .keys()
-            .map(|k| (KeyHash::with::<Sha256>(k), k.as_slice()))
-            .collect();
+        let mut names: HashMap<KeyHash, &[u8]> = HashMap::with_capacity(changed.len());
+        let mut values = Vec::with_capacity(changed.len());
+        for (h, k, v) in &mut changed {
+            names.insert(*h, k.as_slice());
+            values.push((*h, v.take()));
+        }
         let (root, update) = {
             let reader = TreeStore {
                 nodes: &nodes,
@@ -437,10 +439,10 @@ impl Ledger {
                 proved: None,
             };
             let tree = Sha256Jmt::new(&reader);
-            if changed.iter().all(|(_, v)| v.is_some()) {
+            if values.iter().all(|(_, v)| v.is_some()) {
                 // One pass over the sorted keys: much faster than inserting key by key, and the
                 // same tree (a test checks both paths agree).
-                let values = changed
+                let values = values
                     .into_iter()
                     .map(|(h, v)| (h, v.expect("checked above")))
                     .collect();
@@ -450,7 +452,7 @@ impl Ledger {
                 (roots[0], update)
             } else {
                 // Deletions need the general path.
-                tree.put_value_set(changed, version).map_err(storage)?
+                tree.put_value_set(values, version).map_err(storage)?
             }
         };
         let cache_update = tree::write_update(&mut nodes, cache, &update, &names)?;

@@ -12,7 +12,7 @@
 //! its record. All in the batch's write transaction: a crash leaves the previous tree or the new
 //! one, as it leaves the previous state or the new one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use jmt::storage::{LeafNode, NibblePath, Node, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{KeyHash, OwnedValue, ValueHash, Version};
@@ -38,16 +38,40 @@ fn storage<E: std::fmt::Display>(e: E) -> LedgerError {
     }
 }
 
-/// The table key of a tree node: its nibble path, packed two nibbles a byte, then the nibble
-/// count (so the records of a subtree sit side by side).
-fn path_key(path: &NibblePath) -> Vec<u8> {
-    let n = path.num_nibbles();
-    let mut out = vec![0u8; n.div_ceil(2) + 1];
-    for (i, nibble) in path.nibbles().enumerate() {
-        out[i / 2] |= u8::from(nibble) << if i % 2 == 0 { 4 } else { 0 };
+/// A nibble path, packed two nibbles a byte, inline (no allocation, cheap to hash and compare).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PathId {
+    packed: [u8; 32],
+    nibbles: u8,
+}
+
+impl PathId {
+    fn of(path: &NibblePath) -> PathId {
+        let mut packed = [0u8; 32];
+        for (i, nibble) in path.nibbles().enumerate() {
+            packed[i / 2] |= u8::from(nibble) << if i % 2 == 0 { 4 } else { 0 };
+        }
+        PathId {
+            packed,
+            nibbles: path.num_nibbles() as u8,
+        }
     }
-    out[n.div_ceil(2)] = n as u8;
-    out
+
+    /// The table key: the packed path, then the nibble count (so the records of a subtree sit
+    /// side by side).
+    fn key(&self) -> ([u8; 33], usize) {
+        let len = (self.nibbles as usize).div_ceil(2);
+        let mut key = [0u8; 33];
+        key[..len].copy_from_slice(&self.packed[..len]);
+        key[len] = self.nibbles;
+        (key, len + 1)
+    }
+}
+
+/// The table key of a tree node.
+fn path_key(path: &NibblePath) -> Vec<u8> {
+    let (key, len) = PathId::of(path).key();
+    key[..len].to_vec()
 }
 
 /// One record of the table, parsed.
@@ -67,33 +91,52 @@ fn parse(record: &[u8]) -> anyhow::Result<Record<'_>> {
     }
 }
 
-/// The latest tree's nodes in memory, so a batch does not read and decode them from redb again.
-/// Only a lookup aid: it is filled after a commit succeeds, and a restart begins with it empty.
+/// The latest tree's nodes in memory (by path, with their versions), so a batch does not read
+/// and decode them from redb again. Only a lookup aid: it is filled after a commit succeeds, and a
+/// restart begins with it empty.
 #[derive(Debug, Default)]
 pub(crate) struct NodeCache {
-    nodes: HashMap<NodeKey, Node>,
+    nodes: HashMap<PathId, (Version, Node)>,
 }
 
 impl NodeCache {
     /// Nodes kept in memory, at most (a few hundred bytes each).
     const NODES_MAX: usize = 1_000_000;
 
+    fn get(&self, key: &NodeKey) -> Option<&Node> {
+        self.at(&PathId::of(key.nibble_path()), key.version())
+    }
+
+    fn at(&self, path: &PathId, version: Version) -> Option<&Node> {
+        match self.nodes.get(path) {
+            Some((v, node)) if *v == version => Some(node),
+            _ => None,
+        }
+    }
+
     pub(crate) fn apply(&mut self, update: CacheUpdate) {
-        for k in &update.stale {
-            self.nodes.remove(k);
+        for (path, version) in &update.stale {
+            if self.at(path, *version).is_some() {
+                self.nodes.remove(path);
+            }
         }
         if self.nodes.len() + update.fresh.len() > Self::NODES_MAX {
             self.nodes.clear();
         }
-        self.nodes.extend(update.fresh);
+        self.nodes.extend(
+            update
+                .fresh
+                .into_iter()
+                .map(|(path, version, node)| (path, (version, node))),
+        );
     }
 }
 
 /// What a committed batch changes in the node cache.
 #[derive(Debug, Default)]
 pub(crate) struct CacheUpdate {
-    fresh: Vec<(NodeKey, Node)>,
-    stale: Vec<NodeKey>,
+    fresh: Vec<(PathId, Version, Node)>,
+    stale: Vec<(PathId, Version)>,
 }
 
 /// The tree's view of redb.
@@ -126,7 +169,7 @@ where
     S: ReadableTable<&'static [u8], &'static [u8]>,
 {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
-        if let Some(node) = self.cache.nodes.get(node_key) {
+        if let Some(node) = self.cache.get(node_key) {
             return Ok(Some(node.clone()));
         }
         let Some(record) = self
@@ -181,62 +224,84 @@ pub(crate) fn write_update(
     update: &TreeUpdateBatch,
     changed: &HashMap<KeyHash, &[u8]>,
 ) -> LedgerResult<CacheUpdate> {
-    // What the stale paths held, read before anything is overwritten: leaves whose record can
-    // stay (same path, same key), and the keys of leaves that moved without changing.
-    let mut stale_leaf: HashMap<Vec<u8>, KeyHash> = HashMap::new();
-    let mut moved: HashMap<KeyHash, Vec<u8>> = HashMap::new();
-    let mut stale_paths = Vec::with_capacity(update.stale_node_index_batch.len());
-    for stale in &update.stale_node_index_batch {
-        let path = path_key(stale.node_key.nibble_path());
-        let leaf_hash = match cache.nodes.get(&stale.node_key) {
-            Some(Node::Leaf(leaf)) => Some(leaf.key_hash()),
-            Some(_) => None,
-            None => {
-                let record = nodes.get(path.as_slice()).map_err(storage)?;
-                match record.as_ref().map(|r| parse(r.value())).transpose() {
-                    Ok(Some(Record::Leaf { key })) => Some(KeyHash::with::<Sha256>(key)),
-                    Ok(_) => None,
-                    Err(e) => return Err(corrupt(e)),
-                }
-            }
-        };
-        if let Some(hash) = leaf_hash {
-            if !changed.contains_key(&hash) {
-                let record = nodes
-                    .get(path.as_slice())
-                    .map_err(storage)?
-                    .ok_or_else(|| corrupt("a stale leaf has no record"))?;
-                match parse(record.value()).map_err(corrupt)? {
-                    Record::Leaf { key } => moved.insert(hash, key.to_vec()),
-                    Record::Internal { .. } => return Err(corrupt("a stale leaf is not a leaf")),
-                };
-            }
-            stale_leaf.insert(path.clone(), hash);
-        }
-        stale_paths.push(path);
-    }
-
-    let fresh: Vec<(Vec<u8>, &NodeKey, &Node)> = update
+    let fresh: Vec<(PathId, &NodeKey, &Node)> = update
         .node_batch
         .nodes()
         .iter()
-        .map(|(k, n)| (path_key(k.nibble_path()), k, n))
+        .map(|(k, n)| (PathId::of(k.nibble_path()), k, n))
         .collect();
-    let fresh_paths: HashSet<&[u8]> = fresh.iter().map(|(p, _, _)| p.as_slice()).collect();
-    for path in &stale_paths {
-        if !fresh_paths.contains(path.as_slice()) {
-            nodes.remove(path.as_slice()).map_err(storage)?;
+    let mut fresh_at: HashMap<PathId, usize> = HashMap::with_capacity(fresh.len());
+    for (i, (path, _, _)) in fresh.iter().enumerate() {
+        fresh_at.insert(*path, i);
+    }
+    // Fresh nodes whose record is already right: a leaf of the same key at the same path (the
+    // value, in `state`, is all that changed).
+    let mut unchanged = vec![false; fresh.len()];
+    // The keys of leaves that moved without changing (read before anything is overwritten).
+    let mut moved: HashMap<KeyHash, Vec<u8>> = HashMap::new();
+    let mut stale = Vec::with_capacity(update.stale_node_index_batch.len());
+    for s in &update.stale_node_index_batch {
+        let path = PathId::of(s.node_key.nibble_path());
+        stale.push((path, s.node_key.version()));
+        let (leaf_hash, state_key) = match cache.at(&path, s.node_key.version()) {
+            Some(Node::Leaf(leaf)) => (Some(leaf.key_hash()), None),
+            Some(_) => (None, None),
+            None => {
+                let (key, len) = path.key();
+                match nodes.get(&key[..len]).map_err(storage)? {
+                    Some(record) => match parse(record.value()).map_err(corrupt)? {
+                        Record::Leaf { key } => {
+                            (Some(KeyHash::with::<Sha256>(key)), Some(key.to_vec()))
+                        }
+                        Record::Internal { .. } => (None, None),
+                    },
+                    None => (None, None),
+                }
+            }
+        };
+        let Some(hash) = leaf_hash else {
+            continue;
+        };
+        match fresh_at.get(&path).map(|&i| fresh[i].2) {
+            Some(Node::Leaf(leaf)) if leaf.key_hash() == hash => {
+                unchanged[fresh_at[&path]] = true;
+            }
+            _ => {}
+        }
+        if !changed.contains_key(&hash) {
+            let key = match state_key {
+                Some(key) => key,
+                None => {
+                    let (key, len) = path.key();
+                    let record = nodes
+                        .get(&key[..len])
+                        .map_err(storage)?
+                        .ok_or_else(|| corrupt("a stale leaf has no record"))?;
+                    match parse(record.value()).map_err(corrupt)? {
+                        Record::Leaf { key } => key.to_vec(),
+                        Record::Internal { .. } => {
+                            return Err(corrupt("a stale leaf is not a leaf"))
+                        }
+                    }
+                }
+            };
+            moved.insert(hash, key);
+        }
+    }
+    for (path, _) in &stale {
+        if !fresh_at.contains_key(path) {
+            let (key, len) = path.key();
+            nodes.remove(&key[..len]).map_err(storage)?;
         }
     }
     let mut record = Vec::with_capacity(1024);
-    for (path, key, node) in &fresh {
+    for ((path, key, node), unchanged) in fresh.iter().zip(unchanged) {
+        if unchanged {
+            continue;
+        }
         record.clear();
         if let Node::Leaf(leaf) = node {
             let hash = leaf.key_hash();
-            if stale_leaf.get(path) == Some(&hash) {
-                // The record at this path already names this key; the value is in `state`.
-                continue;
-            }
             let state_key = changed
                 .get(&hash)
                 .copied()
@@ -249,20 +314,17 @@ pub(crate) fn write_update(
             record.extend_from_slice(&key.version().to_be_bytes());
             borsh::to_writer(&mut record, *node).map_err(corrupt)?;
         }
+        let (table_key, len) = path.key();
         nodes
-            .insert(path.as_slice(), record.as_slice())
+            .insert(&table_key[..len], record.as_slice())
             .map_err(storage)?;
     }
     Ok(CacheUpdate {
         fresh: fresh
             .into_iter()
-            .map(|(_, k, n)| (k.clone(), n.clone()))
+            .map(|(path, k, n)| (path, k.version(), n.clone()))
             .collect(),
-        stale: update
-            .stale_node_index_batch
-            .iter()
-            .map(|s| s.node_key.clone())
-            .collect(),
+        stale,
     })
 }
 
