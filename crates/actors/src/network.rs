@@ -5,7 +5,7 @@
 //! The swarm runs in its own task; callers talk to it through bounded channels of
 //! [`NetworkCommand`]s and [`NetworkEvent`]s, so the consensus driver never touches libp2p.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +27,10 @@ pub const COMMAND_QUEUE_MAX: usize = 1_024;
 pub const EVENT_QUEUE_MAX: usize = 4_096;
 
 const DIRECT_PROTOCOL: &str = "/trainmesh/direct/1";
+/// Offences after which a peer is disconnected.
+pub const PENALTY_DISCONNECT: u32 = 16;
+/// How long a disconnected offender stays refused.
+pub const BAN_SECONDS: u64 = 60;
 
 /// Decides whether a broadcast may be delivered and forwarded (checks signatures, epochs...).
 pub type Validate = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
@@ -46,8 +50,11 @@ pub enum NetworkError {
 pub enum NetworkCommand {
     /// Publish to every peer on `topic`.
     Broadcast { topic: String, bytes: Bytes },
-    /// Send to one peer.
+    /// Send to one peer (found through Kademlia when its address is not known yet).
     SendTo { peer: PeerId, bytes: Bytes },
+    /// `peer` sent something malformed or hostile; after [`PENALTY_DISCONNECT`] offences it is
+    /// disconnected and refused for [`BAN_SECONDS`].
+    Penalize { peer: PeerId, reason: String },
 }
 
 /// What the network reports.
@@ -215,7 +222,10 @@ pub fn spawn(
                 "/trainmesh/1".into(),
                 key.public(),
             ));
-            let kad = kad::Behaviour::new(local, kad::store::MemoryStore::new(local));
+            let mut kad = kad::Behaviour::new(local, kad::store::MemoryStore::new(local));
+            // Loopback and private networks never confirm an external address: serve the DHT
+            // anyway, or no peer would ever learn about this one.
+            kad.set_mode(Some(kad::Mode::Server));
             let direct = request_response::Behaviour::with_codec(
                 DirectCodec,
                 [(StreamProtocol::new(DIRECT_PROTOCOL), ProtocolSupport::Full)],
@@ -257,7 +267,11 @@ pub fn spawn(
     let bootstrap = config.bootstrap.clone();
     tokio::spawn(async move {
         let mut redial = tokio::time::interval(Duration::from_secs(2));
+        let mut discover = tokio::time::interval(Duration::from_secs(5));
         let mut connected: BTreeSet<PeerId> = BTreeSet::new();
+        let mut offences: BTreeMap<PeerId, u32> = BTreeMap::new();
+        let mut banned: BTreeMap<PeerId, tokio::time::Instant> = BTreeMap::new();
+        let mut looked_up: BTreeMap<PeerId, tokio::time::Instant> = BTreeMap::new();
         loop {
             tokio::select! {
                 command = command_rx.recv() => {
@@ -268,9 +282,39 @@ pub fn spawn(
                             let _ = swarm.behaviour_mut().gossipsub.publish(IdentTopic::new(topic), bytes.to_vec());
                         }
                         NetworkCommand::SendTo { peer, bytes } => {
+                            if peer == local {
+                                continue;
+                            }
+                            if !connected.contains(&peer) {
+                                // Ask the DHT where it is (at most once a second per peer);
+                                // the request below dials whatever address is known by then.
+                                let now = tokio::time::Instant::now();
+                                let recent = looked_up.get(&peer).is_some_and(|t| now.duration_since(*t) < Duration::from_secs(1));
+                                if !recent {
+                                    looked_up.insert(peer, now);
+                                    swarm.behaviour_mut().kad.get_closest_peers(peer);
+                                }
+                            }
                             swarm.behaviour_mut().direct.send_request(&peer, bytes.to_vec());
                         }
+                        NetworkCommand::Penalize { peer, reason } => {
+                            let n = offences.entry(peer).or_insert(0);
+                            *n += 1;
+                            tracing::debug!(%peer, offences = *n, %reason, "peer penalized");
+                            if *n >= PENALTY_DISCONNECT {
+                                tracing::warn!(%peer, %reason, "disconnecting a misbehaving peer");
+                                offences.remove(&peer);
+                                banned.insert(peer, tokio::time::Instant::now() + Duration::from_secs(BAN_SECONDS));
+                                let _ = swarm.disconnect_peer_id(peer);
+                            }
+                        }
                     }
+                }
+                _ = discover.tick() => {
+                    let _ = swarm.behaviour_mut().kad.bootstrap();
+                    let now = tokio::time::Instant::now();
+                    banned.retain(|_, until| *until > now);
+                    looked_up.retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
                 }
                 _ = redial.tick() => {
                     for (peer, addr) in &bootstrap {
@@ -282,6 +326,10 @@ pub fn spawn(
                 event = swarm.select_next_some() => {
                     let out = match event {
                         SwarmEvent::NewListenAddr { address, .. } => Some(NetworkEvent::Listening(address)),
+                        SwarmEvent::ConnectionEstablished { peer_id, .. } if banned.contains_key(&peer_id) => {
+                            let _ = swarm.disconnect_peer_id(peer_id);
+                            None
+                        }
                         SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                             connected.insert(peer_id);
                             Some(NetworkEvent::Connected(peer_id))
@@ -313,7 +361,7 @@ pub fn spawn(
                             ..
                         })) => {
                             let _ = swarm.behaviour_mut().direct.send_response(channel, ());
-                            Some(NetworkEvent::Message { from: peer, bytes: Bytes::from(request) })
+                            (!banned.contains_key(&peer)).then(|| NetworkEvent::Message { from: peer, bytes: Bytes::from(request) })
                         }
                         SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                             for addr in info.listen_addrs {

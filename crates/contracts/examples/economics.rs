@@ -177,6 +177,7 @@ fn main() {
                 heldout_samples: 360,
                 licence: "CC-BY-4.0".into(),
                 price_per_use: Amount::from_train(1),
+                peer_id: "12D3KooWProvider".into(),
             },
         },
     );

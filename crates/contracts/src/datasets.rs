@@ -13,6 +13,8 @@ pub const SHARDS_MAX: usize = 4_096;
 const NAME_BYTES_MAX: usize = 128;
 const LICENCE_BYTES_MAX: usize = 256;
 
+pub const PEER_ID_BYTES_MAX: usize = 128;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetSpec {
     pub name: String,
@@ -24,6 +26,8 @@ pub struct DatasetSpec {
     pub heldout_samples: u64,
     pub licence: String,
     pub price_per_use: Amount,
+    /// The libp2p peer id that serves the shards (and the held-out split, to evaluators only).
+    pub peer_id: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +59,9 @@ impl DatasetSpec {
         }
         if self.licence.len() > LICENCE_BYTES_MAX {
             return Err(invalid("licence longer than 256 bytes"));
+        }
+        if self.peer_id.is_empty() || self.peer_id.len() > PEER_ID_BYTES_MAX {
+            return Err(invalid("peer id must be 1 to 128 bytes"));
         }
         if self.shard_sizes.is_empty() {
             return Err(invalid("no shards"));

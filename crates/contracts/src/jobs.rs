@@ -721,7 +721,7 @@ fn certify(
         unit: unit.id,
         trainer,
         checkpoint: result.checkpoint,
-        metric_ppm: result.metric_ppm,
+        metric_ppm: certified_metric(job.spec.target.metric, unit, accepts),
         certificate,
     });
 
@@ -809,14 +809,30 @@ fn certify(
 
     job.units_done += 1;
     job.latest_checkpoint = result.checkpoint;
-    job.latest_metric_ppm = Some(result.metric_ppm);
-    if job.spec.target.reached(result.metric_ppm) {
+    // The target is judged on what the accepting evaluators measured on the held-out split
+    // (which the trainer never saw), taking the least favourable of their measurements.
+    let measured = certified_metric(job.spec.target.metric, unit, accepts);
+    job.latest_metric_ppm = Some(measured);
+    if job.spec.target.reached(measured) {
         finish(state, ctx, job, JobState::Completed, events)
     } else if job.units_done >= job.units_total {
         finish(state, ctx, job, JobState::Exhausted, events)
     } else {
         job.current_unit += 1;
         open_unit(state, ctx, job, p, events)
+    }
+}
+
+/// The least favourable metric among the accepting evaluators' attestations.
+fn certified_metric(metric: Metric, unit: &Unit, accepts: &[Address]) -> u32 {
+    let measured = unit
+        .attestations
+        .iter()
+        .filter(|(e, a)| a.accept && accepts.contains(e))
+        .map(|(_, a)| a.metric_ppm);
+    match metric {
+        Metric::Accuracy => measured.min().unwrap_or(0),
+        Metric::Loss => measured.max().unwrap_or(u32::MAX),
     }
 }
 

@@ -83,6 +83,7 @@ fn dataset_spec() -> DatasetSpec {
         heldout_samples: 360,
         licence: "CC-BY-4.0".into(),
         price_per_use: Amount::from_train(1),
+        peer_id: "12D3KooWProvider".into(),
     }
 }
 

@@ -1,0 +1,278 @@
+//! The Evaluator actor: registers the node as an evaluator and verifies every result it was
+//! sampled for: the chain must be the committed one and start where the unit starts (tier 0
+//! also recomputes the metric on the held-out split, which trainers never receive); tier 1
+//! re-executes segments drawn from the audit seed fixed after the result was committed. Then it
+//! publishes its attestation.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use trainmesh_contracts::jobs::{Attestation, Job, Metric, Unit, UnitState};
+use trainmesh_contracts::workers::Role;
+use trainmesh_contracts::{Call, UnitId};
+use trainmesh_gpu::checkpoint::TrainState;
+use trainmesh_gpu::hash::Hash32 as GpuHash;
+use trainmesh_gpu::train::{CheckpointStore, Trainer, WorkResult as Chain};
+use trainmesh_gpu::verify::{self, AuditPolicy, Comparison, DEFAULT_AUDIT_SEGMENTS};
+
+use crate::ledger::LedgerAdvanced;
+use crate::trainer::{ensure_registered, Registration, HEARTBEAT_INTERVAL};
+use crate::wire::BlobKind;
+use crate::work::{
+    current_units, model_and_hyper, ppm, start_state, worker_peers, WorkContext, WorkError,
+    FETCH_TIMEOUT, RESUBMIT_AFTER,
+};
+
+pub struct EvaluatorActor {
+    work: WorkContext,
+    registration: Registration,
+    busy: Option<(UnitId, u32)>,
+    sent: BTreeMap<(UnitId, u32), (Attestation, Instant)>,
+    registration_sent: Option<Instant>,
+}
+
+impl std::fmt::Debug for EvaluatorActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvaluatorActor")
+            .field("address", &self.work.wallet.address)
+            .finish()
+    }
+}
+
+impl EvaluatorActor {
+    pub fn new(work: WorkContext, registration: Registration) -> Self {
+        EvaluatorActor {
+            work,
+            registration,
+            busy: None,
+            sent: BTreeMap::new(),
+            registration_sent: None,
+        }
+    }
+
+    fn send(&self, unit: UnitId, attestation: Attestation, resync: bool) {
+        let work = self.work.clone();
+        actix::spawn(async move {
+            let call = Call::Attest { unit, attestation };
+            if let Err(e) = work.wallet.send(&work.ledger, call, resync).await {
+                tracing::warn!(error = %e, "could not send an attestation");
+            }
+        });
+    }
+
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        if !ensure_registered(
+            &self.work,
+            Role::Evaluator,
+            &self.registration,
+            &mut self.registration_sent,
+        ) {
+            return;
+        }
+        let Ok(units) = current_units(&self.work.ledger) else {
+            return;
+        };
+        let me = self.work.wallet.address;
+        for (job, unit) in units {
+            if unit.state != UnitState::Submitted
+                || !unit.evaluators.contains(&me)
+                || unit.attestations.iter().any(|(a, _)| *a == me)
+            {
+                continue;
+            }
+            let key = (unit.id, unit.attempt);
+            if let Some((attestation, at)) = self.sent.get_mut(&key) {
+                if at.elapsed() >= RESUBMIT_AFTER {
+                    *at = Instant::now();
+                    let a = attestation.clone();
+                    self.send(unit.id, a, true);
+                }
+                continue;
+            }
+            if self.busy.is_some() {
+                continue;
+            }
+            self.busy = Some(key);
+            let work = self.work.clone();
+            let fut = async move { verify_unit(&work, &job, &unit).await };
+            ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
+                act.busy = None;
+                let attestation = match res {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(unit = ?key.0, error = %e, "result refused");
+                        Attestation {
+                            accept: false,
+                            metric_ppm: 0,
+                            tier: 0,
+                            segments_checked: Vec::new(),
+                        }
+                    }
+                };
+                let verdict = if attestation.accept { "accept" } else { "reject" };
+                act.work
+                    .metrics
+                    .verification_outcomes
+                    .with_label_values(&[verdict])
+                    .inc();
+                tracing::info!(unit = ?key.0, verdict, metric_ppm = attestation.metric_ppm, "attesting");
+                act.sent.insert(key, (attestation.clone(), Instant::now()));
+                act.send(key.0, attestation, false);
+            }));
+        }
+        if self.sent.len() > 1_024 {
+            let first = *self.sent.keys().next().expect("not empty");
+            self.sent.remove(&first);
+        }
+    }
+}
+
+/// Checks one result. `Err` means the result is refused (the reason is logged); a fetch that
+/// times out counts as withheld data, which is refused too.
+async fn verify_unit(work: &WorkContext, job: &Job, unit: &Unit) -> Result<Attestation, WorkError> {
+    let result = unit
+        .result
+        .clone()
+        .ok_or_else(|| WorkError::Invalid("submitted unit without result".into()))?;
+    let (model, hyper) = model_and_hyper(job)?;
+    let trainer_peers = worker_peers(&work.ledger, Role::Trainer, unit.trainer.as_ref());
+    let chain_bytes = work
+        .fetcher
+        .fetch(
+            BlobKind::Chain,
+            result.chain_root.0,
+            &trainer_peers,
+            FETCH_TIMEOUT,
+        )
+        .await?;
+    let chain: Chain = serde_json::from_slice(&chain_bytes)
+        .map_err(|e| WorkError::Invalid(format!("chain: {e}")))?;
+    if chain.final_checkpoint().0 != result.checkpoint.0
+        || chain.chain.len() as u32 != result.segments
+        || chain.start_step != unit.first_step
+        || chain.chain.len() as u64 * chain.segment_steps != unit.steps
+    {
+        return Err(WorkError::Invalid(
+            "the chain does not match the committed result and unit".into(),
+        ));
+    }
+    // The chain must start where the unit starts.
+    let start = start_state(work, job, unit, &model, &hyper).await?;
+    let start_bytes = start.encode(&model);
+    if GpuHash::of(&start_bytes) != chain.start {
+        return Err(WorkError::Invalid(
+            "the chain starts from another checkpoint".into(),
+        ));
+    }
+    let train = work.datasets.load(work, job.spec.dataset, false).await?;
+    let heldout = work.datasets.load(work, job.spec.dataset, true).await?;
+    let audited = if job.spec.tier >= 1 {
+        verify::draw_audit(
+            &GpuHash(result.chain_root.0),
+            &GpuHash(unit.audit_seed.0),
+            chain.chain.len(),
+            DEFAULT_AUDIT_SEGMENTS,
+        )
+    } else {
+        Vec::new()
+    };
+    // Fetch every checkpoint the audit and tier 0 need.
+    let mut store = CheckpointStore::new();
+    store.put(start_bytes);
+    let mut wanted: Vec<GpuHash> = vec![chain.final_checkpoint()];
+    for &i in &audited {
+        wanted.push(chain.segment_start(i));
+        wanted.push(chain.chain[i]);
+    }
+    wanted.sort();
+    wanted.dedup();
+    for h in wanted {
+        if store.get(&h).is_some() {
+            continue;
+        }
+        let b = work
+            .fetcher
+            .fetch(BlobKind::Checkpoint, h.0, &trainer_peers, FETCH_TIMEOUT)
+            .await?;
+        store.put(b.to_vec());
+    }
+    let metrics = work.metrics.clone();
+    let tier = job.spec.tier;
+    let metric_kind = job.spec.target.metric;
+    let committed_root = GpuHash(result.chain_root.0);
+    let beacon = GpuHash(unit.audit_seed.0);
+    let end_step = unit.first_step + unit.steps;
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let final_bytes = store
+            .get(&chain.final_checkpoint())
+            .expect("fetched above")
+            .to_vec();
+        let measured = verify::tier0(&model, &final_bytes, &chain.final_checkpoint(), &heldout)?;
+        let final_state = TrainState::decode(&final_bytes, &model)?;
+        let mut accept = final_state.step == end_step;
+        let mut checked = Vec::new();
+        if tier >= 1 {
+            let mut replayer = Trainer::new(&model, hyper, &train)?;
+            let report = verify::audit(
+                &model,
+                &chain,
+                &committed_root,
+                &beacon,
+                AuditPolicy {
+                    segments: DEFAULT_AUDIT_SEGMENTS,
+                    comparison: Comparison::Exact,
+                },
+                &store,
+                &mut replayer,
+            )?;
+            if !report.accepted() {
+                tracing::info!(
+                    faults = report.faults.len(),
+                    checked = report.checked.len(),
+                    "audit found faked segments"
+                );
+            }
+            accept &= report.accepted();
+            checked = report.checked.iter().map(|&i| i as u32).collect();
+        }
+        metrics
+            .verification_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok::<_, trainmesh_gpu::GpuError>(Attestation {
+            accept,
+            metric_ppm: match metric_kind {
+                Metric::Accuracy => ppm(measured.accuracy),
+                Metric::Loss => ppm(measured.loss),
+            },
+            tier,
+            segments_checked: checked,
+        })
+    })
+    .await
+    .map_err(|e| WorkError::Invalid(format!("verification task: {e}")))?
+    .map_err(WorkError::from)
+}
+
+impl Actor for EvaluatorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.poll(ctx));
+        ctx.run_interval(HEARTBEAT_INTERVAL, |act, _| {
+            let work = act.work.clone();
+            actix::spawn(async move {
+                let _ = work.wallet.send(&work.ledger, Call::Heartbeat, false).await;
+            });
+        });
+    }
+}
+
+impl Handler<LedgerAdvanced> for EvaluatorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: LedgerAdvanced, ctx: &mut Context<Self>) {
+        self.poll(ctx);
+    }
+}

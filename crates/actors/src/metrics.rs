@@ -1,0 +1,180 @@
+//! What each actor records, in one Prometheus registry per node (exposed by the node's HTTP
+//! server). Names follow Prometheus conventions: `_total` counters, `_seconds` histograms.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone, Debug)]
+pub struct NodeMetrics {
+    pub registry: Registry,
+    // Consensus (Coordinator).
+    pub round: IntGauge,
+    pub committed_round: IntGauge,
+    pub commits: IntCounter,
+    pub commit_latency: Histogram,
+    pub messages_in: IntCounter,
+    pub messages_rejected: IntCounter,
+    pub messages_dropped: IntCounter,
+    pub equivocations: IntCounter,
+    pub mempool_bytes: IntGauge,
+    pub mempool_accepted: IntCounter,
+    pub mempool_refused: IntCounter,
+    // Ledger.
+    pub ledger_height: IntGauge,
+    pub ledger_transactions: IntCounterVec,
+    pub batch_seconds: Histogram,
+    // Network.
+    pub bytes_out: IntCounter,
+    pub peers: IntGauge,
+    // Work.
+    pub training_steps: IntCounter,
+    pub training_seconds: Histogram,
+    pub training_samples_per_second: prometheus::Gauge,
+    pub verification_outcomes: IntCounterVec,
+    pub verification_seconds: Histogram,
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("metric name is valid");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("metric name is valid");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("metric name is valid");
+    r.register(Box::new(h.clone()))
+        .expect("metric registered once");
+    h
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric name is valid");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NodeMetrics {
+    pub fn new() -> NodeMetrics {
+        let r = Registry::new();
+        let latency = vec![0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0];
+        let work = vec![0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
+        NodeMetrics {
+            round: gauge(
+                &r,
+                "trainmesh_consensus_round",
+                "Highest round this validator proposed",
+            ),
+            committed_round: gauge(
+                &r,
+                "trainmesh_consensus_committed_round",
+                "Round of the last committed leader",
+            ),
+            commits: counter(
+                &r,
+                "trainmesh_consensus_commits_total",
+                "Committed sub-DAGs",
+            ),
+            commit_latency: histogram(
+                &r,
+                "trainmesh_consensus_commit_latency_seconds",
+                "From the leader's timestamp to its commit",
+                latency,
+            ),
+            messages_in: counter(
+                &r,
+                "trainmesh_consensus_messages_total",
+                "Consensus messages received",
+            ),
+            messages_rejected: counter(
+                &r,
+                "trainmesh_consensus_messages_rejected_total",
+                "Consensus messages refused",
+            ),
+            messages_dropped: counter(
+                &r,
+                "trainmesh_network_messages_dropped_total",
+                "Outgoing messages dropped on a full queue",
+            ),
+            equivocations: counter(
+                &r,
+                "trainmesh_consensus_equivocations_total",
+                "Equivocations detected",
+            ),
+            mempool_bytes: gauge(
+                &r,
+                "trainmesh_mempool_bytes",
+                "Bytes waiting in the mempool",
+            ),
+            mempool_accepted: counter(
+                &r,
+                "trainmesh_mempool_transactions_total",
+                "Transactions accepted into the mempool",
+            ),
+            mempool_refused: counter(
+                &r,
+                "trainmesh_mempool_refused_total",
+                "Transactions refused by the mempool",
+            ),
+            ledger_height: gauge(&r, "trainmesh_ledger_height", "Batches executed"),
+            ledger_transactions: counter_vec(
+                &r,
+                "trainmesh_ledger_transactions_total",
+                "Executed transactions by outcome",
+                &["outcome"],
+            ),
+            batch_seconds: histogram(
+                &r,
+                "trainmesh_ledger_batch_seconds",
+                "Time to execute one committed batch",
+                vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0],
+            ),
+            bytes_out: counter(&r, "trainmesh_network_bytes_out_total", "Bytes sent"),
+            peers: gauge(&r, "trainmesh_network_peers", "Connected peers"),
+            training_steps: counter(&r, "trainmesh_training_steps_total", "Optimizer steps run"),
+            training_seconds: histogram(
+                &r,
+                "trainmesh_training_unit_seconds",
+                "Compute time of one work unit",
+                work.clone(),
+            ),
+            training_samples_per_second: {
+                let g = prometheus::Gauge::new(
+                    "trainmesh_training_samples_per_second",
+                    "Training throughput of the last unit",
+                )
+                .expect("metric name is valid");
+                r.register(Box::new(g.clone()))
+                    .expect("metric registered once");
+                g
+            },
+            verification_outcomes: counter_vec(
+                &r,
+                "trainmesh_verification_outcomes_total",
+                "Verdicts given",
+                &["verdict"],
+            ),
+            verification_seconds: histogram(
+                &r,
+                "trainmesh_verification_seconds",
+                "Compute time of one verification",
+                work,
+            ),
+            registry: r,
+        }
+    }
+}

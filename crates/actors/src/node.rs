@@ -1,0 +1,262 @@
+//! One trainmesh node: its network, its ledger, and the actors of its roles, wired together.
+//! [`start`] must run inside an actix system on a tokio runtime
+//! (`actix::System::with_tokio_rt`).
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use actix::prelude::*;
+use libp2p::{Multiaddr, PeerId};
+use trainmesh_contracts::Genesis;
+use trainmesh_dag::{
+    Authority, Committee, Core, CoreConfig, Epoch, KeyPair, PublicKey, RedbStore, Validator,
+};
+use trainmesh_gpu::dataset::Samples;
+use trainmesh_ledger::Ledger;
+
+use crate::blobs::{BlobStore, Fetcher};
+use crate::consensus::{now, PeerBook};
+use crate::coordinator::Coordinator;
+use crate::evaluator::EvaluatorActor;
+use crate::ledger::{LedgerActor, SharedLedger, Subscribe};
+use crate::metrics::NodeMetrics;
+use crate::network::{self, NetworkConfig};
+use crate::provider::{DataProvider, DatasetOffer};
+use crate::router::{Router, ValidatorInbox};
+use crate::trainer::{Registration, TrainerActor};
+use crate::wallet::{Submitter, Wallet};
+use crate::work::{DatasetCache, WorkContext};
+
+/// What a node is and does.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub genesis: Genesis,
+    /// The account key: signs the node's transactions. Also its network key unless it is a
+    /// validator (then the consensus key is, so that peers know it from the committee).
+    pub account_secret: [u8; 32],
+    pub consensus_secret: Option<[u8; 32]>,
+    pub listen: Multiaddr,
+    pub bootstrap: Vec<(PeerId, Multiaddr)>,
+    pub trainer: Option<(Registration, bool)>,
+    pub evaluator: Option<Registration>,
+    pub provider: Option<(Arc<Samples>, DatasetOffer)>,
+    pub core_config: CoreConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("genesis: {0}")]
+    Genesis(String),
+    #[error("ledger: {0}")]
+    Ledger(#[from] trainmesh_ledger::LedgerError),
+    #[error("consensus: {0}")]
+    Consensus(#[from] trainmesh_dag::DagError),
+    #[error("network: {0}")]
+    Network(#[from] network::NetworkError),
+    #[error("data directory {path}: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error("dataset: {0}")]
+    Dataset(#[from] crate::work::WorkError),
+    #[error("the consensus key is not in the genesis committee")]
+    NotInCommittee,
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct NodeHandle {
+    pub name: String,
+    pub peer_id: PeerId,
+    pub ledger: SharedLedger,
+    pub metrics: NodeMetrics,
+    pub wallet: Wallet,
+    pub committee: Committee,
+    pub coordinator: Option<Addr<Coordinator<RedbStore>>>,
+    pub ledger_actor: Addr<LedgerActor>,
+    pub provider: Option<Addr<DataProvider>>,
+    pub blobs: BlobStore,
+    arbiters: Vec<Arbiter>,
+}
+
+impl NodeHandle {
+    /// Stops the node's actors (its network stops when they drop their senders).
+    pub fn stop(self) {
+        for a in self.arbiters {
+            a.stop();
+        }
+    }
+}
+
+/// A genesis' consensus committee: validators in genesis order, stake in whole TRAIN.
+pub fn committee_of(genesis: &Genesis) -> Result<Committee, NodeError> {
+    let authorities = genesis
+        .validators
+        .iter()
+        .map(|v| Authority {
+            public_key: PublicKey(v.consensus_key.0),
+            stake: ((v.stake.0 / trainmesh_contracts::types::UNITS_PER_TRAIN) as u64).max(1),
+        })
+        .collect();
+    Ok(Committee::new(Epoch(0), authorities)?)
+}
+
+/// The ed25519 public key of a secret.
+pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
+    KeyPair::from_secret_bytes(secret).public().0
+}
+
+pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
+    std::fs::create_dir_all(&spec.data_dir).map_err(|e| NodeError::DataDir {
+        path: spec.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let committee = committee_of(&spec.genesis)?;
+    let peers = PeerBook::new(&committee)?;
+    let metrics = NodeMetrics::new();
+
+    let mut ledger = Ledger::open(spec.data_dir.join("ledger.redb"))?;
+    if !ledger.is_initialized() {
+        ledger.init(&spec.genesis)?;
+    } else if ledger.chain_id() != spec.genesis.chain_id {
+        return Err(NodeError::Genesis(format!(
+            "data directory holds chain {:?}, genesis is {:?}",
+            ledger.chain_id(),
+            spec.genesis.chain_id
+        )));
+    }
+    let replay_from = ledger.next_index();
+    let ledger: SharedLedger = Arc::new(RwLock::new(ledger));
+
+    let validator_index = match spec.consensus_secret {
+        Some(s) => Some(
+            committee
+                .index_of(&PublicKey(public_key(&s)))
+                .ok_or(NodeError::NotInCommittee)?,
+        ),
+        None => None,
+    };
+    let network_secret = spec.consensus_secret.unwrap_or(spec.account_secret);
+    let (net, events) = network::spawn(NetworkConfig {
+        secret_key: network_secret,
+        listen: spec.listen.clone(),
+        bootstrap: spec.bootstrap.clone(),
+        topics: vec![],
+        validate: Arc::new(|_| true),
+    })?;
+    let peer_id = network::keypair(&network_secret)?.public().to_peer_id();
+    let blobs = BlobStore::default();
+    let fetcher = Fetcher::new(net.clone(), blobs.clone());
+    let chain_id = spec.genesis.chain_id.clone();
+    let mut arbiters = Vec::new();
+
+    let (ledger_actor, coordinator) = match (validator_index, spec.consensus_secret) {
+        (Some(me), Some(secret)) => {
+            let arbiter = Arbiter::new();
+            let actor = LedgerActor::validator(ledger.clone(), net.clone(), metrics.clone());
+            let ledger_actor = LedgerActor::start_in_arbiter(&arbiter.handle(), |_| actor);
+            arbiters.push(arbiter);
+            let store = RedbStore::open(spec.data_dir.join("dag.redb"))?;
+            let (core, startup) = Core::new(
+                spec.core_config.clone(),
+                committee.clone(),
+                me,
+                KeyPair::from_secret_bytes(&secret),
+                store,
+                now(),
+            )?;
+            let coordinator = Coordinator::new(
+                core,
+                startup,
+                Validator::new(committee.clone(), spec.core_config.clone()),
+                peers.clone(),
+                net.clone(),
+                ledger_actor.clone().recipient(),
+                replay_from,
+                metrics.clone(),
+            );
+            let arbiter = Arbiter::new();
+            let coordinator = Coordinator::start_in_arbiter(&arbiter.handle(), |_| coordinator);
+            arbiters.push(arbiter);
+            (ledger_actor, Some(coordinator))
+        }
+        _ => {
+            let actor = LedgerActor::follower(
+                ledger.clone(),
+                committee.clone(),
+                net.clone(),
+                metrics.clone(),
+            )?;
+            (actor.start(), None)
+        }
+    };
+
+    let submitter = match &coordinator {
+        Some(c) => Submitter::Local(c.clone().recipient()),
+        None => Submitter::Remote {
+            net: net.clone(),
+            validators: committee.indices().map(|a| peers.peer(a)).collect(),
+            next: Arc::default(),
+        },
+    };
+    let wallet = Wallet::new(spec.account_secret, chain_id.clone(), submitter);
+
+    let inbox = coordinator.as_ref().map(|c| ValidatorInbox {
+        consensus: c.clone().recipient(),
+        mempool: c.clone().recipient(),
+        sync: c.clone().recipient(),
+    });
+    Router::new(
+        peers.clone(),
+        inbox,
+        ledger_actor.clone().recipient(),
+        ledger.clone(),
+        chain_id,
+        blobs.clone(),
+        fetcher.clone(),
+        net.clone(),
+        events,
+        metrics.clone(),
+    )
+    .start();
+
+    let work = WorkContext {
+        ledger: ledger.clone(),
+        fetcher,
+        blobs: blobs.clone(),
+        wallet: wallet.clone(),
+        metrics: metrics.clone(),
+        peer_id,
+        datasets: DatasetCache::default(),
+    };
+    if let Some((registration, cheat)) = spec.trainer.clone() {
+        let t = TrainerActor::new(work.clone(), registration, cheat).start();
+        ledger_actor.do_send(Subscribe(t.recipient()));
+    }
+    if let Some(registration) = spec.evaluator.clone() {
+        let e = EvaluatorActor::new(work.clone(), registration).start();
+        ledger_actor.do_send(Subscribe(e.recipient()));
+    }
+    let provider = match &spec.provider {
+        Some((samples, offer)) => {
+            let p = DataProvider::new(work.clone(), samples, offer.clone())?.start();
+            ledger_actor.do_send(Subscribe(p.clone().recipient()));
+            Some(p)
+        }
+        None => None,
+    };
+    tracing::info!(node = %spec.name, %peer_id, validator = ?validator_index, "node started");
+    Ok(NodeHandle {
+        name: spec.name,
+        peer_id,
+        ledger,
+        metrics,
+        wallet,
+        committee,
+        coordinator,
+        ledger_actor,
+        provider,
+        blobs,
+        arbiters,
+    })
+}

@@ -1,0 +1,262 @@
+//! The Trainer actor: registers the node as a trainer, picks up the units the ledger assigns to
+//! it, runs them on the GPU engine (off the actor's thread), keeps and serves the checkpoint chain,
+//! and publishes the result.
+//!
+//! A trainer built with `cheat` fakes half of its segments (claims their steps without running
+//! them): the devnet uses it to show that evaluators catch it and the ledger slashes it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use trainmesh_contracts::jobs::{Job, Unit, UnitState, WorkResult};
+use trainmesh_contracts::workers::{Capability, Role};
+use trainmesh_contracts::{Amount, Call, Hash32, UnitId};
+use trainmesh_gpu::train::{evaluate, Trainer, WorkResult as Chain};
+
+use crate::blobs::Audience;
+use crate::ledger::LedgerAdvanced;
+use crate::wire::BlobKind;
+use crate::work::{
+    current_units, model_and_hyper, ppm, segment_steps, start_state, worker, WorkContext,
+    WorkError, CHAIN_SEGMENTS_MAX, RESUBMIT_AFTER,
+};
+
+/// How often a worker tells the ledger it is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How a worker registers.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub bond: Amount,
+    pub capability: Capability,
+}
+
+/// Sends (and re-sends until it shows on the ledger) the worker's registration.
+pub(crate) fn ensure_registered(
+    work: &WorkContext,
+    role: Role,
+    registration: &Registration,
+    last_sent: &mut Option<Instant>,
+) -> bool {
+    if worker(&work.ledger, &work.wallet.address).is_some() {
+        return true;
+    }
+    if last_sent.is_some_and(|t| t.elapsed() < RESUBMIT_AFTER) {
+        return false;
+    }
+    let resync = last_sent.is_some();
+    *last_sent = Some(Instant::now());
+    let call = Call::RegisterWorker {
+        role,
+        bond: registration.bond,
+        capability: registration.capability.clone(),
+        peer_id: work.peer_id.to_string(),
+    };
+    let work = work.clone();
+    actix::spawn(async move {
+        if let Err(e) = work.wallet.send(&work.ledger, call, resync).await {
+            tracing::warn!(error = %e, "could not send the registration");
+        }
+    });
+    false
+}
+
+pub struct TrainerActor {
+    work: WorkContext,
+    registration: Registration,
+    cheat: bool,
+    busy: Option<(UnitId, u32)>,
+    /// Results sent, by (unit, attempt), with when they were last sent.
+    sent: BTreeMap<(UnitId, u32), (WorkResult, Instant)>,
+    registration_sent: Option<Instant>,
+}
+
+impl std::fmt::Debug for TrainerActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainerActor")
+            .field("address", &self.work.wallet.address)
+            .field("cheat", &self.cheat)
+            .finish()
+    }
+}
+
+impl TrainerActor {
+    pub fn new(work: WorkContext, registration: Registration, cheat: bool) -> Self {
+        TrainerActor {
+            work,
+            registration,
+            cheat,
+            busy: None,
+            sent: BTreeMap::new(),
+            registration_sent: None,
+        }
+    }
+
+    fn send_result(&self, unit: UnitId, result: WorkResult, resync: bool) {
+        let work = self.work.clone();
+        actix::spawn(async move {
+            let call = Call::SubmitWorkResult { unit, result };
+            if let Err(e) = work.wallet.send(&work.ledger, call, resync).await {
+                tracing::warn!(error = %e, "could not send a work result");
+            }
+        });
+    }
+
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        if !ensure_registered(
+            &self.work,
+            Role::Trainer,
+            &self.registration,
+            &mut self.registration_sent,
+        ) {
+            return;
+        }
+        let Ok(units) = current_units(&self.work.ledger) else {
+            return;
+        };
+        let me = self.work.wallet.address;
+        for (job, unit) in units {
+            if unit.state != UnitState::Assigned || unit.trainer != Some(me) {
+                continue;
+            }
+            let key = (unit.id, unit.attempt);
+            if let Some((result, at)) = self.sent.get_mut(&key) {
+                if at.elapsed() >= RESUBMIT_AFTER {
+                    *at = Instant::now();
+                    let result = result.clone();
+                    self.send_result(unit.id, result, true);
+                }
+                continue;
+            }
+            if self.busy.is_some() {
+                continue;
+            }
+            self.busy = Some(key);
+            let work = self.work.clone();
+            let cheat = self.cheat;
+            let fut = async move { run_unit(work, job, unit, cheat).await };
+            ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
+                act.busy = None;
+                match res {
+                    Ok(result) => {
+                        act.sent.insert(key, (result.clone(), Instant::now()));
+                        act.send_result(key.0, result, false);
+                    }
+                    Err(e) => tracing::warn!(unit = ?key.0, error = %e, "work unit failed"),
+                }
+            }));
+        }
+        // Forget results of units that moved on.
+        if self.sent.len() > 1_024 {
+            let first = *self.sent.keys().next().expect("not empty");
+            self.sent.remove(&first);
+        }
+    }
+}
+
+/// Fetches what the unit needs, trains it off the actor thread, stores the chain for serving.
+async fn run_unit(
+    work: WorkContext,
+    job: Job,
+    unit: Unit,
+    cheat: bool,
+) -> Result<WorkResult, WorkError> {
+    let (model, hyper) = model_and_hyper(&job)?;
+    let train = work.datasets.load(&work, job.spec.dataset, false).await?;
+    let start = start_state(&work, &job, &unit, &model, &hyper).await?;
+    if start.step != unit.first_step {
+        return Err(WorkError::Invalid(format!(
+            "start checkpoint is at step {}, the unit starts at {}",
+            start.step, unit.first_step
+        )));
+    }
+    let steps = unit.steps;
+    let metrics = work.metrics.clone();
+    let (chain, blobs, metric) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut trainer = Trainer::new(&model, hyper, &train)?;
+        let seg = segment_steps(steps, CHAIN_SEGMENTS_MAX);
+        let segments = steps / seg;
+        let mut blobs = vec![start.encode(&model)];
+        let start_hash = trainmesh_gpu::hash::Hash32::of(&blobs[0]);
+        let mut state = start;
+        let mut chain = Vec::with_capacity(segments as usize);
+        let mut losses = Vec::with_capacity(steps as usize);
+        for i in 0..segments {
+            if cheat && i % 2 == 1 {
+                // Claims the segment's steps without doing them.
+                state.step += seg;
+                let last = losses.last().copied().unwrap_or(0.0);
+                losses.extend(std::iter::repeat_n(last, seg as usize));
+            } else {
+                losses.extend(trainer.run(&mut state, seg));
+            }
+            let bytes = state.encode(&model);
+            chain.push(trainmesh_gpu::hash::Hash32::of(&bytes));
+            blobs.push(bytes);
+        }
+        let accuracy = evaluate(&model, &state.params, &train)?.accuracy;
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics.training_steps.inc_by(steps);
+        metrics.training_seconds.observe(elapsed);
+        metrics
+            .training_samples_per_second
+            .set((steps as f64 * hyper.batch as f64) / elapsed.max(1e-9));
+        let chain = Chain {
+            start: start_hash,
+            start_step: unit.first_step,
+            segment_steps: seg,
+            chain,
+            losses,
+        };
+        Ok::<_, trainmesh_gpu::GpuError>((chain, blobs, accuracy))
+    })
+    .await
+    .map_err(|e| WorkError::Invalid(format!("training task: {e}")))??;
+    for b in blobs {
+        let h = *blake3::hash(&b).as_bytes();
+        work.blobs.put(BlobKind::Checkpoint, h, b, Audience::Anyone);
+    }
+    let chain_root = chain.chain_root();
+    let chain_json = serde_json::to_vec(&chain).expect("chains serialize");
+    work.blobs
+        .put(BlobKind::Chain, chain_root.0, chain_json, Audience::Anyone);
+    // One loss per segment: its mean.
+    let per_segment = chain.segment_steps as usize;
+    let loss_trace_ppm = chain
+        .losses
+        .chunks(per_segment)
+        .map(|c| ppm(c.iter().map(|&l| l as f64).sum::<f64>() / c.len() as f64))
+        .take(trainmesh_contracts::jobs::LOSS_TRACE_MAX)
+        .collect();
+    Ok(WorkResult {
+        checkpoint: Hash32(chain.final_checkpoint().0),
+        chain_root: Hash32(chain_root.0),
+        segments: chain.chain.len() as u32,
+        loss_trace_ppm,
+        metric_ppm: ppm(metric),
+    })
+}
+
+impl Actor for TrainerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.poll(ctx));
+        ctx.run_interval(HEARTBEAT_INTERVAL, |act, _| {
+            let work = act.work.clone();
+            actix::spawn(async move {
+                let _ = work.wallet.send(&work.ledger, Call::Heartbeat, false).await;
+            });
+        });
+    }
+}
+
+impl Handler<LedgerAdvanced> for TrainerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: LedgerAdvanced, ctx: &mut Context<Self>) {
+        self.poll(ctx);
+    }
+}

@@ -1,0 +1,131 @@
+//! A node's own account: signs its transactions with the next nonce and hands them to a
+//! validator's mempool (the local Coordinator, or validators over the network, one after another
+//! on retries).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix::Recipient;
+use bytes::Bytes;
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+use trainmesh_contracts::{Address, Amount, Call};
+use trainmesh_ledger::transaction::Transaction;
+
+use crate::coordinator::SubmitTransactions;
+use crate::ledger::SharedLedger;
+use crate::network::NetworkCommand;
+use crate::wire::MeshMessage;
+
+/// Where signed transactions go.
+#[derive(Clone, Debug)]
+pub enum Submitter {
+    /// This node is a validator: straight into its mempool.
+    Local(Recipient<SubmitTransactions>),
+    /// Over the network to the validators' peers, rotating on every send.
+    Remote {
+        net: mpsc::Sender<NetworkCommand>,
+        validators: Vec<PeerId>,
+        next: Arc<AtomicUsize>,
+    },
+}
+
+impl Submitter {
+    pub async fn submit(&self, txs: Vec<Vec<u8>>) -> Result<(), String> {
+        match self {
+            Submitter::Local(r) => r
+                .send(SubmitTransactions(
+                    txs.into_iter().map(Bytes::from).collect(),
+                ))
+                .await
+                .map_err(|e| e.to_string())?,
+            Submitter::Remote {
+                net,
+                validators,
+                next,
+            } => {
+                if validators.is_empty() {
+                    return Err("no validator to submit to".into());
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed) % validators.len();
+                net.send(NetworkCommand::SendTo {
+                    peer: validators[i],
+                    bytes: MeshMessage::Transactions(txs).encode(),
+                })
+                .await
+                .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Wallet {
+    secret: [u8; 32],
+    public: [u8; 32],
+    pub address: Address,
+    chain_id: String,
+    next_nonce: Arc<Mutex<u64>>,
+    submitter: Submitter,
+}
+
+impl std::fmt::Debug for Wallet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wallet")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wallet {
+    pub fn new(secret: [u8; 32], chain_id: String, submitter: Submitter) -> Wallet {
+        let public = ed25519_zebra::VerificationKey::from(&ed25519_zebra::SigningKey::from(secret));
+        let public: [u8; 32] = public.into();
+        Wallet {
+            secret,
+            public,
+            address: Address::from_public_key(&public),
+            chain_id,
+            next_nonce: Arc::new(Mutex::new(0)),
+            submitter,
+        }
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public
+    }
+
+    /// Signs `call` with the next nonce and submits it. With `resync`, the nonce restarts from
+    /// the ledger's (after a transaction was lost); otherwise it continues after the last one
+    /// sent. Returns the transaction hash.
+    pub async fn send(
+        &self,
+        ledger: &SharedLedger,
+        call: Call,
+        resync: bool,
+    ) -> Result<[u8; 32], String> {
+        let on_ledger = ledger
+            .read()
+            .expect("ledger lock")
+            .account(&self.address)
+            .map_err(|e| e.to_string())?
+            .nonce;
+        let nonce = {
+            let mut n = self.next_nonce.lock().expect("nonce lock");
+            let nonce = if resync { on_ledger } else { on_ledger.max(*n) };
+            *n = nonce + 1;
+            nonce
+        };
+        let tx = Transaction {
+            chain_id: self.chain_id.clone(),
+            public_key: self.public,
+            nonce,
+            fee: Amount::ZERO,
+            call,
+        }
+        .sign(&self.secret);
+        let hash = tx.hash();
+        self.submitter.submit(vec![tx.encode()]).await?;
+        Ok(hash)
+    }
+}

@@ -1,0 +1,266 @@
+//! What trainers and evaluators share: reading jobs and units from the ledger, turning a job's
+//! spec into the GPU engine's model and hyper-parameters, and fetching datasets and checkpoints
+//! from the peers that serve them (every byte checked against the ledger's hashes).
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libp2p::PeerId;
+use trainmesh_contracts::datasets::Dataset;
+use trainmesh_contracts::jobs::{self, Job, Unit};
+use trainmesh_contracts::workers::{Role, Worker};
+use trainmesh_contracts::{keys, Address, DatasetId, JobId};
+use trainmesh_gpu::checkpoint::TrainState;
+use trainmesh_gpu::dataset::{decode_shard, DatasetManifest, Samples};
+use trainmesh_gpu::hash::{merkle_root, Hash32 as GpuHash};
+use trainmesh_gpu::optim::{HyperParams, Optimizer};
+use trainmesh_gpu::spec::{Model, ModelSpec};
+
+use crate::blobs::{BlobStore, Fetcher};
+use crate::ledger::SharedLedger;
+use crate::metrics::NodeMetrics;
+use crate::wallet::Wallet;
+use crate::wire::BlobKind;
+
+/// How long a worker waits for one blob from its peers.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// A transaction whose effect has not shown on the ledger after this long is sent again.
+pub const RESUBMIT_AFTER: Duration = Duration::from_secs(6);
+
+/// Everything a worker actor needs from its node.
+#[derive(Clone, Debug)]
+pub struct WorkContext {
+    pub ledger: SharedLedger,
+    pub fetcher: Fetcher,
+    pub blobs: BlobStore,
+    pub wallet: Wallet,
+    pub metrics: NodeMetrics,
+    pub peer_id: PeerId,
+    pub datasets: DatasetCache,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    #[error("ledger: {0}")]
+    Ledger(String),
+    #[error("{0}")]
+    Fetch(#[from] crate::blobs::FetchError),
+    #[error("gpu: {0}")]
+    Gpu(#[from] trainmesh_gpu::GpuError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn ledger_err(e: impl std::fmt::Display) -> WorkError {
+    WorkError::Ledger(e.to_string())
+}
+
+/// The unit each active job is working on, with its job.
+pub fn current_units(ledger: &SharedLedger) -> Result<Vec<(Job, Unit)>, WorkError> {
+    let l = ledger.read().expect("ledger lock");
+    let active: Vec<JobId> = l
+        .read(keys::ACTIVE_JOBS)
+        .map_err(ledger_err)?
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for id in active {
+        let Some(job) = l.read::<Job>(&keys::job(id)).map_err(ledger_err)? else {
+            continue;
+        };
+        let uid = trainmesh_contracts::UnitId {
+            job: id,
+            index: job.current_unit,
+        };
+        if let Some(unit) = l.read::<Unit>(&keys::unit(uid)).map_err(ledger_err)? {
+            out.push((job, unit));
+        }
+    }
+    Ok(out)
+}
+
+pub fn worker(ledger: &SharedLedger, a: &Address) -> Option<Worker> {
+    ledger
+        .read()
+        .expect("ledger lock")
+        .read::<Worker>(&keys::worker(a))
+        .ok()
+        .flatten()
+}
+
+/// Peer ids of the registered workers of `role`, `first` (when given) in front.
+pub fn worker_peers(ledger: &SharedLedger, role: Role, first: Option<&Address>) -> Vec<PeerId> {
+    let l = ledger.read().expect("ledger lock");
+    let index: Vec<Address> = l.read(keys::WORKERS).ok().flatten().unwrap_or_default();
+    let mut out = Vec::new();
+    if let Some(w) = first.and_then(|a| l.read::<Worker>(&keys::worker(a)).ok().flatten()) {
+        if let Ok(p) = PeerId::from_str(&w.peer_id) {
+            out.push(p);
+        }
+    }
+    for a in index {
+        if let Ok(Some(w)) = l.read::<Worker>(&keys::worker(&a)) {
+            if w.role == role {
+                if let Ok(p) = PeerId::from_str(&w.peer_id) {
+                    if !out.contains(&p) {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The job's model spec and the engine's hyper-parameters.
+pub fn model_and_hyper(job: &Job) -> Result<(Model, HyperParams), WorkError> {
+    let model = ModelSpec::from_json(job.spec.model.as_bytes())?;
+    let h = &job.spec.hyper;
+    let lr = h.learning_rate_ppm as f32 / 1e6;
+    let optimizer = match h.optimizer {
+        jobs::Optimizer::Sgd => Optimizer::Sgd { lr, momentum: 0.0 },
+        jobs::Optimizer::Adam => Optimizer::Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+    };
+    let hyper = HyperParams {
+        optimizer,
+        batch: h.batch_size as usize,
+        seed: h.seed,
+    };
+    hyper.validate()?;
+    Ok((model, hyper))
+}
+
+/// How a unit of `steps` steps is cut into segments: the smallest segment length that keeps the
+/// chain at most `max_segments` long and divides the unit evenly.
+pub fn segment_steps(steps: u64, max_segments: u64) -> u64 {
+    (1..=steps)
+        .find(|d| steps.is_multiple_of(*d) && steps / d <= max_segments)
+        .unwrap_or(steps)
+}
+
+/// The most segments a unit's chain is cut into.
+pub const CHAIN_SEGMENTS_MAX: u64 = 128;
+
+/// The state a unit starts from: the job's seeded initial state for its first unit, else the
+/// previous unit's certified checkpoint, fetched from the trainers and checked against its hash.
+pub async fn start_state(
+    work: &WorkContext,
+    job: &Job,
+    unit: &Unit,
+    model: &Model,
+    hyper: &HyperParams,
+) -> Result<TrainState, WorkError> {
+    if unit.start_checkpoint == trainmesh_contracts::Hash32::default() {
+        return Ok(trainmesh_gpu::train::initial_state(model, hyper));
+    }
+    let previous = if unit.id.index > 0 {
+        let uid = trainmesh_contracts::UnitId {
+            job: job.id,
+            index: unit.id.index - 1,
+        };
+        work.ledger
+            .read()
+            .expect("ledger lock")
+            .read::<Unit>(&keys::unit(uid))
+            .map_err(ledger_err)?
+            .and_then(|u| u.trainer)
+    } else {
+        None
+    };
+    let peers = worker_peers(&work.ledger, Role::Trainer, previous.as_ref());
+    let hash = unit.start_checkpoint.0;
+    let bytes = work
+        .fetcher
+        .fetch(BlobKind::Checkpoint, hash, &peers, FETCH_TIMEOUT)
+        .await?;
+    Ok(TrainState::decode_verified(&bytes, &GpuHash(hash), model)?)
+}
+
+/// Training (and, for evaluators, held-out) samples of attached datasets, fetched once.
+type SamplesBySplit = BTreeMap<(DatasetId, bool), Arc<Samples>>;
+
+#[derive(Clone, Debug, Default)]
+pub struct DatasetCache {
+    inner: Arc<Mutex<SamplesBySplit>>,
+}
+
+impl DatasetCache {
+    /// The training split (`heldout = false`) or the held-out split of dataset `id`, fetched
+    /// from its provider and checked against the roots attached on the ledger.
+    pub async fn load(
+        &self,
+        work: &WorkContext,
+        id: DatasetId,
+        heldout: bool,
+    ) -> Result<Arc<Samples>, WorkError> {
+        if let Some(s) = self.inner.lock().expect("cache lock").get(&(id, heldout)) {
+            return Ok(s.clone());
+        }
+        let dataset: Dataset = work
+            .ledger
+            .read()
+            .expect("ledger lock")
+            .read(&keys::dataset(id))
+            .map_err(ledger_err)?
+            .ok_or_else(|| WorkError::Invalid(format!("dataset {id:?} is not attached")))?;
+        let provider = PeerId::from_str(&dataset.spec.peer_id)
+            .map_err(|e| WorkError::Invalid(format!("dataset provider peer id: {e}")))?;
+        let peers = [provider];
+        let root = dataset.spec.shards_root.0;
+        let manifest = work
+            .fetcher
+            .fetch(BlobKind::Manifest, root, &peers, FETCH_TIMEOUT)
+            .await?;
+        let manifest: DatasetManifest = serde_json::from_slice(&manifest)
+            .map_err(|e| WorkError::Invalid(format!("manifest: {e}")))?;
+        if merkle_root(&manifest.heldout).0 != dataset.spec.heldout_root.0 {
+            return Err(WorkError::Invalid(
+                "manifest's held-out split is not the attached one".into(),
+            ));
+        }
+        let shards = if heldout {
+            &manifest.heldout
+        } else {
+            &manifest.train
+        };
+        let mut parts = Vec::with_capacity(shards.len());
+        for h in shards {
+            let bytes = work
+                .fetcher
+                .fetch(BlobKind::Shard, h.0, &peers, FETCH_TIMEOUT)
+                .await?;
+            parts.push(decode_shard(&bytes, h)?);
+        }
+        let samples = Arc::new(Samples::concat(&parts)?);
+        self.inner
+            .lock()
+            .expect("cache lock")
+            .insert((id, heldout), samples.clone());
+        Ok(samples)
+    }
+}
+
+/// A metric as parts per million.
+pub fn ppm(x: f64) -> u32 {
+    (x.clamp(0.0, 4_000.0) * 1e6).round() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_divide_the_unit() {
+        assert_eq!(segment_steps(176, 128), 2);
+        assert_eq!(segment_steps(100, 128), 1);
+        assert_eq!(segment_steps(257, 128), 257);
+        assert_eq!(segment_steps(1_000, 128), 8);
+        assert_eq!(ppm(0.95), 950_000);
+    }
+}

@@ -1,0 +1,195 @@
+//! `trainmesh job submit`: joins the network as a light node (a follower with no role), signs and
+//! submits a job, and with `--wait` follows it to the end; the last line is one JSON object.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use trainmesh_actors::node::{self, NodeSpec};
+use trainmesh_contracts::datasets::Dataset;
+use trainmesh_contracts::jobs::{Job, JobSpec, JobState};
+use trainmesh_contracts::{keys as state_keys, Address, Call, DatasetId, JobId};
+use trainmesh_dag::CoreConfig;
+
+use crate::config::parse_peer_addr;
+use crate::devnet::{demo_job, DatasetChoice};
+use crate::net::{free_port, loopback};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum JobCommand {
+    /// Submit a job (the demo job on the latest attached dataset unless `--spec` is given).
+    Submit(SubmitArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SubmitArgs {
+    #[arg(long)]
+    pub genesis: PathBuf,
+    /// The researcher's key file (pays the budget).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// `/ip4/…/tcp/…/p2p/<peer id>` of a validator; repeat.
+    #[arg(long = "bootstrap", required = true)]
+    pub bootstrap: Vec<String>,
+    /// A job spec as JSON (default: the demo MLP on the digits).
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// Follow the job until it ends.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long, default_value_t = 600)]
+    pub timeout_s: u64,
+}
+
+pub fn run(command: JobCommand) -> anyhow::Result<()> {
+    let JobCommand::Submit(args) = command;
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    });
+    system.block_on(submit(args))
+}
+
+fn latest_dataset(n: &node::NodeHandle) -> anyhow::Result<Option<DatasetId>> {
+    let l = n.ledger.read().expect("ledger lock");
+    let count = l
+        .read::<trainmesh_contracts::counters::Counters>(state_keys::COUNTERS)?
+        .map(|c| c.datasets)
+        .unwrap_or(0);
+    Ok((count > 0)
+        .then_some(DatasetId(count))
+        .filter(|id| matches!(l.read::<Dataset>(&state_keys::dataset(*id)), Ok(Some(_)))))
+}
+
+fn job_of(n: &node::NodeHandle, owner: &Address, after: u64) -> anyhow::Result<Option<Job>> {
+    let l = n.ledger.read().expect("ledger lock");
+    let count = l
+        .read::<trainmesh_contracts::counters::Counters>(state_keys::COUNTERS)?
+        .map(|c| c.jobs)
+        .unwrap_or(0);
+    for id in (after + 1..=count).rev() {
+        if let Some(job) = l.read::<Job>(&state_keys::job(JobId(id)))? {
+            if job.owner == *owner {
+                return Ok(Some(job));
+            }
+        }
+    }
+    Ok(None)
+}
+
+async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.timeout_s);
+    let dir = tempfile::tempdir().context("creating a data directory")?;
+    let secret = crate::keys::read(&args.key)?;
+    let genesis = crate::genesis::read(&args.genesis)?;
+    let handle = node::start(NodeSpec {
+        name: "client".into(),
+        data_dir: dir.path().to_path_buf(),
+        genesis,
+        account_secret: secret,
+        consensus_secret: None,
+        listen: loopback(free_port()),
+        bootstrap: args
+            .bootstrap
+            .iter()
+            .map(|s| parse_peer_addr(s))
+            .collect::<anyhow::Result<_>>()?,
+        trainer: None,
+        evaluator: None,
+        provider: None,
+        core_config: CoreConfig::default(),
+    })?;
+    let me = handle.wallet.address;
+    // Catch up with the ledger first (the nonce and the dataset come from it).
+    let dataset = loop {
+        if let Some(d) = latest_dataset(&handle)? {
+            break d;
+        }
+        if Instant::now() > deadline {
+            bail!("no dataset attached on the network");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let spec: JobSpec = match &args.spec {
+        Some(p) => serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("job spec {}", p.display()))?,
+        None => demo_job(
+            DatasetChoice::Digits,
+            dataset,
+            trainmesh_actors::consensus::now().0,
+        ),
+    };
+    let jobs_before = handle
+        .ledger
+        .read()
+        .expect("ledger lock")
+        .read::<trainmesh_contracts::counters::Counters>(state_keys::COUNTERS)?
+        .map(|c| c.jobs)
+        .unwrap_or(0);
+    let mut sent: Option<Instant> = None;
+    let job = loop {
+        if let Some(job) = job_of(&handle, &me, jobs_before)? {
+            break job;
+        }
+        if sent.is_none_or(|t| t.elapsed() > Duration::from_secs(6)) {
+            handle
+                .wallet
+                .send(
+                    &handle.ledger,
+                    Call::SubmitJob { spec: spec.clone() },
+                    sent.is_some(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("submitting: {e}"))?;
+            sent = Some(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("the job was not committed in time");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("job {} submitted ({} units)", job.id.0, job.units_total);
+    let mut job = job;
+    if args.wait {
+        let mut last = None;
+        while job.state == JobState::Running {
+            if Instant::now() > deadline {
+                bail!("job {} did not finish in {} s", job.id.0, args.timeout_s);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            job = handle
+                .ledger
+                .read()
+                .expect("ledger lock")
+                .read::<Job>(&state_keys::job(job.id))?
+                .context("the job vanished")?;
+            if last != Some(job.units_done) {
+                last = Some(job.units_done);
+                eprintln!(
+                    "job {}: {} of {} units certified, held-out metric {:?}",
+                    job.id.0, job.units_done, job.units_total, job.latest_metric_ppm
+                );
+            }
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "job": job.id.0,
+            "job_status": job.state.name(),
+            "units_done": job.units_done,
+            "units_total": job.units_total,
+            "test_accuracy": job.latest_metric_ppm.map(|m| m as f64 / 1e6),
+            "ledger_height": handle.ledger.read().expect("ledger lock").height(),
+            "wall_s": started.elapsed().as_secs_f64(),
+        })
+    );
+    handle.stop();
+    actix::System::current().stop();
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! `trainmesh node --config node.toml`: one node of a network. Its roles come from the config
+//! (a validator has a consensus key; `[trainer]`, `[evaluator]`, `[provider]` sections add the
+//! worker roles). While it runs it keeps `status.json` in its data directory: height, state root,
+//! and the roots of recent heights (what operators and the testnet scripts compare).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::{bail, Context as _};
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use serde::Deserialize;
+use trainmesh_actors::ledger::{LedgerAdvanced, Subscribe};
+use trainmesh_actors::node::{self, NodeSpec};
+use trainmesh_actors::trainer::Registration;
+use trainmesh_contracts::Amount;
+use trainmesh_dag::CoreConfig;
+
+use crate::devnet::{local_capability, DatasetChoice};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub genesis: PathBuf,
+    pub listen: String,
+    pub account_key: PathBuf,
+    pub consensus_key: Option<PathBuf>,
+    /// `/ip4/…/tcp/…/p2p/<peer id>` of peers to dial first (the validators, usually).
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    pub trainer: Option<TrainerConfig>,
+    pub evaluator: Option<EvaluatorConfig>,
+    pub provider: Option<ProviderConfig>,
+    #[serde(default)]
+    pub consensus: ConsensusConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerConfig {
+    /// Stake bonded at registration, in TRAIN.
+    pub bond: u64,
+    /// Fake half of every unit (demonstrations of slashing only).
+    #[serde(default)]
+    pub cheat: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluatorConfig {
+    pub bond: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// `digits` or `fashion-mnist`.
+    pub dataset: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsensusConfig {
+    pub max_header_delay_ms: u64,
+    pub leader_timeout_ms: u64,
+}
+
+impl Default for ConsensusConfig {
+    fn default() -> Self {
+        ConsensusConfig {
+            max_header_delay_ms: 100,
+            leader_timeout_ms: 1_000,
+        }
+    }
+}
+
+/// `…/p2p/<peer id>` split into the peer and the address to dial.
+pub fn parse_peer_addr(s: &str) -> anyhow::Result<(PeerId, Multiaddr)> {
+    let mut addr: Multiaddr = s
+        .parse()
+        .with_context(|| format!("bootstrap address {s:?}"))?;
+    match addr.pop() {
+        Some(Protocol::P2p(peer)) => Ok((peer, addr)),
+        _ => bail!("bootstrap address {s:?} must end with /p2p/<peer id>"),
+    }
+}
+
+impl NodeConfig {
+    pub fn read(path: &Path) -> anyhow::Result<NodeConfig> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut c: NodeConfig =
+            toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
+        // Relative paths are relative to the config file.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut c.data_dir, &mut c.genesis, &mut c.account_key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if let Some(p) = &mut c.consensus_key {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn spec(&self) -> anyhow::Result<NodeSpec> {
+        let capability = local_capability();
+        let provider = match &self.provider {
+            Some(p) => {
+                let choice = match p.dataset.as_str() {
+                    "digits" => DatasetChoice::Digits,
+                    "fashion-mnist" => DatasetChoice::FashionMnist,
+                    other => bail!("unknown dataset {other:?} (digits, fashion-mnist)"),
+                };
+                Some((
+                    Arc::new(crate::devnet::load_samples(choice)?),
+                    crate::devnet::offer(choice),
+                ))
+            }
+            None => None,
+        };
+        Ok(NodeSpec {
+            name: self.name.clone(),
+            data_dir: self.data_dir.clone(),
+            genesis: crate::genesis::read(&self.genesis)?,
+            account_secret: crate::keys::read(&self.account_key)?,
+            consensus_secret: self
+                .consensus_key
+                .as_ref()
+                .map(|p| crate::keys::read(p))
+                .transpose()?,
+            listen: self
+                .listen
+                .parse()
+                .with_context(|| format!("listen address {:?}", self.listen))?,
+            bootstrap: self
+                .bootstrap
+                .iter()
+                .map(|s| parse_peer_addr(s))
+                .collect::<anyhow::Result<_>>()?,
+            trainer: self.trainer.as_ref().map(|t| {
+                (
+                    Registration {
+                        bond: Amount::from_train(t.bond),
+                        capability: capability.clone(),
+                    },
+                    t.cheat,
+                )
+            }),
+            evaluator: self.evaluator.as_ref().map(|e| Registration {
+                bond: Amount::from_train(e.bond),
+                capability: capability.clone(),
+            }),
+            provider,
+            core_config: CoreConfig {
+                max_header_delay_ms: self.consensus.max_header_delay_ms,
+                leader_timeout_ms: self.consensus.leader_timeout_ms,
+                ..CoreConfig::default()
+            },
+        })
+    }
+}
+
+/// Heights whose roots `status.json` keeps.
+pub const STATUS_ROOTS_KEPT: usize = 2_000;
+
+/// Keeps `status.json` up to date.
+pub struct StatusWriter {
+    path: PathBuf,
+    peer_id: String,
+    roots: BTreeMap<u64, String>,
+    last: Option<LedgerAdvanced>,
+}
+
+impl std::fmt::Debug for StatusWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusWriter")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl StatusWriter {
+    pub fn new(path: PathBuf, peer_id: String) -> Self {
+        StatusWriter {
+            path,
+            peer_id,
+            roots: BTreeMap::new(),
+            last: None,
+        }
+    }
+
+    fn write(&mut self) {
+        let Some(last) = self.last else { return };
+        let status = serde_json::json!({
+            "peer_id": self.peer_id,
+            "height": last.height,
+            "next_index": last.next_index,
+            "state_root": hex::encode(last.state_root),
+            "roots": self.roots,
+        });
+        let tmp = self.path.with_extension("json.tmp");
+        if std::fs::write(&tmp, status.to_string()).is_ok() {
+            let _ = std::fs::rename(&tmp, &self.path);
+        }
+    }
+}
+
+impl Actor for StatusWriter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(Duration::from_millis(250), |act, _| act.write());
+    }
+}
+
+impl Handler<LedgerAdvanced> for StatusWriter {
+    type Result = ();
+
+    fn handle(&mut self, msg: LedgerAdvanced, _: &mut Context<Self>) {
+        self.roots.insert(msg.height, hex::encode(msg.state_root));
+        while self.roots.len() > STATUS_ROOTS_KEPT {
+            let first = *self.roots.keys().next().expect("not empty");
+            self.roots.remove(&first);
+        }
+        self.last = Some(msg);
+    }
+}
+
+pub fn run(path: &Path) -> anyhow::Result<()> {
+    let config = NodeConfig::read(path)?;
+    let spec = config.spec()?;
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    });
+    let data_dir = spec.data_dir.clone();
+    system.block_on(async move {
+        let handle = node::start(spec)?;
+        let status =
+            StatusWriter::new(data_dir.join("status.json"), handle.peer_id.to_string()).start();
+        handle.ledger_actor.do_send(Subscribe(status.recipient()));
+        eprintln!("node {} ({}) running", handle.name, handle.peer_id);
+        tokio::signal::ctrl_c().await.ok();
+        handle.stop();
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}

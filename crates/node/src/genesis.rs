@@ -1,0 +1,114 @@
+//! `trainmesh genesis new`: validators, initial balances and parameters into a genesis file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use trainmesh_contracts::{Address, Amount, Genesis, GenesisAccount, GenesisValidator, Hash32};
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct GenesisArgs {
+    #[arg(long, default_value = "trainmesh-testnet")]
+    pub chain_id: String,
+    /// `ACCOUNT:CONSENSUS:STAKE`: the validator's account (address hex or a key file), its
+    /// consensus key (public key hex or a key file), and its stake in TRAIN. Repeat per validator.
+    #[arg(long = "validator", required = true)]
+    pub validators: Vec<String>,
+    /// `ACCOUNT:BALANCE`: an account (address hex or a key file) and its balance in TRAIN.
+    #[arg(long = "account")]
+    pub accounts: Vec<String>,
+    /// Parameters as a JSON file (default: the built-in defaults).
+    #[arg(long)]
+    pub params: Option<PathBuf>,
+    /// Overrides the unit timeout (ms).
+    #[arg(long)]
+    pub unit_timeout_ms: Option<u64>,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// A public key: 64 hex characters, or the public key of a key file.
+fn public_key(s: &str) -> anyhow::Result<[u8; 32]> {
+    if Path::new(s).is_file() {
+        return Ok(trainmesh_actors::node::public_key(&crate::keys::read(
+            Path::new(s),
+        )?));
+    }
+    crate::keys::parse(s).with_context(|| format!("{s:?} is neither a key file nor a public key"))
+}
+
+/// An address: 64 hex characters, or the address of a key file.
+fn address(s: &str) -> anyhow::Result<Address> {
+    if Path::new(s).is_file() {
+        let public = trainmesh_actors::node::public_key(&crate::keys::read(Path::new(s))?);
+        return Ok(Address::from_public_key(&public));
+    }
+    Address::from_hex(s)
+        .map_err(|e| anyhow::anyhow!("{s:?} is neither a key file nor an address: {e}"))
+}
+
+fn amount(s: &str) -> anyhow::Result<Amount> {
+    let train: u64 = s
+        .parse()
+        .with_context(|| format!("{s:?} is not a whole number of TRAIN"))?;
+    Ok(Amount::from_train(train))
+}
+
+pub fn build(args: &GenesisArgs) -> anyhow::Result<Genesis> {
+    let mut validators = Vec::new();
+    for v in &args.validators {
+        let parts: Vec<&str> = v.rsplitn(3, ':').collect();
+        let [stake, consensus, account] = parts[..] else {
+            bail!("--validator {v:?}: expected ACCOUNT:CONSENSUS:STAKE");
+        };
+        validators.push(GenesisValidator {
+            address: address(account)?,
+            consensus_key: Hash32(public_key(consensus)?),
+            stake: amount(stake)?,
+        });
+    }
+    let mut accounts = Vec::new();
+    for a in &args.accounts {
+        let Some((who, balance)) = a.rsplit_once(':') else {
+            bail!("--account {a:?}: expected ACCOUNT:BALANCE");
+        };
+        accounts.push(GenesisAccount {
+            address: address(who)?,
+            balance: amount(balance)?,
+        });
+    }
+    let mut params = match &args.params {
+        Some(p) => serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("parameters in {}", p.display()))?,
+        None => trainmesh_contracts::Params::default(),
+    };
+    if let Some(t) = args.unit_timeout_ms {
+        params.unit_timeout_ms = t;
+    }
+    let genesis = Genesis {
+        chain_id: args.chain_id.clone(),
+        genesis_time_ms: 0,
+        accounts,
+        validators,
+        params,
+    };
+    genesis
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid genesis: {e}"))?;
+    Ok(genesis)
+}
+
+pub fn new(args: GenesisArgs) -> anyhow::Result<()> {
+    let genesis = build(&args)?;
+    std::fs::write(&args.out, genesis.to_json())
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("{}", hex::encode(genesis.hash()));
+    Ok(())
+}
+
+pub fn read(path: &Path) -> anyhow::Result<Genesis> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Genesis::from_json(&text).map_err(|e| anyhow::anyhow!("genesis {}: {e}", path.display()))
+}

@@ -1,0 +1,41 @@
+//! The main job end to end: `trainmesh devnet --until-done` trains the demo MLP on the digits
+//! to the target held-out accuracy through the whole network, honest and with a cheater.
+
+use std::process::Command;
+
+fn devnet(extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_trainmesh"))
+        .args(["devnet", "--until-done", "--timeout-s", "400"])
+        .args(extra)
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "devnet {extra:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    println!("{stdout}");
+    let last = stdout.lines().last().expect("a summary line");
+    serde_json::from_str(last).expect("the last line is JSON")
+}
+
+#[test]
+fn devnet_finishes_the_demo_job() {
+    let s = devnet(&[]);
+    assert_eq!(s["job_status"], "completed");
+    assert!(s["test_accuracy"].as_f64().unwrap() >= 0.95, "{s}");
+    assert!(s["certificates"].as_u64().unwrap() >= 1);
+    assert!(s["committed_rounds"].as_u64().unwrap() > 0);
+    assert!(s["trainer_rewards"].as_f64().unwrap() > 0.0);
+    assert_eq!(s["rejected_results"], 0);
+}
+
+#[test]
+fn devnet_catches_and_slashes_a_cheater() {
+    let s = devnet(&["--cheaters", "1"]);
+    assert_eq!(s["job_status"], "completed");
+    assert!(s["test_accuracy"].as_f64().unwrap() >= 0.95, "{s}");
+    assert!(s["rejected_results"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["trainers_slashed"].as_f64().unwrap() > 0.0, "{s}");
+}
