@@ -4,7 +4,9 @@
 //! - `matmul.wgsl` — tiled f32 matmul (64×64 tiles, 4×4 per thread), the capability benchmark a
 //!   trainer runs at registration;
 //! - `dense.wgsl` + `argmax.wgsl` — batched evaluation (forward pass of dense models, accuracy);
-//! - `distance.wgsl` — the L2 distance between two checkpoints' parameters.
+//! - `distance.wgsl` — the L2 distance between two checkpoints' parameters;
+//! - `xent.wgsl`, `dense_grad_w.wgsl`, `dense_grad_x.wgsl`, `update.wgsl`, `loss.wgsl` — with `dense.wgsl`,
+//!   training of dense models on the device ([`crate::gpu_train`]).
 //!
 //! [`discover`] lists every adapter; [`GpuDevice::open_best`] picks the best (discrete, then
 //! integrated, then virtual, then a CPU adapter such as Mesa's lavapipe) and [`Compute::select`]
@@ -72,17 +74,28 @@ const MATMUL_WGSL: &str = include_str!("kernels/matmul.wgsl");
 const DENSE_WGSL: &str = include_str!("kernels/dense.wgsl");
 const ARGMAX_WGSL: &str = include_str!("kernels/argmax.wgsl");
 const DISTANCE_WGSL: &str = include_str!("kernels/distance.wgsl");
+const XENT_WGSL: &str = include_str!("kernels/xent.wgsl");
+const DENSE_GRAD_W_WGSL: &str = include_str!("kernels/dense_grad_w.wgsl");
+const DENSE_GRAD_X_WGSL: &str = include_str!("kernels/dense_grad_x.wgsl");
+const UPDATE_WGSL: &str = include_str!("kernels/update.wgsl");
+const LOSS_WGSL: &str = include_str!("kernels/loss.wgsl");
 
 /// An open device with the crate's kernels compiled.
 #[derive(Debug)]
 pub struct GpuDevice {
     pub adapter: AdapterReport,
-    device: wgpu::Device,
-    queue: wgpu::Queue,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
     matmul: wgpu::ComputePipeline,
-    dense: wgpu::ComputePipeline,
+    pub(crate) dense: wgpu::ComputePipeline,
     argmax: wgpu::ComputePipeline,
     distance: wgpu::ComputePipeline,
+    // Training (`crate::gpu_train`).
+    pub(crate) xent: wgpu::ComputePipeline,
+    pub(crate) dense_grad_w: wgpu::ComputePipeline,
+    pub(crate) dense_grad_x: wgpu::ComputePipeline,
+    pub(crate) update: wgpu::ComputePipeline,
+    pub(crate) loss: wgpu::ComputePipeline,
 }
 
 /// Where work runs: a GPU device, or the CPU path when no adapter exists.
@@ -166,6 +179,11 @@ impl GpuDevice {
             dense: pipeline("dense", DENSE_WGSL),
             argmax: pipeline("argmax", ARGMAX_WGSL),
             distance: pipeline("distance", DISTANCE_WGSL),
+            xent: pipeline("xent", XENT_WGSL),
+            dense_grad_w: pipeline("dense_grad_w", DENSE_GRAD_W_WGSL),
+            dense_grad_x: pipeline("dense_grad_x", DENSE_GRAD_X_WGSL),
+            update: pipeline("update", UPDATE_WGSL),
+            loss: pipeline("loss", LOSS_WGSL),
             device,
             queue,
         })
@@ -233,7 +251,7 @@ impl GpuDevice {
         self.queue.submit([enc.finish()]);
     }
 
-    fn read(&self, buffer: &wgpu::Buffer, bytes: usize) -> Result<Vec<u8>, GpuError> {
+    pub(crate) fn read(&self, buffer: &wgpu::Buffer, bytes: usize) -> Result<Vec<u8>, GpuError> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("staging"),
             size: bytes.max(4) as u64,

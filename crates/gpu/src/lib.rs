@@ -30,6 +30,7 @@ pub mod device;
 pub mod error;
 pub mod executor;
 pub mod gemm;
+pub mod gpu_train;
 pub mod hash;
 pub mod import;
 pub mod optim;

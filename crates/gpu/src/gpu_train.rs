@@ -1,0 +1,436 @@
+//! Training dense models (logistic, MLP) on a wgpu device with the crate's own WGSL kernels:
+//! forward (`dense.wgsl`), softmax cross-entropy (`xent.wgsl`), weight and input gradients
+//! (`dense_grad_w.wgsl`, `dense_grad_x.wgsl`), the step's mean loss (`loss.wgsl`) and the optimizer
+//! update (`update.wgsl`, SGD with or without momentum, Adam). Every kernel binds at most four
+//! storage buffers, so the downlevel limits that every adapter meets suffice.
+//!
+//! The initialization, the data order, the optimizer formulas and the checkpoint format are the
+//! CPU path's, so a [`GpuTrainer`] produces work results that an evaluator audits on the CPU
+//! executor. The bits are not the CPU's (the driver orders, and may fuse, the arithmetic; `exp`
+//! and `ln` are the GPU's): compare with [`crate::verify::Comparison::Bounded`].
+//!
+//! One step is one command buffer: the batch and the step's hyper-parameters are written to the
+//! queue, every kernel is recorded in one compute pass, and the per-step mean losses stay on the
+//! device until the end of [`GpuTrainer::run`]; parameters and optimizer state are uploaded at the
+//! start of a run and read back at its end (once per segment of a work unit).
+
+use crate::checkpoint::TrainState;
+use crate::dataset::Samples;
+use crate::device::GpuDevice;
+use crate::error::GpuError;
+use crate::executor::Tensor;
+use crate::hash::Hash32;
+use crate::optim::{DataOrder, HyperParams, Optimizer};
+use crate::spec::{Activation, Layer, Model};
+use crate::train::{CheckpointStore, WorkResult, SEGMENTS_MAX};
+use wgpu::util::DeviceExt;
+
+fn act_code(a: Option<Activation>) -> u32 {
+    match a {
+        None => 0,
+        Some(Activation::Relu) => 1,
+        Some(Activation::Tanh) => 2,
+        Some(Activation::Sigmoid) => 3,
+    }
+}
+
+struct LayerBuffers {
+    inputs: usize,
+    outputs: usize,
+    /// Parameters (w, b), their gradients, and two optimizer slots each.
+    w: wgpu::Buffer,
+    b: wgpu::Buffer,
+    gw: wgpu::Buffer,
+    gb: wgpu::Buffer,
+    slots: [[wgpu::Buffer; 2]; 2],
+    /// Activated output, and the gradient w.r.t. the pre-activation output.
+    y: wgpu::Buffer,
+    g: wgpu::Buffer,
+    forward_dims: wgpu::Buffer,
+    grad_x_dims: wgpu::Buffer,
+}
+
+/// Trains one dense model on one training split on a GPU device.
+pub struct GpuTrainer<'a> {
+    dev: &'a GpuDevice,
+    model: &'a Model,
+    hyper: HyperParams,
+    data: &'a Samples,
+    order: DataOrder,
+    layers: Vec<LayerBuffers>,
+    x: wgpu::Buffer,
+    labels: wgpu::Buffer,
+    sample_loss: wgpu::Buffer,
+    xent_dims: wgpu::Buffer,
+    /// The update's hyper-parameters (and the step's slot for its loss).
+    hyper_step: wgpu::Buffer,
+}
+
+impl std::fmt::Debug for GpuTrainer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuTrainer")
+            .field("adapter", &self.dev.adapter.name)
+            .field("hyper", &self.hyper)
+            .field("layers", &self.layers.len())
+            .finish()
+    }
+}
+
+impl<'a> GpuTrainer<'a> {
+    pub fn new(
+        dev: &'a GpuDevice,
+        model: &'a Model,
+        hyper: HyperParams,
+        data: &'a Samples,
+    ) -> Result<Self, GpuError> {
+        hyper.validate()?;
+        if data.features != model.input || data.classes != model.classes {
+            return Err(GpuError::ShapeMismatch {
+                reason: format!(
+                    "data of {} features × {} classes for a model of {} × {}",
+                    data.features, data.classes, model.input, model.classes
+                ),
+            });
+        }
+        let n = hyper.batch;
+        let d = &dev.device;
+        let zeros = |len: usize, label: &str| {
+            d.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: (len.max(1) * 4) as u64,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let uniform = |v: [u32; 4]| {
+            d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("dims"),
+                contents: bytemuck::cast_slice(&v),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+        };
+        let n32 = u32::try_from(n).map_err(|_| GpuError::DeviceFailed {
+            reason: format!("batch {n} does not fit a u32"),
+        })?;
+        let mut layers: Vec<LayerBuffers> = Vec::with_capacity(model.layers.len());
+        for (i, layer) in model.layers.iter().enumerate() {
+            let Layer::Dense {
+                inputs,
+                outputs,
+                activation,
+            } = *layer
+            else {
+                return Err(GpuError::ShapeMismatch {
+                    reason: "the GPU trainer runs dense models (logistic, MLP) only".into(),
+                });
+            };
+            let prev_act = if i == 0 {
+                0
+            } else {
+                match model.layers[i - 1] {
+                    Layer::Dense { activation, .. } => act_code(activation),
+                    Layer::Conv { .. } => 0,
+                }
+            };
+            let slot = |name: &str| zeros(inputs * outputs, name);
+            layers.push(LayerBuffers {
+                inputs,
+                outputs,
+                w: zeros(inputs * outputs, "w"),
+                b: zeros(outputs, "b"),
+                gw: zeros(inputs * outputs, "gw"),
+                gb: zeros(outputs, "gb"),
+                slots: [
+                    [slot("m.w"), zeros(outputs, "m.b")],
+                    [slot("v.w"), zeros(outputs, "v.b")],
+                ],
+                y: zeros(n * outputs, "y"),
+                g: zeros(n * outputs, "g"),
+                forward_dims: uniform([n32, inputs as u32, outputs as u32, act_code(activation)]),
+                grad_x_dims: uniform([n32, inputs as u32, outputs as u32, prev_act]),
+            });
+        }
+        let hyper_buffer = || {
+            d.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("hyper"),
+                size: 48,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        Ok(GpuTrainer {
+            dev,
+            model,
+            hyper,
+            data,
+            order: DataOrder::new(hyper.seed, data.len(), n)?,
+            x: zeros(n * model.input, "x"),
+            labels: zeros(n, "labels"),
+            sample_loss: zeros(n, "sample_loss"),
+            xent_dims: uniform([n32, model.classes as u32, 0, 0]),
+            hyper_step: hyper_buffer(),
+            layers,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        self.model
+    }
+
+    fn bind(&self, pipeline: &wgpu::ComputePipeline, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        self.dev
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
+    }
+
+    fn upload(&self, state: &TrainState) -> Result<(), GpuError> {
+        let slots = self.hyper.state_slots();
+        let nt = 2 * self.layers.len();
+        if state.params.len() != nt || state.opt_state.len() != slots * nt {
+            return Err(GpuError::ShapeMismatch {
+                reason: "training state does not fit the model and optimizer".into(),
+            });
+        }
+        let q = &self.dev.queue;
+        for (l, lb) in self.layers.iter().enumerate() {
+            q.write_buffer(&lb.w, 0, bytemuck::cast_slice(&state.params[2 * l].data));
+            q.write_buffer(
+                &lb.b,
+                0,
+                bytemuck::cast_slice(&state.params[2 * l + 1].data),
+            );
+            for s in 0..slots {
+                let t = &state.opt_state[s * nt..];
+                q.write_buffer(&lb.slots[s][0], 0, bytemuck::cast_slice(&t[2 * l].data));
+                q.write_buffer(&lb.slots[s][1], 0, bytemuck::cast_slice(&t[2 * l + 1].data));
+            }
+        }
+        Ok(())
+    }
+
+    fn download(&self, state: &mut TrainState) -> Result<(), GpuError> {
+        let slots = self.hyper.state_slots();
+        let nt = 2 * self.layers.len();
+        let read = |b: &wgpu::Buffer, t: &mut Tensor| -> Result<(), GpuError> {
+            let bytes = self.dev.read(b, t.data.len() * 4)?;
+            t.data.copy_from_slice(bytemuck::cast_slice(&bytes));
+            Ok(())
+        };
+        for (l, lb) in self.layers.iter().enumerate() {
+            read(&lb.w, &mut state.params[2 * l])?;
+            read(&lb.b, &mut state.params[2 * l + 1])?;
+            for s in 0..slots {
+                read(&lb.slots[s][0], &mut state.opt_state[s * nt + 2 * l])?;
+                read(&lb.slots[s][1], &mut state.opt_state[s * nt + 2 * l + 1])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The update's uniform: mode, loss slot, batch, lr, β1, β2, eps, c1, c2.
+    fn hyper_bytes(&self, step: u64, slot: u32) -> [u32; 12] {
+        let (mode, lr, b1, b2, eps, c1, c2) = match self.hyper.optimizer {
+            Optimizer::Sgd { lr, momentum: 0.0 } => (0, lr, 0.0, 0.0, 0.0, 1.0, 1.0),
+            Optimizer::Sgd { lr, momentum } => (1, lr, momentum, 0.0, 0.0, 1.0, 1.0),
+            Optimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
+                let t = step + 1;
+                let c1 = (1.0 - crate::detmath::powu(f64::from(beta1), t)) as f32;
+                let c2 = (1.0 - crate::detmath::powu(f64::from(beta2), t)) as f32;
+                (2, lr, beta1, beta2, eps, c1, c2)
+            }
+        };
+        [
+            mode,
+            slot,
+            self.hyper.batch as u32,
+            0,
+            lr.to_bits(),
+            b1.to_bits(),
+            b2.to_bits(),
+            eps.to_bits(),
+            c1.to_bits(),
+            c2.to_bits(),
+            0,
+            0,
+        ]
+    }
+
+    /// `steps` optimizer steps from `state` on the device; the mean loss of each.
+    pub fn run(&mut self, state: &mut TrainState, steps: u64) -> Result<Vec<f32>, GpuError> {
+        if steps == 0 {
+            return Ok(Vec::new());
+        }
+        let steps32 = u32::try_from(steps).map_err(|_| GpuError::HyperParamsInvalid {
+            reason: format!("{steps} steps in one run"),
+        })?;
+        self.upload(state)?;
+        let dev = self.dev;
+        let losses = dev.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("losses"),
+            size: u64::from(steps32) * 4,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        // Bind groups, made once per run.
+        let nl = self.layers.len();
+        let mut forward = Vec::with_capacity(nl);
+        let mut grad_w = Vec::with_capacity(nl);
+        let mut grad_x = Vec::with_capacity(nl);
+        let mut update = Vec::with_capacity(2 * nl);
+        for (l, lb) in self.layers.iter().enumerate() {
+            let input = if l == 0 {
+                &self.x
+            } else {
+                &self.layers[l - 1].y
+            };
+            forward.push(self.bind(&dev.dense, &[input, &lb.w, &lb.b, &lb.y, &lb.forward_dims]));
+            grad_w.push(self.bind(
+                &dev.dense_grad_w,
+                &[input, &lb.g, &lb.gw, &lb.gb, &lb.forward_dims],
+            ));
+            grad_x.push((l > 0).then(|| {
+                let prev = &self.layers[l - 1];
+                self.bind(
+                    &dev.dense_grad_x,
+                    &[&lb.g, &lb.w, &prev.y, &prev.g, &lb.grad_x_dims],
+                )
+            }));
+            for (t, (p, g)) in [(&lb.w, &lb.gw), (&lb.b, &lb.gb)].into_iter().enumerate() {
+                update.push(self.bind(
+                    &dev.update,
+                    &[p, g, &lb.slots[0][t], &lb.slots[1][t], &self.hyper_step],
+                ));
+            }
+        }
+        let last = &self.layers[nl - 1];
+        let xent = self.bind(
+            &dev.xent,
+            &[
+                &last.y,
+                &self.labels,
+                &last.g,
+                &self.sample_loss,
+                &self.xent_dims,
+            ],
+        );
+        let loss = self.bind(&dev.loss, &[&self.sample_loss, &losses, &self.hyper_step]);
+        let groups16 = |v: usize| v.div_ceil(16) as u32;
+        let n = self.hyper.batch;
+        let mut x = Vec::with_capacity(n * self.model.input);
+        let mut y = Vec::with_capacity(n);
+        for s in 0..steps32 {
+            let step = state.step + u64::from(s);
+            x.clear();
+            y.clear();
+            for &i in self.order.batch(step) {
+                x.extend_from_slice(self.data.row(i));
+                y.push(u32::from(self.data.y[i]));
+            }
+            let q = &dev.queue;
+            q.write_buffer(&self.x, 0, bytemuck::cast_slice(&x));
+            q.write_buffer(&self.labels, 0, bytemuck::cast_slice(&y));
+            q.write_buffer(
+                &self.hyper_step,
+                0,
+                bytemuck::cast_slice(&self.hyper_bytes(step, s)),
+            );
+            let mut enc = dev
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                pass.set_pipeline(&dev.dense);
+                for (lb, bg) in self.layers.iter().zip(&forward) {
+                    pass.set_bind_group(0, bg, &[]);
+                    pass.dispatch_workgroups(groups16(lb.outputs), groups16(n), 1);
+                }
+                pass.set_pipeline(&dev.xent);
+                pass.set_bind_group(0, &xent, &[]);
+                pass.dispatch_workgroups(n.div_ceil(64) as u32, 1, 1);
+                pass.set_pipeline(&dev.loss);
+                pass.set_bind_group(0, &loss, &[]);
+                pass.dispatch_workgroups(1, 1, 1);
+                for l in (0..nl).rev() {
+                    let lb = &self.layers[l];
+                    pass.set_pipeline(&dev.dense_grad_w);
+                    pass.set_bind_group(0, &grad_w[l], &[]);
+                    pass.dispatch_workgroups(groups16(lb.outputs), groups16(lb.inputs), 1);
+                    if let Some(bg) = &grad_x[l] {
+                        pass.set_pipeline(&dev.dense_grad_x);
+                        pass.set_bind_group(0, bg, &[]);
+                        pass.dispatch_workgroups(groups16(lb.inputs), groups16(n), 1);
+                    }
+                }
+                pass.set_pipeline(&dev.update);
+                for (i, bg) in update.iter().enumerate() {
+                    let lb = &self.layers[i / 2];
+                    let len = if i % 2 == 0 {
+                        lb.inputs * lb.outputs
+                    } else {
+                        lb.outputs
+                    };
+                    pass.set_bind_group(0, bg, &[]);
+                    pass.dispatch_workgroups(len.div_ceil(256).clamp(1, 4096) as u32, 1, 1);
+                }
+            }
+            dev.queue.submit([enc.finish()]);
+        }
+        let out = dev.read(&losses, steps as usize * 4)?;
+        self.download(state)?;
+        state.step += steps;
+        Ok(bytemuck::cast_slice(&out).to_vec())
+    }
+
+    /// A work unit on the device, committed exactly as [`crate::train::Trainer::work_unit`]
+    /// commits one: the checkpoint at the end of every segment goes into `store` and the chain.
+    pub fn work_unit(
+        &mut self,
+        start: &TrainState,
+        segments: u64,
+        segment_steps: u64,
+        store: &mut CheckpointStore,
+    ) -> Result<(WorkResult, TrainState), GpuError> {
+        if segments == 0 || segments > SEGMENTS_MAX || segment_steps == 0 {
+            return Err(GpuError::HyperParamsInvalid {
+                reason: format!("{segments} segments of {segment_steps} steps"),
+            });
+        }
+        let start_hash: Hash32 = store.put(start.encode(self.model));
+        let mut state = start.clone();
+        let mut chain = Vec::with_capacity(segments as usize);
+        let mut losses = Vec::with_capacity((segments * segment_steps) as usize);
+        for _ in 0..segments {
+            losses.extend(self.run(&mut state, segment_steps)?);
+            chain.push(store.put(state.encode(self.model)));
+        }
+        Ok((
+            WorkResult {
+                start: start_hash,
+                start_step: start.step,
+                segment_steps,
+                chain,
+                losses,
+            },
+            state,
+        ))
+    }
+}
