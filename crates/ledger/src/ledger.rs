@@ -214,12 +214,16 @@ impl StateProof {
 /// The state of one batch: redb underneath, this batch's writes on top.
 struct BatchState<'a, 't> {
     table: &'a Table<'t, &'static [u8], &'static [u8]>,
+    recent: &'a ValueCache,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl State for BatchState<'_, '_> {
     fn get(&self, key: &[u8]) -> ContractResult<Option<Vec<u8>>> {
         if let Some(v) = self.writes.get(key) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.recent.values.get(key) {
             return Ok(v.clone());
         }
         self.table
@@ -233,6 +237,33 @@ impl State for BatchState<'_, '_> {
     fn delete(&mut self, key: &[u8]) {
         self.writes.insert(key.to_vec(), None);
     }
+}
+
+/// The committed values of recently changed keys, so execution does not read them from redb
+/// again. Only a lookup aid, like the tree's node cache: filled after a commit succeeds (with
+/// exactly what it committed), empty after a restart.
+#[derive(Debug, Default)]
+struct ValueCache {
+    values: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl ValueCache {
+    /// Values kept in memory, at most.
+    const VALUES_MAX: usize = 1_000_000;
+
+    fn apply(&mut self, committed: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+        if self.values.len() + committed.len() > Self::VALUES_MAX {
+            self.values.clear();
+        }
+        self.values.extend(committed);
+    }
+}
+
+/// What the caches learn from a batch once it is committed.
+#[derive(Debug, Default)]
+struct Learned {
+    nodes: CacheUpdate,
+    values: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 /// A read-only view of the committed state.
@@ -260,6 +291,7 @@ impl State for ReadState<'_> {
 pub struct Ledger {
     db: Database,
     cache: NodeCache,
+    values: ValueCache,
     chain_id: String,
     position: Position,
     root: [u8; 32],
@@ -292,6 +324,7 @@ impl Ledger {
         let mut ledger = Ledger {
             db,
             cache: NodeCache::default(),
+            values: ValueCache::default(),
             chain_id: String::new(),
             position: Position::default(),
             root: [0; 32],
@@ -361,6 +394,7 @@ impl Ledger {
             let mut table = txn.open_table(STATE).map_err(storage)?;
             let mut bs = BatchState {
                 table: &table,
+                recent: &self.values,
                 writes: BTreeMap::new(),
             };
             genesis
@@ -403,7 +437,7 @@ impl Ledger {
         writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
         version: Version,
         cache: &NodeCache,
-    ) -> LedgerResult<Option<([u8; 32], CacheUpdate)>> {
+    ) -> LedgerResult<Option<([u8; 32], Learned)>> {
         // One table operation per write: it returns the value it replaces, and a write of the
         // value already there changes nothing (rewriting it leaves the table as it was).
         let mut before = HashMap::with_capacity(writes.len());
@@ -426,9 +460,9 @@ impl Ledger {
         let mut nodes = txn.open_table(JMT_NODES).map_err(storage)?;
         let mut names: HashMap<KeyHash, &[u8]> = HashMap::with_capacity(changed.len());
         let mut values = Vec::with_capacity(changed.len());
-        for (h, k, v) in &mut changed {
+        for (h, k, v) in &changed {
             names.insert(*h, k.as_slice());
-            values.push((*h, v.take()));
+            values.push((*h, v.clone()));
         }
         let (root, update) = {
             let reader = TreeStore {
@@ -455,8 +489,10 @@ impl Ledger {
                 tree.put_value_set(values, version).map_err(storage)?
             }
         };
-        let cache_update = tree::write_update(&mut nodes, cache, &update, &names)?;
-        Ok(Some((root.0, cache_update)))
+        let nodes = tree::write_update(&mut nodes, cache, &update, &names)?;
+        drop(names);
+        let values = changed.into_iter().map(|(_, k, v)| (k, v)).collect();
+        Ok(Some((root.0, Learned { nodes, values })))
     }
 
     /// Executes one committed batch atomically: every transaction (or its rejection), the
@@ -532,6 +568,7 @@ impl Ledger {
             let mut table = txn.open_table(STATE).map_err(storage)?;
             let mut bs = BatchState {
                 table: &table,
+                recent: &self.values,
                 writes: BTreeMap::new(),
             };
             let mut receipts = Vec::with_capacity(checked.len());
@@ -576,7 +613,7 @@ impl Ledger {
                         position.tree_version = next_version;
                         (root, update)
                     }
-                    None => (self.root, CacheUpdate::default()),
+                    None => (self.root, Learned::default()),
                 };
             (receipts, end_events, root, cache_update)
         };
@@ -596,7 +633,8 @@ impl Ledger {
             .map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
-        self.cache.apply(cache_update);
+        self.cache.apply(cache_update.nodes);
+        self.values.apply(cache_update.values);
         timings.merkle_and_commit = started.elapsed() - timings.execute;
         self.position = position;
         self.root = root;
