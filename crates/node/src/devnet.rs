@@ -242,8 +242,7 @@ pub fn run(args: DevnetArgs) -> anyhow::Result<()> {
             .build()
             .expect("tokio runtime")
     });
-    let result = system.block_on(devnet(args, started));
-    result
+    system.block_on(devnet(args, started))
 }
 
 async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
