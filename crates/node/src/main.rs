@@ -4,11 +4,13 @@
 //! - `main.rs` — the command line
 //! - [`devnet`] — `trainmesh devnet`: a whole network in one process, a demo job end to end
 //! - [`config`] — `trainmesh node --config node.toml`: one node of a real network; its status file
+//! - [`bench`] — `trainmesh bench consensus`: validators as processes over libp2p
 //! - [`client`] — `trainmesh job submit`: a light node that submits a job and follows it
 //! - [`genesis`] — `trainmesh genesis new`
 //! - [`keys`] — key files
 //! - [`net`] — loopback addresses
 
+mod bench;
 mod client;
 mod config;
 mod devnet;
@@ -51,6 +53,11 @@ enum Command {
         #[command(subcommand)]
         command: GenesisCommand,
     },
+    /// Benchmarks over the real network.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
     /// Jobs, through a light node that joins the network.
     Job {
         #[command(subcommand)]
@@ -91,6 +98,7 @@ fn main() {
             command: GenesisCommand::New(args),
         } => genesis::new(args),
         Command::Job { command } => client::run(command),
+        Command::Bench { command } => bench::run(command),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

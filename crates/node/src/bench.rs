@@ -1,0 +1,460 @@
+//! `trainmesh bench consensus`: the consensus benchmark with every validator a separate process,
+//! talking over libp2p on loopback (TCP + noise + yamux), each with its redb DAG store. Each
+//! validator's client submits its share of the offered load to its own mempool; every transaction
+//! carries its submission time and origin, so each validator measures the commit latency of its
+//! own transactions; validator 0 counts what is committed in the measured window.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use trainmesh_actors::consensus::{now, PeerBook};
+use trainmesh_actors::coordinator::{
+    Committed, ConsensusInbound, Coordinator, GetStatus, SubmitTransactions,
+};
+use trainmesh_actors::metrics::NodeMetrics;
+use trainmesh_actors::network::{self, NetworkConfig, NetworkEvent};
+use trainmesh_actors::wire::{self, CHANNEL_CONSENSUS};
+use trainmesh_contracts::{Address, Amount, Genesis, GenesisValidator, Hash32, Params};
+use trainmesh_dag::{Core, CoreConfig, KeyPair, RedbStore, Validator};
+
+use crate::net::{free_port, loopback};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Validators as separate processes over libp2p; prints a summary and one JSON line.
+    Consensus(ConsensusArgs),
+    /// One validator of `bench consensus` (started by it).
+    #[command(hide = true)]
+    ConsensusValidator(ValidatorArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConsensusArgs {
+    #[arg(long, default_value_t = 4)]
+    pub validators: usize,
+    /// Bytes per transaction (at least 16: submission time, origin, sequence).
+    #[arg(long, default_value_t = 512)]
+    pub tx_size: usize,
+    /// Offered load, transactions per second, over all validators.
+    #[arg(long, default_value_t = 50_000)]
+    pub rate: u64,
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// Warm-up excluded from the measurements (default: max(2 s, 10% of the run)).
+    #[arg(long)]
+    pub warmup: Option<f64>,
+    #[arg(long, default_value_t = 500_000)]
+    pub header_bytes: usize,
+    #[arg(long, default_value_t = 50)]
+    pub max_header_delay_ms: u64,
+    #[arg(long, default_value_t = 1_000)]
+    pub leader_timeout_ms: u64,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ValidatorArgs {
+    #[command(flatten)]
+    pub common: ConsensusArgs,
+    #[arg(long)]
+    pub index: usize,
+    /// Comma-separated listen ports of every validator.
+    #[arg(long)]
+    pub ports: String,
+    /// Wall-clock ms at which every validator starts its load.
+    #[arg(long)]
+    pub start_at_ms: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub data_dir: PathBuf,
+}
+
+pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Consensus(args) => parent(args),
+        BenchCommand::ConsensusValidator(args) => validator(args),
+    }
+}
+
+fn secret(i: usize) -> [u8; 32] {
+    crate::keys::derived(&format!("bench-validator-{i}"))
+}
+
+fn committee(n: usize) -> anyhow::Result<trainmesh_dag::Committee> {
+    let genesis = Genesis {
+        chain_id: "bench".into(),
+        genesis_time_ms: 0,
+        accounts: vec![],
+        validators: (0..n)
+            .map(|i| GenesisValidator {
+                address: Address::from_public_key(&trainmesh_actors::node::public_key(&secret(i))),
+                consensus_key: Hash32(trainmesh_actors::node::public_key(&secret(i))),
+                stake: Amount::from_train(1_000),
+            })
+            .collect(),
+        params: Params::default(),
+    };
+    Ok(trainmesh_actors::node::committee_of(&genesis)?)
+}
+
+fn warmup(a: &ConsensusArgs) -> f64 {
+    a.warmup.unwrap_or((a.seconds * 0.1).max(2.0))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn parent(args: ConsensusArgs) -> anyhow::Result<()> {
+    if args.validators < 4 {
+        bail!("at least 4 validators");
+    }
+    if args.tx_size < 16 {
+        bail!("transactions of at least 16 bytes");
+    }
+    if warmup(&args) >= args.seconds {
+        bail!("the warm-up must be shorter than the run");
+    }
+    let dir = tempfile::tempdir()?;
+    let ports: Vec<String> = (0..args.validators)
+        .map(|_| free_port().to_string())
+        .collect();
+    let start_at = now().0 + 3_000;
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for i in 0..args.validators {
+        let out = dir.path().join(format!("v{i}.json"));
+        let child = Command::new(&exe)
+            .arg("bench")
+            .arg("consensus-validator")
+            .args(["--validators", &args.validators.to_string()])
+            .args(["--tx-size", &args.tx_size.to_string()])
+            .args(["--rate", &args.rate.to_string()])
+            .args(["--seconds", &args.seconds.to_string()])
+            .args(["--warmup", &warmup(&args).to_string()])
+            .args(["--header-bytes", &args.header_bytes.to_string()])
+            .args([
+                "--max-header-delay-ms",
+                &args.max_header_delay_ms.to_string(),
+            ])
+            .args(["--leader-timeout-ms", &args.leader_timeout_ms.to_string()])
+            .args(["--index", &i.to_string()])
+            .args(["--ports", &ports.join(",")])
+            .args(["--start-at-ms", &start_at.to_string()])
+            .arg("--out")
+            .arg(&out)
+            .arg("--data-dir")
+            .arg(dir.path().join(format!("v{i}")))
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting a validator process")?;
+        children.push((child, out));
+    }
+    let mut reports = Vec::new();
+    for (mut child, out) in children {
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("a validator process failed: {status}");
+        }
+        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+        reports.push(r);
+    }
+    let measured = args.seconds - warmup(&args);
+    let committed = reports[0]["committed_in_window"].as_u64().unwrap_or(0);
+    let committed_tps = committed as f64 / measured;
+    let mut latencies: Vec<f64> = reports
+        .iter()
+        .flat_map(|r| {
+            r["latency_samples_ms"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|v| v.as_f64())
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    let sent: u64 = reports
+        .iter()
+        .map(|r| r["sent"].as_u64().unwrap_or(0))
+        .sum();
+    let refused: u64 = reports
+        .iter()
+        .map(|r| r["refused"].as_u64().unwrap_or(0))
+        .sum();
+    let digests: Vec<&serde_json::Value> = reports.iter().map(|r| &r["prefix_digest"]).collect();
+    let agree = digests.windows(2).all(|w| w[0] == w[1]);
+    println!("-----------------------------------------");
+    println!(" SUMMARY (libp2p, one process per validator):");
+    println!("-----------------------------------------");
+    println!(" + CONFIG:");
+    println!(
+        " Validators: {} processes on loopback (TCP + noise + yamux, redb stores)",
+        args.validators
+    );
+    println!(
+        " Input rate: {} tx/s; transaction size: {} B",
+        args.rate, args.tx_size
+    );
+    println!(
+        " Run: {} s, of which warm-up {} s",
+        args.seconds,
+        warmup(&args)
+    );
+    println!(
+        " Header size: {} B; max header delay: {} ms; leader timeout: {} ms",
+        args.header_bytes, args.max_header_delay_ms, args.leader_timeout_ms
+    );
+    println!();
+    println!(" + RESULTS:");
+    println!(" Committed TPS: {committed_tps:.0} tx/s");
+    println!(
+        " Committed BPS: {:.1} MB/s",
+        committed_tps * args.tx_size as f64 / 1e6
+    );
+    println!(
+        " Commit latency: p50 {p50:.0} ms, p99 {p99:.0} ms ({} samples)",
+        latencies.len()
+    );
+    println!(" Sent {sent} tx, refused by full mempools {refused}");
+    println!(" Commit sequences agree: {agree}");
+    for r in &reports {
+        println!(
+            "   validator {}: sent {} tx (refused {}), {} commits, last committed round {}",
+            r["index"], r["sent"], r["refused"], r["commits"], r["last_committed_round"]
+        );
+    }
+    println!("-----------------------------------------");
+    println!(
+        "{}",
+        serde_json::json!({
+            "mode": "libp2p-processes",
+            "validators": args.validators,
+            "tx_size": args.tx_size,
+            "input_rate": args.rate,
+            "seconds": args.seconds,
+            "warmup_seconds": warmup(&args),
+            "committed_tps": committed_tps.round(),
+            "committed_mb_per_s": (committed_tps * args.tx_size as f64 / 1e4).round() / 100.0,
+            "p50_commit_latency_ms": p50.round(),
+            "p99_commit_latency_ms": p99.round(),
+            "latency_samples": latencies.len(),
+            "sent_txs": sent,
+            "refused_txs": refused,
+            "commits_agree": agree,
+        })
+    );
+    Ok(())
+}
+
+/// What one validator process measures.
+#[derive(Default)]
+struct Stats {
+    committed_in_window: u64,
+    commits: u64,
+    latencies_ms: Vec<f64>,
+    /// Digest of the first `PREFIX` commits (the same on every validator).
+    prefix: Option<blake3::Hasher>,
+    prefix_commits: u64,
+    prefix_digest: Option<String>,
+}
+
+const PREFIX: u64 = 50;
+const LATENCY_SAMPLES_MAX: usize = 20_000;
+
+struct Sink {
+    me: u32,
+    window: (u64, u64),
+    stats: Arc<Mutex<Stats>>,
+    seen: u64,
+}
+
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+
+impl Handler<Committed> for Sink {
+    type Result = ();
+
+    fn handle(&mut self, msg: Committed, _: &mut Context<Self>) {
+        let t = now().0;
+        let mut s = self.stats.lock().expect("stats lock");
+        s.commits += 1;
+        if s.prefix_commits < PREFIX {
+            let h = s.prefix.get_or_insert_with(blake3::Hasher::new);
+            h.update(&trainmesh_dag::encoding::encode(&msg.0));
+            s.prefix_commits += 1;
+            if s.prefix_commits == PREFIX {
+                let d = s.prefix.take().expect("hasher").finalize();
+                s.prefix_digest = Some(d.to_hex().to_string());
+            }
+        }
+        let in_window = t >= self.window.0 && t < self.window.1;
+        for tx in msg.0.transactions() {
+            if tx.len() < 16 {
+                continue;
+            }
+            if in_window {
+                s.committed_in_window += 1;
+            }
+            let origin = u32::from_le_bytes(tx[8..12].try_into().expect("4 bytes"));
+            let sent = u64::from_le_bytes(tx[0..8].try_into().expect("8 bytes"));
+            if origin == self.me && sent >= self.window.0 && sent < self.window.1 {
+                self.seen += 1;
+                // Every 4th of its own transactions, up to the cap.
+                if self.seen.is_multiple_of(4) && s.latencies_ms.len() < LATENCY_SAMPLES_MAX {
+                    s.latencies_ms.push(t.saturating_sub(sent) as f64);
+                }
+            }
+        }
+    }
+}
+
+fn validator(args: ValidatorArgs) -> anyhow::Result<()> {
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    });
+    system.block_on(validator_async(args))
+}
+
+async fn validator_async(args: ValidatorArgs) -> anyhow::Result<()> {
+    let c = &args.common;
+    let n = c.validators;
+    let committee = committee(n)?;
+    let peers = PeerBook::new(&committee)?;
+    let ports: Vec<u16> = args
+        .ports
+        .split(',')
+        .map(|p| p.parse())
+        .collect::<Result<_, _>>()
+        .context("--ports")?;
+    let me = trainmesh_dag::AuthorityIndex(args.index as u32);
+    let (net, mut events) = network::spawn(NetworkConfig {
+        secret_key: secret(args.index),
+        listen: loopback(ports[args.index]),
+        bootstrap: (0..n)
+            .filter(|j| *j != args.index)
+            .map(|j| {
+                (
+                    peers.peer(trainmesh_dag::AuthorityIndex(j as u32)),
+                    loopback(ports[j]),
+                )
+            })
+            .collect(),
+        topics: vec![],
+        validate: Arc::new(|_| true),
+    })?;
+    std::fs::create_dir_all(&args.data_dir)?;
+    let store = RedbStore::open(args.data_dir.join("dag.redb"))?;
+    let config = CoreConfig {
+        header_payload_bytes_max: c.header_bytes,
+        max_header_delay_ms: c.max_header_delay_ms,
+        leader_timeout_ms: c.leader_timeout_ms,
+        ..CoreConfig::default()
+    };
+    let (core, startup) = Core::new(
+        config.clone(),
+        committee.clone(),
+        me,
+        KeyPair::from_secret_bytes(&secret(args.index)),
+        store,
+        now(),
+    )?;
+    let window_start = args.start_at_ms + (warmup(c) * 1_000.0) as u64;
+    let window_end = args.start_at_ms + (c.seconds * 1_000.0) as u64;
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let sink = Sink {
+        me: me.0,
+        window: (window_start, window_end),
+        stats: stats.clone(),
+        seen: 0,
+    }
+    .start();
+    let arbiter = Arbiter::new();
+    let coordinator = Coordinator::new(
+        core,
+        startup,
+        Validator::new(committee.clone(), config),
+        peers.clone(),
+        net.clone(),
+        sink.recipient(),
+        0,
+        NodeMetrics::new(),
+    );
+    let coordinator = Coordinator::start_in_arbiter(&arbiter.handle(), |_| coordinator);
+    // Network events to the coordinator.
+    let inbound = coordinator.clone();
+    let book = peers.clone();
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if let NetworkEvent::Message { from, bytes } = e {
+                if let (Ok((CHANNEL_CONSENSUS, _)), Some(a)) =
+                    (wire::split(&bytes), book.authority(&from))
+                {
+                    inbound.do_send(ConsensusInbound {
+                        from: a,
+                        bytes: bytes.slice(1..),
+                    });
+                }
+            }
+        }
+    });
+    // The client: this validator's share of the load, every 10 ms, from the common start.
+    let wait = args.start_at_ms.saturating_sub(now().0);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let per_tick = (c.rate as f64 / n as f64 / 100.0).max(1.0);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let (mut sent, mut refused, mut seq, mut owed) = (0u64, 0u64, 0u32, 0.0f64);
+    while now().0 < window_end {
+        tick.tick().await;
+        owed += per_tick;
+        let count = owed.floor() as usize;
+        owed -= count as f64;
+        let t = now().0;
+        let txs: Vec<Bytes> = (0..count)
+            .map(|_| {
+                let mut tx = vec![0u8; c.tx_size];
+                tx[0..8].copy_from_slice(&t.to_le_bytes());
+                tx[8..12].copy_from_slice(&me.0.to_le_bytes());
+                tx[12..16].copy_from_slice(&seq.to_le_bytes());
+                seq = seq.wrapping_add(1);
+                Bytes::from(tx)
+            })
+            .collect();
+        sent += count as u64;
+        match coordinator.send(SubmitTransactions(txs)).await {
+            Ok(Ok(())) => {}
+            _ => refused += count as u64,
+        }
+    }
+    // Let the last transactions commit.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = coordinator.send(GetStatus).await?;
+    let mut s = stats.lock().expect("stats lock");
+    let report = serde_json::json!({
+        "index": args.index,
+        "sent": sent,
+        "refused": refused,
+        "committed_in_window": s.committed_in_window,
+        "commits": s.commits,
+        "last_committed_round": status.last_committed_round.0,
+        "prefix_digest": s.prefix_digest,
+        "latency_samples_ms": std::mem::take(&mut s.latencies_ms),
+    });
+    std::fs::write(&args.out, report.to_string())?;
+    arbiter.stop();
+    actix::System::current().stop();
+    Ok(())
+}
