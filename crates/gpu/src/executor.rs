@@ -2,8 +2,9 @@
 //! kind, in plain Rust with a fixed reduction order.
 //!
 //! Every sum runs in one fixed sequential order (over the input index for layer outputs, over
-//! the batch for weight gradients), written in "axpy" form so that the compiler vectorizes across
-//! independent outputs without reassociating any sum. Rust never fuses `a * b + c` into an FMA
+//! the batch for weight gradients, over the outputs for input gradients). Dense layers go through
+//! [`crate::gemm`], which blocks and vectorizes across independent outputs without reassociating
+//! any sum; convolutions are written in "axpy" form for the same reason. Rust never fuses `a * b + c` into an FMA
 //! and never reorders float additions, and the only transcendental functions come from
 //! [`crate::detmath`], so the same inputs give the same bits on every machine. This executor is
 //! the CPU training path and the referee of disputes.

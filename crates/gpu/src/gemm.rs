@@ -15,8 +15,9 @@
 //!   lane does the same multiplications and additions in the same order, and Rust never fuses
 //!   `a·b + c` into an FMA (that would round once instead of twice), so every version, and every
 //!   machine, gives the same bits.
-//! - **Threads split C** into blocks of rows; each element is still summed by one thread in the
-//!   same order, so the thread count changes no bit either.
+//! - **Threads split C** into blocks of rows (on a persistent rayon pool per thread count); each
+//!   element is still summed by one thread in the same order, so the thread count changes no bit
+//!   either.
 //!
 //! Padding lanes of partial tiles compute on zeros and are never stored.
 
@@ -88,22 +89,52 @@ pub fn gemm_acc(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threads: usize) {
         threads.clamp(1, m.div_ceil(MR))
     };
     if threads == 1 {
-        gemm_rows(a, b, c, 0);
+        with_scratch(|buf| gemm_rows(a, b, c, 0, buf));
         return;
     }
-    // Whole register tiles per thread, as evenly as possible.
+    // Whole register tiles per thread, as evenly as possible, on a persistent pool of `threads`
+    // workers (spawning threads per product cost more than the product on a busy machine).
     let tiles = m.div_ceil(MR);
     let rows_per = tiles.div_ceil(threads) * MR;
-    std::thread::scope(|s| {
-        let mut chunks = c.chunks_mut(rows_per * n).enumerate();
-        let first = chunks.next();
-        for (t, block) in chunks {
-            s.spawn(move || gemm_rows(a, b, block, t * rows_per));
-        }
-        if let Some((_, block)) = first {
-            gemm_rows(a, b, block, 0);
-        }
+    pool(threads).install(|| {
+        rayon::scope(|s| {
+            for (t, block) in c.chunks_mut(rows_per * n).enumerate() {
+                s.spawn(move |_| with_scratch(|buf| gemm_rows(a, b, block, t * rows_per, buf)));
+            }
+        })
     });
+}
+
+/// Runs `f` with this thread's packing buffer, kept from call to call (fresh large allocations
+/// cost page faults).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// The shared pool of `threads` workers (one per distinct count asked for).
+fn pool(threads: usize) -> std::sync::Arc<rayon::ThreadPool> {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static POOLS: OnceLock<Mutex<BTreeMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    pools
+        .entry(threads)
+        .or_insert_with(|| {
+            Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("trainmesh-gemm-{i}"))
+                    .build()
+                    .expect("a thread pool"),
+            )
+        })
+        .clone()
 }
 
 /// Rows `row0 .. row0 + c.len() / n` of C (one thread's share). Loop order (Goto/BLIS): for each
@@ -111,13 +142,18 @@ pub fn gemm_acc(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threads: usize) {
 /// pack A's block, and run the register tile over every (B panel, A panel) pair; a B panel
 /// (KC × NR floats, 16 KiB) stays in L1 while the A panels stream from L2.
 #[multiversion(targets("x86_64+avx512f", "x86_64+avx2", "aarch64+neon"))]
-fn gemm_rows<'a>(a: MatRef<'a>, b: MatRef<'a>, c: &mut [f32], row0: usize) {
+fn gemm_rows<'a>(a: MatRef<'a>, b: MatRef<'a>, c: &mut [f32], row0: usize, scratch: &mut Vec<f32>) {
     let (k, n) = (a.cols, b.cols);
     let rows = c.len() / n;
     let b_panels = n.div_ceil(NR);
     let kc_max = KC.min(k);
-    let mut bpack = vec![0.0f32; b_panels * NR * kc_max];
-    let mut apack = vec![0.0f32; MC.min(rows).div_ceil(MR) * MR * kc_max];
+    let b_len = b_panels * NR * kc_max;
+    let need = b_len + MC.min(rows).div_ceil(MR) * MR * kc_max;
+    if scratch.len() < need {
+        // Every entry a panel uses is written by the packing before it is read.
+        scratch.resize(need, 0.0);
+    }
+    let (bpack, apack) = scratch.split_at_mut(b_len);
     for pc in (0..k).step_by(KC) {
         let kc = KC.min(k - pc);
         pack_b(b, pc, kc, &mut bpack[..b_panels * NR * kc]);

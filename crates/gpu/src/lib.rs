@@ -4,8 +4,9 @@
 //! into a new checkpoint and a *checkpoint chain* (a hash every few steps, under a Merkle root).
 //! An evaluator checks the result at a fraction of the cost: tier 0 recomputes the held-out metric,
 //! tier 1 re-executes segments of the chain drawn from randomness revealed after the commitment.
-//! Training runs on the deterministic CPU executor (exact hashes everywhere); the wgpu device
-//! module discovers GPU adapters and runs the crate's own WGSL kernels.
+//! Training runs on the deterministic CPU executor (exact hashes everywhere) or, for dense models,
+//! on a wgpu device with the crate's own WGSL kernels (audited with the distance bound); the
+//! device module discovers GPU adapters and runs the kernels.
 //!
 //! # Layout
 //! - [`hash`] — BLAKE3 content hashes, Merkle roots and proofs.
@@ -14,12 +15,16 @@
 //! - [`spec`] — the declarative model spec (logistic, MLP, CNN) and its bounds.
 //! - [`detmath`] — exp/ln with a fixed operation sequence (bit-identical on every platform).
 //! - [`executor`] — the deterministic reference executor: forward, loss, gradients.
+//! - [`gemm`] — the executor's packed, cache- and register-blocked matmul with a fixed summation
+//!   order (runtime AVX-512/AVX2 dispatch, no FMA: the same bits on every machine).
 //! - [`optim`] — hyper-parameters, seeded init and data order, SGD and Adam.
 //! - [`checkpoint`] — training state as canonical safetensors, hashed with BLAKE3.
 //! - [`train`] — the trainer, work units and checkpoint chains (with sparse retention and a
 //!   recomputing chain server), held-out evaluation.
 //! - [`device`] — wgpu adapter discovery and choice, CPU fallback, the WGSL kernels in
-//!   `src/kernels/` (tiled matmul benchmark, batched evaluation, checkpoint distance).
+//!   `src/kernels/` (tiled matmul benchmark, batched evaluation, checkpoint distance, training).
+//! - [`gpu_train`] — training dense models on the device (forward, cross-entropy, gradients,
+//!   SGD/Adam in WGSL), work units with the CPU path's chain format.
 //! - [`verify`] — tier 0 (held-out metric), tier 1 (seeded segment audits), the one-step referee.
 //! - [`error`] — [`GpuError`], the crate's one error type.
 
