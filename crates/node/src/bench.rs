@@ -20,7 +20,7 @@ use trainmesh_actors::metrics::NodeMetrics;
 use trainmesh_actors::network::{self, NetworkConfig, NetworkEvent};
 use trainmesh_actors::wire::{self, CHANNEL_CONSENSUS};
 use trainmesh_contracts::{Address, Amount, Genesis, GenesisValidator, Hash32, Params};
-use trainmesh_dag::{Core, CoreConfig, KeyPair, RedbStore, Validator};
+use trainmesh_dag::{ConsensusStore, Core, CoreConfig, KeyPair, MemStore, RedbStore, Validator};
 
 use crate::net::{free_port, loopback};
 
@@ -54,6 +54,16 @@ pub struct ConsensusArgs {
     pub max_header_delay_ms: u64,
     #[arg(long, default_value_t = 1_000)]
     pub leader_timeout_ms: u64,
+    /// The validators' DAG store: `memory` (as the in-process benchmark) or `redb` (durable,
+    /// as a real node).
+    #[arg(long, value_enum, default_value_t = StoreKind::Memory)]
+    pub store: StoreKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    Memory,
+    Redb,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -146,6 +156,13 @@ fn parent(args: ConsensusArgs) -> anyhow::Result<()> {
                 &args.max_header_delay_ms.to_string(),
             ])
             .args(["--leader-timeout-ms", &args.leader_timeout_ms.to_string()])
+            .args([
+                "--store",
+                match args.store {
+                    StoreKind::Memory => "memory",
+                    StoreKind::Redb => "redb",
+                },
+            ])
             .args(["--index", &i.to_string()])
             .args(["--ports", &ports.join(",")])
             .args(["--start-at-ms", &start_at.to_string()])
@@ -190,6 +207,14 @@ fn parent(args: ConsensusArgs) -> anyhow::Result<()> {
         .iter()
         .map(|r| r["refused"].as_u64().unwrap_or(0))
         .sum();
+    let own_sent: u64 = reports
+        .iter()
+        .map(|r| r["own_sent_in_window"].as_u64().unwrap_or(0))
+        .sum();
+    let own_committed: u64 = reports
+        .iter()
+        .map(|r| r["own_committed_in_window"].as_u64().unwrap_or(0))
+        .sum();
     let digests: Vec<&serde_json::Value> = reports.iter().map(|r| &r["prefix_digest"]).collect();
     let agree = digests.windows(2).all(|w| w[0] == w[1]);
     println!("-----------------------------------------");
@@ -225,6 +250,9 @@ fn parent(args: ConsensusArgs) -> anyhow::Result<()> {
         latencies.len()
     );
     println!(" Sent {sent} tx, refused by full mempools {refused}");
+    println!(
+        " Of the ~{own_sent} tx sent in the measured window, {own_committed} committed by the end (3 s after it)"
+    );
     println!(" Commit sequences agree: {agree}");
     for r in &reports {
         println!(
@@ -237,6 +265,7 @@ fn parent(args: ConsensusArgs) -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "mode": "libp2p-processes",
+            "store": format!("{:?}", args.store).to_lowercase(),
             "validators": args.validators,
             "tx_size": args.tx_size,
             "input_rate": args.rate,
@@ -249,6 +278,8 @@ fn parent(args: ConsensusArgs) -> anyhow::Result<()> {
             "latency_samples": latencies.len(),
             "sent_txs": sent,
             "refused_txs": refused,
+            "window_sent_txs": own_sent,
+            "window_committed_txs": own_committed,
             "commits_agree": agree,
         })
     );
@@ -259,6 +290,7 @@ fn parent(args: ConsensusArgs) -> anyhow::Result<()> {
 #[derive(Default)]
 struct Stats {
     committed_in_window: u64,
+    own_committed: u64,
     commits: u64,
     latencies_ms: Vec<f64>,
     /// Digest of the first `PREFIX` commits (the same on every validator).
@@ -275,6 +307,8 @@ struct Sink {
     window: (u64, u64),
     stats: Arc<Mutex<Stats>>,
     seen: u64,
+    /// Keep every `sample_every`-th own transaction: spread over the whole window.
+    sample_every: u64,
 }
 
 impl Actor for Sink {
@@ -309,8 +343,10 @@ impl Handler<Committed> for Sink {
             let sent = u64::from_le_bytes(tx[0..8].try_into().expect("8 bytes"));
             if origin == self.me && sent >= self.window.0 && sent < self.window.1 {
                 self.seen += 1;
-                // Every 4th of its own transactions, up to the cap.
-                if self.seen.is_multiple_of(4) && s.latencies_ms.len() < LATENCY_SAMPLES_MAX {
+                s.own_committed += 1;
+                if self.seen.is_multiple_of(self.sample_every)
+                    && s.latencies_ms.len() < LATENCY_SAMPLES_MAX
+                {
                     s.latencies_ms.push(t.saturating_sub(sent) as f64);
                 }
             }
@@ -340,8 +376,7 @@ async fn validator_async(args: ValidatorArgs) -> anyhow::Result<()> {
         .map(|p| p.parse())
         .collect::<Result<_, _>>()
         .context("--ports")?;
-    let me = trainmesh_dag::AuthorityIndex(args.index as u32);
-    let (net, mut events) = network::spawn(NetworkConfig {
+    let (net, events) = network::spawn(NetworkConfig {
         secret_key: secret(args.index),
         listen: loopback(ports[args.index]),
         bootstrap: (0..n)
@@ -357,7 +392,26 @@ async fn validator_async(args: ValidatorArgs) -> anyhow::Result<()> {
         validate: Arc::new(|_| true),
     })?;
     std::fs::create_dir_all(&args.data_dir)?;
-    let store = RedbStore::open(args.data_dir.join("dag.redb"))?;
+    match c.store {
+        StoreKind::Memory => run_validator(args.clone(), MemStore::new(), peers, net, events).await,
+        StoreKind::Redb => {
+            let store = RedbStore::open(args.data_dir.join("dag.redb"))?;
+            run_validator(args.clone(), store, peers, net, events).await
+        }
+    }
+}
+
+async fn run_validator<S: ConsensusStore + Unpin + Send + 'static>(
+    args: ValidatorArgs,
+    store: S,
+    peers: PeerBook,
+    net: tokio::sync::mpsc::Sender<trainmesh_actors::network::NetworkCommand>,
+    mut events: tokio::sync::mpsc::Receiver<NetworkEvent>,
+) -> anyhow::Result<()> {
+    let c = &args.common;
+    let n = c.validators;
+    let committee = committee(n)?;
+    let me = trainmesh_dag::AuthorityIndex(args.index as u32);
     let config = CoreConfig {
         header_payload_bytes_max: c.header_bytes,
         max_header_delay_ms: c.max_header_delay_ms,
@@ -380,6 +434,10 @@ async fn validator_async(args: ValidatorArgs) -> anyhow::Result<()> {
         window: (window_start, window_end),
         stats: stats.clone(),
         seen: 0,
+        sample_every: ((c.rate as f64 / n as f64 * (c.seconds - warmup(c)))
+            / LATENCY_SAMPLES_MAX as f64)
+            .ceil()
+            .max(1.0) as u64,
     }
     .start();
     let arbiter = Arbiter::new();
@@ -443,8 +501,12 @@ async fn validator_async(args: ValidatorArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let status = coordinator.send(GetStatus).await?;
     let mut s = stats.lock().expect("stats lock");
+    let own_in_window =
+        ((window_end - window_start) as f64 / 1_000.0 * c.rate as f64 / n as f64) as u64;
     let report = serde_json::json!({
         "index": args.index,
+        "own_committed_in_window": s.own_committed,
+        "own_sent_in_window": own_in_window,
         "sent": sent,
         "refused": refused,
         "committed_in_window": s.committed_in_window,
