@@ -91,6 +91,11 @@ impl Wallet {
         }
     }
 
+    /// Where this wallet's transactions go (the gateway forwards users' transactions there too).
+    pub fn submitter(&self) -> &Submitter {
+        &self.submitter
+    }
+
     pub fn public_key(&self) -> [u8; 32] {
         self.public
     }

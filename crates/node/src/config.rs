@@ -38,6 +38,8 @@ pub struct NodeConfig {
     pub provider: Option<ProviderConfig>,
     #[serde(default)]
     pub consensus: ConsensusConfig,
+    /// Serve the HTTP gateway and metrics here, e.g. `"127.0.0.1:8080"`.
+    pub gateway: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,11 +247,18 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
             .expect("tokio runtime")
     });
     let data_dir = spec.data_dir.clone();
+    let gateway = config.gateway;
+    let chain_id = spec.genesis.chain_id.clone();
     system.block_on(async move {
         let handle = node::start(spec)?;
         let status =
             StatusWriter::new(data_dir.join("status.json"), handle.peer_id.to_string()).start();
         handle.ledger_actor.do_send(Subscribe(status.recipient()));
+        if let Some(addr) = gateway {
+            let bound =
+                crate::gateway::serve(crate::gateway::Gateway::of(&handle, &chain_id), addr)?;
+            eprintln!("gateway: http://{bound}/v1/status");
+        }
         eprintln!("node {} ({}) running", handle.name, handle.peer_id);
         tokio::signal::ctrl_c().await.ok();
         handle.stop();

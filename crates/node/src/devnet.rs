@@ -54,6 +54,9 @@ pub struct DevnetArgs {
     /// Keep the nodes' data here (default: a temporary directory, removed at exit).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Where the HTTP gateway (served by validator 0) listens; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub gateway: std::net::SocketAddr,
     /// Give up when the job has not finished after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_s: u64,
@@ -336,6 +339,12 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
         .clone()
         .expect("a provider");
     let v0 = &nodes[0];
+    let gateway = crate::gateway::serve(
+        crate::gateway::Gateway::of(v0, &genesis.chain_id),
+        args.gateway,
+    )
+    .with_context(|| format!("starting the gateway on {}", args.gateway))?;
+    eprintln!("gateway: http://{gateway}/v1/status · metrics: http://{gateway}/metrics");
     eprintln!(
         "devnet: {} validators, {} trainers ({} cheating), {} evaluators, 1 data provider; data in {}",
         args.validators,

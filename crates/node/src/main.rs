@@ -6,6 +6,7 @@
 //! - [`config`] — `trainmesh node --config node.toml`: one node of a real network; its status file
 //! - [`bench`] — `trainmesh bench consensus`: validators as processes over libp2p
 //! - [`client`] — `trainmesh job submit`: a light node that submits a job and follows it
+//! - [`gateway`] — the HTTP gateway (`/v1`) and Prometheus metrics (`/metrics`)
 //! - [`genesis`] — `trainmesh genesis new`
 //! - [`keys`] — key files
 //! - [`net`] — loopback addresses
@@ -14,6 +15,7 @@ mod bench;
 mod client;
 mod config;
 mod devnet;
+mod gateway;
 mod genesis;
 mod keys;
 mod net;

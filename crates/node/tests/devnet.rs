@@ -5,7 +5,14 @@ use std::process::Command;
 
 fn devnet(extra: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_trainmesh"))
-        .args(["devnet", "--until-done", "--timeout-s", "400"])
+        .args([
+            "devnet",
+            "--until-done",
+            "--timeout-s",
+            "400",
+            "--gateway",
+            "127.0.0.1:0",
+        ])
         .args(extra)
         .output()
         .expect("the binary runs");

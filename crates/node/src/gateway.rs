@@ -1,0 +1,320 @@
+//! The HTTP gateway of a node: a versioned JSON API under `/v1` and Prometheus metrics at
+//! `/metrics`. Writes are signed transactions only: the gateway never holds a user's key; it
+//! checks a transaction's encoding, chain id and signature, then hands it to a validator's mempool.
+//! Errors are JSON bodies `{ "code": ..., "message": ... }` with a stable code; bodies are
+//! limited in size.
+
+use std::net::SocketAddr;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
+use serde::Serialize;
+use trainmesh_actors::coordinator::{Coordinator, GetStatus};
+use trainmesh_actors::ledger::SharedLedger;
+use trainmesh_actors::metrics::NodeMetrics;
+use trainmesh_actors::wallet::Submitter;
+use trainmesh_contracts::datasets::Dataset;
+use trainmesh_contracts::jobs::{Job, Unit};
+use trainmesh_contracts::workers::Worker;
+use trainmesh_contracts::{keys as state_keys, Address, DatasetId, JobId, UnitId};
+use trainmesh_dag::RedbStore;
+use trainmesh_ledger::transaction::SignedTransaction;
+use trainmesh_ledger::TRANSACTION_BYTES_MAX;
+
+/// The largest request body (a signed transaction, hex-encoded, in JSON).
+pub const BODY_BYTES_MAX: usize = 2 * TRANSACTION_BYTES_MAX + 1_024;
+/// The most items a list returns.
+pub const LIST_MAX: usize = 1_000;
+
+/// What the gateway serves from.
+#[derive(Clone)]
+pub struct Gateway {
+    pub ledger: SharedLedger,
+    pub metrics: NodeMetrics,
+    pub submitter: Submitter,
+    pub coordinator: Option<actix::Addr<Coordinator<RedbStore>>>,
+    pub chain_id: String,
+}
+
+impl Gateway {
+    /// The gateway of a running node.
+    pub fn of(n: &trainmesh_actors::node::NodeHandle, chain_id: &str) -> Gateway {
+        Gateway {
+            ledger: n.ledger.clone(),
+            metrics: n.metrics.clone(),
+            submitter: n.wallet.submitter().clone(),
+            coordinator: n.coordinator.clone(),
+            chain_id: chain_id.to_string(),
+        }
+    }
+}
+
+/// An error as the API reports it.
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: u16, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    fn not_found(what: &str) -> ApiError {
+        ApiError::new(404, "not_found", format!("{what} not found"))
+    }
+
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::new(500, "internal", e.to_string())
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(self)
+    }
+}
+
+type ApiResult = Result<HttpResponse, ApiError>;
+
+fn read<T: serde::de::DeserializeOwned>(g: &Gateway, key: &[u8]) -> Result<Option<T>, ApiError> {
+    g.ledger
+        .read()
+        .expect("ledger lock")
+        .read(key)
+        .map_err(ApiError::internal)
+}
+
+async fn status(g: web::Data<Gateway>) -> ApiResult {
+    let (height, next_index, root) = {
+        let l = g.ledger.read().expect("ledger lock");
+        (l.height(), l.next_index(), hex::encode(l.state_root()))
+    };
+    let consensus = match &g.coordinator {
+        Some(c) => c.send(GetStatus).await.ok().map(|s| {
+            serde_json::json!({
+                "proposed_round": s.proposed_round.0,
+                "last_committed_round": s.last_committed_round.0,
+                "next_commit_index": s.next_commit_index,
+                "mempool_bytes": s.mempool_bytes,
+            })
+        }),
+        None => None,
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "chain_id": g.chain_id,
+        "height": height,
+        "next_index": next_index,
+        "state_root": root,
+        "consensus": consensus,
+    })))
+}
+
+async fn metrics(g: web::Data<Gateway>) -> ApiResult {
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&g.metrics.registry.gather())
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text))
+}
+
+async fn jobs(g: web::Data<Gateway>) -> ApiResult {
+    let count = read::<trainmesh_contracts::counters::Counters>(&g, state_keys::COUNTERS)?
+        .map(|c| c.jobs)
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for id in (1..=count).rev().take(LIST_MAX) {
+        if let Some(j) = read::<Job>(&g, &state_keys::job(JobId(id)))? {
+            out.push(j);
+        }
+    }
+    Ok(HttpResponse::Ok().json(out))
+}
+
+async fn job(g: web::Data<Gateway>, id: web::Path<u64>) -> ApiResult {
+    let id = JobId(id.into_inner());
+    let job: Job = read(&g, &state_keys::job(id))?.ok_or_else(|| ApiError::not_found("job"))?;
+    let mut units = Vec::new();
+    for index in 0..=job.current_unit {
+        if let Some(u) = read::<Unit>(&g, &state_keys::unit(UnitId { job: id, index }))? {
+            units.push(u);
+        }
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "job": job, "units": units })))
+}
+
+fn address(s: &str) -> Result<Address, ApiError> {
+    Address::from_hex(s).map_err(|e| ApiError::new(400, "bad_address", e.to_string()))
+}
+
+async fn account(g: web::Data<Gateway>, a: web::Path<String>) -> ApiResult {
+    let a = address(&a)?;
+    let account = g
+        .ledger
+        .read()
+        .expect("ledger lock")
+        .account(&a)
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "address": a, "account": account })))
+}
+
+async fn workers(g: web::Data<Gateway>) -> ApiResult {
+    let index: Vec<Address> = read(&g, state_keys::WORKERS)?.unwrap_or_default();
+    let mut out = Vec::new();
+    for a in index.iter().take(LIST_MAX) {
+        if let Some(w) = read::<Worker>(&g, &state_keys::worker(a))? {
+            out.push(w);
+        }
+    }
+    Ok(HttpResponse::Ok().json(out))
+}
+
+async fn datasets(g: web::Data<Gateway>) -> ApiResult {
+    let count = read::<trainmesh_contracts::counters::Counters>(&g, state_keys::COUNTERS)?
+        .map(|c| c.datasets)
+        .unwrap_or(0);
+    let mut out = Vec::new();
+    for id in (1..=count).rev().take(LIST_MAX) {
+        if let Some(d) = read::<Dataset>(&g, &state_keys::dataset(DatasetId(id)))? {
+            out.push(d);
+        }
+    }
+    Ok(HttpResponse::Ok().json(out))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    /// The signed transaction's canonical encoding, hex.
+    transaction: String,
+}
+
+async fn submit(g: web::Data<Gateway>, body: web::Json<SubmitBody>) -> ApiResult {
+    let bytes = hex::decode(body.transaction.trim())
+        .map_err(|e| ApiError::new(400, "bad_encoding", format!("transaction is not hex: {e}")))?;
+    let tx = SignedTransaction::decode(&bytes)
+        .map_err(|e| ApiError::new(400, e.code(), e.to_string()))?;
+    tx.verify(&g.chain_id)
+        .map_err(|e| ApiError::new(400, e.code(), e.to_string()))?;
+    let hash = tx.hash();
+    g.submitter
+        .submit(vec![bytes])
+        .await
+        .map_err(|e| ApiError::new(503, "mempool_unavailable", e))?;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "tx_hash": hex::encode(hash) })))
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}
+
+async fn not_found() -> ApiResult {
+    Err(ApiError::not_found("route"))
+}
+
+/// The OpenAPI document; the tests check it names exactly the served routes.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+fn json_error(e: actix_web::error::JsonPayloadError) -> actix_web::Error {
+    let (status, code) = match &e {
+        actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
+        | actix_web::error::JsonPayloadError::Overflow { .. } => (413, "body_too_large"),
+        _ => (400, "bad_json"),
+    };
+    ApiError::new(status, code, e.to_string()).into()
+}
+
+/// Starts the gateway on `addr` in the current actix system; returns the address it listens on.
+pub fn serve(g: Gateway, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(g.clone()))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(BODY_BYTES_MAX)
+                    .error_handler(|e, _| json_error(e)),
+            )
+            .app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
+            .route("/metrics", web::get().to(metrics))
+            .route("/v1/openapi.json", web::get().to(openapi))
+            .route("/v1/status", web::get().to(status))
+            .route("/v1/jobs", web::get().to(jobs))
+            .route("/v1/jobs/{id}", web::get().to(job))
+            .route("/v1/accounts/{address}", web::get().to(account))
+            .route("/v1/workers", web::get().to(workers))
+            .route("/v1/datasets", web::get().to(datasets))
+            .route("/v1/transactions", web::post().to(submit))
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .client_request_timeout(std::time::Duration::from_secs(10))
+    .bind(addr)?;
+    let bound = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("the gateway bound no address"))?;
+    let server = server.run();
+    actix::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "gateway stopped");
+        }
+    });
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The routes served, as (method, path) in OpenAPI's path syntax.
+    const ROUTES: &[(&str, &str)] = &[
+        ("get", "/metrics"),
+        ("get", "/v1/openapi.json"),
+        ("get", "/v1/status"),
+        ("get", "/v1/jobs"),
+        ("get", "/v1/jobs/{id}"),
+        ("get", "/v1/accounts/{address}"),
+        ("get", "/v1/workers"),
+        ("get", "/v1/datasets"),
+        ("post", "/v1/transactions"),
+    ];
+
+    #[test]
+    fn openapi_names_exactly_the_served_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut documented = Vec::new();
+        for (path, methods) in doc["paths"].as_object().unwrap() {
+            for method in methods.as_object().unwrap().keys() {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+        documented.sort();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+}

@@ -1,0 +1,162 @@
+//! The gateway of a running devnet: status, metrics, jobs, accounts, workers, datasets, the
+//! OpenAPI document (every documented path is served), and clear errors for bad input.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Devnet(Child);
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let (head, rest) = text.split_once("\r\n\r\n")?;
+    // Decode a chunked body.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut b = String::new();
+        let mut r = rest;
+        while let Some((len, tail)) = r.split_once("\r\n") {
+            let n = usize::from_str_radix(len.trim(), 16).ok()?;
+            if n == 0 {
+                break;
+            }
+            b.push_str(&tail[..n]);
+            r = &tail[n + 2..];
+        }
+        b
+    } else {
+        rest.to_string()
+    };
+    Some((status, body))
+}
+
+fn json(port: u16, path: &str) -> serde_json::Value {
+    let (status, body) = http(port, "GET", path, "").expect("the gateway answers");
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+#[test]
+fn gateway_serves_the_devnet() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _devnet = Devnet(
+        Command::new(env!("CARGO_BIN_EXE_trainmesh"))
+            .args(["devnet", "--gateway", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    // The demo job completes and shows up with its units.
+    let job = loop {
+        if let Some((200, body)) = http(port, "GET", "/v1/jobs", "") {
+            let jobs: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if let Some(j) = jobs.as_array().and_then(|a| a.first()) {
+                if j["state"] == "Completed" {
+                    break j.clone();
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "the job did not complete");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let id = job["id"].as_u64().unwrap();
+    let detail = json(port, &format!("/v1/jobs/{id}"));
+    assert!(detail["units"].as_array().unwrap().len() >= 2, "{detail}");
+    let status = json(port, "/v1/status");
+    assert_eq!(status["chain_id"], "trainmesh-devnet");
+    assert!(status["height"].as_u64().unwrap() > 0);
+    assert!(json(port, "/v1/workers").as_array().unwrap().len() >= 5);
+    assert_eq!(json(port, "/v1/datasets").as_array().unwrap().len(), 1);
+    let owner = job["owner"].as_str().unwrap();
+    let account = json(port, &format!("/v1/accounts/{owner}"));
+    assert!(
+        account["account"]["nonce"].as_u64().unwrap() >= 1,
+        "{account}"
+    );
+
+    let (s, metrics) = http(port, "GET", "/metrics", "").unwrap();
+    assert_eq!(s, 200);
+    for series in [
+        "trainmesh_consensus_commits_total",
+        "trainmesh_ledger_height",
+        "trainmesh_mempool_transactions_total",
+        "trainmesh_consensus_commit_latency_seconds_bucket",
+    ] {
+        assert!(metrics.contains(series), "{series} missing");
+    }
+
+    // Every documented GET path is served.
+    let doc = json(port, "/v1/openapi.json");
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        if methods.get("get").is_some() {
+            let p = path
+                .replace("{id}", &id.to_string())
+                .replace("{address}", owner);
+            let (s, body) = http(port, "GET", &p, "").unwrap();
+            assert_eq!(s, 200, "{p}: {body}");
+        }
+    }
+
+    // Bad input: clear JSON errors, nothing crashes.
+    let error = |method: &str, path: &str, body: &str| -> (u16, String) {
+        let (s, b) = http(port, method, path, body).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&b).unwrap_or_else(|e| panic!("{path}: {e}: {b}"));
+        (s, v["code"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(error("GET", "/v1/nowhere", ""), (404, "not_found".into()));
+    assert_eq!(
+        error("GET", "/v1/jobs/999999", ""),
+        (404, "not_found".into())
+    );
+    assert_eq!(
+        error("GET", "/v1/accounts/xyz", ""),
+        (400, "bad_address".into())
+    );
+    assert_eq!(
+        error("POST", "/v1/transactions", r#"{"transaction":"zz"}"#),
+        (400, "bad_encoding".into())
+    );
+    assert_eq!(
+        error("POST", "/v1/transactions", "{not json"),
+        (400, "bad_json".into())
+    );
+    let (s, code) = error("POST", "/v1/transactions", r#"{"transaction":"0102"}"#);
+    assert_eq!(s, 400, "{code}");
+    assert!(!code.is_empty());
+    let huge = format!(r#"{{"transaction":"{}"}}"#, "00".repeat(400_000));
+    assert_eq!(
+        error("POST", "/v1/transactions", &huge),
+        (413, "body_too_large".into())
+    );
+    // Still serving.
+    assert_eq!(json(port, "/v1/status")["chain_id"], "trainmesh-devnet");
+}
