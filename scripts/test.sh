@@ -37,6 +37,13 @@ if [ ! -f /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && command -v apt-get >/
   DEBIAN_FRONTEND=noninteractive apt-get install -y mesa-vulkan-drivers
 fi
 
+# The Prometheus server, for the test that scrapes a devnet (crates/node/tests/prometheus.rs).
+if ! command -v prometheus >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  step "installing Prometheus for the metrics test"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus
+fi
+
 # --- checks ----------------------------------------------------------------------------------
 if [ -z "${SKIP_LINT:-}" ]; then
   step "cargo fmt --check"

@@ -70,7 +70,17 @@ impl Default for NodeMetrics {
 
 impl NodeMetrics {
     pub fn new() -> NodeMetrics {
-        let r = Registry::new();
+        Self::with_registry(Registry::new())
+    }
+
+    /// Metrics whose every series carries the label `node="<name>"` (a devnet serves the
+    /// metrics of all its nodes from one endpoint).
+    pub fn for_node(name: &str) -> NodeMetrics {
+        let labels = std::collections::HashMap::from([("node".to_string(), name.to_string())]);
+        Self::with_registry(Registry::new_custom(None, Some(labels)).expect("a valid label"))
+    }
+
+    fn with_registry(r: Registry) -> NodeMetrics {
         let latency = vec![0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0];
         let work = vec![0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
         NodeMetrics {
@@ -177,4 +187,26 @@ impl NodeMetrics {
             registry: r,
         }
     }
+}
+
+/// The metric families of several registries as one exposition (families of the same name are
+/// merged, as the text format requires each name once).
+pub fn gather_all(registries: &[Registry]) -> Vec<prometheus::proto::MetricFamily> {
+    let mut by_name: std::collections::BTreeMap<String, prometheus::proto::MetricFamily> =
+        std::collections::BTreeMap::new();
+    for r in registries {
+        for family in r.gather() {
+            match by_name.get_mut(family.name()) {
+                Some(existing) => {
+                    for m in family.get_metric() {
+                        existing.mut_metric().push(m.clone());
+                    }
+                }
+                None => {
+                    by_name.insert(family.name().to_string(), family);
+                }
+            }
+        }
+    }
+    by_name.into_values().collect()
 }

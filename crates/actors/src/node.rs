@@ -113,7 +113,7 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
     })?;
     let committee = committee_of(&spec.genesis)?;
     let peers = PeerBook::new(&committee)?;
-    let metrics = NodeMetrics::new();
+    let metrics = NodeMetrics::for_node(&spec.name);
 
     let mut ledger = Ledger::open(spec.data_dir.join("ledger.redb"))?;
     if !ledger.is_initialized() {

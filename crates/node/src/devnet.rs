@@ -339,11 +339,10 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
         .clone()
         .expect("a provider");
     let v0 = &nodes[0];
-    let gateway = crate::gateway::serve(
-        crate::gateway::Gateway::of(v0, &genesis.chain_id),
-        args.gateway,
-    )
-    .with_context(|| format!("starting the gateway on {}", args.gateway))?;
+    let mut served = crate::gateway::Gateway::of(v0, &genesis.chain_id);
+    served.registries = nodes.iter().map(|n| n.metrics.registry.clone()).collect();
+    let gateway = crate::gateway::serve(served, args.gateway)
+        .with_context(|| format!("starting the gateway on {}", args.gateway))?;
     eprintln!("gateway: http://{gateway}/v1/status · metrics: http://{gateway}/metrics");
     eprintln!(
         "devnet: {} validators, {} trainers ({} cheating), {} evaluators, 1 data provider; data in {}",

@@ -11,7 +11,6 @@ use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use serde::Serialize;
 use trainmesh_actors::coordinator::{Coordinator, GetStatus};
 use trainmesh_actors::ledger::SharedLedger;
-use trainmesh_actors::metrics::NodeMetrics;
 use trainmesh_actors::wallet::Submitter;
 use trainmesh_contracts::datasets::Dataset;
 use trainmesh_contracts::jobs::{Job, Unit};
@@ -30,7 +29,8 @@ pub const LIST_MAX: usize = 1_000;
 #[derive(Clone)]
 pub struct Gateway {
     pub ledger: SharedLedger,
-    pub metrics: NodeMetrics,
+    /// The registries `/metrics` serves (a devnet: every node's).
+    pub registries: Vec<prometheus::Registry>,
     pub submitter: Submitter,
     pub coordinator: Option<actix::Addr<Coordinator<RedbStore>>>,
     pub chain_id: String,
@@ -41,7 +41,7 @@ impl Gateway {
     pub fn of(n: &trainmesh_actors::node::NodeHandle, chain_id: &str) -> Gateway {
         Gateway {
             ledger: n.ledger.clone(),
-            metrics: n.metrics.clone(),
+            registries: vec![n.metrics.registry.clone()],
             submitter: n.wallet.submitter().clone(),
             coordinator: n.coordinator.clone(),
             chain_id: chain_id.to_string(),
@@ -129,7 +129,7 @@ async fn status(g: web::Data<Gateway>) -> ApiResult {
 
 async fn metrics(g: web::Data<Gateway>) -> ApiResult {
     let text = prometheus::TextEncoder::new()
-        .encode_to_string(&g.metrics.registry.gather())
+        .encode_to_string(&trainmesh_actors::metrics::gather_all(&g.registries))
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
