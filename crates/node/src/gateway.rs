@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 
+use actix_web::dev::Service;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
 use serde::Serialize;
@@ -24,6 +25,43 @@ use trainmesh_ledger::TRANSACTION_BYTES_MAX;
 pub const BODY_BYTES_MAX: usize = 2 * TRANSACTION_BYTES_MAX + 1_024;
 /// The most items a list returns.
 pub const LIST_MAX: usize = 1_000;
+/// Requests per second each client (IP address) may sustain, and its burst.
+pub const CLIENT_RATE_PER_S: f64 = 100.0;
+pub const CLIENT_BURST: f64 = 200.0;
+/// Clients tracked at once (the least recently seen are forgotten first).
+pub const CLIENTS_MAX: usize = 10_000;
+
+/// Token buckets per client: `CLIENT_RATE_PER_S` sustained, `CLIENT_BURST` at once.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    buckets: std::collections::HashMap<std::net::IpAddr, (f64, std::time::Instant)>,
+}
+
+impl RateLimiter {
+    /// Whether `client` may make a request at `now` (and takes a token if so).
+    pub fn allow(&mut self, client: std::net::IpAddr, now: std::time::Instant) -> bool {
+        if self.buckets.len() >= CLIENTS_MAX && !self.buckets.contains_key(&client) {
+            let oldest = self
+                .buckets
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(ip, _)| *ip);
+            if let Some(ip) = oldest {
+                self.buckets.remove(&ip);
+            }
+        }
+        let (tokens, last) = self.buckets.entry(client).or_insert((CLIENT_BURST, now));
+        let refill = now.saturating_duration_since(*last).as_secs_f64() * CLIENT_RATE_PER_S;
+        *tokens = (*tokens + refill).min(CLIENT_BURST);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 /// What the gateway serves from.
 #[derive(Clone)]
@@ -246,8 +284,31 @@ fn json_error(e: actix_web::error::JsonPayloadError) -> actix_web::Error {
 
 /// Starts the gateway on `addr` in the current actix system; returns the address it listens on.
 pub fn serve(g: Gateway, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let limiter = std::sync::Arc::new(std::sync::Mutex::new(RateLimiter::default()));
     let server = HttpServer::new(move || {
+        let limiter = limiter.clone();
         App::new()
+            .wrap_fn(move |req, srv| {
+                let ip = req.peer_addr().map(|a| a.ip());
+                let allowed = ip.is_none_or(|ip| {
+                    limiter
+                        .lock()
+                        .expect("limiter lock")
+                        .allow(ip, std::time::Instant::now())
+                });
+                let fut = allowed.then(|| srv.call(req));
+                async move {
+                    match fut {
+                        Some(f) => f.await,
+                        None => Err(ApiError::new(
+                            429,
+                            "rate_limited",
+                            format!("more than {CLIENT_RATE_PER_S} requests per second"),
+                        )
+                        .into()),
+                    }
+                }
+            })
             .app_data(web::Data::new(g.clone()))
             .app_data(
                 web::JsonConfig::default()
@@ -299,6 +360,22 @@ mod tests {
         ("get", "/v1/datasets"),
         ("post", "/v1/transactions"),
     ];
+
+    #[test]
+    fn clients_are_rate_limited_by_token_bucket() {
+        let mut l = RateLimiter::default();
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let t0 = std::time::Instant::now();
+        let burst = (0..1_000).take_while(|_| l.allow(a, t0)).count();
+        assert_eq!(burst, CLIENT_BURST as usize);
+        assert!(!l.allow(a, t0));
+        assert!(l.allow(b, t0), "another client has its own bucket");
+        // A tenth of a second refills a tenth of the rate.
+        let later = t0 + std::time::Duration::from_millis(100);
+        let refilled = (0..1_000).take_while(|_| l.allow(a, later)).count();
+        assert_eq!(refilled, (CLIENT_RATE_PER_S / 10.0) as usize);
+    }
 
     #[test]
     fn openapi_names_exactly_the_served_routes() {
