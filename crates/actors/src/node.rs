@@ -76,6 +76,8 @@ pub struct NodeHandle {
     pub ledger_actor: Addr<LedgerActor>,
     pub provider: Option<Addr<DataProvider>>,
     pub blobs: BlobStore,
+    /// Fetches blobs from the mesh (checkpoints for downloads, say), verified by hash.
+    pub fetcher: Fetcher,
     arbiters: Vec<Arbiter>,
 }
 
@@ -222,7 +224,7 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
 
     let work = WorkContext {
         ledger: ledger.clone(),
-        fetcher,
+        fetcher: fetcher.clone(),
         blobs: blobs.clone(),
         wallet: wallet.clone(),
         metrics: metrics.clone(),
@@ -257,6 +259,7 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
         ledger_actor,
         provider,
         blobs,
+        fetcher,
         arbiters,
     })
 }

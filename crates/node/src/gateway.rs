@@ -72,6 +72,7 @@ pub struct Gateway {
     pub submitter: Submitter,
     pub coordinator: Option<actix::Addr<Coordinator<RedbStore>>>,
     pub chain_id: String,
+    pub fetcher: trainmesh_actors::blobs::Fetcher,
 }
 
 impl Gateway {
@@ -83,6 +84,7 @@ impl Gateway {
             submitter: n.wallet.submitter().clone(),
             coordinator: n.coordinator.clone(),
             chain_id: chain_id.to_string(),
+            fetcher: n.fetcher.clone(),
         }
     }
 }
@@ -197,6 +199,53 @@ async fn job(g: web::Data<Gateway>, id: web::Path<u64>) -> ApiResult {
         }
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({ "job": job, "units": units })))
+}
+
+/// The job's latest certified checkpoint (safetensors: parameters and optimizer state), fetched
+/// from the trainers that serve it and checked against the hash on the ledger.
+async fn weights(g: web::Data<Gateway>, id: web::Path<u64>) -> ApiResult {
+    let id = JobId(id.into_inner());
+    let job: Job = read(&g, &state_keys::job(id))?.ok_or_else(|| ApiError::not_found("job"))?;
+    if job.units_done == 0 {
+        return Err(ApiError::new(
+            409,
+            "no_weights_yet",
+            "no unit of this job is certified yet",
+        ));
+    }
+    // The trainer of the last certified unit holds it; any trainer may.
+    let mut last_trainer = None;
+    for index in (0..=job.current_unit).rev() {
+        if let Some(u) = read::<Unit>(&g, &state_keys::unit(UnitId { job: id, index }))? {
+            if u.result.as_ref().map(|r| r.checkpoint) == Some(job.latest_checkpoint) {
+                last_trainer = u.trainer;
+                break;
+            }
+        }
+    }
+    let peers = trainmesh_actors::work::worker_peers(
+        &g.ledger,
+        trainmesh_contracts::workers::Role::Trainer,
+        last_trainer.as_ref(),
+    );
+    let bytes = g
+        .fetcher
+        .fetch(
+            trainmesh_actors::wire::BlobKind::Checkpoint,
+            job.latest_checkpoint.0,
+            &peers,
+            std::time::Duration::from_secs(20),
+        )
+        .await
+        .map_err(|e| ApiError::new(504, "weights_unavailable", e.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"job-{}.safetensors\"", id.0),
+        ))
+        .insert_header(("X-Checkpoint-Blake3", job.latest_checkpoint.to_hex()))
+        .body(bytes.to_vec()))
 }
 
 fn address(s: &str) -> Result<Address, ApiError> {
@@ -321,6 +370,7 @@ pub fn serve(g: Gateway, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
             .route("/v1/status", web::get().to(status))
             .route("/v1/jobs", web::get().to(jobs))
             .route("/v1/jobs/{id}", web::get().to(job))
+            .route("/v1/jobs/{id}/weights", web::get().to(weights))
             .route("/v1/accounts/{address}", web::get().to(account))
             .route("/v1/workers", web::get().to(workers))
             .route("/v1/datasets", web::get().to(datasets))
@@ -355,6 +405,7 @@ mod tests {
         ("get", "/v1/status"),
         ("get", "/v1/jobs"),
         ("get", "/v1/jobs/{id}"),
+        ("get", "/v1/jobs/{id}/weights"),
         ("get", "/v1/accounts/{address}"),
         ("get", "/v1/workers"),
         ("get", "/v1/datasets"),

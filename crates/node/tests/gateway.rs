@@ -125,6 +125,11 @@ fn gateway_serves_the_devnet() {
         }
     }
 
+    // The trained weights: safetensors whose BLAKE3 is the certified checkpoint.
+    let (s, weights) = http(port, "GET", &format!("/v1/jobs/{id}/weights"), "").unwrap();
+    assert_eq!(s, 200);
+    assert!(weights.len() > 1_000, "{} bytes", weights.len());
+
     // Bad input: clear JSON errors, nothing crashes.
     let error = |method: &str, path: &str, body: &str| -> (u16, String) {
         let (s, b) = http(port, method, path, body).unwrap();
