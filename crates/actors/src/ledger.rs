@@ -132,6 +132,7 @@ impl LedgerActor {
                     .batch_seconds
                     .observe(started.elapsed().as_secs_f64());
                 self.metrics.ledger_height.set(outcome.height as i64);
+                self.record_jobs();
                 let ok = outcome.accepted() as u64;
                 let total = outcome.receipts.len() as u64;
                 self.metrics
@@ -163,6 +164,28 @@ impl LedgerActor {
                 ctx.stop();
                 System::current().stop_with_code(70);
             }
+        }
+    }
+
+    fn record_jobs(&self) {
+        use trainmesh_contracts::keys;
+        let l = self.ledger.read().expect("ledger lock");
+        let active = l
+            .read::<Vec<trainmesh_contracts::JobId>>(keys::ACTIVE_JOBS)
+            .ok()
+            .flatten()
+            .map(|a| a.len() as i64)
+            .unwrap_or(0);
+        if let Ok(Some(c)) = l.read::<trainmesh_contracts::counters::Counters>(keys::COUNTERS) {
+            self.metrics
+                .jobs
+                .with_label_values(&["running"])
+                .set(active);
+            self.metrics
+                .jobs
+                .with_label_values(&["finished"])
+                .set(c.jobs as i64 - active);
+            self.metrics.certificates.set(c.certificates as i64);
         }
     }
 

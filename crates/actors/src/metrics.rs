@@ -20,6 +20,10 @@ pub struct NodeMetrics {
     pub mempool_refused: IntCounter,
     // Ledger.
     pub ledger_height: IntGauge,
+    /// Jobs by state ("running", "finished"), from the ledger after every batch.
+    pub jobs: prometheus::IntGaugeVec,
+    /// Certificates of useful work formed so far (the ledger's counter).
+    pub certificates: IntGauge,
     pub ledger_transactions: IntCounterVec,
     pub batch_seconds: Histogram,
     // Network.
@@ -83,7 +87,7 @@ impl NodeMetrics {
     fn with_registry(r: Registry) -> NodeMetrics {
         let latency = vec![0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0];
         let work = vec![0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0];
-        NodeMetrics {
+        let m = NodeMetrics {
             round: gauge(
                 &r,
                 "trainmesh_consensus_round",
@@ -141,6 +145,21 @@ impl NodeMetrics {
                 "Transactions refused by the mempool",
             ),
             ledger_height: gauge(&r, "trainmesh_ledger_height", "Batches executed"),
+            jobs: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new("trainmesh_jobs", "Jobs by state"),
+                    &["state"],
+                )
+                .expect("metric name is valid");
+                r.register(Box::new(g.clone()))
+                    .expect("metric registered once");
+                g
+            },
+            certificates: gauge(
+                &r,
+                "trainmesh_certificates",
+                "Certificates of useful work formed so far",
+            ),
             ledger_transactions: counter_vec(
                 &r,
                 "trainmesh_ledger_transactions_total",
@@ -185,7 +204,19 @@ impl NodeMetrics {
                 work,
             ),
             registry: r,
+        };
+        // Known label values exist from the start (at zero), so they are exported before the
+        // first event.
+        for state in ["running", "finished"] {
+            m.jobs.with_label_values(&[state]);
         }
+        for outcome in ["accepted", "rejected"] {
+            m.ledger_transactions.with_label_values(&[outcome]);
+        }
+        for verdict in ["accept", "reject"] {
+            m.verification_outcomes.with_label_values(&[verdict]);
+        }
+        m
     }
 }
 
