@@ -58,5 +58,21 @@ cargo test --workspace --all-targets --locked
 step "doc tests"
 cargo test --workspace --doc --locked
 
+# The Python SDK (sdk/python): its shared vectors, and a devnet driven through the gateway with the
+# binary the cargo tests built.
+target_dir=${CARGO_TARGET_DIR:-target}
+venv="$target_dir/sdk-venv"
+if [ ! -x "$venv/bin/pytest" ]; then
+  step "creating the Python SDK's venv at $venv"
+  if ! python3 -c 'import ensurepip' >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv
+  fi
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet './sdk/python[test]'
+fi
+step "python sdk tests"
+TRAINMESH_BIN="$target_dir/debug/trainmesh" "$venv/bin/pytest" -q sdk/python/tests
+
 echo
 echo "all checks passed"
