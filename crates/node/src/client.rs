@@ -1,6 +1,7 @@
 //! `trainmesh job submit`: joins the network as a light node (a follower with no role), signs and
 //! submits a job, and with `--wait` follows it to the end; the last line is one JSON object.
 
+use std::io::Read as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,28 @@ use crate::net::{free_port, loopback};
 pub enum JobCommand {
     /// Submit a job (the demo job on the latest attached dataset unless `--spec` is given).
     Submit(SubmitArgs),
+    /// A job's state, units and metric, from a node's gateway.
+    Status(GatewayJobArgs),
+    /// Follow a job on a node's gateway until it ends (a progress bar on stderr).
+    Wait(GatewayJobArgs),
+    /// Download a job's certified weights (safetensors), checked against the ledger's hash.
+    Download {
+        #[command(flatten)]
+        job: GatewayJobArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GatewayJobArgs {
+    /// The gateway, e.g. http://127.0.0.1:8080
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub gateway: String,
+    #[arg(long)]
+    pub id: u64,
+    #[arg(long, default_value_t = 600)]
+    pub timeout_s: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -41,8 +64,104 @@ pub struct SubmitArgs {
     pub timeout_s: u64,
 }
 
+/// GET `path` from a gateway; a gateway error becomes its code and message.
+fn get(gateway: &str, path: &str) -> anyhow::Result<ureq::Response> {
+    let url = format!("{}{path}", gateway.trim_end_matches('/'));
+    match ureq::get(&url).timeout(Duration::from_secs(30)).call() {
+        Ok(r) => Ok(r),
+        Err(ureq::Error::Status(status, r)) => {
+            let body: serde_json::Value = r.into_json().unwrap_or_default();
+            bail!(
+                "{url}: {status} {}: {}",
+                body["code"].as_str().unwrap_or("error"),
+                body["message"].as_str().unwrap_or("")
+            )
+        }
+        Err(e) => bail!("{url}: {e}"),
+    }
+}
+
+fn job_json(args: &GatewayJobArgs) -> anyhow::Result<serde_json::Value> {
+    Ok(get(&args.gateway, &format!("/v1/jobs/{}", args.id))?.into_json()?)
+}
+
+fn job_summary(v: &serde_json::Value) -> serde_json::Value {
+    let job = &v["job"];
+    serde_json::json!({
+        "job": job["id"],
+        "job_status": job["state"].as_str().map(str::to_lowercase),
+        "units_done": job["units_done"],
+        "units_total": job["units_total"],
+        "test_accuracy": job["latest_metric_ppm"].as_f64().map(|m| m / 1e6),
+        "checkpoint": job["latest_checkpoint"],
+    })
+}
+
 pub fn run(command: JobCommand) -> anyhow::Result<()> {
-    let JobCommand::Submit(args) = command;
+    let args = match command {
+        JobCommand::Submit(args) => args,
+        JobCommand::Status(args) => {
+            println!("{}", job_summary(&job_json(&args)?));
+            return Ok(());
+        }
+        JobCommand::Wait(args) => {
+            let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
+            let mut v = job_json(&args)?;
+            let total = v["job"]["units_total"].as_u64().unwrap_or(0);
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} units  {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            while v["job"]["state"] == "Running" {
+                if Instant::now() > deadline {
+                    bar.abandon();
+                    bail!("job {} did not finish in {} s", args.id, args.timeout_s);
+                }
+                bar.set_position(v["job"]["units_done"].as_u64().unwrap_or(0));
+                bar.set_message(format!(
+                    "held-out metric {}",
+                    v["job"]["latest_metric_ppm"]
+                        .as_f64()
+                        .map(|m| format!("{:.4}", m / 1e6))
+                        .unwrap_or_else(|| "-".into())
+                ));
+                std::thread::sleep(Duration::from_millis(500));
+                v = job_json(&args)?;
+            }
+            bar.set_position(v["job"]["units_done"].as_u64().unwrap_or(0));
+            bar.finish();
+            println!("{}", job_summary(&v));
+            return Ok(());
+        }
+        JobCommand::Download { job, out } => {
+            let r = get(&job.gateway, &format!("/v1/jobs/{}/weights", job.id))?;
+            let expected = r
+                .header("X-Checkpoint-Blake3")
+                .map(str::to_string)
+                .context("the gateway sent no checkpoint hash")?;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(
+                &mut r
+                    .into_reader()
+                    .take(trainmesh_gpu::checkpoint::CHECKPOINT_BYTES_MAX as u64),
+                &mut bytes,
+            )?;
+            let got = blake3::hash(&bytes).to_hex().to_string();
+            if got != expected {
+                bail!("downloaded weights hash to {got}, the ledger certified {expected}");
+            }
+            std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "{}",
+                serde_json::json!({ "job": job.id, "path": out, "bytes": bytes.len(), "blake3": got })
+            );
+            return Ok(());
+        }
+    };
     let system = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -130,6 +130,39 @@ fn gateway_serves_the_devnet() {
     assert_eq!(s, 200);
     assert!(weights.len() > 1_000, "{} bytes", weights.len());
 
+    // The job CLI on top of the gateway.
+    let cli = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_trainmesh"))
+            .arg("job")
+            .args(args)
+            .args([
+                "--gateway",
+                &format!("http://127.0.0.1:{port}"),
+                "--id",
+                &id.to_string(),
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "job {args:?}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    };
+    assert_eq!(cli(&["status"])["job_status"], "completed");
+    assert_eq!(cli(&["wait"])["job_status"], "completed");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("weights.safetensors");
+    let d = cli(&["download", "--out", file.to_str().unwrap()]);
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(d["blake3"], blake3::hash(&bytes).to_hex().to_string());
+    assert_eq!(
+        d["blake3"], job["latest_checkpoint"],
+        "the certified checkpoint"
+    );
+
     // Bad input: clear JSON errors, nothing crashes.
     let error = |method: &str, path: &str, body: &str| -> (u16, String) {
         let (s, b) = http(port, method, path, body).unwrap();
