@@ -44,6 +44,13 @@ if ! command -v prometheus >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1
   DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus
 fi
 
+# Headless Chromium, for the explorer test (crates/node/tests/explorer.rs).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  step "installing Chromium for the explorer test"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+
 # --- checks ----------------------------------------------------------------------------------
 if [ -z "${SKIP_LINT:-}" ]; then
   step "cargo fmt --check"

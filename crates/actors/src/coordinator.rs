@@ -46,6 +46,24 @@ pub struct ServeSync {
 #[rtype(result = "CoreStatus")]
 pub struct GetStatus;
 
+/// The recent DAG as this validator holds it: for each of the last `rounds` rounds, the authors
+/// whose certificates it has and the committed leader, if any.
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<DagRound>")]
+pub struct GetDag {
+    pub rounds: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DagRound {
+    pub round: u64,
+    pub authors: Vec<u32>,
+    pub committed_leader: Option<u32>,
+}
+
+/// Committed leaders remembered for the DAG view.
+const RECENT_LEADERS: usize = 512;
+
 /// Sent to the ledger, in commit order.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -71,6 +89,7 @@ pub struct Coordinator<S: ConsensusStore + Unpin + 'static> {
     replay_from: u64,
     timer: Option<SpawnHandle>,
     metrics: NodeMetrics,
+    recent_leaders: std::collections::VecDeque<(u64, u32)>,
 }
 
 impl<S: ConsensusStore + Unpin + 'static> std::fmt::Debug for Coordinator<S> {
@@ -103,6 +122,7 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
             replay_from,
             timer: None,
             metrics,
+            recent_leaders: std::collections::VecDeque::new(),
         }
     }
 
@@ -133,6 +153,11 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
                 }
                 Action::Commit(sub_dag) => {
                     self.metrics.commits.inc();
+                    if self.recent_leaders.len() >= RECENT_LEADERS {
+                        self.recent_leaders.pop_front();
+                    }
+                    self.recent_leaders
+                        .push_back((sub_dag.leader.round.0, sub_dag.leader.author.0));
                     self.metrics
                         .committed_round
                         .set(sub_dag.leader.round.0 as i64);
@@ -290,5 +315,35 @@ impl<S: ConsensusStore + Unpin + 'static> Handler<GetStatus> for Coordinator<S> 
 
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.core.status())
+    }
+}
+
+impl<S: ConsensusStore + Unpin + 'static> Handler<GetDag> for Coordinator<S> {
+    type Result = MessageResult<GetDag>;
+
+    fn handle(&mut self, msg: GetDag, _: &mut Context<Self>) -> Self::Result {
+        let top = self.core.status().highest_round.0;
+        let from = top.saturating_sub(msg.rounds.clamp(1, 200));
+        let rounds = (from..=top)
+            .map(|r| {
+                let mut authors: Vec<u32> = self
+                    .core
+                    .round_certificates(trainmesh_dag::Round(r))
+                    .iter()
+                    .map(|c| c.author.0)
+                    .collect();
+                authors.sort_unstable();
+                DagRound {
+                    round: r,
+                    authors,
+                    committed_leader: self
+                        .recent_leaders
+                        .iter()
+                        .find(|(round, _)| *round == r)
+                        .map(|(_, a)| *a),
+                }
+            })
+            .collect();
+        MessageResult(rounds)
     }
 }

@@ -309,6 +309,35 @@ async fn submit(g: web::Data<Gateway>, body: web::Json<SubmitBody>) -> ApiResult
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "tx_hash": hex::encode(hash) })))
 }
 
+#[derive(serde::Deserialize)]
+struct DagQuery {
+    rounds: Option<u64>,
+}
+
+async fn dag(g: web::Data<Gateway>, q: web::Query<DagQuery>) -> ApiResult {
+    let Some(c) = &g.coordinator else {
+        return Err(ApiError::new(
+            404,
+            "not_a_validator",
+            "this node keeps no DAG; ask a validator's gateway",
+        ));
+    };
+    let rounds = c
+        .send(trainmesh_actors::coordinator::GetDag {
+            rounds: q.rounds.unwrap_or(50),
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(rounds))
+}
+
+/// The explorer: one page over the API, updated live.
+async fn explorer() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("explorer.html"))
+}
+
 async fn openapi() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
@@ -365,7 +394,9 @@ pub fn serve(g: Gateway, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
                     .error_handler(|e, _| json_error(e)),
             )
             .app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
+            .route("/", web::get().to(explorer))
             .route("/metrics", web::get().to(metrics))
+            .route("/v1/consensus/dag", web::get().to(dag))
             .route("/v1/openapi.json", web::get().to(openapi))
             .route("/v1/status", web::get().to(status))
             .route("/v1/jobs", web::get().to(jobs))
@@ -400,7 +431,9 @@ mod tests {
 
     /// The routes served, as (method, path) in OpenAPI's path syntax.
     const ROUTES: &[(&str, &str)] = &[
+        ("get", "/"),
         ("get", "/metrics"),
+        ("get", "/v1/consensus/dag"),
         ("get", "/v1/openapi.json"),
         ("get", "/v1/status"),
         ("get", "/v1/jobs"),

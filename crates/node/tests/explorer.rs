@@ -1,0 +1,151 @@
+//! The explorer in headless Chromium (Debian `chromium`, installed by the README's test command)
+//! against a running devnet: the page loads without console errors, the DAG view and the loss
+//! curve render, the demo job submitted during the test appears, and a screenshot is saved
+//! (`<target dir>/explorer.png`).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+/// Where test artifacts go: the target directory.
+fn artifact(name: &str) -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_trainmesh"));
+    exe.parent().and_then(|p| p.parent()).unwrap().join(name)
+}
+
+#[test]
+fn explorer_renders_the_devnet_in_headless_chromium() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium is not installed (./scripts/test.sh installs it)"
+        );
+        eprintln!("skipped: chromium is not installed (./scripts/test.sh installs it)");
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _devnet = Killed(
+        Command::new(env!("CARGO_BIN_EXE_trainmesh"))
+            .args(["devnet", "--gateway", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The devnet submits its demo job during the test; wait until it has certified units.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let done = get(port, "/v1/jobs")
+            .is_some_and(|b| b.contains("\"units_done\":2") || b.contains("Completed"));
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the demo job made no progress");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let url = format!("http://127.0.0.1:{port}/");
+    let profile = tempfile::tempdir().unwrap();
+    let run = |extra: &[String]| {
+        let out = Command::new(browser)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--virtual-time-budget=8000",
+                "--window-size=1280,1400",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (dom, log) = run(&["--dump-dom".to_string()]);
+    let console_errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") && (l.contains("Uncaught") || l.contains("ERROR")))
+        .collect();
+    assert!(
+        console_errors.is_empty(),
+        "console errors: {console_errors:#?}"
+    );
+    assert!(
+        dom.contains("trainmesh explorer"),
+        "the page did not load:\n{dom}"
+    );
+    assert!(
+        dom.contains("trainmesh-devnet"),
+        "the overview did not render"
+    );
+    assert!(
+        dom.contains("class=\"leader\""),
+        "no committed leader in the DAG view"
+    );
+    assert!(
+        dom.contains("class=\"cert\""),
+        "no certificates in the DAG view"
+    );
+    assert!(
+        dom.contains("<polyline") && dom.contains("class=\"loss\""),
+        "no loss curve"
+    );
+    assert!(dom.contains("Job 1:"), "the submitted job does not appear");
+    assert!(
+        dom.contains("Trainer") && dom.contains("Evaluator"),
+        "no workers"
+    );
+
+    let png = artifact("explorer.png");
+    let _ = std::fs::remove_file(&png);
+    run(&[format!("--screenshot={}", png.display())]);
+    let meta = std::fs::metadata(&png).expect("a screenshot was saved");
+    assert!(meta.len() > 10_000, "screenshot of {} bytes", meta.len());
+    println!("screenshot: {}", png.display());
+}
