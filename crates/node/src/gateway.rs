@@ -263,6 +263,46 @@ async fn account(g: web::Data<Gateway>, a: web::Path<String>) -> ApiResult {
     Ok(HttpResponse::Ok().json(serde_json::json!({ "address": a, "account": account })))
 }
 
+/// Heights the payment history looks back over.
+pub const HISTORY_HEIGHTS_MAX: u64 = 10_000;
+
+/// Every payment to and slash of an account in the last heights, newest first, each with its
+/// reason (and the certificate that caused it).
+async fn history(g: web::Data<Gateway>, a: web::Path<String>) -> ApiResult {
+    use trainmesh_contracts::Event;
+    let a = address(&a)?;
+    let l = g.ledger.read().expect("ledger lock");
+    let top = l.height();
+    let mut out = Vec::new();
+    for height in (top.saturating_sub(HISTORY_HEIGHTS_MAX)..=top).rev() {
+        for r in l.receipts(height).map_err(ApiError::internal)? {
+            let Ok(events) = &r.outcome else { continue };
+            for e in events {
+                let entry = match e {
+                    Event::Paid { to, amount, reason } if *to == a => serde_json::json!({
+                        "height": height, "kind": "payment", "amount": amount, "reason": reason,
+                        "tx_hash": r.tx_hash.map(hex::encode),
+                    }),
+                    Event::Slashed {
+                        who,
+                        amount,
+                        burned,
+                        reason,
+                    } if *who == a => serde_json::json!({
+                        "height": height, "kind": "slash", "amount": amount, "burned": burned,
+                        "reason": reason, "tx_hash": r.tx_hash.map(hex::encode),
+                    }),
+                    _ => continue,
+                };
+                if out.len() < LIST_MAX {
+                    out.push(entry);
+                }
+            }
+        }
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "address": a, "history": out })))
+}
+
 async fn workers(g: web::Data<Gateway>) -> ApiResult {
     let index: Vec<Address> = read(&g, state_keys::WORKERS)?.unwrap_or_default();
     let mut out = Vec::new();
@@ -403,6 +443,7 @@ pub fn serve(g: Gateway, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
             .route("/v1/jobs/{id}", web::get().to(job))
             .route("/v1/jobs/{id}/weights", web::get().to(weights))
             .route("/v1/accounts/{address}", web::get().to(account))
+            .route("/v1/accounts/{address}/history", web::get().to(history))
             .route("/v1/workers", web::get().to(workers))
             .route("/v1/datasets", web::get().to(datasets))
             .route("/v1/transactions", web::post().to(submit))
@@ -440,6 +481,7 @@ mod tests {
         ("get", "/v1/jobs/{id}"),
         ("get", "/v1/jobs/{id}/weights"),
         ("get", "/v1/accounts/{address}"),
+        ("get", "/v1/accounts/{address}/history"),
         ("get", "/v1/workers"),
         ("get", "/v1/datasets"),
         ("post", "/v1/transactions"),

@@ -138,6 +138,10 @@ fn explorer_renders_the_devnet_in_headless_chromium() {
     );
     assert!(dom.contains("Job 1:"), "the submitted job does not appear");
     assert!(
+        dom.contains("TrainerShare") && dom.contains("EvaluatorShare"),
+        "no payment reasons"
+    );
+    assert!(
         dom.contains("Trainer") && dom.contains("Evaluator"),
         "no workers"
     );

@@ -130,6 +130,17 @@ fn gateway_serves_the_devnet() {
     assert_eq!(s, 200);
     assert!(weights.len() > 1_000, "{} bytes", weights.len());
 
+    // Why a trainer was paid: each payment names its certificate.
+    let certified_trainer = detail["units"][0]["trainer"].as_str().unwrap().to_string();
+    let h = json(port, &format!("/v1/accounts/{certified_trainer}/history"));
+    let paid = h["history"].as_array().unwrap();
+    assert!(
+        paid.iter()
+            .any(|e| e["kind"] == "payment"
+                && e["reason"]["TrainerShare"]["certificate"].is_string()),
+        "{h}"
+    );
+
     // The job CLI on top of the gateway.
     let cli = |args: &[&str]| -> serde_json::Value {
         let out = Command::new(env!("CARGO_BIN_EXE_trainmesh"))
