@@ -4,7 +4,6 @@
 //! re-executes segments drawn from the audit seed fixed after the result was committed. Then it
 //! publishes its attestation.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -19,16 +18,17 @@ use trainmesh_gpu::verify::{self, AuditPolicy, Comparison, DEFAULT_AUDIT_SEGMENT
 use crate::ledger::LedgerAdvanced;
 use crate::trainer::{ensure_registered, Registration, HEARTBEAT_INTERVAL};
 use crate::wire::BlobKind;
+use crate::work::Outbox;
 use crate::work::{
     current_units, model_and_hyper, ppm, start_state, worker_peers, WorkContext, WorkError,
-    FETCH_TIMEOUT, RESUBMIT_AFTER,
+    FETCH_TIMEOUT,
 };
 
 pub struct EvaluatorActor {
     work: WorkContext,
     registration: Registration,
     busy: Option<(UnitId, u32)>,
-    sent: BTreeMap<(UnitId, u32), (Attestation, Instant)>,
+    sent: Outbox<Attestation>,
     registration_sent: Option<Instant>,
 }
 
@@ -46,19 +46,14 @@ impl EvaluatorActor {
             work,
             registration,
             busy: None,
-            sent: BTreeMap::new(),
+            sent: Outbox::default(),
             registration_sent: None,
         }
     }
 
     fn send(&self, unit: UnitId, attestation: Attestation, resync: bool) {
-        let work = self.work.clone();
-        actix::spawn(async move {
-            let call = Call::Attest { unit, attestation };
-            if let Err(e) = work.wallet.send(&work.ledger, call, resync).await {
-                tracing::warn!(error = %e, "could not send an attestation");
-            }
-        });
+        self.work
+            .send_call(Call::Attest { unit, attestation }, resync);
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
@@ -82,10 +77,8 @@ impl EvaluatorActor {
                 continue;
             }
             let key = (unit.id, unit.attempt);
-            if let Some((attestation, at)) = self.sent.get_mut(&key) {
-                if at.elapsed() >= RESUBMIT_AFTER {
-                    *at = Instant::now();
-                    let a = attestation.clone();
+            if self.sent.contains(&key) {
+                if let Some(a) = self.sent.due(&key) {
                     self.send(unit.id, a, true);
                 }
                 continue;
@@ -117,13 +110,9 @@ impl EvaluatorActor {
                     .with_label_values(&[verdict])
                     .inc();
                 tracing::info!(unit = ?key.0, verdict, metric_ppm = attestation.metric_ppm, "attesting");
-                act.sent.insert(key, (attestation.clone(), Instant::now()));
+                act.sent.insert(key, attestation.clone());
                 act.send(key.0, attestation, false);
             }));
-        }
-        if self.sent.len() > 1_024 {
-            let first = *self.sent.keys().next().expect("not empty");
-            self.sent.remove(&first);
         }
     }
 }
@@ -261,10 +250,7 @@ impl Actor for EvaluatorActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(Duration::from_secs(1), |act, ctx| act.poll(ctx));
         ctx.run_interval(HEARTBEAT_INTERVAL, |act, _| {
-            let work = act.work.clone();
-            actix::spawn(async move {
-                let _ = work.wallet.send(&work.ledger, Call::Heartbeat, false).await;
-            });
+            act.work.send_call(Call::Heartbeat, false)
         });
     }
 }

@@ -138,15 +138,10 @@ impl DataProvider {
         }
         let resync = self.sent.is_some();
         self.sent = Some(Instant::now());
-        let work = self.work.clone();
         let call = Call::AttachDataset {
             spec: self.spec.clone(),
         };
-        actix::spawn(async move {
-            if let Err(e) = work.wallet.send(&work.ledger, call, resync).await {
-                tracing::warn!(error = %e, "could not send the dataset attachment");
-            }
-        });
+        self.work.send_call(call, resync);
     }
 }
 

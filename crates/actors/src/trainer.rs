@@ -5,7 +5,6 @@
 //! A trainer built with `cheat` fakes half of its segments (claims their steps without running
 //! them): the devnet uses it to show that evaluators catch it and the ledger slashes it.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -17,6 +16,7 @@ use trainmesh_gpu::train::{evaluate, Trainer, WorkResult as Chain};
 use crate::blobs::Audience;
 use crate::ledger::LedgerAdvanced;
 use crate::wire::BlobKind;
+use crate::work::Outbox;
 use crate::work::{
     current_units, model_and_hyper, ppm, segment_steps, start_state, worker, WorkContext,
     WorkError, CHAIN_SEGMENTS_MAX, RESUBMIT_AFTER,
@@ -53,12 +53,7 @@ pub(crate) fn ensure_registered(
         capability: registration.capability.clone(),
         peer_id: work.peer_id.to_string(),
     };
-    let work = work.clone();
-    actix::spawn(async move {
-        if let Err(e) = work.wallet.send(&work.ledger, call, resync).await {
-            tracing::warn!(error = %e, "could not send the registration");
-        }
-    });
+    work.send_call(call, resync);
     false
 }
 
@@ -67,8 +62,8 @@ pub struct TrainerActor {
     registration: Registration,
     cheat: bool,
     busy: Option<(UnitId, u32)>,
-    /// Results sent, by (unit, attempt), with when they were last sent.
-    sent: BTreeMap<(UnitId, u32), (WorkResult, Instant)>,
+    /// Results sent, by (unit, attempt).
+    sent: Outbox<WorkResult>,
     registration_sent: Option<Instant>,
 }
 
@@ -88,19 +83,14 @@ impl TrainerActor {
             registration,
             cheat,
             busy: None,
-            sent: BTreeMap::new(),
+            sent: Outbox::default(),
             registration_sent: None,
         }
     }
 
     fn send_result(&self, unit: UnitId, result: WorkResult, resync: bool) {
-        let work = self.work.clone();
-        actix::spawn(async move {
-            let call = Call::SubmitWorkResult { unit, result };
-            if let Err(e) = work.wallet.send(&work.ledger, call, resync).await {
-                tracing::warn!(error = %e, "could not send a work result");
-            }
-        });
+        self.work
+            .send_call(Call::SubmitWorkResult { unit, result }, resync);
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
@@ -121,10 +111,8 @@ impl TrainerActor {
                 continue;
             }
             let key = (unit.id, unit.attempt);
-            if let Some((result, at)) = self.sent.get_mut(&key) {
-                if at.elapsed() >= RESUBMIT_AFTER {
-                    *at = Instant::now();
-                    let result = result.clone();
+            if self.sent.contains(&key) {
+                if let Some(result) = self.sent.due(&key) {
                     self.send_result(unit.id, result, true);
                 }
                 continue;
@@ -140,17 +128,12 @@ impl TrainerActor {
                 act.busy = None;
                 match res {
                     Ok(result) => {
-                        act.sent.insert(key, (result.clone(), Instant::now()));
+                        act.sent.insert(key, result.clone());
                         act.send_result(key.0, result, false);
                     }
                     Err(e) => tracing::warn!(unit = ?key.0, error = %e, "work unit failed"),
                 }
             }));
-        }
-        // Forget results of units that moved on.
-        if self.sent.len() > 1_024 {
-            let first = *self.sent.keys().next().expect("not empty");
-            self.sent.remove(&first);
         }
     }
 }
@@ -245,10 +228,7 @@ impl Actor for TrainerActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(Duration::from_secs(1), |act, ctx| act.poll(ctx));
         ctx.run_interval(HEARTBEAT_INTERVAL, |act, _| {
-            let work = act.work.clone();
-            actix::spawn(async move {
-                let _ = work.wallet.send(&work.ledger, Call::Heartbeat, false).await;
-            });
+            act.work.send_call(Call::Heartbeat, false)
         });
     }
 }

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use trainmesh_contracts::datasets::Dataset;
 use trainmesh_contracts::jobs::{self, Job, Unit};
 use trainmesh_contracts::workers::{Role, Worker};
-use trainmesh_contracts::{keys, Address, DatasetId, JobId};
+use trainmesh_contracts::{keys, Address, Call, DatasetId, JobId, UnitId};
 use trainmesh_gpu::checkpoint::TrainState;
 use trainmesh_gpu::dataset::{decode_shard, DatasetManifest, Samples};
 use trainmesh_gpu::hash::{merkle_root, Hash32 as GpuHash};
@@ -39,6 +39,61 @@ pub struct WorkContext {
     pub metrics: NodeMetrics,
     pub peer_id: PeerId,
     pub datasets: DatasetCache,
+}
+
+impl WorkContext {
+    /// Signs and submits `call` in the background. A failure to hand it over is logged; callers
+    /// send again when its effect does not show on the ledger.
+    pub fn send_call(&self, call: Call, resync: bool) {
+        let work = self.clone();
+        actix::spawn(async move {
+            let name = call.name();
+            if let Err(e) = work.wallet.send(&work.ledger, call, resync).await {
+                tracing::warn!(error = %e, call = name, "could not send a transaction");
+            }
+        });
+    }
+}
+
+/// What a worker sent per (unit, attempt), kept to send again while its effect has not shown.
+#[derive(Debug)]
+pub struct Outbox<T> {
+    sent: BTreeMap<(UnitId, u32), (T, Instant)>,
+}
+
+impl<T: Clone> Default for Outbox<T> {
+    fn default() -> Self {
+        Outbox {
+            sent: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T: Clone> Outbox<T> {
+    /// Entries kept at most (the oldest key goes first).
+    pub const MAX: usize = 1_024;
+
+    pub fn contains(&self, key: &(UnitId, u32)) -> bool {
+        self.sent.contains_key(key)
+    }
+
+    /// The entry to send again, when it was sent at least [`RESUBMIT_AFTER`] ago (its clock
+    /// restarts).
+    pub fn due(&mut self, key: &(UnitId, u32)) -> Option<T> {
+        let (item, at) = self.sent.get_mut(key)?;
+        if at.elapsed() < RESUBMIT_AFTER {
+            return None;
+        }
+        *at = Instant::now();
+        Some(item.clone())
+    }
+
+    pub fn insert(&mut self, key: (UnitId, u32), item: T) {
+        self.sent.insert(key, (item, Instant::now()));
+        while self.sent.len() > Self::MAX {
+            self.sent.pop_first();
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
