@@ -653,6 +653,30 @@ impl Ledger {
         f(&ReadState { table: &table })
     }
 
+    /// What executing `tx` next would do, against the committed state, writing nothing: its
+    /// events, or the error its receipt would carry. A nonce ahead of the account's is taken as
+    /// is (the transactions before it may still be on their way); the stateless checks (chain id,
+    /// signature) are the caller's.
+    pub fn simulate(&self, tx: SignedTransaction) -> LedgerResult<Vec<Event>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(STATE).map_err(storage)?;
+        let mut base = ReadState { table: &table };
+        // Writes stay in this overlay, which is dropped uncommitted.
+        let mut scratch = Overlay::new(&mut base);
+        let sender = tx.sender();
+        let mut account = accounts::load(&scratch, &sender)?;
+        if tx.transaction.nonce > account.nonce {
+            account.nonce = tx.transaction.nonce;
+            accounts::store(&mut scratch, &sender, &account);
+        }
+        let ctx = Context {
+            height: self.position.height + 1,
+            time: self.position.timestamp,
+            seed: [0; 32],
+        };
+        apply_transaction(&mut scratch, &ctx, tx)
+    }
+
     /// Reads a record of the committed state.
     pub fn read<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> LedgerResult<Option<T>> {
         self.with_state(|s| Ok(s.read(key)?))

@@ -227,3 +227,46 @@ fn batches_in_order_only() {
         LedgerError::BatchAlreadyExecuted { index: 0 }
     );
 }
+
+#[test]
+fn a_dry_run_says_what_execution_would_and_writes_nothing() {
+    let (mut net, alice, bob) = setup();
+    let root = net.ledger.state_root();
+    let entries = net.ledger.entries().unwrap();
+    let sim = |net: &Net, tx: SignedTransaction| net.ledger.simulate(tx);
+
+    // Fine: the events execution would emit.
+    let ok = sim(&net, alice.sign(CHAIN, 0, Amount(10), transfer(&bob, 1))).unwrap();
+    assert!(!ok.is_empty());
+    // A nonce ahead of the account's is taken as is (earlier ones may be in flight).
+    assert!(sim(&net, alice.sign(CHAIN, 3, Amount(10), transfer(&bob, 1))).is_ok());
+    // More than the balance.
+    let e = sim(&net, bob.sign(CHAIN, 0, Amount(10), transfer(&alice, 6))).unwrap_err();
+    assert_eq!(e.code(), "insufficient_balance", "{e}");
+    // A contract's own refusal.
+    let e = sim(
+        &net,
+        bob.sign(
+            CHAIN,
+            0,
+            Amount(10),
+            Call::Bond {
+                amount: Amount::ZERO,
+            },
+        ),
+    )
+    .unwrap_err();
+    assert!(matches!(e, LedgerError::Contract(_)), "{e}");
+    assert_eq!(net.ledger.state_root(), root);
+    assert_eq!(net.ledger.entries().unwrap(), entries, "a dry run wrote");
+
+    // After a real execution, the used nonce is refused.
+    let first = alice.sign(CHAIN, 0, Amount(10), transfer(&bob, 1));
+    assert!(
+        net.batch(vec![Bytes::from(first.encode())], 1_000).receipts[0]
+            .outcome
+            .is_ok()
+    );
+    let e = sim(&net, first).unwrap_err();
+    assert_eq!(e.code(), "nonce_replayed");
+}
