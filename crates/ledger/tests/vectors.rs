@@ -1,6 +1,9 @@
 //! Shared test vectors for signed transactions: the Python SDK (`sdk/python/tests`) checks the
 //! same file, so both encoders agree byte for byte. ed25519 signatures are deterministic, so the
 //! expected encodings are stable; `TRAINMESH_WRITE_VECTORS=1` rewrites them from this encoder.
+//!
+//! A vector's call is a transfer (`to`, `amount`) or any `Call` in its JSON form (`call`), which
+//! must also be exactly what serde writes for it, so the SDK's JSON forms stay in step too.
 
 use std::path::PathBuf;
 
@@ -30,6 +33,24 @@ fn amount(v: &Value, field: &str) -> Amount {
     Amount(text.parse().unwrap_or_else(|e| panic!("{field}: {e}")))
 }
 
+/// The call of a vector: its JSON form (`call`), or a transfer (`to`, `amount`).
+fn call(v: &Value) -> Call {
+    let name = v["name"].as_str().unwrap_or("?");
+    match v.get("call") {
+        Some(json) => {
+            let call: Call = serde_json::from_value(json.clone())
+                .unwrap_or_else(|e| panic!("{name}: call does not parse: {e}"));
+            let written = serde_json::to_value(&call).expect("calls serialize");
+            assert_eq!(&written, json, "{name}: the call's JSON is not serde's");
+            call
+        }
+        None => Call::Transfer {
+            to: Address(bytes32(v, "to")),
+            amount: amount(v, "amount"),
+        },
+    }
+}
+
 /// The signed transaction a vector's inputs describe.
 fn build(v: &Value) -> SignedTransaction {
     let secret = bytes32(v, "secret");
@@ -40,10 +61,7 @@ fn build(v: &Value) -> SignedTransaction {
         public_key,
         nonce: v["nonce"].as_u64().expect("nonce is a u64"),
         fee: amount(v, "fee"),
-        call: Call::Transfer {
-            to: Address(bytes32(v, "to")),
-            amount: amount(v, "amount"),
-        },
+        call: call(v),
     }
     .sign(&secret)
 }
@@ -59,12 +77,16 @@ fn expected(signed: &SignedTransaction) -> [(&'static str, String); 5] {
 }
 
 #[test]
-fn signed_transfers_match_the_shared_vectors() {
+fn signed_transactions_match_the_shared_vectors() {
     let text = std::fs::read_to_string(path()).expect("reading the vectors");
     let mut doc: Value = serde_json::from_str(&text).expect("vectors are JSON");
     let write = std::env::var_os("TRAINMESH_WRITE_VECTORS").is_some();
     let vectors = doc["vectors"].as_array_mut().expect("a vectors array");
     assert!(vectors.len() >= 3, "a few vectors");
+    let kinds: Vec<&str> = vectors.iter().map(|v| call(v).name()).collect();
+    for kind in ["transfer", "submit_job", "attach_dataset"] {
+        assert!(kinds.contains(&kind), "no {kind} vector");
+    }
     for v in vectors.iter_mut() {
         let name = v["name"].as_str().unwrap_or("?").to_string();
         let signed = build(v);

@@ -10,20 +10,25 @@ from typing import Any, Dict, List
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from trainmesh import BcsWriter, Key, Transaction, Transfer, transfer
+from trainmesh import BcsWriter, Key, Transaction, Transfer, call_from_json, sign_call, transfer
 
-VECTORS: List[Dict[str, Any]] = json.loads(
-    (Path(__file__).parent / "vectors.json").read_text()
-)["vectors"]
+VECTORS: List[Dict[str, Any]] = json.loads((Path(__file__).parent / "vectors.json").read_text())[
+    "vectors"
+]
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=[v["name"] for v in VECTORS])
-def test_signed_transfer_matches_vector(v: Dict[str, Any]) -> None:
+def test_signed_transaction_matches_vector(v: Dict[str, Any]) -> None:
     key = Key.from_secret(bytes.fromhex(v["secret"]))
     assert key.public_key.hex() == v["public_key"]
     assert key.address_hex == v["sender"]
 
-    signed = transfer(key, v["chain_id"], v["nonce"], v["to"], int(v["amount"]), int(v["fee"]))
+    if "call" in v:
+        call = call_from_json(v["call"])
+        assert call.to_json() == v["call"]  # the JSON form is the nodes' (serde's) form
+        signed = sign_call(key, v["chain_id"], v["nonce"], call, int(v["fee"]))
+    else:
+        signed = transfer(key, v["chain_id"], v["nonce"], v["to"], int(v["amount"]), int(v["fee"]))
     assert signed.tx_hash.hex() == v["tx_hash"]
     assert signed.signature.hex() == v["signature"]
     assert signed.hex() == v["encoded"]
@@ -35,8 +40,20 @@ def test_signed_transfer_matches_vector(v: Dict[str, Any]) -> None:
 def test_vectors_cover_the_edges() -> None:
     assert len(VECTORS) >= 3
     assert any(len(v["chain_id"]) > 127 for v in VECTORS)  # a two-byte ULEB128 length
-    assert any(int(v["amount"]) == (1 << 128) - 1 for v in VECTORS)
+    assert any(int(v.get("amount", 0)) == (1 << 128) - 1 for v in VECTORS)
     assert any(v["nonce"] == (1 << 64) - 1 for v in VECTORS)
+    kinds = {next(iter(v["call"])) for v in VECTORS if "call" in v}
+    assert {"SubmitJob", "AttachDataset"} <= kinds
+    jobs = [v["call"]["SubmitJob"]["spec"] for v in VECTORS if "SubmitJob" in v.get("call", {})]
+    assert any(len(j["model"]) > 127 for j in jobs)
+    assert {j["hyper"]["optimizer"] for j in jobs} == {"Sgd", "Adam"}
+    assert {j["target"]["metric"] for j in jobs} == {"Accuracy", "Loss"}
+    assert any(int(j["budget"]) == (1 << 128) - 1 for j in jobs)
+    sets = [
+        v["call"]["AttachDataset"]["spec"] for v in VECTORS if "AttachDataset" in v.get("call", {})
+    ]
+    assert any(len(d["shard_sizes"]) > 127 for d in sets)
+    assert any(not d["licence"].isascii() for d in sets)
 
 
 def test_bcs_writer_basics() -> None:

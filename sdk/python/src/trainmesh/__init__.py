@@ -1,41 +1,137 @@
-"""trainmesh: keys, signed transactions and a client for a node's HTTP gateway."""
+"""trainmesh: keys, signed transactions, a client for a node's HTTP gateway, datasets as shards,
+and the network's models in numpy.
 
-from .client import Client
+The researcher's path::
+
+    from trainmesh import Client, Key, Model, load_weights
+    client = Client("http://127.0.0.1:8080")
+    job = client.submit_job(key, model_spec, dataset=1, target_accuracy=0.95)
+    client.wait(job)                                  # a progress bar until it completes
+    params = load_weights(client.download(job, "weights.safetensors"))
+    print(Model(model_spec).accuracy(params, x_test, y_test))
+"""
+
+from .client import BASE_UNITS_PER_TRAIN, Client
+from .datasets import (
+    Shard,
+    ShardError,
+    decode_shard,
+    encode_shard,
+    load_digits,
+    merkle_root,
+    shard_hash,
+    split_shards,
+)
 from .encoding import (
+    PPM,
     TRANSACTION_VERSION,
+    AttachDataset,
     BcsWriter,
+    Call,
+    DatasetSpec,
+    HyperParams,
+    JobSpec,
+    Metric,
+    Optimizer,
     SignedTransaction,
+    SubmitJob,
+    Target,
     Transaction,
     Transfer,
+    call_from_json,
+    sign_call,
+    to_ppm,
     transfer,
 )
 from .errors import (
     BadRequest,
+    ChecksumMismatch,
+    Conflict,
     ConnectionFailed,
     GatewayError,
+    InsufficientBalance,
+    InvalidShard,
+    InvalidSignature,
+    InvalidSpec,
+    JobFailed,
+    NonceReplayed,
     NotFound,
+    NoWeightsYet,
     PayloadTooLarge,
+    PaymentRequired,
     RateLimited,
     ServerError,
+    TrainmeshError,
+    TransactionRejected,
+    UnknownShard,
+    UnknownTransaction,
+    WaitTimeout,
+    WrongChain,
 )
 from .keys import Key, address_of, parse_address
+from .model import Model, SpecError, ppm_of
+from .weights import checkpoint_metadata, load_weights, parameters
 
 __all__ = [
+    "AttachDataset",
+    "BASE_UNITS_PER_TRAIN",
     "BadRequest",
     "BcsWriter",
+    "Call",
+    "ChecksumMismatch",
     "Client",
+    "Conflict",
     "ConnectionFailed",
+    "DatasetSpec",
     "GatewayError",
+    "HyperParams",
+    "InsufficientBalance",
+    "InvalidShard",
+    "InvalidSignature",
+    "InvalidSpec",
+    "JobFailed",
+    "JobSpec",
     "Key",
+    "Metric",
+    "Model",
+    "NoWeightsYet",
+    "NonceReplayed",
     "NotFound",
+    "Optimizer",
+    "PPM",
     "PayloadTooLarge",
+    "PaymentRequired",
     "RateLimited",
     "ServerError",
+    "Shard",
+    "ShardError",
     "SignedTransaction",
+    "SpecError",
+    "SubmitJob",
     "TRANSACTION_VERSION",
+    "Target",
+    "TrainmeshError",
     "Transaction",
+    "TransactionRejected",
     "Transfer",
+    "UnknownShard",
+    "UnknownTransaction",
+    "WaitTimeout",
+    "WrongChain",
     "address_of",
+    "call_from_json",
+    "checkpoint_metadata",
+    "decode_shard",
+    "encode_shard",
+    "load_digits",
+    "load_weights",
+    "merkle_root",
+    "parameters",
     "parse_address",
+    "ppm_of",
+    "shard_hash",
+    "sign_call",
+    "split_shards",
+    "to_ppm",
     "transfer",
 ]

@@ -8,7 +8,11 @@ call and ``kind`` its variant index. The transaction hash is
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Dict, Mapping, Tuple, Union
 
 import blake3
 
@@ -22,6 +26,11 @@ U128_MAX = (1 << 128) - 1
 
 # Variant indices of the Rust `Call` enum (crates/contracts/src/calls.rs).
 KIND_TRANSFER = 0
+KIND_ATTACH_DATASET = 8
+KIND_SUBMIT_JOB = 9
+
+#: Metrics and rates on the ledger are parts per million.
+PPM = 1_000_000
 
 
 class BcsWriter:
@@ -83,6 +92,23 @@ class BcsWriter:
         return bytes(self._out)
 
 
+def to_ppm(value: float) -> int:
+    """``value`` × 10⁶, rounded half away from zero (as the nodes round measurements)."""
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"not a non-negative finite number: {value!r}")
+    return int(math.floor(value * PPM + 0.5))
+
+
+def _hash32(value: Union[str, bytes], what: str) -> bytes:
+    if isinstance(value, str):
+        raw = bytes.fromhex(value[2:] if value.startswith("0x") else value)
+    else:
+        raw = bytes(value)
+    if len(raw) != 32:
+        raise ValueError(f"{what} is 32 bytes, found {len(raw)}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Transfer:
     """``Call::Transfer { to, amount }``: moves ``amount`` base units (1 TRAIN = 10⁹)."""
@@ -99,6 +125,268 @@ class Transfer:
     def encode(self) -> bytes:
         return BcsWriter().variant(self.KIND).fixed(self.to, 32).u128(self.amount).finish()
 
+    def to_json(self) -> Dict[str, Any]:
+        """The call as the nodes write it in JSON (serde's externally tagged enum)."""
+        return {"Transfer": {"to": self.to.hex(), "amount": str(self.amount)}}
+
+
+class Optimizer(IntEnum):
+    """``jobs::Optimizer``; the value is its BCS variant index."""
+
+    SGD = 0
+    ADAM = 1
+
+    @property
+    def json_name(self) -> str:
+        return "Sgd" if self is Optimizer.SGD else "Adam"
+
+    @classmethod
+    def parse(cls, value: Union[str, "Optimizer"]) -> "Optimizer":
+        """From ``"adam"``/``"sgd"`` (any case) or a member."""
+        if isinstance(value, Optimizer):
+            return value
+        try:
+            return cls[value.upper()]
+        except KeyError:
+            raise ValueError(f"unknown optimizer {value!r}: sgd or adam") from None
+
+
+class Metric(IntEnum):
+    """``jobs::Metric``: what the target is judged on (held-out accuracy or loss)."""
+
+    ACCURACY = 0
+    LOSS = 1
+
+    @property
+    def json_name(self) -> str:
+        return "Accuracy" if self is Metric.ACCURACY else "Loss"
+
+    @classmethod
+    def parse(cls, value: Union[str, "Metric"]) -> "Metric":
+        if isinstance(value, Metric):
+            return value
+        try:
+            return cls[value.upper()]
+        except KeyError:
+            raise ValueError(f"unknown metric {value!r}: accuracy or loss") from None
+
+
+@dataclass(frozen=True)
+class HyperParams:
+    """``jobs::HyperParams``; the learning rate is in parts per million (3,000 = 0.003)."""
+
+    optimizer: Optimizer
+    learning_rate_ppm: int
+    batch_size: int
+    total_steps: int
+    steps_per_unit: int
+    seed: int
+
+    def write(self, w: BcsWriter) -> None:
+        w.variant(int(self.optimizer)).u32(self.learning_rate_ppm).u32(self.batch_size)
+        w.u64(self.total_steps).u64(self.steps_per_unit).u64(self.seed)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.json_name,
+            "learning_rate_ppm": self.learning_rate_ppm,
+            "batch_size": self.batch_size,
+            "total_steps": self.total_steps,
+            "steps_per_unit": self.steps_per_unit,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> "HyperParams":
+        return cls(
+            Optimizer.parse(str(j["optimizer"])),
+            int(j["learning_rate_ppm"]),
+            int(j["batch_size"]),
+            int(j["total_steps"]),
+            int(j["steps_per_unit"]),
+            int(j["seed"]),
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    """``jobs::Target``: reached when held-out accuracy ≥ or loss ≤ ``threshold_ppm`` / 10⁶."""
+
+    metric: Metric
+    threshold_ppm: int
+
+    def write(self, w: BcsWriter) -> None:
+        w.variant(int(self.metric)).u32(self.threshold_ppm)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"metric": self.metric.json_name, "threshold_ppm": self.threshold_ppm}
+
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> "Target":
+        return cls(Metric.parse(str(j["metric"])), int(j["threshold_ppm"]))
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """``jobs::JobSpec``: what a researcher asks the network to train, and pays for.
+
+    ``model`` is the model spec's JSON text (crates/gpu/src/spec.rs); ``budget`` is in base units
+    and is escrowed at submission; ``deadline_ms`` is a Unix time in milliseconds."""
+
+    model: str
+    dataset: int
+    hyper: HyperParams
+    target: Target
+    budget: int
+    deadline_ms: int
+    tier: int = 1
+    min_memory_mb: int = 0
+
+    def write(self, w: BcsWriter) -> None:
+        w.string(self.model).u64(self.dataset)
+        self.hyper.write(w)
+        self.target.write(w)
+        w.u128(self.budget).u64(self.deadline_ms).u8(self.tier).u64(self.min_memory_mb)
+
+    def units(self) -> int:
+        """Work units the job is cut into: ⌈total_steps / steps_per_unit⌉."""
+        return -(-self.hyper.total_steps // self.hyper.steps_per_unit)
+
+    def to_json(self) -> Dict[str, Any]:
+        """The spec as the nodes write it in JSON (e.g. inside ``GET /v1/jobs/{id}``)."""
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "hyper": self.hyper.to_json(),
+            "target": self.target.to_json(),
+            "budget": str(self.budget),
+            "deadline": self.deadline_ms,
+            "tier": self.tier,
+            "min_memory_mb": self.min_memory_mb,
+        }
+
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> "JobSpec":
+        return cls(
+            str(j["model"]),
+            int(j["dataset"]),
+            HyperParams.from_json(j["hyper"]),
+            Target.from_json(j["target"]),
+            int(j["budget"]),
+            int(j["deadline"]),
+            int(j["tier"]),
+            int(j["min_memory_mb"]),
+        )
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """``datasets::DatasetSpec``: a dataset committed to by the Merkle roots of its shards.
+
+    ``shard_sizes`` are the byte lengths of the training shards, in order; ``heldout_samples`` the
+    number of held-out samples; ``peer_id`` the libp2p id of the node that serves the shards."""
+
+    name: str
+    shards_root: bytes
+    shard_sizes: Tuple[int, ...]
+    heldout_root: bytes
+    heldout_samples: int
+    licence: str
+    price_per_use: int
+    peer_id: str
+
+    def write(self, w: BcsWriter) -> None:
+        w.string(self.name).fixed(self.shards_root, 32).uleb128(len(self.shard_sizes))
+        for size in self.shard_sizes:
+            w.u64(size)
+        w.fixed(self.heldout_root, 32).u64(self.heldout_samples).string(self.licence)
+        w.u128(self.price_per_use).string(self.peer_id)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "name": self.name,
+            "shards_root": self.shards_root.hex(),
+            "shard_sizes": list(self.shard_sizes),
+            "heldout_root": self.heldout_root.hex(),
+            "heldout_samples": self.heldout_samples,
+            "licence": self.licence,
+            "price_per_use": str(self.price_per_use),
+            "peer_id": self.peer_id,
+        }
+
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> "DatasetSpec":
+        return cls(
+            str(j["name"]),
+            _hash32(j["shards_root"], "shards_root"),
+            tuple(int(s) for s in j["shard_sizes"]),
+            _hash32(j["heldout_root"], "heldout_root"),
+            int(j["heldout_samples"]),
+            str(j["licence"]),
+            int(j["price_per_use"]),
+            str(j["peer_id"]),
+        )
+
+
+@dataclass(frozen=True)
+class AttachDataset:
+    """``Call::AttachDataset { spec }``: registers a dataset; its id comes in the
+    ``DatasetAttached`` event of the receipt."""
+
+    spec: DatasetSpec
+
+    KIND = KIND_ATTACH_DATASET
+
+    def encode(self) -> bytes:
+        w = BcsWriter().variant(self.KIND)
+        self.spec.write(w)
+        return w.finish()
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"AttachDataset": {"spec": self.spec.to_json()}}
+
+
+@dataclass(frozen=True)
+class SubmitJob:
+    """``Call::SubmitJob { spec }``: escrows the budget and opens the job; its id comes in the
+    ``JobSubmitted`` event of the receipt."""
+
+    spec: JobSpec
+
+    KIND = KIND_SUBMIT_JOB
+
+    def encode(self) -> bytes:
+        w = BcsWriter().variant(self.KIND)
+        self.spec.write(w)
+        return w.finish()
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"SubmitJob": {"spec": self.spec.to_json()}}
+
+
+Call = Union[Transfer, AttachDataset, SubmitJob]
+
+
+def call_from_json(j: Mapping[str, Any]) -> Call:
+    """A call from its JSON form: ``{"Transfer": {...}}``, ``{"SubmitJob": {"spec": ...}}``, ..."""
+    if len(j) != 1:
+        raise ValueError(f"a call is one variant, found {sorted(j)}")
+    ((name, body),) = j.items()
+    if name == "Transfer":
+        return Transfer.of(str(body["to"]), int(body["amount"]))
+    if name == "AttachDataset":
+        return AttachDataset(DatasetSpec.from_json(body["spec"]))
+    if name == "SubmitJob":
+        return SubmitJob(JobSpec.from_json(body["spec"]))
+    raise ValueError(f"the SDK does not encode {name!r} calls")
+
+
+def canonical_model_json(model: Union[str, Mapping[str, Any]]) -> str:
+    """A model spec as JSON text: a string is taken as is, a dict is written compactly."""
+    if isinstance(model, str):
+        return model
+    return json.dumps(model, separators=(",", ":"))
+
 
 @dataclass(frozen=True)
 class Transaction:
@@ -108,7 +396,7 @@ class Transaction:
     public_key: bytes
     nonce: int
     fee: int
-    call: Transfer
+    call: Call
 
     def unsigned_bytes(self) -> bytes:
         """BCS(UnsignedEnvelope)."""
@@ -156,3 +444,8 @@ def transfer(
 ) -> SignedTransaction:
     """A signed transfer of ``amount`` base units from ``key``'s account to ``to``."""
     return Transaction(chain_id, key.public_key, nonce, fee, Transfer.of(to, amount)).sign(key)
+
+
+def sign_call(key: Key, chain_id: str, nonce: int, call: Call, fee: int = 0) -> SignedTransaction:
+    """``call`` signed by ``key`` at ``nonce`` on ``chain_id``."""
+    return Transaction(chain_id, key.public_key, nonce, fee, call).sign(key)
