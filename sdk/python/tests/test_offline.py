@@ -45,7 +45,7 @@ from trainmesh import (
 )
 from trainmesh.client import _parse_sse
 from trainmesh.errors import error_for, rejection
-from trainmesh.model import Conv, det_exp, det_sigmoid, det_tanh
+from trainmesh.model import Conv, det_exp, det_sigmoid, det_tanh, fma
 
 MLP = {"kind": "mlp", "input": 64, "classes": 10, "hidden": [{"units": 64, "activation": "relu"}]}
 CNN = {
@@ -227,6 +227,17 @@ def test_exact_dense_sums_in_the_executors_order() -> None:
     b = np.zeros(2, dtype=np.float32)
     z = model.logits([w, b], np.ones((1, 3), dtype=np.float32))
     assert z[0, 0] == 0.0
+
+
+def test_fma_rounds_once() -> None:
+    a = np.array([1 + 2**-12, 3.0, -(2**-30)], dtype=np.float32)
+    c = np.array([-1.0, -1.0, 1.0], dtype=np.float32)
+    b = np.array([1 + 2**-12, 1 / 3, 2**-30], dtype=np.float32)
+    got = fma(a, b, c)
+    # (1 + 2⁻¹²)² − 1 = 2⁻¹¹ + 2⁻²⁴ exactly, which rounding the product first loses.
+    assert got[0] == np.float32(2**-11 + 2**-24) and a[0] * b[0] + c[0] != got[0]
+    assert got[1] == np.float32(3.0 * float(np.float32(1 / 3)) - 1.0)
+    assert got[2] == np.float32(1.0)
 
 
 def test_deterministic_functions() -> None:

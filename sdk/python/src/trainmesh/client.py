@@ -397,7 +397,10 @@ class Client:
         """The events, and ``(":", {})`` for each comment (keep-alive)."""
         path = f"/v1/jobs/{int(job_id)}/events"
         with self._open("GET", path, accept="text/event-stream", timeout=read_timeout) as resp:
-            yield from _parse_sse(resp)
+            try:
+                yield from _parse_sse(resp)
+            except OSError as e:  # a read timed out, or the connection broke
+                raise ConnectionFailed("stream_broken", f"{self.url}{path}: {e}") from None
 
     def wait(
         self,

@@ -10,8 +10,9 @@ sample is ``channels × height × width`` flattened row-major, and so is a convo
 weight, bias of each layer: the checkpoint's ``param.000``, ``param.001``, ...
 
 By default (``exact=True``) the arithmetic is the executor's: float32 throughout, every sum
-accumulated from the bias in the executor's order, one rounding per product and per addition,
-and tanh/sigmoid through the engine's deterministic exp. The logits are then the same bits the
+accumulated from the bias in the executor's order (dense layers with one fused multiply-add per
+term, convolutions with a rounded product and a rounded addition per term), and tanh/sigmoid
+through the engine's deterministic exp. The logits are then the same bits the
 network's evaluators compute, so an accuracy measured here equals the certified one.
 ``exact=False`` uses numpy's matrix products and functions instead (faster, last-bit different).
 """
@@ -223,13 +224,33 @@ def _activate(a: Optional[str], v: F32, exact: bool) -> F32:
     raise SpecError(f"unknown activation {a!r}")
 
 
+def fma(a: F32, b: F32, c: F32) -> F32:
+    """``a·b + c`` in float32 with one rounding (IEEE 754 fusedMultiplyAdd), elementwise, exactly
+    as the engine's software fma: the product is exact in float64, TwoSum gives the sum's
+    rounding error, and rounding the sum to odd before the final rounding to float32 makes that
+    rounding correct."""
+    p = a.astype(np.float64) * b.astype(np.float64)
+    c64 = np.asarray(c, dtype=np.float64)
+    s = p + c64
+    c1 = s - p
+    p1 = s - c1
+    e = (p - p1) + (c64 - c1)
+    bits = s.view(np.uint64)
+    toward = np.where((e > 0.0) == (s > 0.0), bits + np.uint64(1), bits - np.uint64(1))
+    odd = (e != 0.0) & ((bits & np.uint64(1)) == 0) & np.isfinite(s)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(odd, toward, bits).view(np.float64).astype(np.float32)
+
+
 def _dense(x: F32, w: F32, b: F32, exact: bool) -> F32:
     if not exact:
         return (x @ w + b).astype(np.float32)
-    # y[i][·] = b + Σ_k x[i][k]·W[k][·], summed over k in order, rounding each step.
-    out = np.broadcast_to(b, (x.shape[0], w.shape[1])).copy()
+    # y[i][·] = fma(x[i][k], W[k][·], …) from the bias, k ascending: the engine's GEMM.
+    out = np.broadcast_to(b, (x.shape[0], w.shape[1])).astype(np.float32)
     for k in range(w.shape[0]):
-        out += x[:, k : k + 1] * w[k]
+        out = fma(
+            np.broadcast_to(x[:, k : k + 1], out.shape), np.broadcast_to(w[k], out.shape), out
+        )
     return out
 
 
