@@ -41,8 +41,14 @@ impl BlobStore {
     pub fn put(&self, kind: BlobKind, hash: [u8; 32], bytes: Vec<u8>, audience: Audience) {
         let mut m = self.inner.lock().expect("blob store lock");
         if m.len() >= BLOBS_MAX {
-            // Oldest-first is unknown here; drop the smallest key (blobs are re-derivable).
-            if let Some(k) = m.keys().next().copied() {
+            // Checkpoints and chains are re-derivable and also held by other trainers: drop one
+            // (the smallest key; oldest-first is unknown here). A dataset's shards and manifest
+            // are what this node promised to serve: never dropped (their owner bounds them).
+            let evictable = m
+                .keys()
+                .find(|(kind, _)| matches!(kind, BlobKind::Checkpoint | BlobKind::Chain))
+                .copied();
+            if let Some(k) = evictable {
                 m.remove(&k);
             }
         }

@@ -67,6 +67,8 @@ pub enum NodeError {
 #[derive(Debug)]
 pub struct NodeHandle {
     pub name: String,
+    /// Where the node keeps its data (ledger, DAG, uploads).
+    pub data_dir: std::path::PathBuf,
     pub peer_id: PeerId,
     pub ledger: SharedLedger,
     pub metrics: NodeMetrics,
@@ -249,6 +251,7 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
     };
     tracing::info!(node = %spec.name, %peer_id, validator = ?validator_index, "node started");
     Ok(NodeHandle {
+        data_dir: spec.data_dir.clone(),
         name: spec.name,
         peer_id,
         ledger,

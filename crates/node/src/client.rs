@@ -46,14 +46,21 @@ pub struct GatewayJobArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct SubmitArgs {
+    /// Submit through this gateway (the default), e.g. http://127.0.0.1:8080 ...
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub gateway: String,
+    /// ... or join the network as a light node through these validators
+    /// (`/ip4/…/tcp/…/p2p/<peer id>`; repeat), with the network's genesis.
+    #[arg(long = "bootstrap", requires = "genesis")]
+    pub bootstrap: Vec<String>,
     #[arg(long)]
-    pub genesis: PathBuf,
+    pub genesis: Option<PathBuf>,
     /// The researcher's key file (pays the budget).
     #[arg(long)]
     pub key: PathBuf,
-    /// `/ip4/…/tcp/…/p2p/<peer id>` of a validator; repeat.
-    #[arg(long = "bootstrap", required = true)]
-    pub bootstrap: Vec<String>,
+    /// The dataset (default: the newest attached).
+    #[arg(long)]
+    pub dataset: Option<u64>,
     /// A job spec as JSON (default: the demo MLP on the digits).
     #[arg(long)]
     pub spec: Option<PathBuf>,
@@ -65,7 +72,7 @@ pub struct SubmitArgs {
 }
 
 /// GET `path` from a gateway; a gateway error becomes its code and message.
-fn get(gateway: &str, path: &str) -> anyhow::Result<ureq::Response> {
+pub fn get(gateway: &str, path: &str) -> anyhow::Result<ureq::Response> {
     let url = format!("{}{path}", gateway.trim_end_matches('/'));
     match ureq::get(&url).timeout(Duration::from_secs(30)).call() {
         Ok(r) => Ok(r),
@@ -97,44 +104,111 @@ fn job_summary(v: &serde_json::Value) -> serde_json::Value {
     })
 }
 
+/// Follows a job on a gateway until it ends, with a progress bar on stderr; returns its last view.
+fn wait_job(args: &GatewayJobArgs) -> anyhow::Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
+    let mut v = job_json(args)?;
+    let total = v["job"]["units_total"].as_u64().unwrap_or(0);
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} units  {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    while v["job"]["state"] == "Running" {
+        if Instant::now() > deadline {
+            bar.abandon();
+            bail!("job {} did not finish in {} s", args.id, args.timeout_s);
+        }
+        bar.set_position(v["job"]["units_done"].as_u64().unwrap_or(0));
+        bar.set_message(format!(
+            "held-out metric {}",
+            v["job"]["latest_metric_ppm"]
+                .as_f64()
+                .map(|m| format!("{:.4}", m / 1e6))
+                .unwrap_or_else(|| "-".into())
+        ));
+        std::thread::sleep(Duration::from_millis(500));
+        v = job_json(args)?;
+    }
+    bar.set_position(v["job"]["units_done"].as_u64().unwrap_or(0));
+    bar.finish();
+    Ok(v)
+}
+
+/// Signs the job with the researcher's key and submits it through a gateway; waits for its
+/// receipt (and, with `--wait`, for its end).
+fn submit_via_gateway(args: &SubmitArgs) -> anyhow::Result<()> {
+    let key = trainmesh_ledger::AccountKey::from_secret(crate::keys::read(&args.key)?);
+    let dataset = match args.dataset {
+        Some(id) => DatasetId(id),
+        None => {
+            let list: serde_json::Value = get(&args.gateway, "/v1/datasets")?.into_json()?;
+            DatasetId(
+                list[0]["id"]
+                    .as_u64()
+                    .context("no dataset is attached on the network")?,
+            )
+        }
+    };
+    let spec = job_spec(args.spec.as_deref(), dataset)?;
+    let (tx_hash, events) = crate::dataset::submit_and_wait(
+        &args.gateway,
+        &key,
+        Call::SubmitJob { spec },
+        Duration::from_secs(args.timeout_s),
+    )?;
+    let id = events
+        .iter()
+        .find_map(|e| match e {
+            trainmesh_contracts::Event::JobSubmitted { job, .. } => Some(job.0),
+            _ => None,
+        })
+        .context("the receipt has no JobSubmitted event")?;
+    eprintln!("job {id} submitted (transaction {tx_hash})");
+    let view = GatewayJobArgs {
+        gateway: args.gateway.clone(),
+        id,
+        timeout_s: args.timeout_s,
+    };
+    let v = if args.wait {
+        wait_job(&view)?
+    } else {
+        job_json(&view)?
+    };
+    println!("{}", job_summary(&v));
+    Ok(())
+}
+
+/// The job spec from a JSON file, or the demo MLP on the digits.
+fn job_spec(path: Option<&std::path::Path>, dataset: DatasetId) -> anyhow::Result<JobSpec> {
+    Ok(match path {
+        Some(p) => serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("job spec {}", p.display()))?,
+        None => demo_job(
+            DatasetChoice::Digits,
+            dataset,
+            trainmesh_actors::consensus::now().0,
+        ),
+    })
+}
+
 pub fn run(command: JobCommand) -> anyhow::Result<()> {
     let args = match command {
+        JobCommand::Submit(args) if args.bootstrap.is_empty() => {
+            return submit_via_gateway(&args);
+        }
         JobCommand::Submit(args) => args,
         JobCommand::Status(args) => {
             println!("{}", job_summary(&job_json(&args)?));
             return Ok(());
         }
         JobCommand::Wait(args) => {
-            let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
-            let mut v = job_json(&args)?;
-            let total = v["job"]["units_total"].as_u64().unwrap_or(0);
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{elapsed_precise} [{bar:30}] {pos}/{len} units  {msg}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            while v["job"]["state"] == "Running" {
-                if Instant::now() > deadline {
-                    bar.abandon();
-                    bail!("job {} did not finish in {} s", args.id, args.timeout_s);
-                }
-                bar.set_position(v["job"]["units_done"].as_u64().unwrap_or(0));
-                bar.set_message(format!(
-                    "held-out metric {}",
-                    v["job"]["latest_metric_ppm"]
-                        .as_f64()
-                        .map(|m| format!("{:.4}", m / 1e6))
-                        .unwrap_or_else(|| "-".into())
-                ));
-                std::thread::sleep(Duration::from_millis(500));
-                v = job_json(&args)?;
-            }
-            bar.set_position(v["job"]["units_done"].as_u64().unwrap_or(0));
-            bar.finish();
-            println!("{}", job_summary(&v));
+            println!("{}", job_summary(&wait_job(&args)?));
             return Ok(());
         }
         JobCommand::Download { job, out } => {
@@ -203,7 +277,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let deadline = started + Duration::from_secs(args.timeout_s);
     let dir = tempfile::tempdir().context("creating a data directory")?;
     let secret = crate::keys::read(&args.key)?;
-    let genesis = crate::genesis::read(&args.genesis)?;
+    let genesis = crate::genesis::read(args.genesis.as_deref().context("--genesis is needed")?)?;
     let handle = node::start(NodeSpec {
         name: "client".into(),
         data_dir: dir.path().to_path_buf(),
@@ -232,17 +306,10 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let spec: JobSpec = match &args.spec {
-        Some(p) => serde_json::from_str(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .with_context(|| format!("job spec {}", p.display()))?,
-        None => demo_job(
-            DatasetChoice::Digits,
-            dataset,
-            trainmesh_actors::consensus::now().0,
-        ),
-    };
+    let spec = job_spec(
+        args.spec.as_deref(),
+        args.dataset.map_or(dataset, DatasetId),
+    )?;
     let jobs_before = handle
         .ledger
         .read()

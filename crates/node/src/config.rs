@@ -256,7 +256,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         handle.ledger_actor.do_send(Subscribe(status.recipient()));
         if let Some(addr) = gateway {
             let bound =
-                crate::gateway::serve(crate::gateway::Gateway::of(&handle, &chain_id), addr)?;
+                crate::gateway::serve(crate::gateway::Gateway::of(&handle, &chain_id)?, addr)?;
             eprintln!("gateway: http://{bound}/v1/status");
         }
         eprintln!("node {} ({}) running", handle.name, handle.peer_id);

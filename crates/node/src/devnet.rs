@@ -339,7 +339,7 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
         .clone()
         .expect("a provider");
     let v0 = &nodes[0];
-    let mut served = crate::gateway::Gateway::of(v0, &genesis.chain_id);
+    let mut served = crate::gateway::Gateway::of(v0, &genesis.chain_id)?;
     served.registries = nodes.iter().map(|n| n.metrics.registry.clone()).collect();
     let gateway = crate::gateway::serve(served, args.gateway)
         .with_context(|| format!("starting the gateway on {}", args.gateway))?;

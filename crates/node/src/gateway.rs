@@ -5,6 +5,7 @@
 //! limited in size.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use actix_web::dev::Service;
 use actix_web::http::StatusCode;
@@ -16,13 +17,18 @@ use trainmesh_actors::wallet::Submitter;
 use trainmesh_contracts::datasets::Dataset;
 use trainmesh_contracts::jobs::{Job, Unit};
 use trainmesh_contracts::workers::Worker;
-use trainmesh_contracts::{keys as state_keys, Address, DatasetId, JobId, UnitId};
+use trainmesh_contracts::{keys as state_keys, Address, Call, DatasetId, JobId, UnitId};
 use trainmesh_dag::RedbStore;
 use trainmesh_ledger::transaction::SignedTransaction;
-use trainmesh_ledger::TRANSACTION_BYTES_MAX;
+use trainmesh_ledger::{LedgerError, TRANSACTION_BYTES_MAX};
+
+use crate::uploads::{ManifestRequest, Split, UploadError, Uploads};
 
 /// The largest request body (a signed transaction, hex-encoded, in JSON).
 pub const BODY_BYTES_MAX: usize = 2 * TRANSACTION_BYTES_MAX + 1_024;
+/// The largest manifest body (two lists of hex hashes at the ledger's shard bound).
+pub const MANIFEST_BODY_BYTES_MAX: usize = 2 * 70 * crate::uploads::MANIFEST_SHARDS_MAX + 4_096;
+pub use crate::uploads::SHARD_UPLOAD_BYTES_MAX;
 /// The most items a list returns.
 pub const LIST_MAX: usize = 1_000;
 /// Requests per second each client (IP address) may sustain, and its burst.
@@ -30,6 +36,14 @@ pub const CLIENT_RATE_PER_S: f64 = 100.0;
 pub const CLIENT_BURST: f64 = 200.0;
 /// Clients tracked at once (the least recently seen are forgotten first).
 pub const CLIENTS_MAX: usize = 10_000;
+/// Job event streams open at once.
+pub const EVENT_STREAMS_MAX: usize = 256;
+/// How often an event stream looks for a new ledger height, and how long it stays silent at most.
+pub const EVENT_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+pub const EVENT_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+/// Heights a receipt lookup scans by default, and at most.
+pub const RECEIPT_HEIGHTS_DEFAULT: u64 = 1_000;
+pub const RECEIPT_HEIGHTS_MAX: u64 = 10_000;
 
 /// Token buckets per client: `CLIENT_RATE_PER_S` sustained, `CLIENT_BURST` at once.
 #[derive(Debug, Default)]
@@ -73,19 +87,86 @@ pub struct Gateway {
     pub coordinator: Option<actix::Addr<Coordinator<RedbStore>>>,
     pub chain_id: String,
     pub fetcher: trainmesh_actors::blobs::Fetcher,
+    /// Dataset shards uploaded to this node.
+    pub uploads: Uploads,
+    /// Open event streams (each holds a permit).
+    streams: Arc<tokio::sync::Semaphore>,
+    metrics: GatewayMetrics,
+}
+
+/// The gateway's own series (served beside the registries).
+#[derive(Clone, Debug)]
+struct GatewayMetrics {
+    registry: prometheus::Registry,
+    requests: prometheus::IntCounterVec,
+    seconds: prometheus::HistogramVec,
+    streams: prometheus::IntGauge,
+}
+
+impl GatewayMetrics {
+    fn new(node: &str) -> GatewayMetrics {
+        let labels = std::collections::HashMap::from([("node".to_string(), node.to_string())]);
+        let registry =
+            prometheus::Registry::new_custom(None, Some(labels)).expect("valid registry labels");
+        let requests = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "trainmesh_gateway_requests_total",
+                "HTTP requests to the gateway, by route pattern and status",
+            ),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let seconds = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "trainmesh_gateway_request_seconds",
+                "Time to answer a gateway request (for streams: to start the stream), by route",
+            )
+            .buckets(prometheus::exponential_buckets(0.000_5, 4.0, 9).expect("valid buckets")),
+            &["route"],
+        )
+        .expect("valid metric");
+        let streams = prometheus::IntGauge::new(
+            "trainmesh_gateway_event_streams",
+            "Job event streams open now",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(requests.clone()))
+            .expect("registers once");
+        registry
+            .register(Box::new(seconds.clone()))
+            .expect("registers once");
+        registry
+            .register(Box::new(streams.clone()))
+            .expect("registers once");
+        GatewayMetrics {
+            registry,
+            requests,
+            seconds,
+            streams,
+        }
+    }
 }
 
 impl Gateway {
-    /// The gateway of a running node.
-    pub fn of(n: &trainmesh_actors::node::NodeHandle, chain_id: &str) -> Gateway {
-        Gateway {
+    /// The gateway of a running node (its uploads live in `<data dir>/uploads`).
+    pub fn of(n: &trainmesh_actors::node::NodeHandle, chain_id: &str) -> anyhow::Result<Gateway> {
+        let uploads = Uploads::open(
+            n.data_dir.join("uploads"),
+            n.blobs.clone(),
+            n.peer_id.to_string(),
+        )?;
+        Ok(Gateway {
             ledger: n.ledger.clone(),
             registries: vec![n.metrics.registry.clone()],
             submitter: n.wallet.submitter().clone(),
             coordinator: n.coordinator.clone(),
             chain_id: chain_id.to_string(),
             fetcher: n.fetcher.clone(),
-        }
+            uploads,
+            streams: Arc::new(tokio::sync::Semaphore::new(EVENT_STREAMS_MAX)),
+            metrics: GatewayMetrics::new(&n.name),
+        })
     }
 }
 
@@ -168,8 +249,10 @@ async fn status(g: web::Data<Gateway>) -> ApiResult {
 }
 
 async fn metrics(g: web::Data<Gateway>) -> ApiResult {
+    let mut registries = g.registries.clone();
+    registries.push(g.metrics.registry.clone());
     let text = prometheus::TextEncoder::new()
-        .encode_to_string(&trainmesh_actors::metrics::gather_all(&g.registries))
+        .encode_to_string(&trainmesh_actors::metrics::gather_all(&registries))
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -189,16 +272,113 @@ async fn jobs(g: web::Data<Gateway>) -> ApiResult {
     Ok(HttpResponse::Ok().json(out))
 }
 
-async fn job(g: web::Data<Gateway>, id: web::Path<u64>) -> ApiResult {
-    let id = JobId(id.into_inner());
-    let job: Job = read(&g, &state_keys::job(id))?.ok_or_else(|| ApiError::not_found("job"))?;
+/// A job and its units as the API shows them, with the height they were read at.
+fn job_snapshot(g: &Gateway, id: JobId) -> Result<(u64, Job, Vec<Unit>), ApiError> {
+    let l = g.ledger.read().expect("ledger lock");
+    let read = |key: &[u8]| l.read(key).map_err(ApiError::internal);
+    let job: Job = read(&state_keys::job(id))?.ok_or_else(|| ApiError::not_found("job"))?;
     let mut units = Vec::new();
     for index in 0..=job.current_unit {
-        if let Some(u) = read::<Unit>(&g, &state_keys::unit(UnitId { job: id, index }))? {
+        if let Some(u) = l
+            .read::<Unit>(&state_keys::unit(UnitId { job: id, index }))
+            .map_err(ApiError::internal)?
+        {
             units.push(u);
         }
     }
+    Ok((l.height(), job, units))
+}
+
+async fn job(g: web::Data<Gateway>, id: web::Path<u64>) -> ApiResult {
+    let (_, job, units) = job_snapshot(&g, JobId(id.into_inner()))?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "job": job, "units": units })))
+}
+
+/// One Server-Sent Event.
+fn sse(event: &str, id: u64, data: &serde_json::Value) -> web::Bytes {
+    web::Bytes::from(format!("event: {event}\nid: {id}\ndata: {data}\n\n"))
+}
+
+struct EventStream {
+    g: web::Data<Gateway>,
+    id: JobId,
+    height: Option<u64>,
+    last: Option<(Job, Vec<Unit>)>,
+    quiet_since: std::time::Instant,
+    ended: bool,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.g.metrics.streams.dec();
+    }
+}
+
+impl EventStream {
+    /// The next chunk of the stream: an event when the job changed, a keep-alive comment after a
+    /// quiet while; `None` after the job ended.
+    async fn next(mut self) -> Option<(Result<web::Bytes, std::convert::Infallible>, EventStream)> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            let height = self.g.ledger.read().expect("ledger lock").height();
+            if self.height != Some(height) {
+                self.height = Some(height);
+                let (height, job, units) = match job_snapshot(&self.g, self.id) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.ended = true;
+                        let body = serde_json::json!({ "code": e.code, "message": e.message });
+                        return Some((Ok(sse("error", height, &body)), self));
+                    }
+                };
+                if self.last.as_ref() != Some(&(job.clone(), units.clone())) {
+                    let running = job.state == trainmesh_contracts::jobs::JobState::Running;
+                    let body = serde_json::json!({ "height": height, "job": job, "units": units });
+                    self.last = Some((job, units));
+                    self.quiet_since = std::time::Instant::now();
+                    self.ended = !running;
+                    let event = if running { "job" } else { "end" };
+                    return Some((Ok(sse(event, height, &body)), self));
+                }
+            }
+            if self.quiet_since.elapsed() >= EVENT_KEEPALIVE {
+                self.quiet_since = std::time::Instant::now();
+                return Some((Ok(web::Bytes::from_static(b": keep-alive\n\n")), self));
+            }
+            tokio::time::sleep(EVENT_POLL).await;
+        }
+    }
+}
+
+/// The job's progress as Server-Sent Events: `job` at once and on every change, `end` when it is
+/// no longer running (then the stream closes).
+async fn job_events(g: web::Data<Gateway>, id: web::Path<u64>) -> ApiResult {
+    let id = JobId(id.into_inner());
+    job_snapshot(&g, id)?;
+    let permit = g.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            503,
+            "too_many_streams",
+            format!("{EVENT_STREAMS_MAX} event streams are open; try again later"),
+        )
+    })?;
+    g.metrics.streams.inc();
+    let stream = EventStream {
+        g: g.clone(),
+        id,
+        height: None,
+        last: None,
+        quiet_since: std::time::Instant::now(),
+        ended: false,
+        _permit: permit,
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(futures::stream::unfold(stream, EventStream::next)))
 }
 
 /// The job's latest certified checkpoint (safetensors: parameters and optimizer state), fetched
@@ -327,6 +507,135 @@ async fn datasets(g: web::Data<Gateway>) -> ApiResult {
     Ok(HttpResponse::Ok().json(out))
 }
 
+async fn dataset(g: web::Data<Gateway>, id: web::Path<u64>) -> ApiResult {
+    let d: Dataset = read(&g, &state_keys::dataset(DatasetId(id.into_inner())))?
+        .ok_or_else(|| ApiError::not_found("dataset"))?;
+    Ok(HttpResponse::Ok().json(d))
+}
+
+impl From<UploadError> for ApiError {
+    fn from(e: UploadError) -> ApiError {
+        let (status, code) = e.status_and_code();
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShardQuery {
+    split: Split,
+}
+
+/// A dataset shard, kept and served by this node.
+async fn upload_shard(
+    g: web::Data<Gateway>,
+    q: web::Query<ShardQuery>,
+    mut body: web::Payload,
+) -> ApiResult {
+    use futures::StreamExt as _;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(400, "bad_body", e.to_string()))?;
+        if bytes.len() + chunk.len() > SHARD_UPLOAD_BYTES_MAX {
+            return Err(ApiError::new(
+                413,
+                "body_too_large",
+                format!("a shard is at most {SHARD_UPLOAD_BYTES_MAX} bytes"),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let uploads = g.uploads.clone();
+    let split = q.split;
+    // Hashing, decoding and an fsync: off the server's thread.
+    let info = web::block(move || uploads.put_shard(split, bytes))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(HttpResponse::Created().json(info))
+}
+
+/// A manifest over uploaded shards; the answer is what the provider signs into `AttachDataset`.
+async fn upload_manifest(g: web::Data<Gateway>, body: web::Json<ManifestRequest>) -> ApiResult {
+    let uploads = g.uploads.clone();
+    let reply = web::block(move || uploads.put_manifest(body.into_inner()))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(HttpResponse::Created().json(reply))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiptQuery {
+    since: Option<u64>,
+}
+
+/// A transaction's receipt, once executed.
+async fn transaction(
+    g: web::Data<Gateway>,
+    hash: web::Path<String>,
+    q: web::Query<ReceiptQuery>,
+) -> ApiResult {
+    let wanted: [u8; 32] = hex::decode(hash.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ApiError::new(400, "bad_hash", "a transaction hash is 32 bytes of hex"))?;
+    let l = g.ledger.read().expect("ledger lock");
+    let top = l.height();
+    let floor = q
+        .since
+        .unwrap_or_else(|| top.saturating_sub(RECEIPT_HEIGHTS_DEFAULT))
+        .max(top.saturating_sub(RECEIPT_HEIGHTS_MAX))
+        .max(1);
+    for height in (floor..=top).rev() {
+        for r in l.receipts(height).map_err(ApiError::internal)? {
+            if r.tx_hash != Some(wanted) {
+                continue;
+            }
+            let body = match &r.outcome {
+                Ok(events) => serde_json::json!({
+                    "tx_hash": hex::encode(wanted), "height": height, "status": "executed",
+                    "events": events, "error": null,
+                }),
+                Err(rejection) => serde_json::json!({
+                    "tx_hash": hex::encode(wanted), "height": height, "status": "rejected",
+                    "events": null,
+                    "error": { "code": rejection.code, "message": rejection.message },
+                }),
+            };
+            return Ok(HttpResponse::Ok().json(body));
+        }
+    }
+    Err(ApiError::new(
+        404,
+        "unknown_transaction",
+        format!("no receipt at heights {floor}..={top} (not executed yet, or older)"),
+    ))
+}
+
+/// The refusal a dry run maps to, for a transaction that would fail.
+fn dry_run_error(call: &Call, e: LedgerError) -> ApiError {
+    use trainmesh_contracts::ContractError as C;
+    let spec_call = matches!(call, Call::SubmitJob { .. } | Call::AttachDataset { .. });
+    match e {
+        LedgerError::NonceReplayed { .. } => ApiError::new(409, e.code(), e.to_string()),
+        LedgerError::InsufficientBalance { .. } => ApiError::new(402, e.code(), e.to_string()),
+        LedgerError::Storage { .. } | LedgerError::Corrupt { .. } => ApiError::internal(e),
+        LedgerError::Contract(
+            ref c @ (C::Invalid { .. }
+            | C::TooMany { .. }
+            | C::BudgetTooSmall { .. }
+            | C::DeadlinePassed { .. }),
+        ) if spec_call => ApiError::new(400, "bad_spec", c.to_string()),
+        LedgerError::Contract(ref c @ C::UnknownDataset(_)) => {
+            ApiError::new(400, "unknown_dataset", c.to_string())
+        }
+        LedgerError::Contract(ref c @ C::InsufficientStake { .. }) => {
+            ApiError::new(402, "insufficient_stake", c.to_string())
+        }
+        other => ApiError::new(400, other.code(), other.to_string()),
+    }
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SubmitBody {
@@ -341,7 +650,14 @@ async fn submit(g: web::Data<Gateway>, body: web::Json<SubmitBody>) -> ApiResult
         .map_err(|e| ApiError::new(400, e.code(), e.to_string()))?;
     tx.verify(&g.chain_id)
         .map_err(|e| ApiError::new(400, e.code(), e.to_string()))?;
+    if let Call::SubmitJob { spec } = &tx.transaction.call {
+        trainmesh_gpu::spec::ModelSpec::from_json(spec.model.as_bytes())
+            .map_err(|e| ApiError::new(400, "bad_spec", format!("model spec: {e}")))?;
+    }
     let hash = tx.hash();
+    let call = tx.transaction.call.clone();
+    let dry_run = g.ledger.read().expect("ledger lock").simulate(tx);
+    dry_run.map_err(|e| dry_run_error(&call, e))?;
     g.submitter
         .submit(vec![bytes])
         .await
@@ -405,8 +721,13 @@ pub fn serve(g: Gateway, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     let limiter = std::sync::Arc::new(std::sync::Mutex::new(RateLimiter::default()));
     let server = HttpServer::new(move || {
         let limiter = limiter.clone();
+        let gateway_metrics = g.metrics.clone();
         App::new()
             .wrap_fn(move |req, srv| {
+                let route = req
+                    .match_pattern()
+                    .unwrap_or_else(|| "unmatched".to_string());
+                let started = std::time::Instant::now();
                 let ip = req.peer_addr().map(|a| a.ip());
                 let allowed = ip.is_none_or(|ip| {
                     limiter
@@ -415,8 +736,9 @@ pub fn serve(g: Gateway, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
                         .allow(ip, std::time::Instant::now())
                 });
                 let fut = allowed.then(|| srv.call(req));
+                let metrics = gateway_metrics.clone();
                 async move {
-                    match fut {
+                    let res = match fut {
                         Some(f) => f.await,
                         None => Err(ApiError::new(
                             429,
@@ -424,7 +746,20 @@ pub fn serve(g: Gateway, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
                             format!("more than {CLIENT_RATE_PER_S} requests per second"),
                         )
                         .into()),
-                    }
+                    };
+                    let status = match &res {
+                        Ok(r) => r.status(),
+                        Err(e) => e.as_response_error().status_code(),
+                    };
+                    metrics
+                        .requests
+                        .with_label_values(&[route.as_str(), status.as_str()])
+                        .inc();
+                    metrics
+                        .seconds
+                        .with_label_values(&[route.as_str()])
+                        .observe(started.elapsed().as_secs_f64());
+                    res
                 }
             })
             .app_data(web::Data::new(g.clone()))
@@ -434,6 +769,14 @@ pub fn serve(g: Gateway, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
                     .error_handler(|e, _| json_error(e)),
             )
             .app_data(web::PayloadConfig::new(BODY_BYTES_MAX))
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| ApiError::new(400, "bad_query", e.to_string()).into()),
+            )
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|e, _| ApiError::new(400, "bad_path", e.to_string()).into()),
+            )
             .route("/", web::get().to(explorer))
             .route("/metrics", web::get().to(metrics))
             .route("/v1/consensus/dag", web::get().to(dag))
@@ -442,11 +785,24 @@ pub fn serve(g: Gateway, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
             .route("/v1/jobs", web::get().to(jobs))
             .route("/v1/jobs/{id}", web::get().to(job))
             .route("/v1/jobs/{id}/weights", web::get().to(weights))
+            .route("/v1/jobs/{id}/events", web::get().to(job_events))
             .route("/v1/accounts/{address}", web::get().to(account))
             .route("/v1/accounts/{address}/history", web::get().to(history))
             .route("/v1/workers", web::get().to(workers))
             .route("/v1/datasets", web::get().to(datasets))
+            .service(web::resource("/v1/datasets/shards").route(web::post().to(upload_shard)))
+            .service(
+                web::resource("/v1/datasets/manifests")
+                    .app_data(
+                        web::JsonConfig::default()
+                            .limit(MANIFEST_BODY_BYTES_MAX)
+                            .error_handler(|e, _| json_error(e)),
+                    )
+                    .route(web::post().to(upload_manifest)),
+            )
+            .route("/v1/datasets/{id}", web::get().to(dataset))
             .route("/v1/transactions", web::post().to(submit))
+            .route("/v1/transactions/{hash}", web::get().to(transaction))
             .default_service(web::to(not_found))
     })
     .workers(1)
@@ -480,11 +836,16 @@ mod tests {
         ("get", "/v1/jobs"),
         ("get", "/v1/jobs/{id}"),
         ("get", "/v1/jobs/{id}/weights"),
+        ("get", "/v1/jobs/{id}/events"),
         ("get", "/v1/accounts/{address}"),
         ("get", "/v1/accounts/{address}/history"),
         ("get", "/v1/workers"),
         ("get", "/v1/datasets"),
+        ("get", "/v1/datasets/{id}"),
+        ("post", "/v1/datasets/shards"),
+        ("post", "/v1/datasets/manifests"),
         ("post", "/v1/transactions"),
+        ("get", "/v1/transactions/{hash}"),
     ];
 
     #[test]

@@ -14,11 +14,13 @@
 mod bench;
 mod client;
 mod config;
+mod dataset;
 mod devnet;
 mod gateway;
 mod genesis;
 mod keys;
 mod net;
+mod uploads;
 
 use std::path::PathBuf;
 
@@ -60,10 +62,16 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
-    /// Jobs, through a light node that joins the network.
+    /// Jobs: submit (through a light node that joins the network), follow and download (through
+    /// a node's gateway).
     Job {
         #[command(subcommand)]
         command: client::JobCommand,
+    },
+    /// Datasets: prepare shards, upload them to a node's gateway and attach them on the ledger.
+    Dataset {
+        #[command(subcommand)]
+        command: dataset::DatasetCommand,
     },
 }
 
@@ -100,6 +108,7 @@ fn main() {
             command: GenesisCommand::New(args),
         } => genesis::new(args),
         Command::Job { command } => client::run(command),
+        Command::Dataset { command } => dataset::run(command),
         Command::Bench { command } => bench::run(command),
     };
     if let Err(e) = result {

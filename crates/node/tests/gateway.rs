@@ -58,6 +58,45 @@ fn json(port: u16, path: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
+/// Reads a Server-Sent Events stream until the server closes it: (event, data) pairs.
+fn sse(port: u16, path: &str) -> Vec<(String, serde_json::Value)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text
+        .to_ascii_lowercase()
+        .contains("content-type: text/event-stream"));
+    // Events are single lines of `event:` and `data:`, so chunk framing can be read around.
+    let mut events = Vec::new();
+    let mut event = None;
+    for line in text.lines() {
+        if let Some(e) = line.strip_prefix("event: ") {
+            event = Some(e.to_string());
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            let e = event.take().expect("data follows its event");
+            events.push((e, serde_json::from_str(d).unwrap()));
+        }
+    }
+    events
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A job spec like the one in `job` (as the API shows it), to vary.
+fn last_spec(view: &serde_json::Value) -> trainmesh_contracts::jobs::JobSpec {
+    serde_json::from_value(view["job"]["spec"].clone()).unwrap()
+}
+
 #[test]
 fn gateway_serves_the_devnet() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -113,18 +152,6 @@ fn gateway_serves_the_devnet() {
         assert!(metrics.contains(series), "{series} missing");
     }
 
-    // Every documented GET path is served.
-    let doc = json(port, "/v1/openapi.json");
-    for (path, methods) in doc["paths"].as_object().unwrap() {
-        if methods.get("get").is_some() {
-            let p = path
-                .replace("{id}", &id.to_string())
-                .replace("{address}", owner);
-            let (s, body) = http(port, "GET", &p, "").unwrap();
-            assert_eq!(s, 200, "{p}: {body}");
-        }
-    }
-
     // The trained weights: safetensors whose BLAKE3 is the certified checkpoint.
     let (s, weights) = http(port, "GET", &format!("/v1/jobs/{id}/weights"), "").unwrap();
     assert_eq!(s, 200);
@@ -174,6 +201,139 @@ fn gateway_serves_the_devnet() {
         "the certified checkpoint"
     );
 
+    // A data provider's path: prepare shards, upload them, attach the dataset (signed here).
+    let keyfile = dir.path().join("researcher.key");
+    let researcher = blake3::hash(b"trainmesh/devnet-key/researcher");
+    std::fs::write(&keyfile, researcher.to_hex().as_str()).unwrap();
+    let gateway = format!("http://127.0.0.1:{port}");
+    let run = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_trainmesh"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    };
+    let shards = dir.path().join("shards");
+    let prepared = run(&[
+        "dataset",
+        "prepare",
+        "--dataset",
+        "digits",
+        "--name",
+        "digits-again",
+        "--seed",
+        "5",
+        "--out",
+        shards.to_str().unwrap(),
+    ]);
+    assert_eq!(prepared["features"], 64);
+    let attached = run(&[
+        "dataset",
+        "attach",
+        "--dir",
+        shards.to_str().unwrap(),
+        "--key",
+        keyfile.to_str().unwrap(),
+        "--gateway",
+        &gateway,
+    ]);
+    let dataset = attached["dataset"].as_u64().unwrap();
+    assert_eq!(
+        json(port, &format!("/v1/datasets/{dataset}"))["spec"]["name"],
+        "digits-again"
+    );
+    let tx_hash = attached["tx_hash"].as_str().unwrap();
+    let receipt = json(port, &format!("/v1/transactions/{tx_hash}"));
+    assert_eq!(receipt["status"], "executed", "{receipt}");
+
+    // A researcher's job on it, submitted through the gateway and followed as a stream.
+    let submitted = run(&[
+        "job",
+        "submit",
+        "--key",
+        keyfile.to_str().unwrap(),
+        "--gateway",
+        &gateway,
+        "--dataset",
+        &dataset.to_string(),
+    ]);
+    let job2 = submitted["job"].as_u64().unwrap();
+    let events = sse(port, &format!("/v1/jobs/{job2}/events"));
+    let (last, rest) = events.split_last().expect("events");
+    assert_eq!(last.0, "end", "{events:?}");
+    assert!(rest.iter().all(|(e, _)| e == "job"), "{events:?}");
+    assert_eq!(last.1["job"]["state"], "Completed", "{}", last.1);
+    assert_eq!(last.1["job"]["spec"]["dataset"], dataset);
+    let done: Vec<u64> = events
+        .iter()
+        .map(|(_, v)| v["job"]["units_done"].as_u64().unwrap())
+        .collect();
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(_, v)| v["units"][0]["state"].to_string().contains("Certified")),
+        "the stream showed a certified unit: {events:?}"
+    );
+
+    // Dry runs refuse what execution would, with the contract's reason.
+    let key = trainmesh_ledger::AccountKey::from_secret(*researcher.as_bytes());
+    let nonce = json(port, &format!("/v1/accounts/{}", key.address().to_hex()))["account"]["nonce"]
+        .as_u64()
+        .unwrap();
+    let job_call = |model: &str, budget_train: u64| trainmesh_contracts::Call::SubmitJob {
+        spec: trainmesh_contracts::jobs::JobSpec {
+            model: model.into(),
+            budget: trainmesh_contracts::Amount::from_train(budget_train),
+            ..last_spec(&last.1)
+        },
+    };
+    let good_model = last.1["job"]["spec"]["model"].as_str().unwrap().to_string();
+    let submit = |tx: trainmesh_ledger::SignedTransaction| -> (u16, String) {
+        let body = format!(r#"{{"transaction":"{}"}}"#, hex(&tx.encode()));
+        let (s, b) = http(port, "POST", "/v1/transactions", &body).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        (s, v["code"].as_str().unwrap_or_default().to_string())
+    };
+    let chain = "trainmesh-devnet";
+    let zero = trainmesh_contracts::Amount::ZERO;
+    assert_eq!(
+        submit(key.sign(chain, nonce, zero, job_call(&good_model, 10_000_000))),
+        (402, "insufficient_balance".into())
+    );
+    assert_eq!(
+        submit(key.sign(chain, nonce, zero, job_call(r#"{"kind":"mlp"}"#, 10))),
+        (400, "bad_spec".into())
+    );
+    let stranger = trainmesh_ledger::AccountKey::from_seed(77);
+    assert_eq!(
+        submit(stranger.sign(chain, 0, zero, job_call(&good_model, 10))),
+        (402, "insufficient_balance".into())
+    );
+    assert_eq!(
+        submit(key.sign(chain, nonce - 1, zero, job_call(&good_model, 10))),
+        (409, "nonce_replayed".into())
+    );
+
+    // Every documented GET path is served.
+    let doc = json(port, "/v1/openapi.json");
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        if methods.get("get").is_some() {
+            let p = path
+                .replace("{id}", &id.to_string())
+                .replace("{address}", owner)
+                .replace("{hash}", tx_hash);
+            let (s, body) = http(port, "GET", &p, "").unwrap();
+            assert_eq!(s, 200, "{p}: {body}");
+        }
+    }
+
     // Bad input: clear JSON errors, nothing crashes.
     let error = |method: &str, path: &str, body: &str| -> (u16, String) {
         let (s, b) = http(port, method, path, body).unwrap();
@@ -205,6 +365,49 @@ fn gateway_serves_the_devnet() {
     assert_eq!(
         error("POST", "/v1/transactions", &huge),
         (413, "body_too_large".into())
+    );
+    assert_eq!(error("GET", "/v1/jobs/abc", ""), (400, "bad_path".into()));
+    assert_eq!(
+        error("GET", "/v1/transactions/00", ""),
+        (400, "bad_hash".into())
+    );
+    assert_eq!(
+        error("GET", &format!("/v1/transactions/{}", "ab".repeat(32)), ""),
+        (404, "unknown_transaction".into())
+    );
+    assert_eq!(
+        error("POST", "/v1/datasets/shards?split=train", "not a shard"),
+        (400, "bad_shard".into())
+    );
+    assert_eq!(
+        error("POST", "/v1/datasets/shards?split=sideways", "x"),
+        (400, "bad_query".into())
+    );
+    assert_eq!(
+        error(
+            "POST",
+            "/v1/datasets/shards?split=train",
+            &"x".repeat(5 << 20)
+        ),
+        (413, "body_too_large".into())
+    );
+    assert_eq!(
+        error(
+            "POST",
+            "/v1/datasets/manifests",
+            &format!(
+                r#"{{"name":"n","features":64,"classes":10,"train":["{}"],"heldout":["{}"]}}"#,
+                "ab".repeat(32),
+                "cd".repeat(32)
+            )
+        ),
+        (404, "unknown_shard".into())
+    );
+    let (s, m) = http(port, "GET", "/metrics", "").unwrap();
+    assert_eq!(s, 200);
+    assert!(
+        m.contains(r#"trainmesh_gateway_requests_total{route="/v1/datasets/shards",status="201""#),
+        "gateway requests by route and status"
     );
     // Still serving.
     assert_eq!(json(port, "/v1/status")["chain_id"], "trainmesh-devnet");

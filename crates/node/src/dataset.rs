@@ -1,0 +1,339 @@
+//! `trainmesh dataset prepare|attach|list`: a data provider cuts a dataset into content-addressed
+//! shards (a training split and a held-out split) and a manifest, uploads them to a node's
+//! gateway, which keeps and serves them, and attaches the dataset on the ledger with a signed
+//! transaction. The key never leaves this process.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use trainmesh_contracts::datasets::DatasetSpec;
+use trainmesh_contracts::{Amount, Call, Event, Hash32};
+use trainmesh_gpu::dataset::{decode_shard, shard_dataset, Samples, ShardStore};
+use trainmesh_gpu::hash::Hash32 as BlobHash;
+use trainmesh_ledger::AccountKey;
+
+use crate::devnet::DatasetChoice;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum DatasetCommand {
+    /// Cut a dataset into shards (train and held-out) and a `manifest.json` in a directory.
+    Prepare(PrepareArgs),
+    /// Upload a prepared dataset to a node's gateway and attach it on the ledger.
+    Attach(AttachArgs),
+    /// The datasets attached on the ledger.
+    List {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        gateway: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PrepareArgs {
+    /// A bundled or installed dataset.
+    #[arg(long, value_enum, conflicts_with_all = ["digits_csv", "idx_images"])]
+    pub dataset: Option<DatasetChoice>,
+    /// A CSV in the UCI digits layout (64 pixel values in 0..=16, then the label), maybe gzipped.
+    #[arg(long)]
+    pub digits_csv: Option<PathBuf>,
+    /// IDX image and label files (as MNIST ships them), maybe gzipped.
+    #[arg(long, requires = "idx_labels")]
+    pub idx_images: Option<PathBuf>,
+    #[arg(long, requires = "idx_images")]
+    pub idx_labels: Option<PathBuf>,
+    /// Classes of an IDX dataset.
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 256)]
+    pub samples_per_shard: usize,
+    #[arg(long, default_value_t = 0.2)]
+    pub heldout_fraction: f64,
+    /// Seeds the shuffle that picks the held-out samples.
+    #[arg(long, default_value_t = 11)]
+    pub seed: u64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AttachArgs {
+    /// A directory written by `dataset prepare`.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The provider's key file (signs the attachment; is paid per certified use).
+    #[arg(long)]
+    pub key: PathBuf,
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub gateway: String,
+    #[arg(long, default_value = "")]
+    pub licence: String,
+    /// Paid to the provider per certified use, in base units (1 TRAIN = 10⁹).
+    #[arg(long, default_value_t = 0)]
+    pub price_per_use: u128,
+    #[arg(long, default_value_t = 120)]
+    pub timeout_s: u64,
+}
+
+/// `manifest.json` of a prepared dataset: the API's manifest body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PreparedManifest {
+    pub name: String,
+    pub features: u32,
+    pub classes: u32,
+    pub train: Vec<String>,
+    pub heldout: Vec<String>,
+}
+
+pub fn run(command: DatasetCommand) -> anyhow::Result<()> {
+    match command {
+        DatasetCommand::Prepare(args) => {
+            let m = prepare(&args)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "dir": args.out, "name": m.name, "features": m.features, "classes": m.classes,
+                    "train_shards": m.train.len(), "heldout_shards": m.heldout.len(),
+                })
+            );
+        }
+        DatasetCommand::Attach(args) => {
+            let out = attach(&args)?;
+            println!("{out}");
+        }
+        DatasetCommand::List { gateway } => {
+            let v: serde_json::Value = crate::client::get(&gateway, "/v1/datasets")?.into_json()?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+    }
+    Ok(())
+}
+
+fn read_maybe(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn load(args: &PrepareArgs) -> anyhow::Result<Samples> {
+    if let Some(choice) = args.dataset {
+        return crate::devnet::load_samples(choice);
+    }
+    if let Some(p) = &args.digits_csv {
+        return trainmesh_gpu::import::digits_from_csv(&read_maybe(p)?)
+            .with_context(|| format!("parsing {}", p.display()));
+    }
+    if let (Some(i), Some(l)) = (&args.idx_images, &args.idx_labels) {
+        let images = trainmesh_gpu::import::maybe_gunzip(&read_maybe(i)?)?;
+        let labels = trainmesh_gpu::import::maybe_gunzip(&read_maybe(l)?)?;
+        return Ok(trainmesh_gpu::import::samples_from_idx(
+            &images,
+            &labels,
+            args.classes,
+        )?);
+    }
+    bail!("name a source: --dataset, --digits-csv or --idx-images with --idx-labels")
+}
+
+/// Shards the dataset into `args.out`: `<blake3>.shard` files and `manifest.json`.
+pub fn prepare(args: &PrepareArgs) -> anyhow::Result<PreparedManifest> {
+    let samples = load(args)?;
+    let mut store = ShardStore::new();
+    let m = shard_dataset(
+        &args.name,
+        &samples,
+        args.samples_per_shard,
+        args.heldout_fraction,
+        args.seed,
+        &mut store,
+    )?;
+    store.write_dir(&args.out)?;
+    let prepared = PreparedManifest {
+        name: m.name,
+        features: m.features,
+        classes: m.classes,
+        train: m.train.iter().map(BlobHash::to_hex).collect(),
+        heldout: m.heldout.iter().map(BlobHash::to_hex).collect(),
+    };
+    let path = args.out.join("manifest.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&prepared)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(prepared)
+}
+
+/// Reads a shard of a prepared directory, checked against its name.
+fn read_shard(dir: &Path, hex: &str) -> anyhow::Result<Vec<u8>> {
+    let bytes: [u8; 32] = hex::decode(hex)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| format!("manifest: {hex:?} is not a 32-byte hex hash"))?;
+    let path = dir.join(format!("{hex}.shard"));
+    let data = read_maybe(&path)?;
+    decode_shard(&data, &BlobHash(bytes)).with_context(|| format!("{}", path.display()))?;
+    Ok(data)
+}
+
+fn post(gateway: &str, path: &str) -> ureq::Request {
+    ureq::post(&format!("{}{path}", gateway.trim_end_matches('/'))).timeout(Duration::from_secs(60))
+}
+
+/// A gateway reply as JSON, or its error code and message as the error.
+fn reply(url: &str, r: Result<ureq::Response, ureq::Error>) -> anyhow::Result<serde_json::Value> {
+    match r {
+        Ok(r) => Ok(r.into_json()?),
+        Err(ureq::Error::Status(status, r)) => {
+            let body: serde_json::Value = r.into_json().unwrap_or_default();
+            bail!(
+                "{url}: {status} {}: {}",
+                body["code"].as_str().unwrap_or("error"),
+                body["message"].as_str().unwrap_or("")
+            )
+        }
+        Err(e) => bail!("{url}: {e}"),
+    }
+}
+
+fn hash32(v: &serde_json::Value, field: &str) -> anyhow::Result<Hash32> {
+    let s = v[field]
+        .as_str()
+        .with_context(|| format!("reply lacks {field}"))?;
+    let b: [u8; 32] = hex::decode(s)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| format!("{field} is not a 32-byte hash"))?;
+    Ok(Hash32(b))
+}
+
+/// Signs `call` with `key`, submits it through the gateway and waits for its receipt; returns the
+/// receipt's events.
+pub fn submit_and_wait(
+    gateway: &str,
+    key: &AccountKey,
+    call: Call,
+    timeout: Duration,
+) -> anyhow::Result<(String, Vec<Event>)> {
+    let status = crate::client::get(gateway, "/v1/status")?.into_json::<serde_json::Value>()?;
+    let chain_id = status["chain_id"]
+        .as_str()
+        .context("status lacks chain_id")?;
+    let since = status["height"].as_u64().unwrap_or(0);
+    let account = crate::client::get(gateway, &format!("/v1/accounts/{}", key.address().to_hex()))?
+        .into_json::<serde_json::Value>()?;
+    let nonce = account["account"]["nonce"]
+        .as_u64()
+        .context("account lacks nonce")?;
+    let tx = key.sign(chain_id, nonce, Amount::ZERO, call);
+    let url = format!("{}/v1/transactions", gateway.trim_end_matches('/'));
+    let sent = reply(
+        &url,
+        post(gateway, "/v1/transactions")
+            .send_json(serde_json::json!({ "transaction": hex::encode(tx.encode()) })),
+    )?;
+    let tx_hash = sent["tx_hash"]
+        .as_str()
+        .context("reply lacks tx_hash")?
+        .to_string();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let path = format!("/v1/transactions/{tx_hash}?since={since}");
+        let url = format!("{}{path}", gateway.trim_end_matches('/'));
+        let r = ureq::get(&url).timeout(Duration::from_secs(30)).call();
+        match r {
+            Err(ureq::Error::Status(404, _)) => {}
+            r => {
+                let v = reply(&url, r)?;
+                if v["status"] == "rejected" {
+                    bail!(
+                        "transaction {tx_hash} rejected: {}: {}",
+                        v["error"]["code"].as_str().unwrap_or("error"),
+                        v["error"]["message"].as_str().unwrap_or("")
+                    );
+                }
+                let events =
+                    serde_json::from_value(v["events"].clone()).context("the receipt's events")?;
+                return Ok((tx_hash, events));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "transaction {tx_hash} was not executed in {} s",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Uploads the shards and manifest of `args.dir`, signs and submits `AttachDataset`, and waits
+/// for it to execute; returns a JSON summary with the dataset's id.
+pub fn attach(args: &AttachArgs) -> anyhow::Result<serde_json::Value> {
+    let key = AccountKey::from_secret(crate::keys::read(&args.key)?);
+    let path = args.dir.join("manifest.json");
+    let manifest: PreparedManifest = serde_json::from_slice(&read_maybe(&path)?)
+        .with_context(|| format!("parsing {}", path.display()))?;
+    let bar = indicatif::ProgressBar::new((manifest.train.len() + manifest.heldout.len()) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} shards")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    for (split, list) in [("train", &manifest.train), ("heldout", &manifest.heldout)] {
+        for hex in list {
+            let bytes = read_shard(&args.dir, hex)?;
+            let route = format!("/v1/datasets/shards?split={split}");
+            let v = reply(
+                &route,
+                post(&args.gateway, &route)
+                    .set("Content-Type", "application/octet-stream")
+                    .send_bytes(&bytes),
+            )?;
+            if v["blake3"].as_str() != Some(hex.as_str()) {
+                bail!("the gateway stored shard {hex} as {}", v["blake3"]);
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let served = reply(
+        "/v1/datasets/manifests",
+        post(&args.gateway, "/v1/datasets/manifests").send_json(serde_json::to_value(&manifest)?),
+    )?;
+    let spec = DatasetSpec {
+        name: manifest.name.clone(),
+        shards_root: hash32(&served, "shards_root")?,
+        shard_sizes: serde_json::from_value(served["shard_sizes"].clone())
+            .context("reply's shard_sizes")?,
+        heldout_root: hash32(&served, "heldout_root")?,
+        heldout_samples: served["heldout_samples"]
+            .as_u64()
+            .context("reply lacks heldout_samples")?,
+        licence: args.licence.clone(),
+        price_per_use: Amount(args.price_per_use),
+        peer_id: served["peer_id"]
+            .as_str()
+            .context("reply lacks peer_id")?
+            .to_string(),
+    };
+    let (tx_hash, events) = submit_and_wait(
+        &args.gateway,
+        &key,
+        Call::AttachDataset { spec: spec.clone() },
+        Duration::from_secs(args.timeout_s),
+    )?;
+    let id = events
+        .iter()
+        .find_map(|e| match e {
+            Event::DatasetAttached { dataset, .. } => Some(dataset.0),
+            _ => None,
+        })
+        .context("the receipt has no DatasetAttached event")?;
+    Ok(serde_json::json!({
+        "dataset": id,
+        "name": spec.name,
+        "shards_root": spec.shards_root,
+        "heldout_samples": spec.heldout_samples,
+        "served_by": spec.peer_id,
+        "tx_hash": tx_hash,
+    }))
+}
