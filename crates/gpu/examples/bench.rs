@@ -50,8 +50,8 @@ fn cpu_gemm_gflops(n: usize, reps: usize) -> f64 {
     2.0 * (n as f64).powi(3) / best / 1e9
 }
 
-/// The deterministic executor's own GEMM (no FMA, sequential sums; `trainmesh_gpu::gemm`), one
-/// thread, best of `reps`.
+/// The deterministic executor's own GEMM (sequential sums of fused multiply-adds;
+/// `trainmesh_gpu::gemm`), one thread, best of `reps`.
 fn deterministic_gemm_gflops(n: usize, reps: usize) -> f64 {
     use trainmesh_gpu::gemm::{gemm_acc, MatRef};
     let a: Vec<f32> = (0..n * n).map(|i| ((i * 7) % 13) as f32 / 13.0).collect();

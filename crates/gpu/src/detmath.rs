@@ -64,6 +64,39 @@ pub fn sigmoid(x: f32) -> f32 {
     (1.0 / (1.0 + f64::from(exp(-x)))) as f32
 }
 
+/// `a·b + c` with one rounding (IEEE 754 `fusedMultiplyAdd` for f32, round to nearest even), in
+/// f64 arithmetic only — the same bits as a hardware FMA instruction, for CPUs without one.
+///
+/// The product of two f32 is exact in f64; the sum `s = p + c` is rounded, and TwoSum (Knuth)
+/// gives its exact error `e`. Replacing `s` by its round-to-odd counterpart (when `e ≠ 0` and the
+/// last bit of `s` is even, the neighbour on `e`'s side) keeps 53 bits that round to the correct
+/// f32: rounding to odd at p + 2 or more bits, then to nearest at p bits, is correct rounding
+/// (Boldo & Melquiond). Nothing here overflows for finite inputs; an infinite or NaN sum is
+/// returned as is (NaN payloads are not part of the contract: checkpoints reject non-finite
+/// values).
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    let p = f64::from(a) * f64::from(b);
+    let c = f64::from(c);
+    let s = p + c;
+    let c1 = s - p;
+    let p1 = s - c1;
+    let e = (p - p1) + (c - c1);
+    let bits = s.to_bits();
+    // Away from zero when the error has the sign of s, toward zero otherwise.
+    let toward = if (e > 0.0) == (s > 0.0) {
+        bits + 1
+    } else {
+        bits - 1
+    };
+    let odd = if e != 0.0 && bits & 1 == 0 && s.is_finite() {
+        f64::from_bits(toward)
+    } else {
+        s
+    };
+    odd as f32
+}
+
 /// base^n by squaring, in a fixed order of multiplications.
 pub fn powu(base: f64, mut n: u64) -> f64 {
     let mut acc = 1.0f64;
@@ -106,5 +139,105 @@ mod tests {
         assert_eq!(powu(2.0, 10), 1024.0);
         assert_eq!(powu(0.5, 0), 1.0);
         assert!((powu(0.999, 1000) - 0.999f64.powf(1000.0)).abs() < 1e-12);
+    }
+
+    /// Bits of a random-ish f32 from a counter: full mantissas, exponents across the range that
+    /// matters (subnormal to large), both signs, and the special cases.
+    fn spread(i: u64) -> f32 {
+        let h = (i ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let h = (h ^ (h >> 31)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let h = h ^ (h >> 29);
+        match h % 16 {
+            0 => [
+                0.0,
+                -0.0,
+                1.0,
+                -1.0,
+                f32::MIN_POSITIVE,
+                1e-45,
+                f32::MAX,
+                0.5,
+            ][(h >> 8) as usize % 8],
+            // Exponents near 0 so that products and sums interact (cancellation, ties).
+            1..=11 => f32::from_bits(
+                (h >> 32) as u32 & 0x807f_ffff | (((h >> 12) % 40 + 107) as u32) << 23,
+            ),
+            _ => f32::from_bits((h >> 32) as u32),
+        }
+    }
+
+    #[test]
+    fn software_fma_equals_the_correctly_rounded_one() {
+        // f32::mul_add is IEEE fusedMultiplyAdd (the instruction where there is one, else libm).
+        let mut checked = 0;
+        for i in 0..3_000_000u64 {
+            let (a, b, c) = (spread(3 * i), spread(3 * i + 1), spread(3 * i + 2));
+            // Sums built to cancel: c close to -a·b.
+            let c = if i % 3 == 0 {
+                -(a * b) * (1.0 + spread(i) * 1e-7)
+            } else {
+                c
+            };
+            let want = a.mul_add(b, c);
+            let got = fma(a, b, c);
+            if want.is_nan() {
+                assert!(got.is_nan(), "fma({a:e}, {b:e}, {c:e}) = {got:e}, want NaN");
+                continue;
+            }
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "fma({a:e}, {b:e}, {c:e}) = {got:e}, want {want:e}"
+            );
+            checked += 1;
+        }
+        // Double-rounding traps: a·b = 2ⁿ + 1 (641 · 6700417 = 2³² + 1, 20857 · 411849 = 2³³ + 1)
+        // scaled so that its top bit is the rounding bit of c + a·b and its bottom bit lies below
+        // f64 precision. Rounding the f64 sum to f32 again gets these wrong; fma must not.
+        let mut traps = 0;
+        for (i, (am, bm, n)) in [(641u32, 6_700_417u32, 32), (20_857, 411_849, 33)]
+            .into_iter()
+            .cycle()
+            .take(20_000)
+            .enumerate()
+        {
+            let i = i as u64;
+            let q = (spread(i).to_bits() % 60) as i32 - 100;
+            let a = am as f32 * 2f32.powi(q / 2);
+            let b = bm as f32 * 2f32.powi(q - q / 2);
+            let sig = (1 << 23) | (spread(i + 7).to_bits() & 0x7f_ffff);
+            let mut c = sig as f32 * 2f32.powi(q + n + 1);
+            if i % 2 == 1 {
+                c = -c;
+            }
+            let (a, c) = if i % 4 >= 2 { (-a, -c) } else { (a, c) };
+            let want = a.mul_add(b, c);
+            let naive = (f64::from(a) * f64::from(b) + f64::from(c)) as f32;
+            traps += usize::from(naive != want);
+            assert_eq!(
+                fma(a, b, c).to_bits(),
+                want.to_bits(),
+                "fma({a:e}, {b:e}, {c:e})"
+            );
+        }
+        assert!(traps > 1000, "only {traps} double-rounding cases");
+        // Exact ties at f32 precision, and products that underflow.
+        for (a, b, c) in [
+            (1.0 + f32::EPSILON, 1.0 - f32::EPSILON / 2.0, 0.0),
+            (1.0 + f32::EPSILON, 1.0 + f32::EPSILON, -1.0),
+            (1e-30, 1e-20, 0.0),
+            (-1e-30, 1e-20, 0.0),
+            (1e-30, 1e-20, -0.0),
+            (3.0, 1.0 / 3.0, -1.0),
+            (f32::MAX, 2.0, -f32::MAX),
+            (f32::MAX, 1.0 + f32::EPSILON, 0.0),
+        ] {
+            assert_eq!(
+                fma(a, b, c).to_bits(),
+                a.mul_add(b, c).to_bits(),
+                "fma({a:e}, {b:e}, {c:e})"
+            );
+        }
+        assert!(checked > 2_000_000);
     }
 }

@@ -4,10 +4,11 @@
 //! Every sum runs in one fixed sequential order (over the input index for layer outputs, over
 //! the batch for weight gradients, over the outputs for input gradients). Dense layers go through
 //! [`crate::gemm`], which blocks and vectorizes across independent outputs without reassociating
-//! any sum; convolutions are written in "axpy" form for the same reason. Rust never fuses `a * b + c` into an FMA
-//! and never reorders float additions, and the only transcendental functions come from
-//! [`crate::detmath`], so the same inputs give the same bits on every machine. This executor is
-//! the CPU training path and the referee of disputes.
+//! any sum (each term one fused multiply-add, on every machine); convolutions are written in
+//! "axpy" form for the same reason (separate multiply and add: Rust never fuses `a * b + c` on
+//! its own). Rust never reorders float additions, and the only transcendental functions come
+//! from [`crate::detmath`], so the same inputs give the same bits on every machine. This
+//! executor is the CPU training path and the referee of disputes.
 
 use crate::detmath;
 use crate::gemm::{gemm_acc, MatRef};
@@ -40,11 +41,11 @@ fn activate(a: Activation, v: &mut [f32]) {
 /// Multiplies `grad` (w.r.t. the activation's output `y`) into the gradient w.r.t. its input.
 fn activation_backward(a: Activation, y: &[f32], grad: &mut [f32]) {
     match a {
-        Activation::Relu => grad.iter_mut().zip(y).for_each(|(g, &y)| {
-            if y <= 0.0 {
-                *g = 0.0
-            }
-        }),
+        // A select, not a branch, so that it vectorizes.
+        Activation::Relu => grad
+            .iter_mut()
+            .zip(y)
+            .for_each(|(g, &y)| *g = if y <= 0.0 { 0.0 } else { *g }),
         Activation::Tanh => grad.iter_mut().zip(y).for_each(|(g, &y)| *g *= 1.0 - y * y),
         Activation::Sigmoid => grad
             .iter_mut()

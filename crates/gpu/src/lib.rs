@@ -16,7 +16,8 @@
 //! - [`detmath`] — exp/ln with a fixed operation sequence (bit-identical on every platform).
 //! - [`executor`] — the deterministic reference executor: forward, loss, gradients.
 //! - [`gemm`] — the executor's packed, cache- and register-blocked matmul with a fixed summation
-//!   order (runtime AVX-512/AVX2 dispatch, no FMA: the same bits on every machine).
+//!   order of fused multiply-adds (AVX-512, AVX2 + FMA and portable kernels chosen at run time,
+//!   exact software FMA where the CPU has none: the same bits on every machine).
 //! - [`optim`] — hyper-parameters, seeded init and data order, SGD and Adam.
 //! - [`checkpoint`] — training state as canonical safetensors, hashed with BLAKE3.
 //! - [`train`] — the trainer, work units and checkpoint chains (with sparse retention and a

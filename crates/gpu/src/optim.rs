@@ -5,6 +5,7 @@ use crate::detmath;
 use crate::error::GpuError;
 use crate::executor::Tensor;
 use crate::spec::Model;
+use multiversion::multiversion;
 use rand::seq::SliceRandom;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -183,17 +184,12 @@ pub fn apply_update(
     match hyper.optimizer {
         Optimizer::Sgd { lr, momentum: 0.0 } => {
             for (p, g) in params.iter_mut().zip(grads) {
-                for (pv, &gv) in p.data.iter_mut().zip(&g.data) {
-                    *pv -= lr * gv;
-                }
+                sgd(&mut p.data, &g.data, lr);
             }
         }
         Optimizer::Sgd { lr, momentum } => {
             for ((p, g), v) in params.iter_mut().zip(grads).zip(state.iter_mut()) {
-                for ((pv, &gv), vv) in p.data.iter_mut().zip(&g.data).zip(v.data.iter_mut()) {
-                    *vv = momentum * *vv + gv;
-                    *pv -= lr * *vv;
-                }
+                sgd_momentum(&mut p.data, &g.data, &mut v.data, lr, momentum);
             }
         }
         Optimizer::Adam {
@@ -205,23 +201,69 @@ pub fn apply_update(
             let t = step + 1;
             let c1 = (1.0 - detmath::powu(f64::from(beta1), t)) as f32;
             let c2 = (1.0 - detmath::powu(f64::from(beta2), t)) as f32;
+            let k = AdamStep {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                c1,
+                c2,
+            };
             let (ms, vs) = state.split_at_mut(n);
             for (((p, g), m), v) in params.iter_mut().zip(grads).zip(ms).zip(vs) {
-                for (((pv, &gv), mv), vv) in p
-                    .data
-                    .iter_mut()
-                    .zip(&g.data)
-                    .zip(m.data.iter_mut())
-                    .zip(v.data.iter_mut())
-                {
-                    *mv = beta1 * *mv + (1.0 - beta1) * gv;
-                    *vv = beta2 * *vv + (1.0 - beta2) * gv * gv;
-                    let mhat = *mv / c1;
-                    let vhat = *vv / c2;
-                    *pv -= lr * mhat / (vhat.sqrt() + eps);
-                }
+                adam(&mut p.data, &g.data, &mut m.data, &mut v.data, k);
             }
         }
+    }
+}
+
+// The update loops, compiled for the baseline and for wider vectors (chosen at run time). Each
+// element gets the same IEEE operations in the same order in every build (multiplies, adds,
+// divisions and square roots are correctly rounded, and Rust never fuses them), so the width
+// changes only the speed.
+
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn sgd(p: &mut [f32], g: &[f32], lr: f32) {
+    for (pv, &gv) in p.iter_mut().zip(g) {
+        *pv -= lr * gv;
+    }
+}
+
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn sgd_momentum(p: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, momentum: f32) {
+    for ((pv, &gv), vv) in p.iter_mut().zip(g).zip(v.iter_mut()) {
+        *vv = momentum * *vv + gv;
+        *pv -= lr * *vv;
+    }
+}
+
+/// Adam's constants for one step; `c1`, `c2` are the bias corrections `1 − βᵗ`.
+#[derive(Debug, Clone, Copy)]
+struct AdamStep {
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    c1: f32,
+    c2: f32,
+}
+
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn adam(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: AdamStep) {
+    let AdamStep {
+        lr,
+        beta1,
+        beta2,
+        eps,
+        c1,
+        c2,
+    } = k;
+    for (((pv, &gv), mv), vv) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        *mv = beta1 * *mv + (1.0 - beta1) * gv;
+        *vv = beta2 * *vv + (1.0 - beta2) * gv * gv;
+        let mhat = *mv / c1;
+        let vhat = *vv / c2;
+        *pv -= lr * mhat / (vhat.sqrt() + eps);
     }
 }
 

@@ -197,3 +197,33 @@ fn fashion_mnist_imports_from_the_debian_package_when_installed() {
     assert_eq!((manifest.train.len(), manifest.heldout.len()), (4, 1));
     assert_eq!(shards.load(&manifest.heldout).unwrap().len(), 2000);
 }
+
+#[test]
+fn every_matmul_kernel_gives_the_same_checkpoints() {
+    use trainmesh_gpu::gemm::{with_isa, Isa};
+    let data = digits_bundled();
+    let model = ModelSpec::from_json(
+        br#"{"kind":"mlp","input":64,"classes":10,"hidden":[{"units":40,"activation":"relu"},{"units":20,"activation":"sigmoid"}]}"#,
+    )
+    .unwrap();
+    let hyper = adam(5);
+    let kernels = Isa::available();
+    println!("kernels on this CPU: {kernels:?} of {:?}", Isa::ALL);
+    let chains: Vec<_> = kernels
+        .iter()
+        .map(|&isa| {
+            with_isa(isa, || {
+                let mut trainer = Trainer::new(&model, hyper, &data).unwrap().with_threads(2);
+                let start = initial_state(&model, &hyper);
+                trainer
+                    .work_unit(&start, 4, 5, &mut CheckpointStore::new())
+                    .unwrap()
+                    .0
+                    .chain
+            })
+        })
+        .collect();
+    for (isa, chain) in kernels.iter().zip(&chains) {
+        assert_eq!(chain, &chains[0], "{isa:?} against {:?}", kernels[0]);
+    }
+}
