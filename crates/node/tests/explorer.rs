@@ -1,7 +1,7 @@
 //! The explorer in headless Chromium (Debian `chromium`, installed by the README's test command)
 //! against a running devnet: the page loads without console errors, the DAG view and the loss
-//! curve render, the demo job submitted during the test appears, and a screenshot is saved
-//! (`<target dir>/explorer.png`).
+//! curve render, a job the test submits through the gateway appears with its curve, and a
+//! screenshot is saved (`<target dir>/explorer.png`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -71,15 +71,52 @@ fn explorer_renders_the_devnet_in_headless_chromium() {
             .spawn()
             .unwrap(),
     );
-    // The devnet submits its demo job during the test; wait until it has certified units.
+    // The devnet's demo job makes progress; then this test submits a second job through the
+    // gateway, signed with the devnet researcher's key, and waits for its first certificate.
     let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let done = get(port, "/v1/jobs")
-            .is_some_and(|b| b.contains("\"units_done\":2") || b.contains("Completed"));
-        if done {
-            break;
-        }
+    let job_done = |id: u64, units: u64| {
+        get(port, &format!("/v1/jobs/{id}")).is_some_and(|b| {
+            serde_json::from_str::<serde_json::Value>(&b)
+                .is_ok_and(|v| v["job"]["units_done"].as_u64() >= Some(units))
+        })
+    };
+    while !job_done(1, 2) {
         assert!(Instant::now() < deadline, "the demo job made no progress");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        key.path(),
+        blake3::hash(b"trainmesh/devnet-key/researcher")
+            .to_hex()
+            .as_str(),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_trainmesh"))
+        .args([
+            "job",
+            "submit",
+            "--gateway",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .arg("--key")
+        .arg(key.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "job submit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let submitted: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let job = submitted["job"].as_u64().unwrap();
+    assert_eq!(job, 2, "{submitted}");
+    while !job_done(job, 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the submitted job made no progress"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let url = format!("http://127.0.0.1:{port}/");
@@ -136,7 +173,10 @@ fn explorer_renders_the_devnet_in_headless_chromium() {
         dom.contains("<polyline") && dom.contains("class=\"loss\""),
         "no loss curve"
     );
-    assert!(dom.contains("Job 1:"), "the submitted job does not appear");
+    assert!(
+        dom.contains(&format!("Job {job}:")),
+        "the job submitted during the test does not appear with its curve"
+    );
     assert!(
         dom.contains("TrainerShare") && dom.contains("EvaluatorShare"),
         "no payment reasons"
