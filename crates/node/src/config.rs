@@ -260,7 +260,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
             eprintln!("gateway: http://{bound}/v1/status");
         }
         eprintln!("node {} ({}) running", handle.name, handle.peer_id);
-        tokio::signal::ctrl_c().await.ok();
+        crate::net::shutdown_signal().await;
         handle.stop();
         anyhow::Ok(())
     })?;

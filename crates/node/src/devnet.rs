@@ -567,9 +567,9 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
     });
     let ok = job.state == JobState::Completed;
     if !args.until_done {
-        eprintln!("devnet keeps running (Ctrl-C to stop)");
+        eprintln!("devnet keeps running (Ctrl-C or SIGTERM to stop)");
         println!("{summary}");
-        tokio::signal::ctrl_c().await.ok();
+        crate::net::shutdown_signal().await;
     } else {
         println!("{summary}");
     }

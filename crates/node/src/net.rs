@@ -15,3 +15,24 @@ pub fn loopback(port: u16) -> Multiaddr {
         .parse()
         .expect("a valid multiaddr")
 }
+
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM: how a node is asked to stop.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                tokio::signal::ctrl_c().await.ok();
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.ok();
+}
