@@ -5,14 +5,15 @@
 //!   cargo run --release -p trainmesh-gpu --example bench
 //!
 //! Environment: BENCH_EPOCHS (default 10), BENCH_MATMUL_N (default 512), BENCH_THREADS
-//! (default: all cores), BENCH_ROUNDS (default 2: rounds of the side-by-side throughput runs),
+//! (default: all cores), BENCH_ROUNDS (default 3: rounds of the interleaved throughput runs),
 //! BENCH_PYTORCH (`0`: skip the PyTorch baseline; `install`: let its wrapper install torch;
 //! otherwise it runs when `crates/gpu/bench/pytorch_baseline.sh` has installed torch before),
 //! BENCH_PEAK_GFLOPS (the CPU's fp32 peak, when the estimate from /proc/cpuinfo is wrong).
 //!
 //! Throughput is measured side by side with PyTorch on the same MLP, batch, optimizer and
-//! thread counts (1 and all cores), and reported as `ratio_vs_pytorch` (ours / theirs, per thread
-//! count) with the kernels PyTorch ran.
+//! thread counts (1 and all cores), interleaved (ours 1t, PyTorch 1t, ours nt, PyTorch nt, …,
+//! BENCH_ROUNDS times), and reported as `ratio_vs_pytorch` (median of ours / median of theirs,
+//! per thread count; every run is in the JSON too) with the kernels PyTorch ran.
 //! Prints its configuration and results; the last line is one JSON object.
 
 use std::collections::BTreeMap;
@@ -71,6 +72,18 @@ fn deterministic_gemm_gflops(n: usize, reps: usize) -> f64 {
     }
     assert!(checksum.is_finite());
     2.0 * (n as f64).powi(3) / best / 1e9
+}
+
+/// The median (the mean of the middle two for an even count).
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let h = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[h]
+    } else {
+        (v[h - 1] + v[h]) / 2.0
+    }
 }
 
 struct Memo<'a> {
@@ -267,11 +280,19 @@ fn main() {
         "BENCH_THREADS",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
+    // Only the interleaved throughput comparison (and the matmuls on the CPU), for quick checks.
+    let throughput_only = std::env::var("BENCH_THROUGHPUT_ONLY").is_ok_and(|v| v == "1");
     println!("== trainmesh-gpu bench ==");
     println!("config: epochs={epochs} matmul_n={matmul_n} cpu_threads={threads} (bit-identical results for any thread count)");
 
     // 1. Capability matmul: wgpu against the CPU baseline.
-    let (adapter, wgpu_gflops) = match Compute::select() {
+    let (adapter, wgpu_gflops) = match if throughput_only {
+        Compute::Cpu {
+            reason: "skipped (BENCH_THROUGHPUT_ONLY=1)".into(),
+        }
+    } else {
+        Compute::select()
+    } {
         Compute::Gpu(d) => {
             let g = d.matmul_gflops(matmul_n, 3).expect("wgpu matmul");
             (
@@ -290,7 +311,11 @@ fn main() {
 
     // 2. Fashion-MNIST MLP 784-256-128-10, batch 128, Adam.
     // Cheat detection at the default audit rate.
-    let detection = cheat_detection_rate(2000);
+    let detection = if throughput_only {
+        f64::NAN
+    } else {
+        cheat_detection_rate(2000)
+    };
     println!("cheat detection (10% of 440 segments faked, 2000 beacons): {detection:.4}");
 
     let (train, test) = match fashion_mnist(Path::new(FASHION_MNIST_DIR)) {
@@ -338,27 +363,27 @@ fn main() {
         test.len(),
         hyper.batch
     );
-    // Throughput at 1 thread and at `threads`, side by side with PyTorch at the same count:
-    // ours, theirs, ours, theirs, … (BENCH_ROUNDS rounds, best of each), so a load that comes and
-    // goes on the machine touches both.
+    // Throughput at 1 thread and at `threads`, side by side with PyTorch at the same count,
+    // interleaved: ours 1t, theirs 1t, ours nt, theirs nt, and again (BENCH_ROUNDS rounds), so a
+    // load that comes and goes on the machine touches both; the medians over the rounds are
+    // compared.
     let flops_per_sample = dense_train_flops_per_sample(&model);
     let (peak_gflops, peak_how) = cpu_fp32_peak_gflops(threads);
-    let rounds = env_usize("BENCH_ROUNDS", 2).max(1);
+    let rounds = env_usize("BENCH_ROUNDS", 3).max(1);
     let thread_counts: Vec<usize> = if threads > 1 {
         vec![1, threads]
     } else {
         vec![1]
     };
-    let mut ours = BTreeMap::<usize, f64>::new();
-    let mut theirs = BTreeMap::<usize, f64>::new();
+    let mut ours_runs = BTreeMap::<usize, Vec<f64>>::new();
+    let mut theirs_runs = BTreeMap::<usize, Vec<f64>>::new();
     let mut torch_info = serde_json::Value::Null;
     let mut torch_skip: Option<String> = None;
     for round in 0..rounds {
         for &t in &thread_counts {
             let sps = train_throughput(&model, hyper, &train, t);
             println!("round {round}: trainmesh at {t} thread(s): {sps:.0} samples/s");
-            let e = ours.entry(t).or_insert(0.0);
-            *e = e.max(sps);
+            ours_runs.entry(t).or_default().push(sps);
             if torch_skip.is_some() {
                 continue;
             }
@@ -368,8 +393,7 @@ fn main() {
                         .as_f64()
                         .unwrap_or(0.0);
                     println!("round {round}: pytorch   at {t} thread(s): {sps:.0} samples/s");
-                    let e = theirs.entry(t).or_insert(0.0);
-                    *e = e.max(sps);
+                    theirs_runs.entry(t).or_default().push(sps);
                     if torch_info.is_null() {
                         torch_info = v;
                     }
@@ -381,34 +405,70 @@ fn main() {
             }
         }
     }
+    let ours: BTreeMap<usize, f64> = ours_runs.iter().map(|(&t, v)| (t, median(v))).collect();
+    let theirs: BTreeMap<usize, f64> = theirs_runs.iter().map(|(&t, v)| (t, median(v))).collect();
     let mut ratio = serde_json::Map::new();
+    let mut ratio_runs = serde_json::Map::new();
+    let per_core_peak = peak_gflops / threads as f64;
+    println!("medians of {rounds} interleaved rounds:");
     for (&t, &sps) in &ours {
         let gflops = sps * flops_per_sample / 1e9;
-        let peak_t = peak_gflops * t as f64 / threads as f64;
+        let peak_t = per_core_peak * t as f64;
         print!(
             "{t} thread(s): trainmesh {sps:.0} samples/s = {gflops:.1} GFLOP/s ({:.1}% of {peak_t:.0} peak)",
             100.0 * gflops / peak_t
         );
         if let Some(&p) = theirs.get(&t) {
+            let pg = p * flops_per_sample / 1e9;
             print!(
-                "; PyTorch {p:.0} samples/s = {:.1} GFLOP/s; ratio {:.2}",
-                p * flops_per_sample / 1e9,
+                "; PyTorch {p:.0} samples/s = {pg:.1} GFLOP/s ({:.1}%); ratio {:.2}",
+                100.0 * pg / peak_t,
                 sps / p
             );
             ratio.insert(t.to_string(), serde_json::json!(sps / p));
+            let per_round: Vec<f64> = ours_runs[&t]
+                .iter()
+                .zip(&theirs_runs[&t])
+                .map(|(a, b)| a / b)
+                .collect();
+            print!(" (per round: {per_round:.2?})");
+            ratio_runs.insert(t.to_string(), serde_json::json!(per_round));
         }
         println!();
     }
     if !torch_info.is_null() {
         println!(
-            "PyTorch {} kernels: BLAS {}, ATen CPU capability {}, mkldnn {}",
+            "PyTorch {} kernels: BLAS {}, ATen CPU capability {}, mkldnn {}; MKL: {}",
             torch_info["torch"],
             torch_info["blas"],
             torch_info["cpu_capability"],
-            torch_info["mkldnn_available"]
+            torch_info["mkldnn_available"],
+            torch_info["mkl_verbose"]
         );
     }
     println!("fp32 peak: {peak_gflops:.0} GFLOP/s ({peak_how}); {flops_per_sample:.0} FLOPs per training sample");
+    println!(
+        "deterministic GEMM {det_gflops:.1} GFLOP/s = {:.1}% of one core's {per_core_peak:.0}; ndarray/matrixmultiply {cpu_gflops:.1} = {:.1}%",
+        100.0 * det_gflops / per_core_peak,
+        100.0 * cpu_gflops / per_core_peak
+    );
+    if throughput_only {
+        let json = serde_json::json!({
+            "gemm_kernel": format!("{:?}", trainmesh_gpu::gemm::Isa::best()),
+            "matmul_gflops_cpu_baseline": cpu_gflops,
+            "matmul_gflops_cpu_deterministic": det_gflops,
+            "cpu_fp32_peak_gflops": peak_gflops,
+            "train_samples_per_s_by_threads": ours,
+            "pytorch_samples_per_s_by_threads": theirs,
+            "train_samples_per_s_runs": ours_runs,
+            "pytorch_samples_per_s_runs": theirs_runs,
+            "ratio_vs_pytorch": ratio,
+            "ratio_vs_pytorch_runs": ratio_runs,
+            "pytorch": torch_info,
+        });
+        println!("{json}");
+        return;
+    }
     let mut store = CheckpointStore::new();
     let mut trainer = Trainer::new(&model, hyper, &train)
         .expect("trainer")
@@ -479,13 +539,18 @@ fn main() {
         "train_samples_per_s_nthreads": ours.get(&threads),
         "train_samples_per_s_by_threads": ours.iter().map(|(t, v)| (t.to_string(), *v)).collect::<BTreeMap<_, _>>(),
         "pytorch_samples_per_s_by_threads": theirs.iter().map(|(t, v)| (t.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+        "train_samples_per_s_runs": ours_runs.iter().map(|(t, v)| (t.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
+        "pytorch_samples_per_s_runs": theirs_runs.iter().map(|(t, v)| (t.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
+        "ratio_vs_pytorch_runs": ratio_runs,
+        "pytorch_peak_fraction_by_threads": theirs.iter().map(|(t, v)| (t.to_string(), v * flops_per_sample / 1e9 / (per_core_peak * *t as f64))).collect::<BTreeMap<_, _>>(),
+        "gemm_kernel": format!("{:?}", trainmesh_gpu::gemm::Isa::best()),
         "pytorch": torch_info,
         "pytorch_skipped": torch_skip,
         "ratio_vs_pytorch": ratio,
         "train_flops_per_sample": flops_per_sample,
         "train_gflops_by_threads": ours.iter().map(|(t, v)| (t.to_string(), v * flops_per_sample / 1e9)).collect::<BTreeMap<_, _>>(),
         "cpu_fp32_peak_gflops": peak_gflops,
-        "train_peak_fraction_by_threads": ours.iter().map(|(t, v)| (t.to_string(), v * flops_per_sample / 1e9 / (peak_gflops * *t as f64 / threads as f64))).collect::<BTreeMap<_, _>>(),
+        "train_peak_fraction_by_threads": ours.iter().map(|(t, v)| (t.to_string(), v * flops_per_sample / 1e9 / (per_core_peak * *t as f64))).collect::<BTreeMap<_, _>>(),
         "matmul_cpu_baseline_peak_fraction_1thread": cpu_gflops / (peak_gflops / threads as f64),
         "matmul_cpu_deterministic_peak_fraction_1thread": det_gflops / (peak_gflops / threads as f64),
         "train_seconds": train_s,
