@@ -638,17 +638,23 @@ def _parse_sse(lines: Any) -> Iterator[Tuple[str, Json]]:
 
 
 class _Progress:
-    """A tqdm bar over a job's units: certified / total, with the held-out metric."""
+    """A tqdm bar over a job's units: certified / total, with the held-out metric (opened at the
+    first update, once the total is known)."""
 
     def __init__(self, job_id: int) -> None:
-        from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
-
-        self._bar = tqdm(total=None, desc=f"job {job_id}", unit="unit", dynamic_ncols=True)
+        self._job_id = job_id
+        self._bar: Any = None
 
     def update(self, body: Mapping[str, Any]) -> None:
         job = body["job"]
         total = int(job.get("units_total") or 0)
-        if self._bar.total != total:
+        if self._bar is None:
+            from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
+
+            self._bar = tqdm(
+                total=total, desc=f"job {self._job_id}", unit="unit", dynamic_ncols=True
+            )
+        elif self._bar.total != total:
             self._bar.total = total
         self._bar.n = int(job.get("units_done") or 0)
         metric = job.get("latest_metric_ppm")
@@ -668,4 +674,5 @@ class _Progress:
         self._bar.refresh()
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
