@@ -241,3 +241,62 @@ pub fn gather_all(registries: &[Registry]) -> Vec<prometheus::proto::MetricFamil
     }
     by_name.into_values().collect()
 }
+
+/// A gateway's own series, in their own registry (served beside the nodes').
+#[derive(Clone, Debug)]
+pub struct GatewayMetrics {
+    pub registry: prometheus::Registry,
+    pub requests: prometheus::IntCounterVec,
+    pub seconds: prometheus::HistogramVec,
+    pub streams: prometheus::IntGauge,
+}
+
+impl GatewayMetrics {
+    /// The series of a gateway serving `routes` (each starts at zero with status 200).
+    pub fn new(node: &str, routes: &[&str]) -> GatewayMetrics {
+        let labels = std::collections::HashMap::from([("node".to_string(), node.to_string())]);
+        let registry =
+            prometheus::Registry::new_custom(None, Some(labels)).expect("valid registry labels");
+        let requests = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "trainmesh_gateway_requests_total",
+                "HTTP requests to the gateway, by route pattern and status",
+            ),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let seconds = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "trainmesh_gateway_request_seconds",
+                "Time to answer a gateway request (for streams: to start the stream), by route",
+            )
+            .buckets(prometheus::exponential_buckets(0.000_5, 4.0, 9).expect("valid buckets")),
+            &["route"],
+        )
+        .expect("valid metric");
+        let streams = prometheus::IntGauge::new(
+            "trainmesh_gateway_event_streams",
+            "Job event streams open now",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(requests.clone()))
+            .expect("registers once");
+        registry
+            .register(Box::new(seconds.clone()))
+            .expect("registers once");
+        registry
+            .register(Box::new(streams.clone()))
+            .expect("registers once");
+        for route in routes {
+            requests.with_label_values(&[route, "200"]);
+            seconds.with_label_values(&[route]);
+        }
+        GatewayMetrics {
+            registry,
+            requests,
+            seconds,
+            streams,
+        }
+    }
+}

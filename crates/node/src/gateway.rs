@@ -23,6 +23,7 @@ use trainmesh_ledger::transaction::SignedTransaction;
 use trainmesh_ledger::{LedgerError, TRANSACTION_BYTES_MAX};
 
 use crate::uploads::{ManifestRequest, Split, UploadError, Uploads};
+use trainmesh_actors::metrics::GatewayMetrics;
 
 /// The largest request body (a signed transaction, hex-encoded, in JSON).
 pub const BODY_BYTES_MAX: usize = 2 * TRANSACTION_BYTES_MAX + 1_024;
@@ -94,60 +95,6 @@ pub struct Gateway {
     metrics: GatewayMetrics,
 }
 
-/// The gateway's own series (served beside the registries).
-#[derive(Clone, Debug)]
-struct GatewayMetrics {
-    registry: prometheus::Registry,
-    requests: prometheus::IntCounterVec,
-    seconds: prometheus::HistogramVec,
-    streams: prometheus::IntGauge,
-}
-
-impl GatewayMetrics {
-    fn new(node: &str) -> GatewayMetrics {
-        let labels = std::collections::HashMap::from([("node".to_string(), node.to_string())]);
-        let registry =
-            prometheus::Registry::new_custom(None, Some(labels)).expect("valid registry labels");
-        let requests = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "trainmesh_gateway_requests_total",
-                "HTTP requests to the gateway, by route pattern and status",
-            ),
-            &["route", "status"],
-        )
-        .expect("valid metric");
-        let seconds = prometheus::HistogramVec::new(
-            prometheus::HistogramOpts::new(
-                "trainmesh_gateway_request_seconds",
-                "Time to answer a gateway request (for streams: to start the stream), by route",
-            )
-            .buckets(prometheus::exponential_buckets(0.000_5, 4.0, 9).expect("valid buckets")),
-            &["route"],
-        )
-        .expect("valid metric");
-        let streams = prometheus::IntGauge::new(
-            "trainmesh_gateway_event_streams",
-            "Job event streams open now",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(requests.clone()))
-            .expect("registers once");
-        registry
-            .register(Box::new(seconds.clone()))
-            .expect("registers once");
-        registry
-            .register(Box::new(streams.clone()))
-            .expect("registers once");
-        GatewayMetrics {
-            registry,
-            requests,
-            seconds,
-            streams,
-        }
-    }
-}
-
 impl Gateway {
     /// The gateway of a running node (its uploads live in `<data dir>/uploads`).
     pub fn of(n: &trainmesh_actors::node::NodeHandle, chain_id: &str) -> anyhow::Result<Gateway> {
@@ -165,7 +112,7 @@ impl Gateway {
             fetcher: n.fetcher.clone(),
             uploads,
             streams: Arc::new(tokio::sync::Semaphore::new(EVENT_STREAMS_MAX)),
-            metrics: GatewayMetrics::new(&n.name),
+            metrics: GatewayMetrics::new(&n.name, ROUTE_PATTERNS),
         })
     }
 }
@@ -704,6 +651,28 @@ async fn not_found() -> ApiResult {
     Err(ApiError::not_found("route"))
 }
 
+/// The route patterns served (each starts at zero in `trainmesh_gateway_requests_total`).
+pub const ROUTE_PATTERNS: &[&str] = &[
+    "/",
+    "/metrics",
+    "/v1/consensus/dag",
+    "/v1/openapi.json",
+    "/v1/status",
+    "/v1/jobs",
+    "/v1/jobs/{id}",
+    "/v1/jobs/{id}/weights",
+    "/v1/jobs/{id}/events",
+    "/v1/accounts/{address}",
+    "/v1/accounts/{address}/history",
+    "/v1/workers",
+    "/v1/datasets",
+    "/v1/datasets/{id}",
+    "/v1/datasets/shards",
+    "/v1/datasets/manifests",
+    "/v1/transactions",
+    "/v1/transactions/{hash}",
+];
+
 /// The OpenAPI document; the tests check it names exactly the served routes.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -880,5 +849,12 @@ mod tests {
             .collect();
         served.sort();
         assert_eq!(documented, served);
+        let mut patterns: Vec<&str> = ROUTE_PATTERNS.to_vec();
+        patterns.sort();
+        patterns.dedup();
+        let mut routes: Vec<&str> = ROUTES.iter().map(|(_, p)| *p).collect();
+        routes.sort();
+        routes.dedup();
+        assert_eq!(patterns, routes, "ROUTE_PATTERNS names every served route");
     }
 }

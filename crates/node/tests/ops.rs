@@ -3,11 +3,12 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// Every metric name a node registers (histograms also as _bucket, _sum, _count).
+/// Every metric name a node and its gateway register (histograms also as _bucket, _sum, _count).
 fn exported() -> BTreeSet<String> {
     let m = trainmesh_actors::metrics::NodeMetrics::new();
+    let g = trainmesh_actors::metrics::GatewayMetrics::new("n", &["/v1/status"]);
     let mut names = BTreeSet::new();
-    for f in m.registry.gather() {
+    for f in m.registry.gather().into_iter().chain(g.registry.gather()) {
         let n = f.name().to_string();
         if f.get_field_type() == prometheus::proto::MetricType::HISTOGRAM {
             for s in ["_bucket", "_sum", "_count"] {
