@@ -76,8 +76,9 @@ if [ ! -x "$venv/bin/pytest" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv
   fi
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet './sdk/python[test]'
 fi
+# Every run: the SDK's dependencies may have changed (quick when everything is there already).
+"$venv/bin/pip" install --quiet --disable-pip-version-check './sdk/python[test]'
 step "python sdk tests"
 TRAINMESH_BIN="$target_dir/debug/trainmesh" "$venv/bin/pytest" -q sdk/python/tests
 

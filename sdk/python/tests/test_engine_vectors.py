@@ -1,4 +1,4 @@
-"""The SDK against what the engine itself wrote (tests/engine, crates/gpu): shard bytes, Merkle
+"""The SDK against what the engine itself wrote (crates/gpu/tests/sdk_vectors.rs): shard bytes, Merkle
 roots, and briefly trained checkpoints of a logistic, an MLP (tanh, sigmoid) and a CNN, whose
 logits the numpy model must reproduce bit for bit, and whose correct predictions it must count
 the same."""

@@ -1,4 +1,9 @@
-//! Writes the SDK's engine vectors (see README.md).
+//! The vectors the Python SDK checks its numpy models and shard encoding against
+//! (`sdk/python/tests/engine_vectors.json` and `engine_*.safetensors`), written by the engine
+//! itself: shard bytes, Merkle roots, and for a logistic, an MLP (tanh, sigmoid) and a CNN briefly
+//! trained on the digits, their checkpoints, the logits of the first digits (f32 bits) and the
+//! count of correct predictions. This test fails when the engine's arithmetic changes them, so the
+//! SDK is never checked against stale numbers; `TRAINMESH_WRITE_SDK_VECTORS=1` rewrites them.
 
 use std::path::PathBuf;
 
@@ -13,9 +18,10 @@ use trainmesh_gpu::train::{initial_state, Trainer};
 
 const LOGIT_ROWS: usize = 16;
 
-fn main() {
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+/// Every file of the vectors, by name, as the engine computes them now.
+fn generate() -> Vec<(String, Vec<u8>)> {
     let digits = digits_bundled();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
 
     // Shards: the first ten digits, and a tiny hand-made one.
     let first: Vec<usize> = (0..10).collect();
@@ -64,7 +70,7 @@ fn main() {
             .run(&mut state, steps);
         let bytes = state.encode(&model);
         let file = format!("engine_{name}.safetensors");
-        std::fs::write(out.join(&file), &bytes).expect("writing a checkpoint");
+        files.push((file.clone(), bytes.clone()));
         let rows: Vec<usize> = (0..LOGIT_ROWS).collect();
         let head = digits.select(&rows);
         let logits = executor::logits(&model, &state.params, &head.x, LOGIT_ROWS);
@@ -83,7 +89,7 @@ fn main() {
     }
 
     let doc = json!({
-        "comment": "Written by sdk/python/tests/engine (the engine itself); checked by test_engine_vectors.py.",
+        "comment": "Written by crates/gpu/tests/sdk_vectors.rs (the engine itself); checked there and by test_engine_vectors.py.",
         "shards": [
             {"what": "the first ten bundled digits", "blake3": Hash32::of(&shard).to_hex(), "bytes": shard.len()},
             {"what": "3 features, 2 classes: [0, .5, 1] → 0, [.25, .75, .125] → 1", "blake3": Hash32::of(&tiny).to_hex(), "bytes": tiny.len()},
@@ -92,5 +98,24 @@ fn main() {
         "models": models,
     });
     let text = serde_json::to_string_pretty(&doc).expect("serializes") + "\n";
-    std::fs::write(out.join("engine_vectors.json"), text).expect("writing the vectors");
+    files.push(("engine_vectors.json".into(), text.into_bytes()));
+    files
+}
+
+#[test]
+fn the_sdks_engine_vectors_are_what_the_engine_computes() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sdk/python/tests");
+    let write = std::env::var_os("TRAINMESH_WRITE_SDK_VECTORS").is_some();
+    for (name, bytes) in generate() {
+        let path = dir.join(&name);
+        if write {
+            std::fs::write(&path, &bytes).unwrap();
+            continue;
+        }
+        let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            stored == bytes,
+            "{name} differs from what the engine computes now; if the change is intended, rerun with TRAINMESH_WRITE_SDK_VECTORS=1 and check the SDK's numpy models still match"
+        );
+    }
 }
