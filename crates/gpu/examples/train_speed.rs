@@ -4,6 +4,9 @@
 //! same for every thread count and every machine).
 //!
 //!   cargo run --release -p trainmesh-gpu --example train_speed [steps]
+//!
+//! TRAIN_SPEED_ISA=portable|avx2|avx512 picks the matmul kernel (default: the best here);
+//! TRAIN_SPEED_PRODUCTS=0 skips the products.
 
 use std::path::Path;
 use std::time::Instant;
@@ -15,11 +18,25 @@ use trainmesh_gpu::train::{initial_state, Trainer};
 use trainmesh_gpu::Hash32;
 
 fn main() {
+    let isa = match std::env::var("TRAIN_SPEED_ISA").as_deref() {
+        Ok("portable") => Isa::Portable,
+        Ok("avx2") => Isa::Avx2,
+        Ok("avx512") => Isa::Avx512,
+        _ => Isa::best(),
+    };
+    trainmesh_gpu::gemm::with_isa(isa, run);
+}
+
+fn run() {
     let steps: u64 = std::env::args()
         .nth(1)
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    println!("kernel: {:?}", Isa::best());
+    println!(
+        "kernel: {:?} (available {:?})",
+        trainmesh_gpu::gemm::current_isa(),
+        Isa::available()
+    );
     // (m, k, n, A transposed, B transposed) of forward, weight and input gradients.
     let shapes = [
         ("fwd 1", 128, 784, 256, false, false),
@@ -48,7 +65,10 @@ fn main() {
             MatRef::row_major(&bd, k, n)
         };
         let mut c = vec![0.0f32; m * n];
-        let reps = 200;
+        // Calibrate: about 20 ms per timed round, best of 5 rounds.
+        let t = Instant::now();
+        gemm_acc(a, b, &mut c, 1);
+        let reps = ((0.02 / t.elapsed().as_secs_f64()) as usize).clamp(1, 1000);
         let mut best = f64::INFINITY;
         for _ in 0..5 {
             let t = Instant::now();
@@ -74,7 +94,8 @@ fn main() {
         );
     }
 
-    let Ok(Some((train, _))) = fashion_mnist(Path::new(FASHION_MNIST_DIR)) else {
+    let dir = std::env::var("TRAIN_SPEED_DATA").unwrap_or_else(|_| FASHION_MNIST_DIR.into());
+    let Ok(Some((train, _))) = fashion_mnist(Path::new(&dir)) else {
         println!("no Fashion-MNIST");
         return;
     };

@@ -180,6 +180,13 @@ pub fn gemm_acc_isa(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threa
         with_scratch(|buf| gemm_rows(isa, a, b, c, 0, buf));
         return;
     }
+    // Each thread packs the part of B its outputs need and the part of A: splitting the rows of
+    // C costs every thread all of B (k × n), splitting the columns all of A (m × k), so the
+    // wider side is split. Either way each output element is computed by one thread, in order.
+    let (_, nr) = isa.tile();
+    if n > m && n >= 2 * nr {
+        return gemm_cols_parallel(isa, a, b, c, threads.min(n / nr));
+    }
     // Whole register tiles per thread, as evenly as possible, on a persistent pool of `threads`
     // workers (spawning threads per product cost more than the product on a busy machine).
     let tiles = m.div_ceil(mr);
@@ -195,6 +202,43 @@ pub fn gemm_acc_isa(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threa
     });
 }
 
+/// [`gemm_acc_isa`] with the columns of C split between `threads` workers, in whole register
+/// tiles; each works on a copy of its columns (C's rows are not contiguous per worker), which
+/// it writes back.
+fn gemm_cols_parallel(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threads: usize) {
+    let (m, n) = (a.rows, b.cols);
+    let (_, nr) = isa.tile();
+    let cols_per = n.div_ceil(nr).div_ceil(threads) * nr;
+    let mut parts: Vec<(usize, usize, Vec<f32>)> = (0..n)
+        .step_by(cols_per)
+        .map(|j0| {
+            let w = cols_per.min(n - j0);
+            let mut part = Vec::with_capacity(m * w);
+            for row in c.chunks_exact(n) {
+                part.extend_from_slice(&row[j0..j0 + w]);
+            }
+            (j0, w, part)
+        })
+        .collect();
+    pool(threads).install(|| {
+        rayon::scope(|s| {
+            for (j0, w, part) in parts.iter_mut() {
+                let bsub = MatRef {
+                    data: &b.data[*j0 * b.col_stride..],
+                    cols: *w,
+                    ..b
+                };
+                s.spawn(move |_| with_scratch(|buf| gemm_rows(isa, a, bsub, part, 0, buf)));
+            }
+        })
+    });
+    for (j0, w, part) in &parts {
+        for (row, prow) in c.chunks_exact_mut(n).zip(part.chunks_exact(*w)) {
+            row[*j0..*j0 + *w].copy_from_slice(prow);
+        }
+    }
+}
+
 /// Runs `f` with this thread's packing buffer, kept from call to call (fresh large allocations
 /// cost page faults).
 fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
@@ -205,7 +249,7 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
 }
 
 /// The shared pool of `threads` workers (one per distinct count asked for).
-fn pool(threads: usize) -> std::sync::Arc<rayon::ThreadPool> {
+pub(crate) fn pool(threads: usize) -> std::sync::Arc<rayon::ThreadPool> {
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex, OnceLock};
     static POOLS: OnceLock<Mutex<BTreeMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
@@ -588,6 +632,8 @@ mod tests {
             (17, 300, 33),
             (70, 513, 10),
             (130, 257, 129),
+            (40, 300, 200),
+            (7, 1000, 300),
         ] {
             for transpose_a in [false, true] {
                 for transpose_b in [false, true] {

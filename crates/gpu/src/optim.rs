@@ -174,6 +174,116 @@ pub fn apply_update(
     state: &mut [Tensor],
     grads: &[Tensor],
 ) {
+    apply_update_threads(hyper, step, params, state, grads, 1)
+}
+
+/// Elements per piece when an update is split between threads.
+const UPDATE_CHUNK: usize = 16 * 1024;
+
+/// [`apply_update`] on up to `threads` threads. Every element's update is independent of the
+/// others, so the split changes no bit.
+pub fn apply_update_threads(
+    hyper: &HyperParams,
+    step: u64,
+    params: &mut [Tensor],
+    state: &mut [Tensor],
+    grads: &[Tensor],
+    threads: usize,
+) {
+    let total: usize = params.iter().map(|p| p.data.len()).sum();
+    if threads <= 1 || total < 4 * UPDATE_CHUNK {
+        return update_serial(hyper, step, params, state, grads);
+    }
+    // Cut every tensor into pieces of UPDATE_CHUNK elements and hand the pieces out.
+    let n = params.len();
+    assert_eq!(grads.len(), n, "one gradient per parameter tensor");
+    assert_eq!(
+        state.len(),
+        n * hyper.state_slots(),
+        "optimizer state does not fit"
+    );
+    let slots = hyper.state_slots();
+    let mut state_parts: Vec<Vec<&mut [f32]>> = (0..n).map(|_| Vec::new()).collect();
+    for (i, s) in state.iter_mut().enumerate() {
+        state_parts[i % n].push(&mut s.data);
+    }
+    // (parameters, gradients, state slots) of one piece.
+    type Piece<'a> = (&'a mut [f32], &'a [f32], Vec<&'a mut [f32]>);
+    let mut pieces: Vec<Piece<'_>> = Vec::new();
+    for ((p, g), st) in params.iter_mut().zip(grads).zip(state_parts) {
+        let mut st_chunks: Vec<_> = st.into_iter().map(|s| s.chunks_mut(UPDATE_CHUNK)).collect();
+        for (pc, gc) in p
+            .data
+            .chunks_mut(UPDATE_CHUNK)
+            .zip(g.data.chunks(UPDATE_CHUNK))
+        {
+            let sc: Vec<&mut [f32]> = st_chunks
+                .iter_mut()
+                .map(|it| it.next().expect("state shaped like the parameter"))
+                .collect();
+            pieces.push((pc, gc, sc));
+        }
+    }
+    debug_assert!(pieces.iter().all(|(_, _, s)| s.len() == slots));
+    let hyper = *hyper;
+    let per = pieces.len().div_ceil(threads);
+    crate::gemm::pool(threads).install(|| {
+        rayon::scope(|s| {
+            let mut rest = pieces.as_mut_slice();
+            while !rest.is_empty() {
+                let (mine, tail) = rest.split_at_mut(per.min(rest.len()));
+                rest = tail;
+                s.spawn(move |_| {
+                    for (p, g, st) in mine.iter_mut() {
+                        update_piece(&hyper, step, p, g, st);
+                    }
+                });
+            }
+        })
+    });
+}
+
+/// The update of one piece of one tensor: `st` holds the optimizer's state slots for it.
+fn update_piece(hyper: &HyperParams, step: u64, p: &mut [f32], g: &[f32], st: &mut [&mut [f32]]) {
+    match hyper.optimizer {
+        Optimizer::Sgd { lr, momentum: 0.0 } => sgd(p, g, lr),
+        Optimizer::Sgd { lr, momentum } => sgd_momentum(p, g, st[0], lr, momentum),
+        Optimizer::Adam { .. } => {
+            let (m, v) = st.split_at_mut(1);
+            adam(p, g, m[0], v[0], adam_step(hyper, step));
+        }
+    }
+}
+
+/// Adam's constants for the update after `step` updates.
+fn adam_step(hyper: &HyperParams, step: u64) -> AdamStep {
+    let Optimizer::Adam {
+        lr,
+        beta1,
+        beta2,
+        eps,
+    } = hyper.optimizer
+    else {
+        unreachable!("adam_step of another optimizer")
+    };
+    let t = step + 1;
+    AdamStep {
+        lr,
+        beta1,
+        beta2,
+        eps,
+        c1: (1.0 - detmath::powu(f64::from(beta1), t)) as f32,
+        c2: (1.0 - detmath::powu(f64::from(beta2), t)) as f32,
+    }
+}
+
+fn update_serial(
+    hyper: &HyperParams,
+    step: u64,
+    params: &mut [Tensor],
+    state: &mut [Tensor],
+    grads: &[Tensor],
+) {
     let n = params.len();
     assert_eq!(grads.len(), n, "one gradient per parameter tensor");
     assert_eq!(
@@ -192,23 +302,8 @@ pub fn apply_update(
                 sgd_momentum(&mut p.data, &g.data, &mut v.data, lr, momentum);
             }
         }
-        Optimizer::Adam {
-            lr,
-            beta1,
-            beta2,
-            eps,
-        } => {
-            let t = step + 1;
-            let c1 = (1.0 - detmath::powu(f64::from(beta1), t)) as f32;
-            let c2 = (1.0 - detmath::powu(f64::from(beta2), t)) as f32;
-            let k = AdamStep {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                c1,
-                c2,
-            };
+        Optimizer::Adam { .. } => {
+            let k = adam_step(hyper, step);
             let (ms, vs) = state.split_at_mut(n);
             for (((p, g), m), v) in params.iter_mut().zip(grads).zip(ms).zip(vs) {
                 adam(&mut p.data, &g.data, &mut m.data, &mut v.data, k);

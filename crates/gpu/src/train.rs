@@ -7,7 +7,7 @@ use crate::dataset::Samples;
 use crate::error::GpuError;
 use crate::executor;
 use crate::hash::{merkle_root, Hash32};
-use crate::optim::{apply_update, init_params, init_state, DataOrder, HyperParams};
+use crate::optim::{apply_update_threads, init_params, init_state, DataOrder, HyperParams};
 use crate::spec::Model;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -176,12 +176,13 @@ impl<'a> Trainer<'a> {
             &self.y,
             self.threads,
         );
-        apply_update(
+        apply_update_threads(
             &self.hyper,
             state.step,
             &mut state.params,
             &mut state.opt_state,
             &grads,
+            self.threads,
         );
         state.step += 1;
         loss
