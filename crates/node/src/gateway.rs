@@ -590,6 +590,51 @@ struct SubmitBody {
     transaction: String,
 }
 
+/// How long a submission waits for a dataset's manifest to check a model's shape against it.
+pub const MANIFEST_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refuses a model whose input width or classes differ from the dataset's (trainers could not
+/// train it). The manifest comes from this node's store or the dataset's provider; when neither
+/// answers in time the check is left to the trainers.
+async fn check_model_fits_dataset(
+    g: &Gateway,
+    model: &trainmesh_gpu::spec::Model,
+    dataset: DatasetId,
+) -> Result<(), ApiError> {
+    let Some(d) = read::<Dataset>(g, &state_keys::dataset(dataset))? else {
+        return Ok(()); // the dry run names the unknown dataset
+    };
+    let Ok(peer) = d.spec.peer_id.parse::<libp2p::PeerId>() else {
+        return Ok(());
+    };
+    let fetched = g
+        .fetcher
+        .fetch(
+            trainmesh_actors::wire::BlobKind::Manifest,
+            d.spec.shards_root.0,
+            &[peer],
+            MANIFEST_WAIT,
+        )
+        .await;
+    let Ok(bytes) = fetched else {
+        return Ok(());
+    };
+    let Ok(m) = serde_json::from_slice::<trainmesh_gpu::dataset::DatasetManifest>(&bytes) else {
+        return Ok(());
+    };
+    if (model.input, model.classes) != (m.features as usize, m.classes as usize) {
+        return Err(ApiError::new(
+            400,
+            "bad_spec",
+            format!(
+                "the model takes {} inputs into {} classes; dataset {} has {} features and {} classes",
+                model.input, model.classes, dataset.0, m.features, m.classes
+            ),
+        ));
+    }
+    Ok(())
+}
+
 async fn submit(g: web::Data<Gateway>, body: web::Json<SubmitBody>) -> ApiResult {
     let bytes = hex::decode(body.transaction.trim())
         .map_err(|e| ApiError::new(400, "bad_encoding", format!("transaction is not hex: {e}")))?;
@@ -598,8 +643,9 @@ async fn submit(g: web::Data<Gateway>, body: web::Json<SubmitBody>) -> ApiResult
     tx.verify(&g.chain_id)
         .map_err(|e| ApiError::new(400, e.code(), e.to_string()))?;
     if let Call::SubmitJob { spec } = &tx.transaction.call {
-        trainmesh_gpu::spec::ModelSpec::from_json(spec.model.as_bytes())
+        let model = trainmesh_gpu::spec::ModelSpec::from_json(spec.model.as_bytes())
             .map_err(|e| ApiError::new(400, "bad_spec", format!("model spec: {e}")))?;
+        check_model_fits_dataset(&g, &model, spec.dataset).await?;
     }
     let hash = tx.hash();
     let call = tx.transaction.call.clone();

@@ -311,6 +311,16 @@ fn gateway_serves_the_devnet() {
         submit(key.sign(chain, nonce, zero, job_call(r#"{"kind":"mlp"}"#, 10))),
         (400, "bad_spec".into())
     );
+    // A valid model of the wrong shape for the dataset (784 inputs; the digits have 64).
+    assert_eq!(
+        submit(key.sign(
+            chain,
+            nonce,
+            zero,
+            job_call(r#"{"kind":"logistic","input":784,"classes":10}"#, 10)
+        )),
+        (400, "bad_spec".into())
+    );
     let stranger = trainmesh_ledger::AccountKey::from_seed(77);
     assert_eq!(
         submit(stranger.sign(chain, 0, zero, job_call(&good_model, 10))),
