@@ -349,7 +349,9 @@ mod tests {
     use trainmesh_gpu::dataset::Samples;
 
     fn shard(seed: u8, classes: usize) -> Vec<u8> {
-        let x = (0..12).map(|i| f32::from(seed) / 8.0 + i as f32 / 32.0).collect();
+        let x = (0..12)
+            .map(|i| f32::from(seed) / 8.0 + i as f32 / 32.0)
+            .collect();
         Samples::new(4, classes, x, vec![0, 1, (seed as usize % classes) as u8])
             .unwrap()
             .encode_shard()
