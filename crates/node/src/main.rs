@@ -5,11 +5,14 @@
 //! - [`devnet`] — `trainmesh devnet`: a whole network in one process, a demo job end to end
 //! - [`config`] — `trainmesh node --config node.toml`: one node of a real network; its status file
 //! - [`bench`] — `trainmesh bench consensus`: validators as processes over libp2p
-//! - [`client`] — `trainmesh job submit`: a light node that submits a job and follows it
-//! - [`gateway`] — the HTTP gateway (`/v1`) and Prometheus metrics (`/metrics`)
+//! - [`client`] — `trainmesh job submit|status|wait|download`: through a gateway, or a light node
+//! - [`dataset`] — `trainmesh dataset prepare|attach|list`: shards, uploads, the signed attachment
+//! - [`gateway`] — the HTTP gateway (`/v1`, job events, dry runs), the explorer (`/`) and
+//!   Prometheus metrics (`/metrics`)
+//! - [`uploads`] — dataset shards uploaded through the gateway: checked, kept on disk, served
+//! - [`net`] — loopback addresses, the shutdown signal
 //! - [`genesis`] — `trainmesh genesis new`
 //! - [`keys`] — key files
-//! - [`net`] — loopback addresses
 
 mod bench;
 mod client;
