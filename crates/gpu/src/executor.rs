@@ -11,7 +11,7 @@
 //! executor is the CPU training path and the referee of disputes.
 
 use crate::detmath;
-use crate::gemm::{gemm_acc, MatRef};
+use crate::gemm::{gemm_acc, gemm_set, MatRef};
 use crate::spec::{Activation, Layer, Model};
 
 /// A dense tensor, row-major.
@@ -225,11 +225,28 @@ pub fn loss_and_grads_threads(
     y: &[u8],
     threads: usize,
 ) -> (f32, Vec<Tensor>) {
+    let mut grads = Vec::new();
+    let loss = loss_and_grads_into(model, params, x, y, threads, &mut grads);
+    (loss, grads)
+}
+
+/// [`loss_and_grads_threads`] writing the gradients into `grads`, whose buffers are reused from
+/// call to call (they are (re)shaped like `params` when they do not fit). Returns the mean loss.
+pub fn loss_and_grads_into(
+    model: &Model,
+    params: &[Tensor],
+    x: &[f32],
+    y: &[u8],
+    threads: usize,
+    grads: &mut Vec<Tensor>,
+) -> f32 {
     let n = y.len();
     let outs = forward_threads(model, params, x, n, threads);
     let (loss_sum, mut grad) =
         softmax_cross_entropy(outs.last().expect("at least one layer"), y, model.classes);
-    let mut grads: Vec<Tensor> = params.iter().map(|p| Tensor::zeros(&p.shape)).collect();
+    if grads.len() != params.len() || grads.iter().zip(params).any(|(g, p)| g.shape != p.shape) {
+        *grads = params.iter().map(|p| Tensor::zeros(&p.shape)).collect();
+    }
     for i in (0..model.layers.len()).rev() {
         let layer = &model.layers[i];
         if let Some(a) = layer_activation(layer) {
@@ -251,13 +268,15 @@ pub fn loss_and_grads_threads(
             Layer::Dense {
                 inputs, outputs, ..
             } => {
+                gb.fill(0.0);
                 for gr in grad.chunks_exact(outputs) {
                     for (bv, &g) in gb.iter_mut().zip(gr) {
                         *bv += g;
                     }
                 }
-                // dW[k][·] = Σ_i x[i][k]·g[i][·], summed over i in order.
-                gemm_acc(
+                // dW[k][·] = Σ_i x[i][k]·g[i][·], summed over i in order (from +0: the buffer's
+                // old contents are not read).
+                gemm_set(
                     MatRef::row_major(input, n, inputs).t(),
                     MatRef::row_major(&grad, n, outputs),
                     gw,
@@ -274,6 +293,8 @@ pub fn loss_and_grads_threads(
                 }
             }
             Layer::Conv { .. } => {
+                gb.fill(0.0);
+                gw.fill(0.0);
                 let d = conv_dims(layer);
                 let (in_len, out_len) = (d.c * d.h * d.w, d.f * d.oh * d.ow);
                 for s in 0..n {
@@ -321,7 +342,7 @@ pub fn loss_and_grads_threads(
         }
         grad = gx;
     }
-    ((loss_sum / n as f64) as f32, grads)
+    (loss_sum / n as f64) as f32
 }
 
 /// (correct predictions, summed loss) over `x`, evaluated in chunks of `chunk` samples.

@@ -161,11 +161,25 @@ pub fn gemm_acc(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threads: usize) {
     gemm_acc_isa(current_isa(), a, b, c, threads)
 }
 
+/// `C = A·B`: [`gemm_acc`] onto zeros, without reading C (the same bits as zeroing C first —
+/// every sum starts from +0 — without the pass over C).
+pub fn gemm_set(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threads: usize) {
+    gemm_isa(current_isa(), a, b, c, threads, true)
+}
+
 /// [`gemm_acc`] with the kernel of `isa` (the portable build where this CPU lacks it).
 pub fn gemm_acc_isa(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threads: usize) {
+    gemm_isa(isa, a, b, c, threads, false)
+}
+
+/// `C = A·B` when `set`, `C += A·B` otherwise.
+fn gemm_isa(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threads: usize, set: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions differ");
     assert_eq!(c.len(), m * n, "C is not m×n");
+    if set && k == 0 {
+        c.fill(0.0);
+    }
     if m == 0 || n == 0 || k == 0 {
         return;
     }
@@ -177,7 +191,7 @@ pub fn gemm_acc_isa(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threa
         threads.clamp(1, m.div_ceil(mr))
     };
     if threads == 1 {
-        with_scratch(|buf| gemm_rows(isa, a, b, c, 0, buf));
+        with_scratch(|buf| gemm_rows(isa, a, b, c, 0, set, buf));
         return;
     }
     // Each thread packs the part of B its outputs need and the part of A: splitting the rows of
@@ -185,7 +199,7 @@ pub fn gemm_acc_isa(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threa
     // wider side is split. Either way each output element is computed by one thread, in order.
     let (_, nr) = isa.tile();
     if n > m && n >= 2 * nr {
-        return gemm_cols_parallel(isa, a, b, c, threads.min(n / nr));
+        return gemm_cols_parallel(isa, a, b, c, threads.min(n / nr), set);
     }
     // Whole register tiles per thread, as evenly as possible, on a persistent pool of `threads`
     // workers (spawning threads per product cost more than the product on a busy machine).
@@ -195,7 +209,7 @@ pub fn gemm_acc_isa(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threa
         rayon::scope(|s| {
             for (t, block) in c.chunks_mut(rows_per * n).enumerate() {
                 s.spawn(move |_| {
-                    with_scratch(|buf| gemm_rows(isa, a, b, block, t * rows_per, buf))
+                    with_scratch(|buf| gemm_rows(isa, a, b, block, t * rows_per, set, buf))
                 });
             }
         })
@@ -205,7 +219,14 @@ pub fn gemm_acc_isa(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threa
 /// [`gemm_acc_isa`] with the columns of C split between `threads` workers, in whole register
 /// tiles; each works on a copy of its columns (C's rows are not contiguous per worker), which
 /// it writes back.
-fn gemm_cols_parallel(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threads: usize) {
+fn gemm_cols_parallel(
+    isa: Isa,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    c: &mut [f32],
+    threads: usize,
+    set: bool,
+) {
     let (m, n) = (a.rows, b.cols);
     let (_, nr) = isa.tile();
     let cols_per = n.div_ceil(nr).div_ceil(threads) * nr;
@@ -214,8 +235,12 @@ fn gemm_cols_parallel(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], thr
         .map(|j0| {
             let w = cols_per.min(n - j0);
             let mut part = Vec::with_capacity(m * w);
-            for row in c.chunks_exact(n) {
-                part.extend_from_slice(&row[j0..j0 + w]);
+            if set {
+                part.resize(m * w, 0.0);
+            } else {
+                for row in c.chunks_exact(n) {
+                    part.extend_from_slice(&row[j0..j0 + w]);
+                }
             }
             (j0, w, part)
         })
@@ -228,7 +253,7 @@ fn gemm_cols_parallel(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], thr
                     cols: *w,
                     ..b
                 };
-                s.spawn(move |_| with_scratch(|buf| gemm_rows(isa, a, bsub, part, 0, buf)));
+                s.spawn(move |_| with_scratch(|buf| gemm_rows(isa, a, bsub, part, 0, set, buf)));
             }
         })
     });
@@ -272,24 +297,47 @@ pub(crate) fn pool(threads: usize) -> std::sync::Arc<rayon::ThreadPool> {
 }
 
 /// Rows `row0 .. row0 + c.len() / n` of C (one thread's share) with `isa`'s kernel.
-fn gemm_rows(isa: Isa, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], row0: usize, s: &mut Vec<f32>) {
+/// With `set`, C's previous contents are not read (the sums start from zero).
+fn gemm_rows(
+    isa: Isa,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    c: &mut [f32],
+    row0: usize,
+    set: bool,
+    s: &mut Vec<f32>,
+) {
     match isa {
-        Isa::Portable => rows::<6, 16, PortableFma>(a, b, c, row0, s),
-        Isa::Avx2 => rows_avx2(a, b, c, row0, s),
-        Isa::Avx512 => rows_avx512(a, b, c, row0, s),
+        Isa::Portable => rows::<6, 16, PortableFma>(a, b, c, row0, set, s),
+        Isa::Avx2 => rows_avx2(a, b, c, row0, set, s),
+        Isa::Avx512 => rows_avx512(a, b, c, row0, set, s),
     }
 }
 
 /// The AVX2 + FMA build (the portable one on a CPU without them).
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn rows_avx2<'a>(a: MatRef<'a>, b: MatRef<'a>, c: &mut [f32], row0: usize, s: &mut Vec<f32>) {
-    rows::<6, 16, HardwareFma>(a, b, c, row0, s)
+fn rows_avx2<'a>(
+    a: MatRef<'a>,
+    b: MatRef<'a>,
+    c: &mut [f32],
+    row0: usize,
+    set: bool,
+    s: &mut Vec<f32>,
+) {
+    rows::<6, 16, HardwareFma>(a, b, c, row0, set, s)
 }
 
 /// The AVX-512 build (the portable one on a CPU without it).
 #[multiversion(targets("x86_64+avx512f+avx2+fma"))]
-fn rows_avx512<'a>(a: MatRef<'a>, b: MatRef<'a>, c: &mut [f32], row0: usize, s: &mut Vec<f32>) {
-    rows::<8, 32, HardwareFma>(a, b, c, row0, s)
+fn rows_avx512<'a>(
+    a: MatRef<'a>,
+    b: MatRef<'a>,
+    c: &mut [f32],
+    row0: usize,
+    set: bool,
+    s: &mut Vec<f32>,
+) {
+    rows::<8, 32, HardwareFma>(a, b, c, row0, set, s)
 }
 
 /// How a build computes one fused multiply-add; every implementation is IEEE 754's
@@ -342,6 +390,7 @@ fn rows<const MR: usize, const NR: usize, F: Fma>(
     b: MatRef<'_>,
     c: &mut [f32],
     row0: usize,
+    set: bool,
     scratch: &mut Vec<f32>,
 ) {
     let (k, n) = (a.cols, b.cols);
@@ -359,6 +408,8 @@ fn rows<const MR: usize, const NR: usize, F: Fma>(
     let mut pc = 0;
     while pc < k {
         let kc = kc_max.min(k - pc);
+        // The first block of a `set` product starts from zeros instead of C.
+        let load = !(set && pc == 0);
         let bpack = &mut bpack[..b_panels * NR * kc];
         pack_b::<NR>(b, pc, kc, bpack);
         for ic in (0..rows).step_by(mc_max) {
@@ -372,7 +423,7 @@ fn rows<const MR: usize, const NR: usize, F: Fma>(
                 for (p, apanel) in apack.chunks_exact(MR * kc).enumerate() {
                     let r0 = ic + p * MR;
                     let mr = MR.min(rows - r0);
-                    tile::<MR, NR, F>(apanel, bpanel, &mut c[r0 * n + jc..], n, mr, nr);
+                    tile::<MR, NR, F>(apanel, bpanel, &mut c[r0 * n + jc..], n, mr, nr, load);
                 }
             }
         }
@@ -380,8 +431,10 @@ fn rows<const MR: usize, const NR: usize, F: Fma>(
     }
 }
 
-/// One register tile: loads C's `mr × nr` block (at `c[0]`, rows `n` apart), runs the k loop,
-/// stores it back. Full tiles move whole rows; partial ones go through a zero-padded copy.
+/// One register tile: loads C's `mr × nr` block (at `c[0]`, rows `n` apart; zeros instead when
+/// not `load`), runs the k loop, stores it back. Full tiles move whole rows; partial ones go
+/// through a zero-padded copy.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn tile<const MR: usize, const NR: usize, F: Fma>(
     apanel: &[f32],
@@ -390,11 +443,14 @@ fn tile<const MR: usize, const NR: usize, F: Fma>(
     n: usize,
     mr: usize,
     nr: usize,
+    load: bool,
 ) {
     if mr == MR && nr == NR {
         let mut acc = [[0.0f32; NR]; MR];
-        for (r, row) in acc.iter_mut().enumerate() {
-            *row = c[r * n..r * n + NR].try_into().expect("NR values");
+        if load {
+            for (r, row) in acc.iter_mut().enumerate() {
+                *row = c[r * n..r * n + NR].try_into().expect("NR values");
+            }
         }
         let acc = micro::<MR, NR, F>(apanel, bpanel, acc);
         for (r, row) in acc.iter().enumerate() {
@@ -402,8 +458,10 @@ fn tile<const MR: usize, const NR: usize, F: Fma>(
         }
     } else {
         let mut buf = [[0.0f32; NR]; MR];
-        for (r, row) in buf.iter_mut().enumerate().take(mr) {
-            row[..nr].copy_from_slice(&c[r * n..r * n + nr]);
+        if load {
+            for (r, row) in buf.iter_mut().enumerate().take(mr) {
+                row[..nr].copy_from_slice(&c[r * n..r * n + nr]);
+            }
         }
         let acc = micro::<MR, NR, F>(apanel, bpanel, buf);
         for (r, row) in acc.iter().enumerate().take(mr) {
@@ -587,8 +645,8 @@ mod tests {
         let kernels = Isa::available();
         println!("kernels on this CPU: {kernels:?} of {:?}", Isa::ALL);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        for case in 0..60 {
-            let (m, k, n) = (dim(&mut rng, 150), dim(&mut rng, 700), dim(&mut rng, 150));
+        for case in 0..40 {
+            let (m, k, n) = (dim(&mut rng, 130), dim(&mut rng, 600), dim(&mut rng, 130));
             let (ta, tb) = (rng.gen::<bool>(), rng.gen::<bool>());
             let ad: Vec<f32> = (0..m * k).map(|_| entry(&mut rng)).collect();
             let bd: Vec<f32> = (0..k * n).map(|_| entry(&mut rng)).collect();
@@ -605,19 +663,29 @@ mod tests {
             };
             let mut want = init.clone();
             reference(a, b, &mut want);
+            // C = A·B onto whatever C held: the sums start from +0.
+            let mut want_set = vec![0.0f32; m * n];
+            reference(a, b, &mut want_set);
             for &isa in &kernels {
                 for threads in [1, 2, 3] {
-                    let mut got = init.clone();
-                    gemm_acc_isa(isa, a, b, &mut got, threads);
-                    let diff = got
-                        .iter()
-                        .zip(&want)
-                        .position(|(x, y)| x.to_bits() != y.to_bits());
-                    assert!(
-                        diff.is_none(),
-                        "seed {seed} case {case}: ({m},{k},{n}) tA={ta} tB={tb} {isa:?} t={threads}: \
-                         element {diff:?} differs"
-                    );
+                    for set in [false, true] {
+                        let mut got = if set {
+                            vec![f32::NAN; m * n]
+                        } else {
+                            init.clone()
+                        };
+                        gemm_isa(isa, a, b, &mut got, threads, set);
+                        let want = if set { &want_set } else { &want };
+                        let diff = got
+                            .iter()
+                            .zip(want)
+                            .position(|(x, y)| x.to_bits() != y.to_bits());
+                        assert!(
+                            diff.is_none(),
+                            "seed {seed} case {case}: ({m},{k},{n}) tA={ta} tB={tb} {isa:?} \
+                             t={threads} set={set}: element {diff:?} differs"
+                        );
+                    }
                 }
             }
         }

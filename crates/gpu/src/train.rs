@@ -125,6 +125,8 @@ pub struct Trainer<'a> {
     order: DataOrder,
     x: Vec<f32>,
     y: Vec<u8>,
+    /// The gradient buffers, reused from step to step.
+    grads: Vec<executor::Tensor>,
     threads: usize,
 }
 
@@ -146,6 +148,7 @@ impl<'a> Trainer<'a> {
             order: DataOrder::new(hyper.seed, data.len(), hyper.batch)?,
             x: Vec::new(),
             y: Vec::new(),
+            grads: Vec::new(),
             threads: 1,
         })
     }
@@ -169,19 +172,20 @@ impl<'a> Trainer<'a> {
             self.x.extend_from_slice(self.data.row(i));
             self.y.push(self.data.y[i]);
         }
-        let (loss, grads) = executor::loss_and_grads_threads(
+        let loss = executor::loss_and_grads_into(
             self.model,
             &state.params,
             &self.x,
             &self.y,
             self.threads,
+            &mut self.grads,
         );
         apply_update_threads(
             &self.hyper,
             state.step,
             &mut state.params,
             &mut state.opt_state,
-            &grads,
+            &self.grads,
             self.threads,
         );
         state.step += 1;
