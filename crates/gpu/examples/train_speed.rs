@@ -6,7 +6,8 @@
 //!   cargo run --release -p trainmesh-gpu --example train_speed [steps]
 //!
 //! TRAIN_SPEED_ISA=portable|avx2|avx512 picks the matmul kernel (default: the best here);
-//! TRAIN_SPEED_PRODUCTS=0 skips the products.
+//! TRAIN_SPEED_PRODUCTS=0 skips the products; TRAIN_SPEED_THREADS=1,2 the thread counts to
+//! train at, in order (default 1,2,1,2); TRAIN_SPEED_DATA the Fashion-MNIST directory.
 
 use std::path::Path;
 use std::time::Instant;
@@ -113,7 +114,11 @@ fn run() {
         batch: 128,
         seed: 1,
     };
-    for threads in [1, 2, 1, 2] {
+    let counts: Vec<usize> = match std::env::var("TRAIN_SPEED_THREADS") {
+        Ok(v) => v.split(',').filter_map(|t| t.parse().ok()).collect(),
+        Err(_) => vec![1, 2, 1, 2],
+    };
+    for threads in counts {
         let mut trainer = Trainer::new(&model, hyper, &train)
             .expect("trainer")
             .with_threads(threads);
