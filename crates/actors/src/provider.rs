@@ -14,6 +14,10 @@ use crate::ledger::LedgerAdvanced;
 use crate::wire::BlobKind;
 use crate::work::{WorkContext, WorkError, RESUBMIT_AFTER};
 
+/// The largest shard a provider serves: a blob response (the shard and a small header) must fit
+/// one mesh message.
+pub const SHARD_BYTES_SERVED_MAX: usize = crate::network::MESSAGE_BYTES_MAX - 64 * 1024;
+
 /// Which dataset the provider serves, and how.
 #[derive(Clone, Debug)]
 pub struct DatasetOffer {
@@ -64,9 +68,17 @@ impl DataProvider {
             &mut shards,
         )?;
         let mut sizes = Vec::new();
-        for h in &manifest.train {
-            let s = shards.get(h)?;
-            sizes.push(s.encode_shard().len() as u64);
+        for (i, h) in manifest.train.iter().chain(&manifest.heldout).enumerate() {
+            let bytes = shards.get(h)?.encode_shard().len();
+            if bytes > SHARD_BYTES_SERVED_MAX {
+                return Err(WorkError::Invalid(format!(
+                    "a shard of {bytes} bytes cannot cross the mesh (at most \
+                     {SHARD_BYTES_SERVED_MAX}); use fewer samples per shard"
+                )));
+            }
+            if i < manifest.train.len() {
+                sizes.push(bytes as u64);
+            }
         }
         let mut heldout_samples = 0;
         for h in &manifest.heldout {

@@ -821,6 +821,8 @@ pub fn serve(g: Gateway, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
             .default_service(web::to(not_found))
     })
     .workers(1)
+    // The node decides how it stops (Ctrl-C, SIGTERM): the gateway does not stop the system.
+    .disable_signals()
     .client_request_timeout(std::time::Duration::from_secs(10))
     .bind(addr)?;
     let bound = server
