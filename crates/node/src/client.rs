@@ -74,7 +74,15 @@ pub struct SubmitArgs {
 /// GET `path` from a gateway; a gateway error becomes its code and message.
 pub fn get(gateway: &str, path: &str) -> anyhow::Result<ureq::Response> {
     let url = format!("{}{path}", gateway.trim_end_matches('/'));
-    match ureq::get(&url).timeout(Duration::from_secs(30)).call() {
+    reply(
+        &url,
+        ureq::get(&url).timeout(Duration::from_secs(30)).call(),
+    )
+}
+
+/// A gateway's answer to a request for `url`; an error status becomes its code and message.
+pub fn reply(url: &str, r: Result<ureq::Response, ureq::Error>) -> anyhow::Result<ureq::Response> {
+    match r {
         Ok(r) => Ok(r),
         Err(ureq::Error::Status(status, r)) => {
             let body: serde_json::Value = r.into_json().unwrap_or_default();

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde::{Deserialize, Serialize};
 use trainmesh_contracts::datasets::DatasetSpec;
 use trainmesh_contracts::{Amount, Call, Event, Hash32};
 use trainmesh_gpu::dataset::{decode_shard, shard_dataset, Samples, ShardStore};
@@ -77,16 +76,8 @@ pub struct AttachArgs {
     pub timeout_s: u64,
 }
 
-/// `manifest.json` of a prepared dataset: the API's manifest body.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct PreparedManifest {
-    pub name: String,
-    pub features: u32,
-    pub classes: u32,
-    pub train: Vec<String>,
-    pub heldout: Vec<String>,
-}
+/// `manifest.json` of a prepared dataset: the body the gateway's manifest route takes.
+pub type PreparedManifest = crate::uploads::ManifestRequest;
 
 pub fn run(command: DatasetCommand) -> anyhow::Result<()> {
     match command {
@@ -180,18 +171,7 @@ fn post(gateway: &str, path: &str) -> ureq::Request {
 
 /// A gateway reply as JSON, or its error code and message as the error.
 fn reply(url: &str, r: Result<ureq::Response, ureq::Error>) -> anyhow::Result<serde_json::Value> {
-    match r {
-        Ok(r) => Ok(r.into_json()?),
-        Err(ureq::Error::Status(status, r)) => {
-            let body: serde_json::Value = r.into_json().unwrap_or_default();
-            bail!(
-                "{url}: {status} {}: {}",
-                body["code"].as_str().unwrap_or("error"),
-                body["message"].as_str().unwrap_or("")
-            )
-        }
-        Err(e) => bail!("{url}: {e}"),
-    }
+    Ok(crate::client::reply(url, r)?.into_json()?)
 }
 
 fn hash32(v: &serde_json::Value, field: &str) -> anyhow::Result<Hash32> {

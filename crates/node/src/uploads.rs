@@ -58,8 +58,8 @@ pub struct ShardInfo {
     pub split: Split,
 }
 
-/// A manifest over uploaded shards, as a provider posts it.
-#[derive(Clone, Debug, serde::Deserialize)]
+/// A manifest over uploaded shards, as a provider posts it (and `dataset prepare` writes it).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestRequest {
     pub name: String,
