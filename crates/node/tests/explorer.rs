@@ -80,8 +80,9 @@ fn explorer_renders_the_devnet_in_headless_chromium() {
                 .is_ok_and(|v| v["job"]["units_done"].as_u64() >= Some(units))
         })
     };
-    while !job_done(1, 2) {
-        assert!(Instant::now() < deadline, "the demo job made no progress");
+    // The demo job finishes (and its unspent budget is refunded to the researcher).
+    while !get(port, "/v1/jobs/1").is_some_and(|b| b.contains("\"state\":\"Completed\"")) {
+        assert!(Instant::now() < deadline, "the demo job did not complete");
         std::thread::sleep(Duration::from_millis(200));
     }
     let key = tempfile::NamedTempFile::new().unwrap();
@@ -184,6 +185,38 @@ fn explorer_renders_the_devnet_in_headless_chromium() {
     assert!(
         dom.contains("Trainer") && dom.contains("Evaluator"),
         "no workers"
+    );
+
+    // Any account, by address: balance, and every payment with its reason (here the refund of the
+    // researcher's unspent budget).
+    let researcher = trainmesh_ledger::AccountKey::from_secret(
+        *blake3::hash(b"trainmesh/devnet-key/researcher").as_bytes(),
+    )
+    .address()
+    .to_hex();
+    let account_url = format!("{url}#account={researcher}");
+    let out = Command::new(browser)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--virtual-time-budget=8000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(&account_url)
+        .output()
+        .unwrap();
+    let account_dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        account_dom.contains(&researcher),
+        "the account view did not render"
+    );
+    assert!(
+        account_dom.contains("Refund"),
+        "the researcher's refund is not shown with its reason"
     );
 
     let png = artifact("explorer.png");
