@@ -186,6 +186,10 @@ fn explorer_renders_the_devnet_in_headless_chromium() {
         dom.contains("Trainer") && dom.contains("Evaluator"),
         "no workers"
     );
+    assert!(
+        dom.contains("href=\"#account="),
+        "addresses do not link to their accounts"
+    );
 
     // Any account, by address: balance, and every payment with its reason (here the refund of the
     // researcher's unspent budget).
