@@ -3,33 +3,13 @@
 //! curve render, a job the test submits through the gateway appears with its curve, and a
 //! screenshot is saved (`<target dir>/explorer.png`).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+use common::{free_port, get};
 use std::time::{Duration, Instant};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
 
 fn chromium() -> Option<&'static str> {
     ["chromium", "chromium-browser", "google-chrome"]
@@ -58,19 +38,8 @@ fn explorer_renders_the_devnet_in_headless_chromium() {
         eprintln!("skipped: chromium is not installed (./scripts/test.sh installs it)");
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _devnet = Killed(
-        Command::new(env!("CARGO_BIN_EXE_trainmesh"))
-            .args(["devnet", "--gateway", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let port = free_port();
+    let _devnet = common::devnet(port);
     // The devnet's demo job makes progress; then this test submits a second job through the
     // gateway, signed with the devnet researcher's key, and waits for its first certificate.
     let deadline = Instant::now() + Duration::from_secs(300);

@@ -1,19 +1,14 @@
 //! The gateway of a running devnet: status, metrics, jobs, accounts, workers, datasets, the
 //! OpenAPI document (every documented path is served), and clear errors for bad input.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+use common::free_port;
 use std::time::{Duration, Instant};
-
-struct Devnet(Child);
-
-impl Drop for Devnet {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One HTTP/1.1 request; returns (status, body).
 fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
@@ -99,19 +94,8 @@ fn last_spec(view: &serde_json::Value) -> trainmesh_contracts::jobs::JobSpec {
 
 #[test]
 fn gateway_serves_the_devnet() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _devnet = Devnet(
-        Command::new(env!("CARGO_BIN_EXE_trainmesh"))
-            .args(["devnet", "--gateway", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let port = free_port();
+    let _devnet = common::devnet(port);
     let deadline = Instant::now() + Duration::from_secs(300);
     // The demo job completes and shows up with its units.
     let job = loop {

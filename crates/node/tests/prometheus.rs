@@ -2,41 +2,13 @@
 //! scrapes a devnet with `ops/prometheus/prometheus.yml`, and its HTTP API returns trainmesh
 //! series.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use common::{free_port, get, Killed};
 use std::time::{Duration, Instant};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
 
 #[test]
 fn prometheus_scrapes_the_devnet() {
@@ -53,14 +25,7 @@ fn prometheus_scrapes_the_devnet() {
         return;
     }
     let gateway = free_port();
-    let _devnet = Killed(
-        Command::new(env!("CARGO_BIN_EXE_trainmesh"))
-            .args(["devnet", "--gateway", &format!("127.0.0.1:{gateway}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _devnet = common::devnet(gateway);
     let dir = tempfile::tempdir().unwrap();
     let shipped = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/prometheus/prometheus.yml"),
