@@ -16,6 +16,10 @@ pub struct CoreConfig {
     pub max_header_delay_ms: u64,
     /// Bullshark's partially synchronous wait for the leader, or for votes on it.
     pub leader_timeout_ms: u64,
+    /// A header stamped more than this ahead of the receiver's clock gets no vote until the
+    /// receiver's clock catches up (the author sends it again); a bound on how far one author can
+    /// move the commit clock forward.
+    pub max_clock_skew_ms: u64,
     /// Our header, or our last certificate, is sent again when the round has not moved this long.
     pub resend_interval_ms: u64,
     /// Rounds kept below the last committed leader; older vertices are collected.
@@ -50,6 +54,7 @@ impl Default for CoreConfig {
             transaction_bytes_max: 256 * 1024,
             max_header_delay_ms: 100,
             leader_timeout_ms: 1_000,
+            max_clock_skew_ms: 2_000,
             resend_interval_ms: 1_000,
             gc_depth_rounds: 50,
             round_window_rounds: 200,
