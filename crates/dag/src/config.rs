@@ -32,6 +32,8 @@ pub struct CoreConfig {
     pub pending_certificates_max: usize,
     /// Headers waiting for their parents before we vote.
     pub pending_headers_max: usize,
+    /// Headers of one author waiting for their parents: one author's junk fills only its share.
+    pub pending_headers_per_author_max: usize,
     /// Digests tracked as missing at once.
     pub missing_certificates_max: usize,
     /// Digests in one certificates request.
@@ -61,6 +63,7 @@ impl Default for CoreConfig {
             mempool_bytes_max: 64 * 1024 * 1024,
             pending_certificates_max: 4_096,
             pending_headers_max: 1_024,
+            pending_headers_per_author_max: 16,
             missing_certificates_max: 4_096,
             sync_digests_max: 512,
             sync_response_certificates_max: 1_000,

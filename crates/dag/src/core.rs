@@ -12,13 +12,15 @@ use std::sync::Arc;
 use crate::committee::{Committee, StakeAggregator};
 use crate::config::CoreConfig;
 use crate::crypto::KeyPair;
+use crate::dag_state::DagState;
 use crate::error::{DagError, DagResult};
-use crate::leader_schedule::LeaderSchedule;
+use crate::linearizer::Linearizer;
 use crate::messages::{
     Certificate, CertificateRef, CertificateSummary, CommittedSubDag, ConsensusMessage,
-    EquivocationEvidence, Header, SignedHeader, SyncRequest, SyncResponse, Vote, VoteSignature,
+    EquivocationEvidence, SignedHeader, Vote, VoteSignature,
 };
-use crate::store::{CommitRecord, ConsensusStore, StoreBatch, VoteRecord};
+use crate::store::{ConsensusStore, StoreBatch, VoteRecord};
+use crate::synchronizer::{Released, Request, Synchronizer};
 use crate::types::{AuthorityIndex, Digest, Round, TimestampMs, Transaction};
 use crate::validation::{Verified, VerifiedMessage};
 
@@ -56,43 +58,6 @@ pub struct CoreStatus {
     pub mempool_bytes: usize,
 }
 
-struct Vertex {
-    certificate: Certificate,
-    committed: bool,
-}
-
-/// Something suspended until a certificate arrives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Waiter {
-    Certificate(Digest),
-    Header(Digest),
-}
-
-struct PendingCertificate {
-    certificate: Certificate,
-    missing: BTreeSet<Digest>,
-}
-
-struct PendingHeader {
-    header: Arc<SignedHeader>,
-    missing: BTreeSet<Digest>,
-}
-
-struct MissingCertificate {
-    round: Round,
-    /// Authorities that referenced it, asked first.
-    referrers: Vec<AuthorityIndex>,
-    /// How many requests were sent for it.
-    attempts: usize,
-    requested_at: Option<TimestampMs>,
-}
-
-struct CatchUp {
-    peer: AuthorityIndex,
-    requested_at: TimestampMs,
-    attempts: usize,
-}
-
 struct OwnHeader {
     header: Arc<SignedHeader>,
     votes: StakeAggregator,
@@ -100,23 +65,20 @@ struct OwnHeader {
     certified: bool,
 }
 
-/// The Narwhal/Bullshark state machine of one authority.
+/// The Narwhal/Bullshark state machine of one authority: a façade that routes between its rooms
+/// — the DAG ([`DagState`]), the synchronizer ([`Synchronizer`]), the commit rule
+/// ([`Linearizer`]) — and keeps the proposer's and the voter's few fields itself.
 pub struct Core<S: ConsensusStore> {
     config: CoreConfig,
     committee: Committee,
     me: AuthorityIndex,
     key: KeyPair,
     store: S,
-    schedule: LeaderSchedule,
     batch: StoreBatch,
 
-    // The DAG of accepted certificates (all parents present), rounds ≥ gc_round.
-    dag: BTreeMap<Round, BTreeMap<AuthorityIndex, Vertex>>,
-    accepted: BTreeMap<Digest, CertificateRef>,
-    gc_round: Round,
-    highest_round: Round,
-    highest_quorum_round: Round,
-    quorum_reached_at: BTreeMap<Round, TimestampMs>,
+    dag: DagState,
+    sync: Synchronizer,
+    linearizer: Linearizer,
 
     // Proposer.
     own: Option<OwnHeader>,
@@ -134,23 +96,11 @@ pub struct Core<S: ConsensusStore> {
     headers: BTreeMap<Digest, Arc<SignedHeader>>,
     header_slots: BTreeMap<(Round, AuthorityIndex), Digest>,
     reported_equivocations: BTreeSet<(Round, AuthorityIndex)>,
-
-    // Synchronizer.
-    pending_certificates: BTreeMap<Digest, PendingCertificate>,
-    pending_headers: BTreeMap<Digest, PendingHeader>,
-    /// Missing digest → (its round, what waits for it).
-    waiters: BTreeMap<Digest, (Round, BTreeSet<Waiter>)>,
-    /// Certificates whose parents were collected while they waited; accepted next.
-    released_certificates: Vec<Certificate>,
-    missing: BTreeMap<Digest, MissingCertificate>,
-    catch_up: Option<CatchUp>,
-    behind_peer: Option<AuthorityIndex>,
-
-    // Committer.
-    last_committed_round: Round,
-    next_commit_index: u64,
-    last_commit_timestamp: TimestampMs,
 }
+
+mod proposer;
+mod recovery;
+mod serving;
 
 impl<S: ConsensusStore> std::fmt::Debug for Core<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -178,21 +128,16 @@ impl<S: ConsensusStore> Core<S> {
                 reason: format!("authority {me} does not hold this key"),
             });
         }
-        let schedule = LeaderSchedule::new(&committee);
         let mut core = Core {
+            dag: DagState::new(&committee),
+            sync: Synchronizer::new(me, &committee, &config),
+            linearizer: Linearizer::new(&committee, config.gc_depth_rounds),
             config,
             committee,
             me,
             key,
             store,
-            schedule,
             batch: StoreBatch::default(),
-            dag: BTreeMap::new(),
-            accepted: BTreeMap::new(),
-            gc_round: Round::GENESIS,
-            highest_round: Round::GENESIS,
-            highest_quorum_round: Round::GENESIS,
-            quorum_reached_at: BTreeMap::new(),
             own: None,
             own_headers: BTreeMap::new(),
             proposed_round: Round::GENESIS,
@@ -205,84 +150,9 @@ impl<S: ConsensusStore> Core<S> {
             headers: BTreeMap::new(),
             header_slots: BTreeMap::new(),
             reported_equivocations: BTreeSet::new(),
-            pending_certificates: BTreeMap::new(),
-            pending_headers: BTreeMap::new(),
-            waiters: BTreeMap::new(),
-            released_certificates: Vec::new(),
-            missing: BTreeMap::new(),
-            catch_up: None,
-            behind_peer: None,
-            last_committed_round: Round::GENESIS,
-            next_commit_index: 0,
-            last_commit_timestamp: TimestampMs(0),
         };
-        for genesis in Certificate::genesis(&core.committee) {
-            core.insert_vertex(genesis, true, now);
-        }
         let actions = core.recover(now)?;
         Ok((core, actions))
-    }
-
-    fn recover(&mut self, now: TimestampMs) -> DagResult<Vec<Action>> {
-        self.last_votes = self.store.votes()?;
-        if let Some(last) = self.store.last_commit()? {
-            self.last_committed_round = last.leader.round;
-            self.next_commit_index = last.index + 1;
-            self.last_commit_timestamp = last.timestamp;
-            self.gc_round = self.gc_round_for(last.leader.round);
-        }
-        // Which recovered certificates are already committed: those named by commit records whose
-        // certificates reach above the collection round.
-        let mut committed = BTreeSet::new();
-        let mut index = self.next_commit_index;
-        while index > 0 {
-            index -= 1;
-            let records = self.store.commits_from(index)?;
-            let Some(record) = records.first() else { break };
-            committed.extend(record.certificates.iter().copied());
-            if record.lowest_round < self.gc_round {
-                break;
-            }
-        }
-        let certificates = self.store.certificates_from(self.gc_round)?;
-        for c in certificates {
-            if c.round() == Round::GENESIS {
-                continue;
-            }
-            let missing = self.missing_parents(c.parents());
-            if !missing.is_empty() {
-                return Err(DagError::CorruptStore {
-                    reason: format!("stored certificate {} lacks parents", c.digest()),
-                });
-            }
-            self.headers.insert(c.digest(), c.signed_header().clone());
-            self.header_slots
-                .insert((c.round(), c.author()), c.digest());
-            let is_committed = committed.contains(&c.digest());
-            self.insert_vertex(c, is_committed, now);
-        }
-        let mut actions = Vec::new();
-        if let Some(header) = self.store.own_header()? {
-            let header = Arc::new(header);
-            self.proposed_round = header.round();
-            let certified = self.accepted.contains_key(&header.digest());
-            self.own_headers.insert(header.round(), header.clone());
-            self.own = Some(OwnHeader {
-                header: header.clone(),
-                votes: StakeAggregator::new(),
-                signatures: Vec::new(),
-                certified,
-            });
-            if !certified && header.round() >= self.gc_round {
-                self.add_own_vote(&header);
-                actions.push(Action::Broadcast(ConsensusMessage::Header(
-                    (*header).clone(),
-                )));
-            }
-        }
-        self.try_propose(now, &mut actions);
-        self.flush()?;
-        Ok(actions)
     }
 
     // ----------------------------------------------------------------------------------------
@@ -337,7 +207,8 @@ impl<S: ConsensusStore> Core<S> {
         }
     }
 
-    /// A header from another authority: vote for it once its parents are here.
+    /// A header from another authority: vote for it once its parents are here, it names them
+    /// truly, and its time is neither before its parents' nor too far ahead of ours.
     pub fn handle_header(
         &mut self,
         from: AuthorityIndex,
@@ -346,7 +217,7 @@ impl<S: ConsensusStore> Core<S> {
     ) -> DagResult<Vec<Action>> {
         let header = Arc::new(header.into_inner());
         let mut actions = Vec::new();
-        if header.author() == self.me || header.round() < self.gc_round {
+        if header.author() == self.me || header.round() < self.dag.gc_round() {
             return Ok(actions);
         }
         self.check_window(from, header.round())?;
@@ -367,24 +238,16 @@ impl<S: ConsensusStore> Core<S> {
                 return Ok(actions);
             }
         }
-        let missing = self.missing_parents(header.header().parents.as_slice());
-        if missing.is_empty() {
-            self.vote(&header, &mut actions);
-        } else if self.pending_headers.len() < self.config.pending_headers_max {
-            let parent_round = header.round().prev();
-            for d in &missing {
-                self.waiters
-                    .entry(*d)
-                    .or_insert_with(|| (parent_round, BTreeSet::new()))
-                    .1
-                    .insert(Waiter::Header(header.digest()));
-            }
-            self.request_missing(&missing, header.round().prev(), from, now, &mut actions);
-            self.pending_headers
-                .insert(header.digest(), PendingHeader { header, missing });
-        }
+        let missing = self.dag.missing_parents(&header.header().parents);
+        let result = if missing.is_empty() {
+            self.vote_if_valid(&header, now, &mut actions)
+        } else {
+            self.sync
+                .suspend_header(header, missing, from, now)
+                .map(|requests| push_requests(&mut actions, requests))
+        };
         self.flush()?;
-        Ok(actions)
+        result.map(|()| actions)
     }
 
     /// A vote for our header: a quorum of them makes its certificate.
@@ -440,9 +303,9 @@ impl<S: ConsensusStore> Core<S> {
         now: TimestampMs,
     ) -> DagResult<Vec<Action>> {
         let mut actions = Vec::new();
-        self.process_certificate(from, certificate.into_inner(), now, &mut actions)?;
+        let result = self.process_certificate(from, certificate.into_inner(), now, &mut actions);
         self.flush()?;
-        Ok(actions)
+        result.map(|()| actions)
     }
 
     /// A compact certificate: completed from the header we hold, or fetched whole.
@@ -454,90 +317,30 @@ impl<S: ConsensusStore> Core<S> {
     ) -> DagResult<Vec<Action>> {
         let summary = summary.into_inner();
         let mut actions = Vec::new();
-        if summary.round < self.gc_round || self.is_known(&summary.header_digest) {
+        if summary.round < self.dag.gc_round() || self.is_known(&summary.header_digest) {
             return Ok(actions);
         }
         self.check_window(from, summary.round)?;
-        match self.headers.get(&summary.header_digest) {
+        let result = match self.headers.get(&summary.header_digest) {
             Some(header) => {
                 let certificate = Certificate::new(header.clone(), summary.votes);
-                self.process_certificate(from, certificate, now, &mut actions)?;
+                self.process_certificate(from, certificate, now, &mut actions)
             }
             None => {
                 let missing = BTreeSet::from([summary.header_digest]);
-                self.request_missing(&missing, summary.round, from, now, &mut actions);
+                let requests = self
+                    .sync
+                    .fetch_certified(&missing, summary.round, from, now);
+                push_requests(&mut actions, requests);
+                Ok(())
             }
-        }
-        self.flush()?;
-        Ok(actions)
-    }
-
-    /// Answers a peer's sync request from the DAG, or from the store below the collection round.
-    pub fn handle_sync_request(&mut self, request: SyncRequest) -> Option<SyncResponse> {
-        let mut certificates = Vec::new();
-        let mut bytes = 0usize;
-        let mut room = |c: &Certificate, certificates: &mut Vec<Certificate>| -> bool {
-            let size = c.header().payload_bytes() + 200 + 100 * c.votes().len();
-            if certificates.len() >= self.config.sync_response_certificates_max
-                || bytes + size > self.config.sync_response_bytes_max
-            {
-                return false;
-            }
-            bytes += size;
-            certificates.push(c.clone());
-            true
         };
-        match request {
-            SyncRequest::Certificates { digests } => {
-                for d in digests.iter().take(self.config.sync_digests_max) {
-                    let found = match self.accepted.get(d) {
-                        Some(r) => self
-                            .dag
-                            .get(&r.round)
-                            .and_then(|v| v.get(&r.author))
-                            .map(|v| v.certificate.clone()),
-                        None => self.store.certificate(d).ok().flatten(),
-                    };
-                    if let Some(c) = found.filter(|c| c.round() > Round::GENESIS) {
-                        if !room(&c, &mut certificates) {
-                            break;
-                        }
-                    }
-                }
-            }
-            SyncRequest::Rounds { after_round } => {
-                let first = after_round.next().max(Round(1));
-                let last = after_round.saturating_add(self.config.sync_rounds_max);
-                let mut from_store = Vec::new();
-                if first < self.gc_round {
-                    from_store = self
-                        .store
-                        .certificates_from(first)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .take_while(|c| c.round() < self.gc_round && c.round() <= last)
-                        .collect();
-                }
-                let from_dag = self
-                    .dag
-                    .range(first.max(self.gc_round)..=last)
-                    .flat_map(|(_, v)| v.values().map(|v| v.certificate.clone()))
-                    .collect::<Vec<_>>();
-                for c in from_store.iter().chain(from_dag.iter()) {
-                    if !room(c, &mut certificates) {
-                        break;
-                    }
-                }
-            }
-        }
-        if certificates.is_empty() {
-            None
-        } else {
-            Some(SyncResponse { certificates })
-        }
+        self.flush()?;
+        result.map(|()| actions)
     }
 
-    /// Certificates we asked for, lowest rounds first.
+    /// Certificates we asked for, lowest positions first. Each one stands or falls alone: a
+    /// reply mixing good certificates with lies loses only the lies.
     pub fn handle_sync_response(
         &mut self,
         from: AuthorityIndex,
@@ -545,23 +348,31 @@ impl<S: ConsensusStore> Core<S> {
         now: TimestampMs,
     ) -> DagResult<Vec<Action>> {
         let mut actions = Vec::new();
-        if self.catch_up.as_ref().is_some_and(|c| c.peer == from) {
-            self.catch_up = None;
-        }
         certificates.sort_by_key(|c| (c.round(), c.author()));
+        let last = certificates.last().map(|c| (c.round(), c.author()));
+        let window_top = self
+            .dag
+            .highest_round()
+            .max(self.proposed_round)
+            .saturating_add(self.config.round_window_rounds);
+        let mut first_error = None;
         for c in certificates {
             let c = c.into_inner();
-            if c.round()
-                > self
-                    .highest_round
-                    .saturating_add(self.config.round_window_rounds)
-            {
+            if c.round() > window_top {
                 continue;
             }
-            self.process_certificate(from, c, now, &mut actions)?;
+            if let Err(e) = self.process_certificate(from, c, now, &mut actions) {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some((peer, message)) = self.sync.on_rounds_reply(from, last, now) {
+            actions.push(Action::Send { to: peer, message });
         }
         self.flush()?;
-        Ok(actions)
+        match first_error {
+            Some(e) if actions.is_empty() => Err(e),
+            _ => Ok(actions),
+        }
     }
 
     /// Timers: proposing after the batching delay or the leader timeout, sending again what seems
@@ -575,7 +386,15 @@ impl<S: ConsensusStore> Core<S> {
             self.last_resend_at = now;
             self.resend(&mut actions);
         }
-        self.retry_fetches(now, &mut actions);
+        let position = (
+            self.dag
+                .highest_quorum_round()
+                .max(self.dag.gc_round())
+                .max(Round(1)),
+            AuthorityIndex(0),
+        );
+        let requests = self.sync.retry(now, position);
+        push_requests(&mut actions, requests);
         self.flush()?;
         Ok(actions)
     }
@@ -589,16 +408,8 @@ impl<S: ConsensusStore> Core<S> {
         if self.parent_round().next() > self.proposed_round {
             at = at.min(self.proposal_deadline());
         }
-        for m in self.missing.values() {
-            match m.requested_at {
-                Some(t) => at = at.min(t.saturating_add_ms(self.config.sync_retry_ms)),
-                None => return TimestampMs(0),
-            }
-        }
-        if let Some(c) = &self.catch_up {
-            at = at.min(c.requested_at.saturating_add_ms(self.config.sync_retry_ms));
-        } else if self.behind_peer.is_some() {
-            return TimestampMs(0);
+        if let Some(sync) = self.sync.next_deadline() {
+            at = at.min(sync);
         }
         at
     }
@@ -630,14 +441,14 @@ impl<S: ConsensusStore> Core<S> {
     pub fn status(&self) -> CoreStatus {
         CoreStatus {
             proposed_round: self.proposed_round,
-            highest_quorum_round: self.highest_quorum_round,
-            highest_round: self.highest_round,
-            last_committed_round: self.last_committed_round,
-            next_commit_index: self.next_commit_index,
-            gc_round: self.gc_round,
-            pending_certificates: self.pending_certificates.len(),
-            pending_headers: self.pending_headers.len(),
-            missing_certificates: self.missing.len(),
+            highest_quorum_round: self.dag.highest_quorum_round(),
+            highest_round: self.dag.highest_round(),
+            last_committed_round: self.linearizer.last_committed_round(),
+            next_commit_index: self.linearizer.next_commit_index(),
+            gc_round: self.dag.gc_round(),
+            pending_certificates: self.sync.pending_certificates(),
+            pending_headers: self.sync.pending_headers(),
+            missing_certificates: self.sync.missing(),
             mempool_bytes: self.mempool_bytes,
         }
     }
@@ -645,67 +456,19 @@ impl<S: ConsensusStore> Core<S> {
     /// References of the certificates we hold for a round.
     pub fn round_certificates(&self, round: Round) -> Vec<CertificateRef> {
         self.dag
-            .get(&round)
-            .map(|v| v.values().map(|v| v.certificate.reference()).collect())
-            .unwrap_or_default()
-    }
-
-    /// The committed sequence from `index` on, rebuilt from the store: after a restart this is
-    /// byte for byte what was emitted before.
-    pub fn committed_from(&self, index: u64) -> DagResult<Vec<CommittedSubDag>> {
-        self.store
-            .commits_from(index)?
-            .into_iter()
-            .map(|record| {
-                let certificates = record
-                    .certificates
-                    .iter()
-                    .map(|d| {
-                        self.store
-                            .certificate(d)?
-                            .ok_or_else(|| DagError::CorruptStore {
-                                reason: format!(
-                                    "commit {} names missing certificate {d}",
-                                    record.index
-                                ),
-                            })
-                    })
-                    .collect::<DagResult<Vec<_>>>()?;
-                Ok(CommittedSubDag {
-                    index: record.index,
-                    leader: record.leader,
-                    timestamp: record.timestamp,
-                    certificates,
-                })
-            })
+            .round(round)
+            .map(|(_, v)| v.certificate.reference())
             .collect()
-    }
-
-    /// The consumer executed commits up to `index`: storage older than both that and the
-    /// collection round may go.
-    pub fn prune_executed(&mut self, index: u64) -> DagResult<()> {
-        let keep_from_commit = index + 1;
-        let lowest_needed = self
-            .store
-            .commits_from(keep_from_commit)?
-            .iter()
-            .map(|r| r.lowest_round)
-            .min()
-            .unwrap_or(self.gc_round);
-        self.store
-            .prune(keep_from_commit, lowest_needed.min(self.gc_round))
     }
 
     // ----------------------------------------------------------------------------------------
     // Narwhal: headers, votes, certificates.
 
     fn check_window(&mut self, from: AuthorityIndex, round: Round) -> DagResult<()> {
-        let ours = self.highest_round.max(self.proposed_round);
+        let ours = self.dag.highest_round().max(self.proposed_round);
         if round > ours.saturating_add(self.config.round_window_rounds) {
             // Either junk, or we are behind: catch up from that peer (bounded, one at a time).
-            if self.catch_up.is_none() {
-                self.behind_peer = Some(from);
-            }
+            self.sync.note_behind(from);
             return Err(DagError::RoundTooFarAhead {
                 round,
                 ours,
@@ -749,6 +512,49 @@ impl<S: ConsensusStore> Core<S> {
         }
     }
 
+    /// The checks a voter makes once a header's parents are all here: each reference names the
+    /// certificate it claims, and the header's time is not before its parents' nor more than
+    /// `max_clock_skew_ms` ahead of ours.
+    fn check_header_for_vote(&self, header: &SignedHeader, now: TimestampMs) -> DagResult<()> {
+        let parents = &header.header().parents;
+        if let Some((claimed, actual)) = self.dag.first_mismatch(parents) {
+            return Err(DagError::ParentMismatch {
+                header: header.digest(),
+                claimed: (claimed.author, claimed.round),
+                actual: (actual.author, actual.round),
+            });
+        }
+        let created_at = header.created_at();
+        if created_at.0 > now.0.saturating_add(self.config.max_clock_skew_ms) {
+            return Err(DagError::HeaderFromFuture {
+                digest: header.digest(),
+                created_at_ms: created_at.0,
+                now_ms: now.0,
+                skew_ms: self.config.max_clock_skew_ms,
+            });
+        }
+        let latest_parent = self.dag.parents_latest_time(parents);
+        if created_at < latest_parent {
+            return Err(DagError::HeaderBeforeParents {
+                digest: header.digest(),
+                created_at_ms: created_at.0,
+                parent_ms: latest_parent.0,
+            });
+        }
+        Ok(())
+    }
+
+    fn vote_if_valid(
+        &mut self,
+        header: &Arc<SignedHeader>,
+        now: TimestampMs,
+        actions: &mut Vec<Action>,
+    ) -> DagResult<()> {
+        self.check_header_for_vote(header, now)?;
+        self.vote(header, actions);
+        Ok(())
+    }
+
     /// Votes at most once per (author, round), persisting the vote before sending it; the same
     /// header asked again gets the same vote again.
     fn vote(&mut self, header: &Arc<SignedHeader>, actions: &mut Vec<Action>) {
@@ -773,22 +579,11 @@ impl<S: ConsensusStore> Core<S> {
     }
 
     fn is_known(&self, digest: &Digest) -> bool {
-        self.accepted.contains_key(digest) || self.pending_certificates.contains_key(digest)
+        self.dag.contains(digest) || self.sync.is_pending(digest)
     }
 
-    fn has_parent(&self, parent: &CertificateRef) -> bool {
-        parent.round < self.gc_round || self.accepted.contains_key(&parent.digest)
-    }
-
-    fn missing_parents(&self, parents: &[CertificateRef]) -> BTreeSet<Digest> {
-        parents
-            .iter()
-            .filter(|p| !self.has_parent(p))
-            .map(|p| p.digest)
-            .collect()
-    }
-
-    /// Accepts a certificate once its parents are here; else suspends it and fetches them.
+    /// Accepts a certificate once its parents are here as it names them; else suspends it and
+    /// fetches them. A certificate whose references lie is refused.
     fn process_certificate(
         &mut self,
         from: AuthorityIndex,
@@ -797,15 +592,11 @@ impl<S: ConsensusStore> Core<S> {
         actions: &mut Vec<Action>,
     ) -> DagResult<()> {
         let digest = certificate.digest();
-        if certificate.round() < self.gc_round || self.is_known(&digest) {
+        if certificate.round() < self.dag.gc_round() || self.is_known(&digest) {
             return Ok(());
         }
         self.check_window(from, certificate.round())?;
-        if let Some(existing) = self
-            .dag
-            .get(&certificate.round())
-            .and_then(|v| v.get(&certificate.author()))
-        {
+        if let Some(existing) = self.dag.vertex(certificate.round(), certificate.author()) {
             // Two certified headers for one slot need more than f faulty authorities.
             return Err(DagError::Equivocation {
                 author: certificate.author(),
@@ -814,596 +605,101 @@ impl<S: ConsensusStore> Core<S> {
                 second: digest,
             });
         }
+        self.check_references(&certificate)?;
         let slot = (certificate.round(), certificate.author());
         self.header_slots.entry(slot).or_insert(digest);
         self.headers
             .entry(digest)
             .or_insert_with(|| certificate.signed_header().clone());
-        let missing = self.missing_parents(certificate.parents());
+        let missing = self.dag.missing_parents(certificate.parents());
         if missing.is_empty() {
-            return self.accept(certificate, now, actions);
-        }
-        if self.pending_certificates.len() >= self.config.pending_certificates_max {
-            return Ok(()); // Dropped; fetched again when something refers to it.
-        }
-        let parent_round = certificate.round().prev();
-        for d in &missing {
-            self.waiters
-                .entry(*d)
-                .or_insert_with(|| (parent_round, BTreeSet::new()))
-                .1
-                .insert(Waiter::Certificate(digest));
+            self.accept(certificate, now, actions);
+            return Ok(());
         }
         let round = certificate.round();
-        self.request_missing(&missing, round.prev(), from, now, actions);
-        self.missing.remove(&digest);
-        self.pending_certificates.insert(
-            digest,
-            PendingCertificate {
-                certificate,
-                missing,
-            },
-        );
-        if round > self.highest_quorum_round.saturating_add(2) && self.catch_up.is_none() {
-            self.behind_peer = Some(from);
+        let requests = self
+            .sync
+            .suspend_certificate(certificate, missing, from, now);
+        push_requests(actions, requests);
+        if round > self.dag.highest_quorum_round().saturating_add(2) {
+            self.sync.note_behind(from);
         }
         Ok(())
     }
 
-    /// Inserts a certificate whose parents are all here, then everything that waited on it.
-    fn accept(
-        &mut self,
-        certificate: Certificate,
-        now: TimestampMs,
-        actions: &mut Vec<Action>,
-    ) -> DagResult<()> {
+    fn check_references(&self, certificate: &Certificate) -> DagResult<()> {
+        match self.dag.first_mismatch(certificate.parents()) {
+            Some((claimed, actual)) => Err(DagError::ParentMismatch {
+                header: certificate.digest(),
+                claimed: (claimed.author, claimed.round),
+                actual: (actual.author, actual.round),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Inserts a certificate whose parents are all here, then everything that waited on it;
+    /// commits what the new certificates decide.
+    fn accept(&mut self, certificate: Certificate, now: TimestampMs, actions: &mut Vec<Action>) {
         let mut ready = vec![certificate];
         while let Some(certificate) = ready.pop() {
+            if self.dag.contains(&certificate.digest())
+                || certificate.round() < self.dag.gc_round()
+                || self.check_references(&certificate).is_err()
+            {
+                continue; // A released certificate whose fetched parent is not what it named.
+            }
             let digest = certificate.digest();
             let round = certificate.round();
             self.batch.certificates.push(certificate.clone());
-            self.insert_vertex(certificate, false, now);
-            self.missing.remove(&digest);
-            if self
-                .own
-                .as_ref()
-                .is_some_and(|o| o.header.digest() == digest)
-            {
-                if let Some(own) = self.own.as_mut() {
-                    own.certified = true;
-                }
+            if self.dag.insert(certificate, false, now) {
+                self.last_progress_at = now;
             }
-            let waiters = self
-                .waiters
-                .remove(&digest)
-                .map(|(_, w)| w)
-                .unwrap_or_default();
-            for waiter in waiters {
-                match waiter {
-                    Waiter::Certificate(child) => {
-                        let Some(p) = self.pending_certificates.get_mut(&child) else {
-                            continue;
-                        };
-                        p.missing.remove(&digest);
-                        if p.missing.is_empty() {
-                            let p = self.pending_certificates.remove(&child).expect("present");
-                            ready.push(p.certificate);
-                        }
-                    }
-                    Waiter::Header(child) => {
-                        let Some(p) = self.pending_headers.get_mut(&child) else {
-                            continue;
-                        };
-                        p.missing.remove(&digest);
-                        if p.missing.is_empty() {
-                            let p = self.pending_headers.remove(&child).expect("present");
-                            self.vote(&p.header, actions);
-                        }
-                    }
-                }
+            if let Some(own) = self.own.as_mut().filter(|o| o.header.digest() == digest) {
+                own.certified = true;
             }
-            self.try_commit(round, actions);
-            for c in self.released_certificates.drain(..) {
-                if !self.accepted.contains_key(&c.digest()) {
-                    ready.push(c);
-                }
-            }
+            let released = self.sync.on_accepted(&digest);
+            self.absorb(released, now, &mut ready, actions);
+            self.commit(round, now, &mut ready, actions);
         }
         self.try_propose(now, actions);
-        Ok(())
     }
 
-    fn insert_vertex(&mut self, certificate: Certificate, committed: bool, now: TimestampMs) {
-        let round = certificate.round();
-        self.accepted
-            .insert(certificate.digest(), certificate.reference());
-        let vertices = self.dag.entry(round).or_default();
-        vertices.insert(
-            certificate.author(),
-            Vertex {
-                certificate,
-                committed,
-            },
-        );
-        let stake: u64 = vertices.keys().map(|a| self.committee.stake(*a)).sum();
-        if round > self.highest_round {
-            self.highest_round = round;
-        }
-        if stake >= self.committee.quorum_threshold() && round > self.highest_quorum_round {
-            self.highest_quorum_round = round;
-            self.quorum_reached_at.insert(round, now);
-            self.last_progress_at = now;
-        } else if stake >= self.committee.quorum_threshold() {
-            self.quorum_reached_at.entry(round).or_insert(now);
-        }
-    }
-
-    // ----------------------------------------------------------------------------------------
-    // Proposer with Bullshark's waits.
-
-    /// When the next proposal is due, given what is ready now.
-    fn proposal_deadline(&self) -> TimestampMs {
-        let parent_round = self.parent_round();
-        let batch_due = if self.mempool_bytes >= self.config.header_payload_bytes_max {
-            TimestampMs(0)
-        } else {
-            self.last_proposal_at
-                .saturating_add_ms(self.config.max_header_delay_ms)
-        };
-        let leader_due = if self.leader_wait_over(parent_round) {
-            TimestampMs(0)
-        } else {
-            self.quorum_reached_at
-                .get(&parent_round)
-                .copied()
-                .unwrap_or_default()
-                .saturating_add_ms(self.config.leader_timeout_ms)
-        };
-        batch_due.max(leader_due)
-    }
-
-    /// Bullshark's partially synchronous wait before leaving `round`: after a leader round, for
-    /// the leader's certificate; after a voting round, for f+1 stake of votes for the leader or
-    /// 2f+1 against.
-    fn leader_wait_over(&self, round: Round) -> bool {
-        if round == Round::GENESIS {
-            return true;
-        }
-        let certificates = self.dag.get(&round);
-        if round.is_even() {
-            let leader = self.schedule.leader(round);
-            if certificates.is_some_and(|v| v.contains_key(&leader)) {
-                return true;
-            }
-            // Waiting for ourselves is pointless once we did not propose in our own slot.
-            return leader == self.me && self.proposed_round != round;
-        }
-        let leader_round = round.prev();
-        if leader_round == Round::GENESIS {
-            return true;
-        }
-        // The next leader proposes at once: everyone else waits for its certificate, and votes
-        // that are still missing cannot change what it should reference.
-        if self.schedule.leader(round.next()) == self.me {
-            return true;
-        }
-        let Some(leader) = self
-            .dag
-            .get(&leader_round)
-            .and_then(|v| v.get(&self.schedule.leader(leader_round)))
-        else {
-            return true; // No leader to vote for: waiting cannot help it.
-        };
-        let leader_digest = leader.certificate.digest();
-        let (mut support, mut against) = (0, 0);
-        for (author, v) in certificates.into_iter().flatten() {
-            if v.certificate
-                .parents()
-                .iter()
-                .any(|p| p.digest == leader_digest)
-            {
-                support += self.committee.stake(*author);
-            } else {
-                against += self.committee.stake(*author);
-            }
-        }
-        support >= self.committee.validity_threshold()
-            || against >= self.committee.quorum_threshold()
-    }
-
-    /// The round whose certificates the next header builds on: the highest with a quorum — except
-    /// that a leader that fell behind proposes in its own leader round instead of skipping it,
-    /// since everyone else waits for that certificate.
-    fn parent_round(&self) -> Round {
-        let hq = self.highest_quorum_round;
-        if hq.is_even()
-            && hq > Round::GENESIS
-            && self.proposed_round < hq
-            && self.schedule.leader(hq) == self.me
-            && self.has_quorum(hq.prev())
-        {
-            return hq.prev();
-        }
-        hq
-    }
-
-    fn has_quorum(&self, round: Round) -> bool {
-        let stake: u64 = self
-            .dag
-            .get(&round)
-            .map(|v| v.keys().map(|a| self.committee.stake(*a)).sum())
-            .unwrap_or(0);
-        stake >= self.committee.quorum_threshold()
-    }
-
-    fn try_propose(&mut self, now: TimestampMs, actions: &mut Vec<Action>) {
-        let parent_round = self.parent_round();
-        if parent_round.next() <= self.proposed_round || now < self.proposal_deadline() {
-            return;
-        }
-        let parents: Vec<CertificateRef> = self.dag[&parent_round]
-            .values()
-            .map(|v| v.certificate.reference())
-            .collect();
-        let mut payload = Vec::new();
-        let mut bytes = 0;
-        while let Some(t) = self.mempool.front() {
-            if payload.len() >= self.config.header_transactions_max
-                || (bytes + t.len() > self.config.header_payload_bytes_max && !payload.is_empty())
-            {
-                break;
-            }
-            bytes += t.len();
-            payload.push(self.mempool.pop_front().expect("front exists"));
-        }
-        self.mempool_bytes -= bytes;
-        let header = Arc::new(SignedHeader::new(
-            Header {
-                epoch: self.committee.epoch(),
-                round: parent_round.next(),
-                author: self.me,
-                created_at: now,
-                parents,
-                payload,
-            },
-            &self.key,
-        ));
-        self.batch.own_header = Some((*header).clone());
-        self.proposed_round = header.round();
-        self.last_proposal_at = now;
-        self.last_progress_at = now;
-        self.own_headers.insert(header.round(), header.clone());
-        self.header_slots
-            .insert((header.round(), self.me), header.digest());
-        self.headers.insert(header.digest(), header.clone());
-        self.own = Some(OwnHeader {
-            header: header.clone(),
-            votes: StakeAggregator::new(),
-            signatures: Vec::new(),
-            certified: false,
-        });
-        self.add_own_vote(&header);
-        actions.push(Action::Broadcast(ConsensusMessage::Header(
-            (*header).clone(),
-        )));
-        // A committee of one certifies its own header.
-        if self.committee.stake(self.me) >= self.committee.quorum_threshold() {
-            let own = self.own.as_mut().expect("just set");
-            own.certified = true;
-            let certificate = Certificate::new(header, own.signatures.clone());
-            let _ = self.accept(certificate, now, actions);
-        }
-    }
-
-    fn add_own_vote(&mut self, header: &Arc<SignedHeader>) {
-        let record = VoteRecord {
-            round: header.round(),
-            digest: header.digest(),
-        };
-        if self.last_votes.get(&self.me) != Some(&record) {
-            self.last_votes.insert(self.me, record);
-            self.batch.votes.push((self.me, record));
-        }
-        let vote = Vote::new(header, self.me, &self.key);
-        if let Some(own) = self.own.as_mut() {
-            if own.votes.add(self.me, &self.committee) {
-                own.signatures.push(VoteSignature {
-                    voter: self.me,
-                    signature: vote.signature,
-                });
-            }
-        }
-    }
-
-    /// Sends again what may have been lost when the round stalls: our uncertified header, or our
-    /// latest certificate.
-    fn resend(&mut self, actions: &mut Vec<Action>) {
-        let Some(own) = &self.own else { return };
-        if own.certified {
-            if let Some(v) = self
-                .dag
-                .get(&own.header.round())
-                .and_then(|v| v.get(&self.me))
-            {
-                actions.push(Action::Broadcast(ConsensusMessage::CertificateSummary(
-                    v.certificate.summary(),
-                )));
-            }
-        } else {
-            actions.push(Action::Broadcast(ConsensusMessage::Header(
-                (*own.header).clone(),
-            )));
-        }
-    }
-
-    // ----------------------------------------------------------------------------------------
-    // Synchronizer.
-
-    fn request_missing(
+    fn absorb(
         &mut self,
-        digests: &BTreeSet<Digest>,
-        round: Round,
-        referrer: AuthorityIndex,
+        released: Released,
         now: TimestampMs,
+        ready: &mut Vec<Certificate>,
         actions: &mut Vec<Action>,
     ) {
-        let mut ask = Vec::new();
-        for d in digests {
-            if self.pending_certificates.contains_key(d) {
-                continue; // Here already, waiting on its own parents.
-            }
-            match self.missing.get_mut(d) {
-                Some(m) => {
-                    if !m.referrers.contains(&referrer) {
-                        m.referrers.push(referrer);
-                    }
-                }
-                None => {
-                    if self.missing.len() >= self.config.missing_certificates_max {
-                        continue;
-                    }
-                    self.missing.insert(
-                        *d,
-                        MissingCertificate {
-                            round,
-                            referrers: vec![referrer],
-                            attempts: 1,
-                            requested_at: Some(now),
-                        },
-                    );
-                    ask.push(*d);
-                }
-            }
-        }
-        if referrer != self.me {
-            for chunk in ask.chunks(self.config.sync_digests_max) {
-                actions.push(Action::Send {
-                    to: referrer,
-                    message: ConsensusMessage::SyncRequest(SyncRequest::Certificates {
-                        digests: chunk.to_vec(),
-                    }),
-                });
-            }
-        }
-    }
-
-    /// The peer to ask on the n-th attempt: the referrers first, then everyone else in turn.
-    fn peer_for_attempt(&self, referrers: &[AuthorityIndex], attempt: usize) -> AuthorityIndex {
-        let others: Vec<AuthorityIndex> = referrers
-            .iter()
-            .copied()
-            .chain(self.committee.indices().filter(|a| !referrers.contains(a)))
-            .filter(|a| *a != self.me)
-            .collect();
-        others
-            .get(attempt % others.len().max(1))
-            .copied()
-            .unwrap_or(self.me)
-    }
-
-    fn retry_fetches(&mut self, now: TimestampMs, actions: &mut Vec<Action>) {
-        let mut by_peer: BTreeMap<AuthorityIndex, Vec<Digest>> = BTreeMap::new();
-        let due: Vec<Digest> = self
-            .missing
-            .iter()
-            .filter(|(_, m)| {
-                m.requested_at
-                    .is_none_or(|t| now.saturating_sub(t) >= self.config.sync_retry_ms)
-            })
-            .map(|(d, _)| *d)
-            .collect();
-        for d in due {
-            let m = &self.missing[&d];
-            if m.round < self.gc_round {
-                self.missing.remove(&d);
-                continue;
-            }
-            let peer = self.peer_for_attempt(&m.referrers, m.attempts);
-            let m = self.missing.get_mut(&d).expect("present");
-            m.attempts += 1;
-            m.requested_at = Some(now);
-            if peer != self.me {
-                by_peer.entry(peer).or_default().push(d);
-            }
-        }
-        for (peer, digests) in by_peer {
-            for chunk in digests.chunks(self.config.sync_digests_max) {
-                actions.push(Action::Send {
-                    to: peer,
-                    message: ConsensusMessage::SyncRequest(SyncRequest::Certificates {
-                        digests: chunk.to_vec(),
-                    }),
-                });
-            }
-        }
-        // Catching up by rounds: one request at a time, moving to the next peer on silence.
-        let peer = match (&self.catch_up, self.behind_peer.take()) {
-            (Some(c), _) if now.saturating_sub(c.requested_at) >= self.config.sync_retry_ms => {
-                let attempts = c.attempts + 1;
-                Some((self.peer_for_attempt(&[c.peer], attempts), attempts))
-            }
-            (None, Some(p)) => Some((p, 0)),
-            _ => None,
-        };
-        if let Some((peer, attempts)) = peer {
-            if peer != self.me {
-                self.catch_up = Some(CatchUp {
-                    peer,
-                    requested_at: now,
-                    attempts,
-                });
-                actions.push(Action::Send {
-                    to: peer,
-                    message: ConsensusMessage::SyncRequest(SyncRequest::Rounds {
-                        after_round: self.highest_quorum_round.prev().max(self.gc_round),
-                    }),
-                });
-            }
-        }
-        if self
-            .catch_up
-            .as_ref()
-            .is_some_and(|c| c.attempts >= self.committee.size() * 2)
-        {
-            self.catch_up = None;
+        ready.extend(released.certificates);
+        for header in released.headers {
+            // A released header that fails the voter's checks simply gets no vote.
+            let _ = self.vote_if_valid(&header, now, actions);
         }
     }
 
     // ----------------------------------------------------------------------------------------
-    // Bullshark commit rule and garbage collection.
+    // Commits and garbage collection.
 
-    /// A certificate of `round` arrived: if `round - 1` is a leader round, see whether its
-    /// leader now has f+1 stake of support, and commit it after the earlier leaders it links to.
-    fn try_commit(&mut self, round: Round, actions: &mut Vec<Action>) {
-        let leader_round = round.prev();
-        if round == Round::GENESIS
-            || !leader_round.is_even()
-            || leader_round == Round::GENESIS
-            || leader_round <= self.last_committed_round
-        {
+    /// Runs the commit rule for a new certificate of `round`; records and reports each commit,
+    /// then collects below the new floor.
+    fn commit(
+        &mut self,
+        round: Round,
+        now: TimestampMs,
+        ready: &mut Vec<Certificate>,
+        actions: &mut Vec<Action>,
+    ) {
+        let committed = self.linearizer.try_commit(&mut self.dag, round);
+        if committed.is_empty() {
             return;
         }
-        let Some(leader) = self.leader_certificate(leader_round) else {
-            return;
-        };
-        let leader_digest = leader.digest();
-        let support: u64 = self
-            .dag
-            .get(&round)
-            .into_iter()
-            .flatten()
-            .filter(|(_, v)| {
-                v.certificate
-                    .parents()
-                    .iter()
-                    .any(|p| p.digest == leader_digest)
-            })
-            .map(|(a, _)| self.committee.stake(*a))
-            .sum();
-        if support < self.committee.validity_threshold() {
-            return;
+        for sub_dag in committed {
+            self.batch.commits.push(sub_dag.record());
+            actions.push(Action::Commit(sub_dag));
         }
-        // Walk back over the uncommitted leader rounds; commit each leader the current one links
-        // to, earliest first.
-        let mut leaders = vec![leader.clone()];
-        let mut current = leader;
-        let mut r = leader_round;
-        while r.0 >= self.last_committed_round.0 + 4 {
-            r = Round(r.0 - 2);
-            if r < self.gc_round {
-                break;
-            }
-            if let Some(prev) = self.leader_certificate(r) {
-                if self.linked(&current, &prev) {
-                    leaders.push(prev.clone());
-                    current = prev;
-                }
-            }
-        }
-        for leader in leaders.into_iter().rev() {
-            self.commit_leader(leader, actions);
-        }
-        self.collect_garbage(actions);
-    }
-
-    fn leader_certificate(&self, round: Round) -> Option<Certificate> {
-        self.dag
-            .get(&round)
-            .and_then(|v| v.get(&self.schedule.leader(round)))
-            .map(|v| v.certificate.clone())
-    }
-
-    /// Whether `to` is in the causal history of `from`.
-    fn linked(&self, from: &Certificate, to: &Certificate) -> bool {
-        let mut layer: BTreeSet<Digest> = BTreeSet::from([from.digest()]);
-        let mut r = from.round();
-        while r > to.round() {
-            let mut next = BTreeSet::new();
-            if let Some(vertices) = self.dag.get(&r) {
-                for v in vertices.values() {
-                    if layer.contains(&v.certificate.digest()) {
-                        next.extend(v.certificate.parents().iter().map(|p| p.digest));
-                    }
-                }
-            }
-            layer = next;
-            r = r.prev();
-        }
-        layer.contains(&to.digest())
-    }
-
-    /// Orders the leader's uncommitted causal history by (round, author) and emits it.
-    fn commit_leader(&mut self, leader: Certificate, actions: &mut Vec<Action>) {
-        let mut seen = BTreeSet::new();
-        let mut stack = vec![leader.reference()];
-        let mut chosen: Vec<(Round, AuthorityIndex)> = Vec::new();
-        while let Some(r) = stack.pop() {
-            if r.round < self.gc_round || !seen.insert(r.digest) {
-                continue;
-            }
-            let Some(v) = self.dag.get(&r.round).and_then(|v| v.get(&r.author)) else {
-                continue;
-            };
-            if v.committed || v.certificate.digest() != r.digest {
-                continue;
-            }
-            chosen.push((r.round, r.author));
-            stack.extend(v.certificate.parents().iter().copied());
-        }
-        chosen.sort();
-        let mut certificates = Vec::with_capacity(chosen.len());
-        for (round, author) in chosen {
-            let v = self
-                .dag
-                .get_mut(&round)
-                .and_then(|v| v.get_mut(&author))
-                .expect("chosen from the DAG");
-            v.committed = true;
-            certificates.push(v.certificate.clone());
-        }
-        let timestamp = leader.header().created_at.max(self.last_commit_timestamp);
-        let sub_dag = CommittedSubDag {
-            index: self.next_commit_index,
-            leader: leader.reference(),
-            timestamp,
-            certificates,
-        };
-        self.batch.commits.push(CommitRecord {
-            index: sub_dag.index,
-            leader: sub_dag.leader,
-            timestamp,
-            certificates: sub_dag.certificates.iter().map(|c| c.digest()).collect(),
-            lowest_round: sub_dag
-                .certificates
-                .iter()
-                .map(|c| c.round())
-                .min()
-                .unwrap_or(leader.round()),
-        });
-        self.next_commit_index += 1;
-        self.last_commit_timestamp = timestamp;
-        self.last_committed_round = leader.round();
-        actions.push(Action::Commit(sub_dag));
+        self.collect_garbage(now, ready, actions);
     }
 
     /// Persists what this call produced, before any of its actions leave the core.
@@ -1414,20 +710,19 @@ impl<S: ConsensusStore> Core<S> {
         self.store.write(std::mem::take(&mut self.batch))
     }
 
-    fn gc_round_for(&self, committed_round: Round) -> Round {
-        committed_round.saturating_sub(self.config.gc_depth_rounds)
-    }
-
-    /// Drops everything below `last committed round − depth`; reports the payload of our own
-    /// headers that were collected without being committed.
-    fn collect_garbage(&mut self, actions: &mut Vec<Action>) {
-        let gc_round = self.gc_round_for(self.last_committed_round);
-        if gc_round <= self.gc_round {
+    /// Drops everything below the linearizer's floor; reports the payload of our own headers
+    /// that were collected without being committed.
+    fn collect_garbage(
+        &mut self,
+        now: TimestampMs,
+        ready: &mut Vec<Certificate>,
+        actions: &mut Vec<Action>,
+    ) {
+        let gc_round = self.linearizer.gc_round();
+        if gc_round <= self.dag.gc_round() {
             return;
         }
-        self.gc_round = gc_round;
-        let kept = self.dag.split_off(&gc_round);
-        let collected = std::mem::replace(&mut self.dag, kept);
+        let collected = self.dag.collect(gc_round);
         let kept_own = self.own_headers.split_off(&gc_round);
         for (round, header) in std::mem::replace(&mut self.own_headers, kept_own) {
             let committed = collected
@@ -1438,12 +733,6 @@ impl<S: ConsensusStore> Core<S> {
                 actions.push(Action::ReproposePayload(header.header().payload.clone()));
             }
         }
-        for (_, vertices) in collected {
-            for v in vertices.into_values() {
-                self.accepted.remove(&v.certificate.digest());
-            }
-        }
-        self.quorum_reached_at = self.quorum_reached_at.split_off(&gc_round);
         let kept_slots = self.header_slots.split_off(&(gc_round, AuthorityIndex(0)));
         for (_, d) in std::mem::replace(&mut self.header_slots, kept_slots) {
             self.headers.remove(&d);
@@ -1451,32 +740,15 @@ impl<S: ConsensusStore> Core<S> {
         self.reported_equivocations = self
             .reported_equivocations
             .split_off(&(gc_round, AuthorityIndex(0)));
-        self.missing.retain(|_, m| m.round >= gc_round);
-        self.waiters.retain(|_, (round, _)| *round >= gc_round);
-        // Suspended items whose parents are now below the collection round count as complete.
-        let stale: Vec<Digest> = self
-            .pending_certificates
-            .iter()
-            .filter(|(_, p)| p.certificate.round().prev() < gc_round)
-            .map(|(d, _)| *d)
-            .collect();
-        for d in stale {
-            let p = self.pending_certificates.remove(&d).expect("present");
-            if p.certificate.round() >= gc_round {
-                self.released_certificates.push(p.certificate);
-            }
-        }
-        let stale: Vec<Digest> = self
-            .pending_headers
-            .iter()
-            .filter(|(_, p)| p.header.round().prev() < gc_round)
-            .map(|(d, _)| *d)
-            .collect();
-        for d in stale {
-            let p = self.pending_headers.remove(&d).expect("present");
-            if p.header.round() >= gc_round {
-                self.vote(&p.header, actions);
-            }
-        }
+        let released = self.sync.collect(gc_round);
+        self.absorb(released, now, ready, actions);
     }
+}
+
+fn push_requests(actions: &mut Vec<Action>, requests: Vec<Request>) {
+    actions.extend(
+        requests
+            .into_iter()
+            .map(|(to, message)| Action::Send { to, message }),
+    );
 }

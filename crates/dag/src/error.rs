@@ -38,6 +38,33 @@ pub enum DagError {
         stake: Stake,
         quorum: Stake,
     },
+    #[error("{what} names {round}, beyond the highest round a message may carry")]
+    RoundOutOfRange { what: &'static str, round: Round },
+    #[error("header {header} names parent {claimed:?}, but that digest is the certificate of {actual:?}")]
+    ParentMismatch {
+        header: Digest,
+        claimed: (AuthorityIndex, Round),
+        actual: (AuthorityIndex, Round),
+    },
+    #[error("header {digest} is stamped {created_at_ms} ms, more than {skew_ms} ms ahead of our clock ({now_ms} ms)")]
+    HeaderFromFuture {
+        digest: Digest,
+        created_at_ms: u64,
+        now_ms: u64,
+        skew_ms: u64,
+    },
+    #[error("header {digest} is stamped {created_at_ms} ms, earlier than its parent stamped {parent_ms} ms")]
+    HeaderBeforeParents {
+        digest: Digest,
+        created_at_ms: u64,
+        parent_ms: u64,
+    },
+    #[error("{author} already has {count} headers waiting for parents, its share is {max}")]
+    AuthorQuotaExceeded {
+        author: AuthorityIndex,
+        count: usize,
+        max: usize,
+    },
     #[error("header lists parent author {author} twice")]
     DuplicateParent { author: AuthorityIndex },
     #[error("certificate {digest} has votes of {stake} stake, quorum is {quorum}")]

@@ -13,7 +13,12 @@
 //! - [`validation`]: stateless checks that turn messages into `Verified` values
 //! - [`leader_schedule`]: the stake-weighted leader of each even round
 //! - [`config`]: timing and every bound of the core
-//! - [`core`]: the state machine: proposer, voter, synchronizer, committer, garbage collector
+//! - [`core`]: the state machine's façade: routes messages between its rooms, votes, collects
+//!   garbage; `core/proposer.rs` (when and what to propose), `core/recovery.rs` (restart from the
+//!   store), `core/serving.rs` (answering peers' sync requests, the committed sequence)
+//! - `dag_state`: the accepted DAG, parent references checked against what they name
+//! - `synchronizer`: what waits for which parent, fetches, catching up by pages, per-author quotas
+//! - `linearizer`: Bullshark's commit rule, each leader's history as a sub-DAG, commit timestamps
 //! - [`store`]: the storage trait and its in-memory twin; [`redb_store`]: the redb one
 //! - [`sim`]: a seeded, single-threaded simulator of many nodes with faults
 //! - [`test_dag`]: a text notation for DAG scenarios
@@ -22,13 +27,16 @@ pub mod committee;
 pub mod config;
 pub mod core;
 pub mod crypto;
+mod dag_state;
 pub mod encoding;
 pub mod error;
 pub mod leader_schedule;
+mod linearizer;
 pub mod messages;
 pub mod redb_store;
 pub mod sim;
 pub mod store;
+mod synchronizer;
 pub mod test_dag;
 pub mod types;
 pub mod validation;

@@ -1,7 +1,7 @@
 //! Headers, votes, certificates and the other messages consensus exchanges.
 //!
-//! A certificate's digest is its header's digest: one header, one vertex, whatever set of votes
-//! certifies it.
+//! A certificate's digest is its signed header's digest (header and signature): one signed
+//! header, one vertex, whatever set of votes certifies it.
 
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use crate::encoding::digest_of;
 use crate::types::{AuthorityIndex, Digest, Epoch, Round, TimestampMs, Transaction};
 
 const HEADER_DIGEST_DOMAIN: &[u8] = b"trainmesh/dag/header-digest/v1";
+const VERTEX_DIGEST_DOMAIN: &[u8] = b"trainmesh/dag/vertex-digest/v1";
 
 /// A reference to a certificate of the previous round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -53,42 +54,45 @@ struct SignedHeaderWire {
 
 impl From<SignedHeaderWire> for SignedHeader {
     fn from(w: SignedHeaderWire) -> SignedHeader {
-        let digest = w.header.digest();
-        SignedHeader {
-            header: w.header,
-            signature: w.signature,
-            digest,
-        }
+        SignedHeader::with_signature(w.header, w.signature)
     }
 }
 
-/// A header with its author's signature; its digest is computed once, on construction.
+/// The digest of a signed header: it covers the header *and* its author's signature, so two
+/// nodes that hold a vertex of one digest hold it byte for byte (an ed25519 signer can make many
+/// valid signatures of one message; only the one the votes name is part of the DAG).
+fn vertex_digest(header_digest: &Digest, signature: &Signature) -> Digest {
+    digest_of(VERTEX_DIGEST_DOMAIN, &(header_digest, signature))
+}
+
+/// A header with its author's signature. Two digests are computed once, on construction: the
+/// header's own ([`Header::digest`], which the author signs) and the vertex digest over header
+/// and signature ([`SignedHeader::digest`], which votes sign and parents reference).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "SignedHeaderWire")]
 pub struct SignedHeader {
     header: Header,
     signature: Signature,
     #[serde(skip_serializing)]
+    header_digest: Digest,
+    #[serde(skip_serializing)]
     digest: Digest,
 }
 
 impl SignedHeader {
     pub fn new(header: Header, key: &KeyPair) -> SignedHeader {
-        let digest = header.digest();
-        let signature = key.sign(SigningDomain::Header, &digest);
-        SignedHeader {
-            header,
-            signature,
-            digest,
-        }
+        let signature = key.sign(SigningDomain::Header, &header.digest());
+        SignedHeader::with_signature(header, signature)
     }
 
-    /// A header with an arbitrary signature: genesis, and tests of invalid signatures.
+    /// A header with an arbitrary signature: genesis, decoding, and tests of invalid signatures.
     pub fn with_signature(header: Header, signature: Signature) -> SignedHeader {
-        let digest = header.digest();
+        let header_digest = header.digest();
+        let digest = vertex_digest(&header_digest, &signature);
         SignedHeader {
             header,
             signature,
+            header_digest,
             digest,
         }
     }
@@ -99,8 +103,13 @@ impl SignedHeader {
     pub fn signature(&self) -> &Signature {
         &self.signature
     }
+    /// The vertex digest: header and signature.
     pub fn digest(&self) -> Digest {
         self.digest
+    }
+    /// The digest of the header alone: what its author signed.
+    pub fn header_digest(&self) -> Digest {
+        self.header_digest
     }
     pub fn round(&self) -> Round {
         self.header.round
@@ -110,6 +119,9 @@ impl SignedHeader {
     }
     pub fn epoch(&self) -> Epoch {
         self.header.epoch
+    }
+    pub fn created_at(&self) -> TimestampMs {
+        self.header.created_at
     }
     pub fn reference(&self) -> CertificateRef {
         CertificateRef {
@@ -243,9 +255,14 @@ pub struct CertificateSummary {
 pub enum SyncRequest {
     /// Certificates by digest (missing parents).
     Certificates { digests: Vec<Digest> },
-    /// Every certificate of the rounds after `after_round` the peer holds, lowest rounds first,
-    /// up to the peer's limits (catching up after a partition or a restart).
-    Rounds { after_round: Round },
+    /// The certificates the peer holds from position (`round`, `author`) on, in (round, author)
+    /// order, up to the peer's limits (catching up after a partition or a restart). The requester
+    /// pages on from just after the last certificate it received, so a round larger than one
+    /// reply is served in several.
+    Rounds {
+        round: Round,
+        author: AuthorityIndex,
+    },
 }
 
 /// The answer to a [`SyncRequest`]: full certificates, lowest rounds first.
@@ -311,8 +328,9 @@ pub struct EquivocationEvidence {
 }
 
 impl EquivocationEvidence {
-    /// Checks the proof on its own: same author, round and epoch, different digests, both
-    /// signatures valid under the committee.
+    /// Checks the proof on its own: same author, round and epoch, different signed headers, both
+    /// signatures valid under the committee. Two valid signatures of one header count too: an
+    /// honest (deterministic) ed25519 signer never makes a second one.
     pub fn verify(&self, committee: &Committee) -> bool {
         let (a, b) = (&self.first, &self.second);
         if a.author() != b.author()
@@ -325,7 +343,7 @@ impl EquivocationEvidence {
         let Some(vk) = committee.verifying_key(a.author()) else {
             return false;
         };
-        vk.verify(SigningDomain::Header, &a.digest(), a.signature())
-            && vk.verify(SigningDomain::Header, &b.digest(), b.signature())
+        vk.verify(SigningDomain::Header, &a.header_digest(), a.signature())
+            && vk.verify(SigningDomain::Header, &b.header_digest(), b.signature())
     }
 }

@@ -161,6 +161,57 @@ impl ConsensusStore for RedbStore {
         }
     }
 
+    fn certificates_page(
+        &self,
+        round: Round,
+        author: AuthorityIndex,
+        last_round: Round,
+        max: usize,
+    ) -> DagResult<Vec<Certificate>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let idx = txn.open_table(CERTIFICATES_BY_ROUND).map_err(storage)?;
+        let t = txn.open_table(CERTIFICATES).map_err(storage)?;
+        let start = round_key(round, author, &Digest::default());
+        let end = round_key(last_round.next(), AuthorityIndex(0), &Digest::default());
+        let mut out = Vec::new();
+        for entry in idx
+            .range(start.as_slice()..end.as_slice())
+            .map_err(storage)?
+            .take(max)
+        {
+            let (k, _) = entry.map_err(storage)?;
+            let digest: [u8; 32] = k
+                .value()
+                .get(12..44)
+                .and_then(|d| d.try_into().ok())
+                .ok_or_else(|| corrupt("short certificate index key"))?;
+            let v = t.get(&digest).map_err(storage)?.ok_or_else(|| {
+                corrupt(format!(
+                    "index names missing certificate {}",
+                    Digest(digest)
+                ))
+            })?;
+            out.push(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?);
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, index: u64) -> DagResult<Option<CommitRecord>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let t = txn.open_table(COMMITS).map_err(storage)?;
+        let Some(v) = t.get(index).map_err(storage)? else {
+            return Ok(None);
+        };
+        let record: CommitRecord = decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?;
+        if record.index != index {
+            return Err(corrupt(format!(
+                "commit key {index} holds the record of commit {}",
+                record.index
+            )));
+        }
+        Ok(Some(record))
+    }
+
     fn commits_from(&self, index: u64) -> DagResult<Vec<CommitRecord>> {
         let txn = self.db.begin_read().map_err(storage)?;
         let t = txn.open_table(COMMITS).map_err(storage)?;

@@ -60,8 +60,19 @@ pub trait ConsensusStore {
     /// Certificates of rounds ≥ `round`, in (round, author) order.
     fn certificates_from(&self, round: Round) -> DagResult<Vec<Certificate>>;
     fn certificate(&self, digest: &Digest) -> DagResult<Option<Certificate>>;
+    /// At most `max` certificates from position (`round`, `author`) on, of rounds ≤ `last_round`,
+    /// in (round, author) order.
+    fn certificates_page(
+        &self,
+        round: Round,
+        author: AuthorityIndex,
+        last_round: Round,
+        max: usize,
+    ) -> DagResult<Vec<Certificate>>;
     /// Commit records with index ≥ `index`, in order.
     fn commits_from(&self, index: u64) -> DagResult<Vec<CommitRecord>>;
+    /// The commit record of `index`, checked to be that index.
+    fn commit(&self, index: u64) -> DagResult<Option<CommitRecord>>;
     fn last_commit(&self) -> DagResult<Option<CommitRecord>>;
     /// Forgets commit records with index < `index` and certificates of rounds < `round`.
     fn prune(&mut self, commits_below_index: u64, certificates_below_round: Round)
@@ -135,6 +146,32 @@ impl ConsensusStore for MemStore {
 
     fn certificate(&self, digest: &Digest) -> DagResult<Option<Certificate>> {
         Ok(self.certificates.get(digest).cloned())
+    }
+
+    fn certificates_page(
+        &self,
+        round: Round,
+        author: AuthorityIndex,
+        last_round: Round,
+        max: usize,
+    ) -> DagResult<Vec<Certificate>> {
+        self.by_round
+            .range((round, author, Digest::default())..)
+            .take_while(|((r, _, _), _)| *r <= last_round)
+            .take(max)
+            .map(|((_, _, d), _)| {
+                self.certificates
+                    .get(d)
+                    .cloned()
+                    .ok_or_else(|| DagError::CorruptStore {
+                        reason: format!("index names missing certificate {d}"),
+                    })
+            })
+            .collect()
+    }
+
+    fn commit(&self, index: u64) -> DagResult<Option<CommitRecord>> {
+        Ok(self.commits.get(&index).cloned())
     }
 
     fn commits_from(&self, index: u64) -> DagResult<Vec<CommitRecord>> {

@@ -12,9 +12,15 @@ pub struct Round(pub u64);
 
 impl Round {
     pub const GENESIS: Round = Round(0);
+    /// The highest round a message from the network may carry: far beyond any real run (a round
+    /// a millisecond for 146 million years), and far enough below `u64::MAX` that round
+    /// arithmetic on a validated round never overflows.
+    pub const MAX: Round = Round(1 << 62);
 
+    /// The next round, saturating at `u64::MAX` (rounds from the wire are at most [`Round::MAX`],
+    /// so this saturates only on a value no message can carry).
     pub fn next(self) -> Round {
-        Round(self.0 + 1)
+        Round(self.0.saturating_add(1))
     }
 
     /// The previous round, saturating at genesis.

@@ -68,12 +68,15 @@ impl Validator {
                 VerifiedMessage::CertificateSummary(self.verify_summary(s)?)
             }
             ConsensusMessage::SyncRequest(r) => {
-                if let SyncRequest::Certificates { digests } = &r {
-                    self.check_count(
+                match &r {
+                    SyncRequest::Certificates { digests } => self.check_count(
                         "sync request digests",
                         digests.len(),
                         self.config.sync_digests_max,
-                    )?;
+                    )?,
+                    SyncRequest::Rounds { round, .. } => {
+                        self.check_round("sync request", *round)?
+                    }
                 }
                 VerifiedMessage::SyncRequest(r)
             }
@@ -122,6 +125,7 @@ impl Validator {
         let h = header.header();
         self.check_epoch(h.epoch)?;
         self.check_member(h.author)?;
+        self.check_round("header", h.round)?;
         if h.round == Round::GENESIS {
             return Err(DagError::GenesisFromNetwork);
         }
@@ -169,23 +173,40 @@ impl Validator {
 
     pub fn verify_header(&self, header: SignedHeader) -> DagResult<Verified<SignedHeader>> {
         self.check_header_shape(&header)?;
+        self.check_header_signature(&header)?;
+        Ok(Verified(header))
+    }
+
+    fn check_header_signature(&self, header: &SignedHeader) -> DagResult<()> {
         let vk = self
             .committee
             .verifying_key(header.author())
             .expect("membership checked");
-        if !vk.verify(SigningDomain::Header, &header.digest(), header.signature()) {
+        if !vk.verify(
+            SigningDomain::Header,
+            &header.header_digest(),
+            header.signature(),
+        ) {
             return Err(DagError::InvalidSignature {
                 signer: header.author(),
                 what: "header",
             });
         }
-        Ok(Verified(header))
+        Ok(())
+    }
+
+    fn check_round(&self, what: &'static str, round: Round) -> DagResult<()> {
+        if round > Round::MAX {
+            return Err(DagError::RoundOutOfRange { what, round });
+        }
+        Ok(())
     }
 
     pub fn verify_vote(&self, vote: Vote) -> DagResult<Verified<Vote>> {
         self.check_epoch(vote.epoch)?;
         self.check_member(vote.voter)?;
         self.check_member(vote.header_author)?;
+        self.check_round("vote", vote.round)?;
         if vote.round == Round::GENESIS {
             return Err(DagError::GenesisFromNetwork);
         }
@@ -257,11 +278,14 @@ impl Validator {
         })
     }
 
-    /// A certificate is proven by its votes: a quorum signed the header's digest, which each of
-    /// them did only after checking the header and its author's signature.
+    /// A certificate is proven by its votes: a quorum signed the vertex digest (header and
+    /// signature), which each of them did only after checking the header and its author's
+    /// signature. The signature is checked here too, so that every vertex a node holds carries
+    /// its author's valid signature (equivocation evidence built from it verifies).
     pub fn verify_certificate(&self, certificate: Certificate) -> DagResult<Verified<Certificate>> {
         self.check_header_shape(certificate.signed_header())?;
         self.check_votes(&certificate.digest(), certificate.votes())?;
+        self.check_header_signature(certificate.signed_header())?;
         Ok(Verified(certificate))
     }
 
@@ -271,6 +295,7 @@ impl Validator {
     ) -> DagResult<Verified<CertificateSummary>> {
         self.check_epoch(summary.epoch)?;
         self.check_member(summary.author)?;
+        self.check_round("certificate summary", summary.round)?;
         if summary.round == Round::GENESIS {
             return Err(DagError::GenesisFromNetwork);
         }
