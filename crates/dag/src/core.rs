@@ -201,9 +201,10 @@ impl<S: ConsensusStore> Core<S> {
                 })
                 .into_iter()
                 .collect()),
-            VerifiedMessage::SyncResponse(certificates) => {
-                self.handle_sync_response(from, certificates, now)
-            }
+            VerifiedMessage::SyncResponse {
+                certificates,
+                rounds_from,
+            } => self.handle_sync_response(from, certificates, rounds_from, now),
         }
     }
 
@@ -345,6 +346,7 @@ impl<S: ConsensusStore> Core<S> {
         &mut self,
         from: AuthorityIndex,
         mut certificates: Vec<Verified<Certificate>>,
+        rounds_from: Option<(Round, AuthorityIndex)>,
         now: TimestampMs,
     ) -> DagResult<Vec<Action>> {
         let mut actions = Vec::new();
@@ -365,7 +367,8 @@ impl<S: ConsensusStore> Core<S> {
                 first_error.get_or_insert(e);
             }
         }
-        if let Some((peer, message)) = self.sync.on_rounds_reply(from, last, now) {
+        let page = rounds_from.and_then(|asked| self.sync.on_rounds_reply(from, asked, last, now));
+        if let Some((peer, message)) = page {
             actions.push(Action::Send { to: peer, message });
         }
         self.flush()?;

@@ -269,6 +269,9 @@ pub enum SyncRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncResponse {
     pub certificates: Vec<Certificate>,
+    /// For a reply to `Rounds`: the position it answers, so that the requester pages on only
+    /// from the reply to its own page request.
+    pub rounds_from: Option<(Round, AuthorityIndex)>,
 }
 
 /// Everything validators send each other.

@@ -456,11 +456,15 @@ impl Synchronizer {
     pub(crate) fn on_rounds_reply(
         &mut self,
         from: AuthorityIndex,
+        answered: (Round, AuthorityIndex),
         last: Option<(Round, AuthorityIndex)>,
         now: TimestampMs,
     ) -> Option<Request> {
         let c = self.catch_up.as_ref().filter(|c| c.peer == from)?;
         let asked = c.position;
+        if answered != asked {
+            return None; // An old or unasked page.
+        }
         let Some((round, author)) = last else {
             self.catch_up = None;
             return None;

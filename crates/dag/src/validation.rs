@@ -38,7 +38,10 @@ pub enum VerifiedMessage {
     Certificate(Verified<Certificate>),
     CertificateSummary(Verified<CertificateSummary>),
     SyncRequest(SyncRequest),
-    SyncResponse(Vec<Verified<Certificate>>),
+    SyncResponse {
+        certificates: Vec<Verified<Certificate>>,
+        rounds_from: Option<(Round, AuthorityIndex)>,
+    },
 }
 
 /// Validates messages against one committee and the size limits of a [`CoreConfig`].
@@ -91,7 +94,10 @@ impl Validator {
                     .into_iter()
                     .map(|c| self.verify_certificate(c))
                     .collect::<DagResult<Vec<_>>>()?;
-                VerifiedMessage::SyncResponse(certificates)
+                VerifiedMessage::SyncResponse {
+                    certificates,
+                    rounds_from: r.rounds_from,
+                }
             }
         })
     }

@@ -55,6 +55,7 @@ fn message(kind: u8, author: u32, round: u64, payload: Vec<Vec<u8>>) -> Consensu
             let dag = DagBuilder::parse(tc, "1: * -> *\n2: A B C -> *");
             ConsensusMessage::SyncResponse(SyncResponse {
                 certificates: dag.certificates(),
+                rounds_from: Some((Round(1), AuthorityIndex(0))),
             })
         }
     }

@@ -40,6 +40,7 @@ impl<S: ConsensusStore> Core<S> {
             max_count: self.config.sync_response_certificates_max,
             max_bytes: self.config.sync_response_bytes_max,
         };
+        let mut rounds_from = None;
         match request {
             SyncRequest::Certificates { digests } => {
                 for d in digests.iter().take(self.config.sync_digests_max) {
@@ -57,10 +58,14 @@ impl<S: ConsensusStore> Core<S> {
                     return None;
                 }
             }
-            SyncRequest::Rounds { round, author } => self.serve_rounds(round, author, &mut page),
+            SyncRequest::Rounds { round, author } => {
+                rounds_from = Some((round, author));
+                self.serve_rounds(round, author, &mut page);
+            }
         }
         Some(SyncResponse {
             certificates: page.certificates,
+            rounds_from,
         })
     }
 
