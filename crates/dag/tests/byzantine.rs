@@ -196,13 +196,13 @@ fn forged_parent_references_cannot_split_two_observers() {
     o1.feed(&early);
     o1.feed(&[c(s1, 3), c(s2, 3), c(n1, 3), c(n2, 3)]);
     o1.feed(&round4);
-    o1.feed(&[forged.clone()]);
+    o1.feed(std::slice::from_ref(&forged));
     o1.feed(&round5);
     let mut o2 = Observer::new(&tc, AuthorityIndex(3), observer_config());
     o2.feed(&early);
     o2.feed(&[c(s1, 3), c(n1, 3), c(n2, 3)]);
     o2.feed(&round4);
-    o2.feed(&[forged.clone()]);
+    o2.feed(std::slice::from_ref(&forged));
     o2.feed(&round5);
     o2.feed(&[c(s2, 3)]);
 
@@ -347,7 +347,7 @@ fn committing_leaders_one_by_one_or_together_gives_the_same_sequence() {
     // One by one: d5 arrives with round 5, so the round-4 leader commits on its own.
     let mut one_by_one = Observer::new(&tc, AuthorityIndex(0), gc2());
     one_by_one.feed(&rounds(&s, 1, 5));
-    one_by_one.feed(&[d5.clone()]);
+    one_by_one.feed(std::slice::from_ref(&d5));
     one_by_one.feed(&rounds(&s, 6, 7));
     // Together: d5 arrives last, so the round-4 leader commits only through the round-6 one.
     let mut together = Observer::new(&tc, AuthorityIndex(0), gc2());
