@@ -58,7 +58,8 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let scenario = match &args.scenario {
         Some(name) => Some(
-            FaultKind::from_name(name).ok_or_else(|| anyhow::anyhow!("unknown scenario {name:?}"))?,
+            FaultKind::from_name(name)
+                .ok_or_else(|| anyhow::anyhow!("unknown scenario {name:?}"))?,
         ),
         None => None,
     };
@@ -91,9 +92,10 @@ fn main() -> anyhow::Result<()> {
                     Ok(_) => {}
                     Err(f) => {
                         println!(
-                            "FAIL seed={seed} nodes={nodes} at {}ms: {}\n  replay: {}",
+                            "FAIL seed={seed} nodes={nodes} at {}ms: {}\n  config: {}\n  replay: {}",
                             f.at_ms,
                             f.reason,
+                            f.config,
                             f.replay_command()
                         );
                         failures.lock().expect("no panics while held").push((nodes, seed, f));
@@ -108,9 +110,9 @@ fn main() -> anyhow::Result<()> {
     for (_, _, f) in &failures {
         *by_invariant.entry(invariant(f)).or_default() += 1;
     }
-    let first = failures.first().map(|(nodes, seed, f)| {
-        json!({"seed": seed, "nodes": nodes, "replay": f.replay_command()})
-    });
+    let first = failures.first().map(
+        |(nodes, seed, f)| json!({"seed": seed, "nodes": nodes, "replay": f.replay_command()}),
+    );
     println!(
         "{}",
         json!({

@@ -12,8 +12,8 @@ use rand::Rng;
 use crate::committee::StakeAggregator;
 use crate::crypto::Signature;
 use crate::messages::{
-    Certificate, CertificateRef, ConsensusMessage, Header, SignedHeader, SyncRequest,
-    SyncResponse, Vote, VoteSignature,
+    Certificate, CertificateRef, ConsensusMessage, Header, SignedHeader, SyncRequest, SyncResponse,
+    Vote, VoteSignature,
 };
 use crate::store::ConsensusStore;
 use crate::types::{AuthorityIndex, Digest, Round, TimestampMs};
@@ -76,10 +76,13 @@ impl Simulator {
             (Behaviour::WithholdCertificate, message @ ConsensusMessage::CertificateSummary(_)) => {
                 // Only the lower half of the committee (by index) ever gets it from us.
                 let half = (self.config.nodes / 2) as u32;
-                let some: Vec<AuthorityIndex> = targets.into_iter().filter(|a| a.0 < half).collect();
+                let some: Vec<AuthorityIndex> =
+                    targets.into_iter().filter(|a| a.0 < half).collect();
                 self.send_message(node, &some, &message);
             }
-            (Behaviour::HostileSync(lie), message) => self.hostile_sync(node, lie, targets, message),
+            (Behaviour::HostileSync(lie), message) => {
+                self.hostile_sync(node, lie, targets, message)
+            }
             (_, message) => self.send_message(node, &targets, &message),
         }
     }
@@ -110,7 +113,10 @@ impl Simulator {
 
     fn add_forged_vote(&mut self, node: AuthorityIndex, vote: &Vote) {
         let committee = self.committee.committee().clone();
-        let state = self.byzantine.get_mut(&node).expect("checked by the caller");
+        let state = self
+            .byzantine
+            .get_mut(&node)
+            .expect("checked by the caller");
         let forged = state
             .forged
             .get_mut(&vote.header_digest)
@@ -129,13 +135,19 @@ impl Simulator {
         let certificate = Certificate::new(forged.header.clone(), forged.signatures.clone());
         self.report.forged_certified += 1;
         let others = self.others(node);
-        self.send_message(node, &others, &ConsensusMessage::Certificate(certificate.clone()));
+        self.send_message(
+            node,
+            &others,
+            &ConsensusMessage::Certificate(certificate.clone()),
+        );
         match self.nodes[node.as_usize()]
             .validator
             .verify_certificate(certificate)
         {
             Ok(v) => self.feed(node, node, VerifiedMessage::Certificate(v)),
-            Err(e) => self.fail(format!("simulator: {node}'s forged certificate does not verify: {e}")),
+            Err(e) => self.fail(format!(
+                "simulator: {node}'s forged certificate does not verify: {e}"
+            )),
         }
     }
 
@@ -147,7 +159,10 @@ impl Simulator {
         behaviour: Behaviour,
         original: &SignedHeader,
     ) -> SignedHeader {
-        let state = self.byzantine.get(&node).expect("a faulty node has a state");
+        let state = self
+            .byzantine
+            .get(&node)
+            .expect("a faulty node has a state");
         if let Some(d) = state.replacements.get(&original.digest()) {
             return (*state.forged[d].header).clone();
         }
@@ -258,7 +273,12 @@ impl Simulator {
     }
 
     /// A properly signed header with made-up parents of the previous round.
-    fn junk_header(&mut self, node: AuthorityIndex, round: Round, template: &Header) -> SignedHeader {
+    fn junk_header(
+        &mut self,
+        node: AuthorityIndex,
+        round: Round,
+        template: &Header,
+    ) -> SignedHeader {
         let quorum = self.committee().quorum_threshold() as usize;
         let parents = self
             .committee()
@@ -327,14 +347,21 @@ impl Simulator {
             }
             (SyncLie::Oversized, ConsensusMessage::SyncResponse(r)) => {
                 let cap = self.config.core.sync_response_certificates_max;
-                let certificates = r.certificates.iter().cycle().take(cap + 1).cloned().collect();
+                let certificates = r
+                    .certificates
+                    .iter()
+                    .cycle()
+                    .take(cap + 1)
+                    .cloned()
+                    .collect();
                 ConsensusMessage::SyncResponse(SyncResponse { certificates })
             }
-            (SyncLie::HugeAfterRound, ConsensusMessage::SyncRequest(SyncRequest::Rounds { .. })) => {
-                ConsensusMessage::SyncRequest(SyncRequest::Rounds {
-                    after_round: Round(u64::MAX),
-                })
-            }
+            (
+                SyncLie::HugeAfterRound,
+                ConsensusMessage::SyncRequest(SyncRequest::Rounds { .. }),
+            ) => ConsensusMessage::SyncRequest(SyncRequest::Rounds {
+                after_round: Round(u64::MAX),
+            }),
             (SyncLie::HugeAfterRound, ConsensusMessage::Header(h)) if h.author() == node => {
                 // Every round, one peer in turn is asked for the rounds after u64::MAX.
                 let peer = self.others(node)[h.round().0 as usize % (self.config.nodes - 1)];
@@ -344,9 +371,41 @@ impl Simulator {
                 self.send_message(node, &[peer], &ask);
                 ConsensusMessage::Header(h)
             }
+            (SyncLie::OtherRounds | SyncLie::ForgedSignatures, ConsensusMessage::Header(h))
+                if h.author() == node =>
+            {
+                self.push_unsolicited(node, lie, h.round().prev());
+                ConsensusMessage::Header(h)
+            }
             (_, message) => message,
         };
         self.send_message(node, &targets, &message);
+    }
+
+    /// A reply nobody asked for, with the round's certificates lied about: peers still missing
+    /// some of them take them from it.
+    fn push_unsolicited(&mut self, node: AuthorityIndex, lie: SyncLie, round: Round) {
+        let Some(core) = self.nodes[node.as_usize()].core.as_ref() else {
+            return;
+        };
+        let certificates: Vec<Certificate> = core
+            .store()
+            .certificates_from(round)
+            .unwrap_or_default()
+            .into_iter()
+            .take_while(|c| c.round() == round)
+            .filter(|c| c.round() > Round::GENESIS)
+            .collect();
+        if certificates.is_empty() {
+            return;
+        }
+        let honest = SyncResponse { certificates };
+        let lie = match lie {
+            SyncLie::ForgedSignatures => forge_header_signatures(&honest),
+            _ => self.other_rounds(node, &honest),
+        };
+        let others = self.others(node);
+        self.send_message(node, &others, &ConsensusMessage::SyncResponse(lie));
     }
 
     /// Certificates of rounds other than the ones asked, from the node's store.
@@ -383,4 +442,3 @@ fn forge_header_signatures(response: &SyncResponse) -> SyncResponse {
         .collect();
     SyncResponse { certificates }
 }
-

@@ -219,7 +219,8 @@ impl SimConfig {
         config
     }
 
-    /// One named fault kind, always present, on a network with random delays and nothing else.
+    /// One named fault kind, always present, with its [`FaultKind::companions`], on a network
+    /// with random delays and nothing else.
     pub fn scenario(kind: FaultKind, seed: u64, nodes: usize, duration_ms: u64) -> SimConfig {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x05ce_7a71_0000);
         let mut config = SimConfig::calm(seed, nodes);
@@ -235,6 +236,9 @@ impl SimConfig {
         config.latency.jitter_ms = rng.gen_range(10..80);
         let mut plan = Plan::new(&mut config, &mut rng);
         plan.add(kind);
+        for &companion in kind.companions() {
+            plan.add(companion);
+        }
         plan.finish();
         config
     }
@@ -257,9 +261,12 @@ impl SimConfig {
 
     /// The least commit rate every honest running node owes after healing: one commit per four
     /// leader timeouts (a leader round and its voting round, each waiting at most one timeout,
-    /// twice over for a leader that is down).
+    /// twice over for a leader that is down), each timeout stretched by the three message delays
+    /// of a round (header, vote, certificate) over the slowest validator's links.
     pub fn min_commit_rate_per_s(&self) -> f64 {
-        1_000.0 / (4 * self.core.leader_timeout_ms) as f64
+        let slowest_ms = self.slow_nodes.values().copied().max().unwrap_or(0);
+        let period_ms = 4 * (self.core.leader_timeout_ms + 3 * slowest_ms);
+        1_000.0 / period_ms as f64
     }
 
     /// Time a node gets after healing, or after its last restart, to catch up before its commit

@@ -105,6 +105,19 @@ impl FaultKind {
         FaultKind::ALL.into_iter().find(|k| k.name() == name)
     }
 
+    /// What a named scenario of this kind adds so the kind has something to bite on: a small
+    /// reply cap matters to a node that catches up, a shallow collection depth to commits that
+    /// reach deep, after crashes and partitions.
+    pub fn companions(self) -> &'static [FaultKind] {
+        match self {
+            FaultKind::SmallReplyCap => &[FaultKind::RestartBeyondWindow],
+            FaultKind::ShallowGc => &[FaultKind::Crash, FaultKind::Partition, FaultKind::Loss],
+            FaultKind::StragglerChain => &[FaultKind::ShallowGc, FaultKind::Crash],
+            FaultKind::TightBounds => &[FaultKind::InWindowJunk, FaultKind::Loss],
+            _ => &[],
+        }
+    }
+
     /// Whether this kind makes one authority faulty (Byzantine, or crashing).
     fn is_faulty_authority(self) -> bool {
         self <= FaultKind::RestartBeyondWindow
@@ -178,7 +191,11 @@ impl Mix {
         } else if self.0.is_empty() {
             "none".to_string()
         } else {
-            self.0.iter().map(|k| k.name()).collect::<Vec<_>>().join("+")
+            self.0
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join("+")
         }
     }
 
@@ -351,7 +368,9 @@ impl<'a> Plan<'a> {
                 let half = (self.config.core.max_clock_skew_ms / 2) as i64;
                 for i in 0..nodes as u32 {
                     let offset = self.rng.gen_range(-half..=half);
-                    self.config.clock_offsets_ms.insert(AuthorityIndex(i), offset);
+                    self.config
+                        .clock_offsets_ms
+                        .insert(AuthorityIndex(i), offset);
                 }
             }
             FaultKind::SlowValidator => {

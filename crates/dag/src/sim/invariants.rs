@@ -144,8 +144,7 @@ impl Checker {
                         ));
                     }
                 }
-                if p.round > Round::GENESIS && p.round >= floor && !committed.contains(&p.digest)
-                {
+                if p.round > Round::GENESIS && p.round >= floor && !committed.contains(&p.digest) {
                     return Err(format!(
                         "causality: {node}'s commit {k} holds {name} before its parent {}{}",
                         p.author, p.round.0
@@ -169,7 +168,9 @@ impl Checker {
             }
         }
         if sub_dag.certificates.last().map(|c| c.digest()) != Some(sub_dag.leader.digest) {
-            return Err(format!("leader: {node}'s commit {k} does not end with its leader"));
+            return Err(format!(
+                "leader: {node}'s commit {k} does not end with its leader"
+            ));
         }
         Ok(())
     }
@@ -225,7 +226,10 @@ impl Checker {
         let honest: Vec<&AuthorityIndex> = self.honest.iter().collect();
         for (i, &a) in honest.iter().enumerate() {
             for &b in &honest[i + 1..] {
-                let (x, y) = (&self.logs[a.as_usize()].entries, &self.logs[b.as_usize()].entries);
+                let (x, y) = (
+                    &self.logs[a.as_usize()].entries,
+                    &self.logs[b.as_usize()].entries,
+                );
                 if let Some(k) = (0..x.len().min(y.len())).find(|&k| x[k] != y[k]) {
                     return Err(format!("agreement: {a} and {b} differ at commit {k}"));
                 }
@@ -249,7 +253,8 @@ impl Checker {
             if !self.honest.contains(&node) {
                 continue;
             }
-            let start = config.heal_at_ms.max(last_restart.unwrap_or(0)) + config.catch_up_grace_ms();
+            let start =
+                config.heal_at_ms.max(last_restart.unwrap_or(0)) + config.catch_up_grace_ms();
             if start >= config.duration_ms {
                 continue;
             }

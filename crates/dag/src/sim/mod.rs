@@ -70,6 +70,11 @@ pub use faults::{FaultKind, Mix};
 use byzantine::ByzantineState;
 use invariants::Checker;
 
+thread_local! {
+    /// The virtual time of the event being handled, for the report of a panic.
+    static NOW_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Virtual time 0 on every clock, before the node's offset: far enough from 0 that a slow clock
 /// never goes negative.
 pub const CLOCK_ORIGIN_MS: u64 = 1_000_000_000;
@@ -237,13 +242,23 @@ impl Simulator {
 
     /// What `node`'s clock reads now.
     fn clock(&self, node: AuthorityIndex) -> TimestampMs {
-        let offset = self.config.clock_offsets_ms.get(&node).copied().unwrap_or(0);
+        let offset = self
+            .config
+            .clock_offsets_ms
+            .get(&node)
+            .copied()
+            .unwrap_or(0);
         TimestampMs(CLOCK_ORIGIN_MS.saturating_add_signed(offset) + self.now_ms)
     }
 
     /// The virtual time at which `node`'s clock reads `at`.
     fn virtual_time(&self, node: AuthorityIndex, at: TimestampMs) -> u64 {
-        let offset = self.config.clock_offsets_ms.get(&node).copied().unwrap_or(0);
+        let offset = self
+            .config
+            .clock_offsets_ms
+            .get(&node)
+            .copied()
+            .unwrap_or(0);
         at.0.saturating_sub(CLOCK_ORIGIN_MS.saturating_add_signed(offset))
     }
 
@@ -275,6 +290,7 @@ impl Simulator {
                 break;
             }
             self.now_ms = at;
+            NOW_MS.with(|n| n.set(at));
             self.handle(event);
         }
         self.now_ms = self.config.duration_ms;
@@ -343,7 +359,10 @@ impl Simulator {
                 // Identical replay: the restarted core re-emits exactly what it committed before.
                 let replay = match core.committed_from(0) {
                     Ok(r) => r,
-                    Err(e) => return self.fail(format!("replay: {node} cannot replay after restart: {e}")),
+                    Err(e) => {
+                        return self
+                            .fail(format!("replay: {node} cannot replay after restart: {e}"))
+                    }
                 };
                 let replayed: Vec<Vec<u8>> = replay.iter().map(encode).collect();
                 if let Err(reason) = self.checker.check_replay(node, &replayed) {
@@ -443,7 +462,9 @@ impl Simulator {
         };
         match core.handle_message(from, message, now) {
             Ok(actions) => self.carry_out(to, actions),
-            Err(DagError::Storage { reason }) => self.fail(format!("storage: {to} storage failed: {reason}")),
+            Err(DagError::Storage { reason }) => {
+                self.fail(format!("storage: {to} storage failed: {reason}"))
+            }
             Err(_) => {
                 self.report.messages_rejected += 1;
                 self.schedule_tick(to);
@@ -480,11 +501,15 @@ impl Simulator {
                 Action::Commit(sub_dag) => self.on_commit(node, sub_dag),
                 Action::EquivocationDetected(evidence) => {
                     if !evidence.verify(self.committee()) {
-                        self.fail(format!("evidence: {node} reported evidence that does not verify"));
+                        self.fail(format!(
+                            "evidence: {node} reported evidence that does not verify"
+                        ));
                     }
                     let culprit = evidence.first.author();
                     if self.is_honest(culprit) {
-                        self.fail(format!("evidence: honest {culprit} was caught equivocating"));
+                        self.fail(format!(
+                            "evidence: honest {culprit} was caught equivocating"
+                        ));
                     }
                     self.report.equivocations_detected.insert(culprit);
                 }
@@ -550,8 +575,9 @@ pub fn run(config: SimConfig) -> Result<SimReport, SimFailure> {
         config: config.describe(),
         replay_env: config.replay_env.clone(),
         reason,
-        at_ms: 0,
+        at_ms: NOW_MS.with(|n| n.get()),
     };
+    NOW_MS.with(|n| n.set(0));
     match catch_unwind(AssertUnwindSafe(|| Simulator::new(config.clone()).run())) {
         Ok(result) => result,
         Err(panic) => {
