@@ -73,10 +73,8 @@ fn main() -> anyhow::Result<()> {
     let failures: Mutex<Vec<(usize, u64, SimFailure)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..args.threads.max(1) {
-            scope.spawn(|| loop {
-                let Some(&(nodes, seed)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                    break;
-                };
+            scope.spawn(|| {
+                while let Some(&(nodes, seed)) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
                 let config = match scenario {
                     Some(kind) => SimConfig::scenario(kind, seed, nodes, args.ms),
                     None => SimConfig::draw(seed, nodes, &mix, args.ms),
@@ -100,6 +98,7 @@ fn main() -> anyhow::Result<()> {
                         );
                         failures.lock().expect("no panics while held").push((nodes, seed, f));
                     }
+                }
                 }
             });
         }
