@@ -6,11 +6,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use trainmesh_actors::node::{self, NodeSpec};
+use trainmesh_actors::node::{self, LocalConsensusConfig, NodeSpec};
 use trainmesh_contracts::datasets::Dataset;
 use trainmesh_contracts::jobs::{Job, JobSpec, JobState};
 use trainmesh_contracts::{keys as state_keys, Address, Call, DatasetId, JobId};
-use trainmesh_dag::CoreConfig;
 
 use crate::config::parse_peer_addr;
 use crate::devnet::{demo_job, DatasetChoice};
@@ -301,7 +300,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         trainer: None,
         evaluator: None,
         provider: None,
-        core_config: CoreConfig::default(),
+        local_consensus: LocalConsensusConfig::default(),
     })?;
     let me = handle.wallet.address;
     // Catch up with the ledger first (the nonce and the dataset come from it).
