@@ -13,7 +13,7 @@ use trainmesh_actors::coordinator::GetStatus;
 use trainmesh_actors::node::{self, LocalConsensusConfig, NodeHandle, NodeSpec};
 use trainmesh_actors::provider::{AttachedDataset, DataProvider, DatasetOffer};
 use trainmesh_actors::trainer::Registration;
-use trainmesh_actors::wallet::Submitter;
+use trainmesh_actors::wallet::{Submitter, Wallet};
 use trainmesh_contracts::jobs::{
     HyperParams, Job, JobSpec, JobState, Metric, Optimizer, Target, Unit, UnitState,
 };
@@ -24,7 +24,6 @@ use trainmesh_contracts::{
 };
 use trainmesh_dag::ConsensusParams;
 use trainmesh_gpu::dataset::Samples;
-use trainmesh_ledger::Transaction;
 
 use crate::keys;
 use crate::net::{free_port, loopback};
@@ -530,19 +529,12 @@ async fn submit_job(
     spec: &JobSpec,
     deadline: Instant,
 ) -> anyhow::Result<JobId> {
-    let (nonce, mut scanned) = {
-        let l = n.ledger.read().expect("ledger lock");
-        (l.account(&address(researcher))?.nonce, l.height())
-    };
-    let tx = Transaction {
-        chain_id: chain_id.into(),
-        public_key: node::public_key(researcher),
-        nonce,
-        fee: Amount::ZERO,
-        call: Call::SubmitJob { spec: spec.clone() },
-    }
-    .sign(researcher);
     let submitter = Submitter::Local(n.coordinator.clone().expect("validator").recipient());
+    let wallet = Wallet::new(*researcher, chain_id.into(), submitter.clone());
+    let mut scanned = n.ledger.read().expect("ledger lock").height();
+    let tx = wallet
+        .sign_next(&n.ledger, Call::SubmitJob { spec: spec.clone() })
+        .map_err(|e| anyhow::anyhow!("signing the job: {e}"))?;
     let mut sent: Option<Instant> = None;
     loop {
         if sent.is_none_or(|t| t.elapsed() > RESUBMIT_AFTER) {
