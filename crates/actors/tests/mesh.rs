@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use trainmesh_actors::ledger::{LedgerAdvanced, Subscribe};
+use trainmesh_actors::mesh_config::MeshConfig;
 use trainmesh_actors::node::{self, NodeHandle, NodeSpec};
 use trainmesh_contracts::{
     Address, Amount, Call, Genesis, GenesisAccount, GenesisValidator, Hash32, Params,
@@ -115,6 +116,7 @@ fn validators_agree_and_followers_sync() {
                 leader_timeout_ms: 500,
                 ..CoreConfig::default()
             },
+            mesh: MeshConfig::default(),
         };
         let mut nodes = Vec::new();
         for i in 0..n {
