@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use trainmesh_actors::coordinator::GetStatus;
+use trainmesh_actors::mesh_config::MeshConfig;
 use trainmesh_actors::node::{self, NodeHandle, NodeSpec};
 use trainmesh_actors::provider::{AttachedDataset, DatasetOffer};
 use trainmesh_actors::trainer::Registration;
@@ -310,6 +311,7 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
         evaluator: None,
         provider: None,
         core_config: core_config.clone(),
+        mesh: MeshConfig::default(),
     };
     let mut nodes = Vec::new();
     for (i, (account, consensus)) in roles.validators.iter().enumerate() {
