@@ -120,11 +120,12 @@ pub fn peer_id(public_key: &[u8; 32]) -> Result<PeerId, NetworkError> {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    /// First, so that a connection it denies is never seen by the others (libp2p's advice).
+    limits: connection_limits::Behaviour,
     gossipsub: gossipsub::Behaviour,
     identify: identify::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
     direct: request_response::Behaviour<DirectCodec>,
-    limits: connection_limits::Behaviour,
 }
 
 /// Starts the swarm in a task; returns its command sender and the inbound queue's receiver.
