@@ -146,6 +146,11 @@ struct Channel {
     ready: Notify,
 }
 
+/// The swarm is gone and every event it queued was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the network stopped")]
+pub struct Closed;
+
 /// The swarm's end: pushes messages and connection events; closes the queue when dropped.
 #[derive(Debug)]
 pub struct InboundSender {
@@ -210,9 +215,9 @@ impl Drop for InboundSender {
 }
 
 impl InboundReceiver {
-    /// The next event if one is waiting (connection events first); `Err(())` once the swarm is
-    /// gone and the queue drained.
-    pub fn try_recv(&self) -> Result<Option<NetworkEvent>, ()> {
+    /// The next event if one is waiting (connection events first); [`Closed`] once the swarm
+    /// is gone and the queue drained.
+    pub fn try_recv(&self) -> Result<Option<NetworkEvent>, Closed> {
         let mut s = self.channel.state.lock().expect("inbound lock");
         if let Some(e) = s.control.pop_front() {
             return Ok(Some(e));
@@ -221,7 +226,7 @@ impl InboundReceiver {
             return Ok(Some(NetworkEvent::Message { from, bytes }));
         }
         if s.closed {
-            Err(())
+            Err(Closed)
         } else {
             Ok(None)
         }
@@ -233,7 +238,7 @@ impl InboundReceiver {
             match self.try_recv() {
                 Ok(Some(e)) => return Some(e),
                 Ok(None) => self.channel.ready.notified().await,
-                Err(()) => return None,
+                Err(Closed) => return None,
             }
         }
     }

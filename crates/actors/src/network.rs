@@ -356,11 +356,7 @@ impl EventLoop {
                 peer_id,
                 num_established: 0,
                 ..
-            } => {
-                if self.connected.remove(&peer_id) {
-                    self.inbound.control(NetworkEvent::Disconnected(peer_id));
-                }
-            }
+            } => self.on_disconnected(peer_id),
             SwarmEvent::IncomingConnectionError {
                 error: ListenError::Denied { cause },
                 ..
@@ -398,6 +394,12 @@ impl EventLoop {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn on_disconnected(&mut self, peer: PeerId) {
+        if self.connected.remove(&peer) {
+            self.inbound.control(NetworkEvent::Disconnected(peer));
         }
     }
 

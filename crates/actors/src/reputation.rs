@@ -223,7 +223,7 @@ impl<K: Ord + Clone> PeerPolicy<K> {
         let victim = self
             .peers
             .iter()
-            .filter(|(_, r)| !r.banned_until.is_some_and(|u| u > now))
+            .filter(|(_, r)| r.banned_until.is_none_or(|u| u <= now))
             .min_by_key(|(_, r)| r.score_milli)
             .map(|(k, _)| k.clone());
         if let Some(k) = victim {

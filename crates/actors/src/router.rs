@@ -20,7 +20,7 @@ use trainmesh_ledger::transaction::SignedTransaction;
 use crate::blobs::{Audience, BlobStore, Fetcher};
 use crate::consensus::PeerBook;
 use crate::coordinator::{ConsensusInbound, SubmitTransactions};
-use crate::inbound::InboundReceiver;
+use crate::inbound::{Closed, InboundReceiver};
 use crate::ledger::{SharedLedger, SyncResponseFrom};
 use crate::metrics::NodeMetrics;
 use crate::network::{NetworkCommand, NetworkEvent};
@@ -275,7 +275,7 @@ impl Router {
                     ctx.spawn(ready.map(|_, act, ctx| act.pump(ctx)));
                     return;
                 }
-                Err(()) => {
+                Err(Closed) => {
                     tracing::debug!("network stopped");
                     return;
                 }
