@@ -1,7 +1,12 @@
 //! The Coordinator actor: a thin shell around a validator's DAG [`Core`]. It feeds the core
 //! verified messages, mempool submissions and the clock (one timer at the core's next deadline),
-//! carries out its actions through the network, hands committed sub-DAGs to the ledger, and
-//! serves committed batches to followers.
+//! carries out its actions through the network, and hands committed sub-DAGs to the ledger.
+//!
+//! Two things are kept off this thread: peers' sync requests go to the
+//! [`SyncServer`](crate::sync_server::SyncServer), which reads the DAG store beside the core; and
+//! only offences (see [`crate::reputation::classify`]) are reported against a peer, never a
+//! message that is merely ahead of us. Once the ledger has executed commits, all but the last
+//! `retain_commits` of them are pruned from the store.
 
 use std::time::Duration;
 
@@ -12,13 +17,16 @@ use tokio::sync::mpsc;
 use trainmesh_dag::encoding::{decode, encode, MESSAGE_BYTES_MAX};
 use trainmesh_dag::{
     Action, AuthorityIndex, CommittedSubDag, ConsensusStore, Core, CoreStatus, DagError,
-    Transaction, Validator,
+    Transaction, Validator, VerifiedMessage,
 };
 
 use crate::consensus::{now, PeerBook};
+use crate::ledger::LedgerAdvanced;
 use crate::metrics::NodeMetrics;
 use crate::network::NetworkCommand;
-use crate::wire::{self, MeshMessage, SyncedBatch, SYNC_BATCHES_MAX, SYNC_BYTES_MAX};
+use crate::reputation::classify;
+use crate::sync_server::ServeCertificates;
+use crate::wire::{self, SyncedBatch};
 
 /// A consensus message from a validator peer (the channel byte already removed).
 #[derive(Message, Debug)]
@@ -32,15 +40,6 @@ pub struct ConsensusInbound {
 #[derive(Message, Debug)]
 #[rtype(result = "Result<(), String>")]
 pub struct SubmitTransactions(pub Vec<Transaction>);
-
-/// A follower asks for committed batches.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct ServeSync {
-    pub peer: PeerId,
-    pub from: u64,
-    pub max: u32,
-}
 
 #[derive(Message, Debug)]
 #[rtype(result = "CoreStatus")]
@@ -63,6 +62,8 @@ pub struct DagRound {
 
 /// Committed leaders remembered for the DAG view.
 const RECENT_LEADERS: usize = 512;
+/// Executed commits pruned at once (pruning rewrites part of the store: not on every commit).
+pub const PRUNE_EVERY_COMMITS: u64 = 32;
 
 /// Sent to the ledger, in commit order.
 #[derive(Message, Debug)]
@@ -79,6 +80,23 @@ pub fn synced_batch(sub_dag: &CommittedSubDag) -> SyncedBatch {
     }
 }
 
+/// What a Coordinator is wired to.
+#[derive(Debug)]
+pub struct CoordinatorWiring {
+    pub validator: Validator,
+    pub peers: PeerBook,
+    pub net: mpsc::Sender<NetworkCommand>,
+    pub ledger: Recipient<Committed>,
+    /// Serves peers' DAG sync requests off this thread; without one (benchmarks on an in-memory
+    /// store), the core answers them itself.
+    pub sync: Option<Recipient<ServeCertificates>>,
+    /// The ledger's next index at start: commits from it on are replayed to the ledger.
+    pub replay_from: u64,
+    /// Executed commits kept in the store for followers.
+    pub retain_commits: u64,
+    pub metrics: NodeMetrics,
+}
+
 pub struct Coordinator<S: ConsensusStore + Unpin + 'static> {
     core: Core<S>,
     startup: Vec<Action>,
@@ -86,7 +104,11 @@ pub struct Coordinator<S: ConsensusStore + Unpin + 'static> {
     peers: PeerBook,
     net: mpsc::Sender<NetworkCommand>,
     ledger: Recipient<Committed>,
+    sync: Option<Recipient<ServeCertificates>>,
     replay_from: u64,
+    retain_commits: u64,
+    /// Commits below this index are pruned from the store.
+    pruned_below: u64,
     timer: Option<SpawnHandle>,
     metrics: NodeMetrics,
     recent_leaders: std::collections::VecDeque<(u64, u32)>,
@@ -101,27 +123,20 @@ impl<S: ConsensusStore + Unpin + 'static> std::fmt::Debug for Coordinator<S> {
 }
 
 impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        core: Core<S>,
-        startup: Vec<Action>,
-        validator: Validator,
-        peers: PeerBook,
-        net: mpsc::Sender<NetworkCommand>,
-        ledger: Recipient<Committed>,
-        replay_from: u64,
-        metrics: NodeMetrics,
-    ) -> Self {
+    pub fn new(core: Core<S>, startup: Vec<Action>, wiring: CoordinatorWiring) -> Self {
         Coordinator {
             core,
             startup,
-            validator,
-            peers,
-            net,
-            ledger,
-            replay_from,
+            validator: wiring.validator,
+            peers: wiring.peers,
+            net: wiring.net,
+            ledger: wiring.ledger,
+            sync: wiring.sync,
+            replay_from: wiring.replay_from,
+            retain_commits: wiring.retain_commits,
+            pruned_below: 0,
             timer: None,
-            metrics,
+            metrics: wiring.metrics,
             recent_leaders: std::collections::VecDeque::new(),
         }
     }
@@ -245,20 +260,73 @@ impl<S: ConsensusStore + Unpin + 'static> Handler<ConsensusInbound> for Coordina
         let verified = decode(&msg.bytes, MESSAGE_BYTES_MAX)
             .map_err(DagError::from)
             .and_then(|m| self.validator.verify_message(m));
+        let verified = match (verified, &self.sync) {
+            (Ok(VerifiedMessage::SyncRequest(request)), Some(sync)) => {
+                let peer = self.peers.peer(msg.from);
+                if sync.try_send(ServeCertificates { peer, request }).is_err() {
+                    self.metrics.sync_throttled.inc();
+                }
+                return;
+            }
+            (v, _) => v,
+        };
         match verified.and_then(|m| self.core.handle_message(msg.from, m, now())) {
             Ok(actions) => self.carry_out(actions, ctx),
             Err(e @ (DagError::Storage { .. } | DagError::CorruptStore { .. })) => {
                 self.fatal(e, ctx)
             }
-            Err(e) => {
-                self.metrics.messages_rejected.inc();
-                tracing::debug!(from = %msg.from, error = %e, "consensus message refused");
-                let _ = self.net.try_send(NetworkCommand::Penalize {
-                    peer: self.peers.peer(msg.from),
-                    reason: e.to_string(),
-                });
-            }
+            Err(e) => self.refused(msg.from, e),
         }
+    }
+}
+
+impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
+    /// A message the core refused: an offence is reported against its sender; anything else
+    /// (it is ahead of us, it is a late vote) is only counted.
+    fn refused(&mut self, from: AuthorityIndex, e: DagError) {
+        self.metrics.messages_rejected.inc();
+        tracing::debug!(%from, error = %e, "consensus message refused");
+        if let Some(offence) = classify(&e) {
+            let _ = self.net.try_send(NetworkCommand::Penalize {
+                peer: self.peers.peer(from),
+                offence,
+                reason: e.to_string(),
+            });
+        }
+    }
+
+    /// The ledger executed commits below `next_index`: prune all but the last
+    /// `retain_commits` of them, [`PRUNE_EVERY_COMMITS`] at a time.
+    fn prune(&mut self, next_index: u64, ctx: &mut Context<Self>) {
+        let Some(keep_from) = prune_point(next_index, self.retain_commits, self.pruned_below)
+        else {
+            return;
+        };
+        // `prune_executed(i)` keeps commits from `i + 1` on.
+        match self.core.prune_executed(keep_from - 1) {
+            Ok(()) => {
+                self.pruned_below = keep_from;
+                self.metrics.retained_from.set(keep_from as i64);
+            }
+            Err(e) => self.fatal(e, ctx),
+        }
+    }
+}
+
+/// Where the store may be pruned to (commits below it go) once the ledger executed everything
+/// below `next_index`, keeping `retain` executed commits; `None` until that is at least
+/// [`PRUNE_EVERY_COMMITS`] past the last prune at `pruned_below`.
+pub fn prune_point(next_index: u64, retain: u64, pruned_below: u64) -> Option<u64> {
+    let keep_from = next_index.saturating_sub(retain);
+    (keep_from > 0 && keep_from >= pruned_below.saturating_add(PRUNE_EVERY_COMMITS))
+        .then_some(keep_from)
+}
+
+impl<S: ConsensusStore + Unpin + 'static> Handler<LedgerAdvanced> for Coordinator<S> {
+    type Result = ();
+
+    fn handle(&mut self, msg: LedgerAdvanced, ctx: &mut Context<Self>) {
+        self.prune(msg.next_index, ctx);
     }
 }
 
@@ -278,35 +346,6 @@ impl<S: ConsensusStore + Unpin + 'static> Handler<SubmitTransactions> for Coordi
                 Err(e.to_string())
             }
         }
-    }
-}
-
-impl<S: ConsensusStore + Unpin + 'static> Handler<ServeSync> for Coordinator<S> {
-    type Result = ();
-
-    fn handle(&mut self, msg: ServeSync, _: &mut Context<Self>) {
-        let max = msg.max.clamp(1, SYNC_BATCHES_MAX) as usize;
-        let batches = match self.core.committed_from(msg.from) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot serve sync");
-                return;
-            }
-        };
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for s in batches.iter().take(max) {
-            let b = synced_batch(s);
-            bytes += b.encoded_len();
-            if bytes > SYNC_BYTES_MAX && !out.is_empty() {
-                break;
-            }
-            out.push(b);
-        }
-        self.send(
-            msg.peer,
-            MeshMessage::SyncResponse { batches: out }.encode(),
-        );
     }
 }
 
@@ -345,5 +384,29 @@ impl<S: ConsensusStore + Unpin + 'static> Handler<GetDag> for Coordinator<S> {
             })
             .collect();
         MessageResult(rounds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executed_commits_are_pruned_in_steps_keeping_the_retention() {
+        // Nothing executed beyond the retention: nothing to prune.
+        assert_eq!(prune_point(0, 100, 0), None);
+        assert_eq!(prune_point(100, 100, 0), None);
+        assert_eq!(prune_point(100 + PRUNE_EVERY_COMMITS - 1, 100, 0), None);
+        // One step past it: commits below 32 go, the last 100 executed stay.
+        assert_eq!(
+            prune_point(100 + PRUNE_EVERY_COMMITS, 100, 0),
+            Some(PRUNE_EVERY_COMMITS)
+        );
+        // Then again one step later, not on every commit.
+        let p = PRUNE_EVERY_COMMITS;
+        assert_eq!(prune_point(100 + p + 1, 100, p), None);
+        assert_eq!(prune_point(100 + 2 * p, 100, p), Some(2 * p));
+        // A retention larger than the history keeps everything.
+        assert_eq!(prune_point(5_000, u64::MAX, 0), None);
     }
 }

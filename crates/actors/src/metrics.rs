@@ -29,6 +29,21 @@ pub struct NodeMetrics {
     // Network.
     pub bytes_out: IntCounter,
     pub peers: IntGauge,
+    /// Received messages dropped because their peer was over its share of the inbound queue.
+    pub inbound_dropped: IntCounter,
+    /// Bytes of received messages waiting for the router.
+    pub inbound_bytes: IntGauge,
+    /// Times the router held a message back because the actor it is for was busy.
+    pub inbound_paused: IntCounter,
+    pub connections_refused: IntCounter,
+    pub offences: IntCounter,
+    pub bans: IntCounter,
+    /// Sync requests answered, by kind ("ledger", "certificates").
+    pub sync_served: IntCounterVec,
+    /// Sync requests refused: the peer was over its rate, or the server was busy.
+    pub sync_throttled: IntCounter,
+    /// The lowest commit index a validator still keeps for followers.
+    pub retained_from: IntGauge,
     // Work.
     pub training_steps: IntCounter,
     pub training_seconds: Histogram,
@@ -174,6 +189,48 @@ impl NodeMetrics {
             ),
             bytes_out: counter(&r, "trainmesh_network_bytes_out_total", "Bytes sent"),
             peers: gauge(&r, "trainmesh_network_peers", "Connected peers"),
+            inbound_dropped: counter(
+                &r,
+                "trainmesh_network_inbound_dropped_total",
+                "Received messages dropped: their peer was over its share of the inbound queue",
+            ),
+            inbound_bytes: gauge(
+                &r,
+                "trainmesh_network_inbound_bytes",
+                "Bytes of received messages waiting for the router",
+            ),
+            inbound_paused: counter(
+                &r,
+                "trainmesh_network_inbound_paused_total",
+                "Times the router held a message back for a busy actor",
+            ),
+            connections_refused: counter(
+                &r,
+                "trainmesh_network_connections_refused_total",
+                "Connections refused by the connection limits or a ban",
+            ),
+            offences: counter(
+                &r,
+                "trainmesh_network_offences_total",
+                "Offences recorded against peers",
+            ),
+            bans: counter(&r, "trainmesh_network_bans_total", "Peers banned"),
+            sync_served: counter_vec(
+                &r,
+                "trainmesh_sync_served_total",
+                "Sync requests answered, by kind",
+                &["kind"],
+            ),
+            sync_throttled: counter(
+                &r,
+                "trainmesh_sync_throttled_total",
+                "Sync requests refused: over the peer's rate, or the server busy",
+            ),
+            retained_from: gauge(
+                &r,
+                "trainmesh_consensus_retained_from_index",
+                "Lowest commit index kept in the DAG store for followers",
+            ),
             training_steps: counter(&r, "trainmesh_training_steps_total", "Optimizer steps run"),
             training_seconds: histogram(
                 &r,
@@ -212,6 +269,9 @@ impl NodeMetrics {
         }
         for outcome in ["accepted", "rejected"] {
             m.ledger_transactions.with_label_values(&[outcome]);
+        }
+        for kind in ["ledger", "certificates"] {
+            m.sync_served.with_label_values(&[kind]);
         }
         for verdict in ["accept", "reject"] {
             m.verification_outcomes.with_label_values(&[verdict]);

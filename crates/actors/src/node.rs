@@ -9,20 +9,23 @@ use actix::prelude::*;
 use libp2p::{Multiaddr, PeerId};
 use trainmesh_contracts::Genesis;
 use trainmesh_dag::{
-    Authority, Committee, Core, CoreConfig, Epoch, KeyPair, PublicKey, RedbStore, Validator,
+    Authority, Committee, Core, CoreConfig, Epoch, KeyPair, PublicKey, RedbReader, RedbStore,
+    Validator,
 };
 use trainmesh_gpu::dataset::Samples;
 use trainmesh_ledger::Ledger;
 
 use crate::blobs::{BlobStore, Fetcher};
 use crate::consensus::{now, PeerBook};
-use crate::coordinator::Coordinator;
+use crate::coordinator::{Coordinator, CoordinatorWiring};
 use crate::evaluator::EvaluatorActor;
 use crate::ledger::{LedgerActor, SharedLedger, Subscribe};
+use crate::mesh_config::MeshConfig;
 use crate::metrics::NodeMetrics;
 use crate::network::{self, NetworkConfig};
 use crate::provider::{DataProvider, DatasetOffer};
 use crate::router::{Router, ValidatorInbox};
+use crate::sync_server::SyncServer;
 use crate::trainer::{Registration, TrainerActor};
 use crate::wallet::{Submitter, Wallet};
 use crate::work::{DatasetCache, WorkContext};
@@ -44,6 +47,8 @@ pub struct NodeSpec {
     pub provider: Option<(Arc<Samples>, DatasetOffer)>,
     /// What this node tunes in its consensus core; the rest comes from the genesis.
     pub local_consensus: LocalConsensusConfig,
+    /// Connection limits, inbound queue, sync rate, commit retention, peer policy.
+    pub mesh: MeshConfig,
 }
 
 /// What a validator may tune in its consensus core for itself: its batching delay and its queue
@@ -117,6 +122,8 @@ pub struct NodeHandle {
     pub wallet: Wallet,
     pub committee: Committee,
     pub coordinator: Option<Addr<Coordinator<RedbStore>>>,
+    /// A validator's DAG store, read-only (what it serves to peers).
+    pub dag: Option<RedbReader>,
     pub ledger_actor: Addr<LedgerActor>,
     pub provider: Option<Addr<DataProvider>>,
     pub blobs: BlobStore,
@@ -189,6 +196,8 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
         bootstrap: spec.bootstrap.clone(),
         topics: vec![],
         validate: Arc::new(|_| true),
+        mesh: spec.mesh.clone(),
+        metrics: metrics.clone(),
     })?;
     let peer_id = network::keypair(&network_secret)?.public().to_peer_id();
     let blobs = BlobStore::default();
@@ -196,45 +205,33 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
     let chain_id = spec.genesis.chain_id.clone();
     let mut arbiters = Vec::new();
 
-    let (ledger_actor, coordinator) = match (validator_index, spec.consensus_secret) {
-        (Some(me), Some(secret)) => {
-            let arbiter = Arbiter::new();
-            let actor = LedgerActor::validator(ledger.clone(), net.clone(), metrics.clone());
-            let ledger_actor = LedgerActor::start_in_arbiter(&arbiter.handle(), |_| actor);
-            arbiters.push(arbiter);
-            let store = RedbStore::open(spec.data_dir.join("dag.redb"))?;
-            let core_config = spec.local_consensus.core_config(&spec.genesis);
-            let (core, startup) = Core::new(
-                core_config.clone(),
-                committee.clone(),
+    let validator = match (validator_index, spec.consensus_secret) {
+        (Some(me), Some(secret)) => Some(start_validator(
+            &spec,
+            ValidatorParts {
                 me,
-                KeyPair::from_secret_bytes(&secret),
-                store,
-                now(),
-            )?;
-            let coordinator = Coordinator::new(
-                core,
-                startup,
-                Validator::new(committee.clone(), core_config),
-                peers.clone(),
-                net.clone(),
-                ledger_actor.clone().recipient(),
+                secret,
+                committee: committee.clone(),
+                peers: peers.clone(),
+                ledger: ledger.clone(),
+                net: net.clone(),
                 replay_from,
-                metrics.clone(),
-            );
-            let arbiter = Arbiter::new();
-            let coordinator = Coordinator::start_in_arbiter(&arbiter.handle(), |_| coordinator);
-            arbiters.push(arbiter);
-            (ledger_actor, Some(coordinator))
-        }
-        _ => {
+                metrics: metrics.clone(),
+            },
+            &mut arbiters,
+        )?),
+        _ => None,
+    };
+    let (ledger_actor, coordinator, sync, dag) = match validator {
+        Some(v) => (v.ledger, Some(v.coordinator), Some(v.sync), Some(v.dag)),
+        None => {
             let actor = LedgerActor::follower(
                 ledger.clone(),
                 committee.clone(),
                 net.clone(),
                 metrics.clone(),
             )?;
-            (actor.start(), None)
+            (actor.start(), None, None, None)
         }
     };
 
@@ -248,11 +245,14 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
     };
     let wallet = Wallet::new(spec.account_secret, chain_id.clone(), submitter);
 
-    let inbox = coordinator.as_ref().map(|c| ValidatorInbox {
-        consensus: c.clone().recipient(),
-        mempool: c.clone().recipient(),
-        sync: c.clone().recipient(),
-    });
+    let inbox = coordinator
+        .as_ref()
+        .zip(sync)
+        .map(|(c, sync)| ValidatorInbox {
+            consensus: c.clone().recipient(),
+            mempool: c.clone().recipient(),
+            sync: sync.recipient(),
+        });
     Router::new(
         peers.clone(),
         inbox,
@@ -302,11 +302,86 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
         wallet,
         committee,
         coordinator,
+        dag,
         ledger_actor,
         provider,
         blobs,
         fetcher,
         arbiters,
+    })
+}
+
+/// What a validator's actors are started from.
+struct ValidatorParts {
+    me: trainmesh_dag::AuthorityIndex,
+    secret: [u8; 32],
+    committee: Committee,
+    peers: PeerBook,
+    ledger: SharedLedger,
+    net: tokio::sync::mpsc::Sender<network::NetworkCommand>,
+    replay_from: u64,
+    metrics: NodeMetrics,
+}
+
+struct ValidatorActors {
+    ledger: Addr<LedgerActor>,
+    coordinator: Addr<Coordinator<RedbStore>>,
+    sync: Addr<SyncServer>,
+    dag: RedbReader,
+}
+
+/// A validator's ledger, coordinator and sync server, each on its own thread; the coordinator
+/// hears of every executed commit (to prune the store behind the ledger).
+fn start_validator(
+    spec: &NodeSpec,
+    parts: ValidatorParts,
+    arbiters: &mut Vec<Arbiter>,
+) -> Result<ValidatorActors, NodeError> {
+    fn on_thread(arbiters: &mut Vec<Arbiter>) -> ArbiterHandle {
+        let arbiter = Arbiter::new();
+        let handle = arbiter.handle();
+        arbiters.push(arbiter);
+        handle
+    }
+    let actor = LedgerActor::validator(parts.ledger, parts.net.clone(), parts.metrics.clone());
+    let ledger = LedgerActor::start_in_arbiter(&on_thread(arbiters), |_| actor);
+    let store = RedbStore::open(spec.data_dir.join("dag.redb"))?;
+    let dag = store.reader();
+    let core_config = spec.local_consensus.core_config(&spec.genesis);
+    let server = SyncServer::new(
+        dag.clone(),
+        core_config.clone(),
+        &spec.mesh,
+        parts.net.clone(),
+        parts.metrics.clone(),
+    );
+    let sync = SyncServer::start_in_arbiter(&on_thread(arbiters), |_| server);
+    let (core, startup) = Core::new(
+        core_config.clone(),
+        parts.committee.clone(),
+        parts.me,
+        KeyPair::from_secret_bytes(&parts.secret),
+        store,
+        now(),
+    )?;
+    let wiring = CoordinatorWiring {
+        validator: Validator::new(parts.committee, core_config),
+        peers: parts.peers,
+        net: parts.net,
+        ledger: ledger.clone().recipient(),
+        sync: Some(sync.clone().recipient()),
+        replay_from: parts.replay_from,
+        retain_commits: spec.mesh.retain_commits,
+        metrics: parts.metrics,
+    };
+    let coordinator = Coordinator::new(core, startup, wiring);
+    let coordinator = Coordinator::start_in_arbiter(&on_thread(arbiters), |_| coordinator);
+    ledger.do_send(Subscribe(coordinator.clone().recipient()));
+    Ok(ValidatorActors {
+        ledger,
+        coordinator,
+        sync,
+        dag,
     })
 }
 

@@ -1,13 +1,16 @@
 //! Four validators, each a node with its own libp2p swarm on loopback and its own redb data,
 //! agree on the ledger; a transfer submitted through a follower (a node with no role) commits;
-//! a follower started late syncs from the committee and reaches the same state roots.
+//! a follower started late syncs from the committee and reaches the same state roots; validators
+//! prune the commits their ledgers executed, keeping the configured retention.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use trainmesh_actors::coordinator::PRUNE_EVERY_COMMITS;
 use trainmesh_actors::ledger::{LedgerAdvanced, Subscribe};
+use trainmesh_actors::mesh_config::MeshConfig;
 use trainmesh_actors::node::{self, LocalConsensusConfig, NodeHandle, NodeSpec};
 use trainmesh_contracts::{
     Address, Amount, Call, Genesis, GenesisAccount, GenesisValidator, Hash32, Params,
@@ -58,27 +61,24 @@ async fn wait_for(what: &str, deadline: Instant, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn validators_agree_and_followers_sync() {
-    let system = actix::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    });
-    system.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let n = 4;
+/// A devnet of `n` validators (labels `consensus-i`, accounts `account-i`) with alice funded.
+struct Testnet {
+    genesis: Genesis,
+    accounts: Vec<[u8; 32]>,
+    consensus: Vec<[u8; 32]>,
+    ports: Vec<u16>,
+    bootstrap: Vec<(libp2p::PeerId, libp2p::Multiaddr)>,
+}
+
+impl Testnet {
+    fn new(n: usize) -> Testnet {
         let accounts: Vec<[u8; 32]> = (0..n).map(|i| secret(&format!("account-{i}"))).collect();
         let consensus: Vec<[u8; 32]> = (0..n).map(|i| secret(&format!("consensus-{i}"))).collect();
-        let alice = secret("alice");
-        let bob = Address::from_public_key(&node::public_key(&secret("bob")));
         let genesis = Genesis {
             chain_id: "mesh-test".into(),
             genesis_time_ms: 0,
             accounts: vec![GenesisAccount {
-                address: Address::from_public_key(&node::public_key(&alice)),
+                address: Address::from_public_key(&node::public_key(&secret("alice"))),
                 balance: Amount::from_train(100),
             }],
             validators: (0..n)
@@ -95,7 +95,7 @@ fn validators_agree_and_followers_sync() {
             },
         };
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let bootstrap: Vec<_> = (0..n)
+        let bootstrap = (0..n)
             .map(|i| {
                 (
                     trainmesh_actors::network::peer_id(&node::public_key(&consensus[i])).unwrap(),
@@ -103,25 +103,69 @@ fn validators_agree_and_followers_sync() {
                 )
             })
             .collect();
-        let spec = |name: String, account: [u8; 32], port: u16| NodeSpec {
-            data_dir: dir.path().join(&name),
+        Testnet {
+            genesis,
+            accounts,
+            consensus,
+            ports,
+            bootstrap,
+        }
+    }
+
+    fn spec(&self, dir: &std::path::Path, name: String, account: [u8; 32], port: u16) -> NodeSpec {
+        NodeSpec {
+            data_dir: dir.join(&name),
             name,
-            genesis: genesis.clone(),
+            genesis: self.genesis.clone(),
             account_secret: account,
             consensus_secret: None,
             listen: addr(port),
-            bootstrap: bootstrap.clone(),
+            bootstrap: self.bootstrap.clone(),
             trainer: None,
             evaluator: None,
             provider: None,
             local_consensus: LocalConsensusConfig::default(),
-        };
-        let mut nodes = Vec::new();
-        for i in 0..n {
-            let mut s = spec(format!("validator-{i}"), accounts[i], ports[i]);
-            s.consensus_secret = Some(consensus[i]);
-            nodes.push(node::start(s).unwrap());
+            mesh: MeshConfig::default(),
         }
+    }
+
+    fn validators(&self, dir: &std::path::Path, mesh: &MeshConfig) -> Vec<NodeHandle> {
+        (0..self.ports.len())
+            .map(|i| {
+                let mut s = self.spec(
+                    dir,
+                    format!("validator-{i}"),
+                    self.accounts[i],
+                    self.ports[i],
+                );
+                s.consensus_secret = Some(self.consensus[i]);
+                s.mesh = mesh.clone();
+                node::start(s).unwrap()
+            })
+            .collect()
+    }
+}
+
+fn runtime() -> actix::SystemRunner {
+    actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+#[test]
+fn validators_agree_and_followers_sync() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let net = Testnet::new(4);
+        let alice = secret("alice");
+        let bob = Address::from_public_key(&node::public_key(&secret("bob")));
+        let spec =
+            |name: String, account: [u8; 32], port: u16| net.spec(dir.path(), name, account, port);
+        let nodes = net.validators(dir.path(), &MeshConfig::default());
         let roots: Vec<_> = nodes.iter().map(watch).collect();
         let client = node::start(spec("client".into(), alice, free_port())).unwrap();
         let client_roots = watch(&client);
@@ -178,6 +222,55 @@ fn validators_agree_and_followers_sync() {
         }
         assert!(compared > 20, "only {compared} roots compared");
         for node in nodes.into_iter().chain([client, late]) {
+            node.stop();
+        }
+    });
+}
+
+#[test]
+fn validators_prune_executed_commits_keeping_the_retention() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let net = Testnet::new(4);
+        let retain = 16;
+        let mesh = MeshConfig {
+            retain_commits: retain,
+            ..MeshConfig::default()
+        };
+        let nodes = net.validators(dir.path(), &mesh);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        // Pruning starts once the retention plus one step of commits were executed.
+        let target = retain + 2 * PRUNE_EVERY_COMMITS;
+        for v in &nodes {
+            wait_for("every validator past the target index", deadline, || {
+                v.ledger.read().unwrap().next_index() >= target
+            })
+            .await;
+        }
+        for v in &nodes {
+            let dag = v.dag.as_ref().expect("a validator's DAG store");
+            // The gauge is set after each prune is written, so it never runs ahead of the store.
+            let reported = v.metrics.retained_from.get() as u64;
+            let next = v.ledger.read().unwrap().next_index();
+            let first = dag.first_commit_index().unwrap().expect("commits kept");
+            assert!(
+                first >= PRUNE_EVERY_COMMITS,
+                "{}: nothing pruned (first {first})",
+                v.name
+            );
+            // Every executed commit of the retention is still there to serve.
+            assert!(
+                next.saturating_sub(first) >= retain,
+                "{}: kept from {first}, next {next}",
+                v.name
+            );
+            assert!(
+                reported >= PRUNE_EVERY_COMMITS && reported <= first,
+                "{}: gauge {reported}, first {first}",
+                v.name
+            );
+        }
+        for node in nodes {
             node.stop();
         }
     });

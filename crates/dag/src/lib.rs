@@ -50,7 +50,7 @@ pub use crate::messages::{
     Certificate, CertificateRef, CertificateSummary, CommittedSubDag, ConsensusMessage,
     EquivocationEvidence, Header, SignedHeader, SyncRequest, SyncResponse, Vote,
 };
-pub use crate::redb_store::RedbStore;
+pub use crate::redb_store::{RedbReader, RedbStore};
 pub use crate::store::{ConsensusStore, MemStore};
 pub use crate::types::{AuthorityIndex, Digest, Epoch, Round, Stake, TimestampMs, Transaction};
 pub use crate::validation::{Validator, Verified, VerifiedMessage};

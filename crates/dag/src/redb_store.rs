@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -48,7 +49,7 @@ fn round_key(round: Round, author: AuthorityIndex, digest: &Digest) -> [u8; 44] 
 /// A [`ConsensusStore`] in a redb file.
 #[derive(Debug)]
 pub struct RedbStore {
-    db: Database,
+    db: Arc<Database>,
 }
 
 impl RedbStore {
@@ -64,7 +65,102 @@ impl RedbStore {
             txn.open_table(COMMITS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
-        Ok(RedbStore { db })
+        Ok(RedbStore { db: Arc::new(db) })
+    }
+
+    /// A read-only handle on the same database, for another thread: redb's readers see the
+    /// last committed write and never block the writer (nor it them).
+    pub fn reader(&self) -> RedbReader {
+        RedbReader {
+            db: self.db.clone(),
+        }
+    }
+}
+
+/// Bounded reads of a [`RedbStore`] from another thread (serving peers' sync requests while the
+/// core writes). Every read stops at its limits: none walks the store to its end.
+#[derive(Clone, Debug)]
+pub struct RedbReader {
+    db: Arc<Database>,
+}
+
+impl RedbReader {
+    /// At most `max` commit records from index `from` on, in order.
+    pub fn commits_page(&self, from: u64, max: usize) -> DagResult<Vec<CommitRecord>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let t = txn.open_table(COMMITS).map_err(storage)?;
+        let mut out = Vec::new();
+        for entry in t.range(from..).map_err(storage)?.take(max) {
+            let (_, v) = entry.map_err(storage)?;
+            out.push(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?);
+        }
+        Ok(out)
+    }
+
+    /// The lowest commit index still stored (older ones were pruned), if any.
+    pub fn first_commit_index(&self) -> DagResult<Option<u64>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let t = txn.open_table(COMMITS).map_err(storage)?;
+        let first = t.first().map_err(storage)?;
+        Ok(first.map(|(k, _)| k.value()))
+    }
+
+    pub fn certificate(&self, digest: &Digest) -> DagResult<Option<Certificate>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let t = txn.open_table(CERTIFICATES).map_err(storage)?;
+        match t.get(digest.as_bytes()).map_err(storage)? {
+            Some(v) => Ok(Some(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Certificates from position (`first`, `author`) to the end of round `last`, in (round,
+    /// author) order: at most `max` of them and at most `bytes_max` encoded bytes (the first one
+    /// always, so a page is never empty when there is something to give).
+    pub fn certificates_in_rounds(
+        &self,
+        (first, author): (Round, AuthorityIndex),
+        last: Round,
+        max: usize,
+        bytes_max: usize,
+    ) -> DagResult<Vec<Certificate>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let idx = txn.open_table(CERTIFICATES_BY_ROUND).map_err(storage)?;
+        let t = txn.open_table(CERTIFICATES).map_err(storage)?;
+        let start = round_key(first, author, &Digest::default());
+        let end = round_key(
+            last.saturating_add(1),
+            AuthorityIndex(0),
+            &Digest::default(),
+        );
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for entry in idx
+            .range(start.as_slice()..end.as_slice())
+            .map_err(storage)?
+        {
+            if out.len() >= max {
+                break;
+            }
+            let (k, _) = entry.map_err(storage)?;
+            let digest: [u8; 32] = k
+                .value()
+                .get(12..44)
+                .and_then(|d| d.try_into().ok())
+                .ok_or_else(|| corrupt("short certificate index key"))?;
+            let v = t.get(&digest).map_err(storage)?.ok_or_else(|| {
+                corrupt(format!(
+                    "index names missing certificate {}",
+                    Digest(digest)
+                ))
+            })?;
+            bytes += v.value().len();
+            if bytes > bytes_max && !out.is_empty() {
+                break;
+            }
+            out.push(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?);
+        }
+        Ok(out)
     }
 }
 

@@ -14,8 +14,10 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use trainmesh_actors::consensus::{now, PeerBook};
 use trainmesh_actors::coordinator::{
-    Committed, ConsensusInbound, Coordinator, GetStatus, SubmitTransactions,
+    Committed, ConsensusInbound, Coordinator, CoordinatorWiring, GetStatus, SubmitTransactions,
 };
+use trainmesh_actors::inbound::InboundReceiver;
+use trainmesh_actors::mesh_config::MeshConfig;
 use trainmesh_actors::metrics::NodeMetrics;
 use trainmesh_actors::network::{self, NetworkConfig, NetworkEvent};
 use trainmesh_actors::node::LocalConsensusConfig;
@@ -399,6 +401,8 @@ async fn validator_async(args: ValidatorArgs) -> anyhow::Result<()> {
             .collect(),
         topics: vec![],
         validate: Arc::new(|_| true),
+        mesh: MeshConfig::default(),
+        metrics: NodeMetrics::new(),
     })?;
     std::fs::create_dir_all(&args.data_dir)?;
     match c.store {
@@ -415,7 +419,7 @@ async fn run_validator<S: ConsensusStore + Unpin + Send + 'static>(
     store: S,
     peers: PeerBook,
     net: tokio::sync::mpsc::Sender<trainmesh_actors::network::NetworkCommand>,
-    mut events: tokio::sync::mpsc::Receiver<NetworkEvent>,
+    events: InboundReceiver,
 ) -> anyhow::Result<()> {
     let c = &args.common;
     let n = c.validators;
@@ -453,16 +457,17 @@ async fn run_validator<S: ConsensusStore + Unpin + Send + 'static>(
     }
     .start();
     let arbiter = Arbiter::new();
-    let coordinator = Coordinator::new(
-        core,
-        startup,
-        Validator::new(committee.clone(), config),
-        peers.clone(),
-        net.clone(),
-        sink.recipient(),
-        0,
-        NodeMetrics::new(),
-    );
+    let wiring = CoordinatorWiring {
+        validator: Validator::new(committee.clone(), config),
+        peers: peers.clone(),
+        net: net.clone(),
+        ledger: sink.recipient(),
+        sync: None,
+        replay_from: 0,
+        retain_commits: u64::MAX,
+        metrics: NodeMetrics::new(),
+    };
+    let coordinator = Coordinator::new(core, startup, wiring);
     let coordinator = Coordinator::start_in_arbiter(&arbiter.handle(), |_| coordinator);
     // Network events to the coordinator.
     let inbound = coordinator.clone();

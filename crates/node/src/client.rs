@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use trainmesh_actors::mesh_config::MeshConfig;
 use trainmesh_actors::node::{self, LocalConsensusConfig, NodeSpec};
 use trainmesh_contracts::datasets::Dataset;
 use trainmesh_contracts::jobs::{Job, JobSpec, JobState};
@@ -311,6 +312,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         evaluator: None,
         provider: None,
         local_consensus: LocalConsensusConfig::default(),
+        mesh: MeshConfig::default(),
     })?;
     let me = handle.wallet.address;
     // Catch up with the ledger first (the nonce and the dataset come from it), and wait for the

@@ -14,6 +14,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde::Deserialize;
 use trainmesh_actors::ledger::{LedgerAdvanced, Subscribe};
+use trainmesh_actors::mesh_config::MeshConfig;
 use trainmesh_actors::node::{self, LocalConsensusConfig, NodeSpec};
 use trainmesh_actors::trainer::Registration;
 use trainmesh_contracts::Amount;
@@ -38,6 +39,10 @@ pub struct NodeConfig {
     pub provider: Option<ProviderConfig>,
     #[serde(default)]
     pub consensus: ConsensusConfig,
+    /// Network bounds: connection limits, inbound queue, sync rate, commit retention, peer
+    /// policy (`docs/design/mesh.md`); every field has a default.
+    #[serde(default)]
+    pub mesh: MeshConfig,
     /// Serve the HTTP gateway and metrics here, e.g. `"127.0.0.1:8080"`.
     pub gateway: Option<std::net::SocketAddr>,
 }
@@ -208,6 +213,7 @@ impl NodeConfig {
             }),
             provider,
             local_consensus: self.consensus.local(),
+            mesh: self.mesh.clone(),
         })
     }
 }

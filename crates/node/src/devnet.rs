@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use trainmesh_actors::coordinator::GetStatus;
+use trainmesh_actors::mesh_config::MeshConfig;
 use trainmesh_actors::node::{self, LocalConsensusConfig, NodeHandle, NodeSpec};
 use trainmesh_actors::provider::DatasetOffer;
 use trainmesh_actors::trainer::Registration;
@@ -330,6 +331,7 @@ impl Launcher {
             evaluator: None,
             provider: None,
             local_consensus: LocalConsensusConfig::default(),
+            mesh: MeshConfig::default(),
         }
     }
 
