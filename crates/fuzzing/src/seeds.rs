@@ -87,6 +87,10 @@ fn consensus_messages() -> Vec<ConsensusMessage> {
         ConsensusMessage::SyncRequest(SyncRequest::Rounds {
             after_round: Round(0),
         }),
+        // The top of the range, from which a mutation reaches the last round.
+        ConsensusMessage::SyncRequest(SyncRequest::Rounds {
+            after_round: Round(u64::MAX - 1),
+        }),
         ConsensusMessage::SyncResponse(SyncResponse {
             certificates: vec![c.clone()],
         }),

@@ -32,8 +32,9 @@ use crate::dag::{committee, fresh_core, is_local_failure, key, validator, AUTHOR
 
 /// Honest messages in flight at most; more are lost.
 const QUEUE_MAX: usize = 4_096;
-/// Messages one `Settle` step delivers at most.
-const SETTLE_DELIVERIES_MAX: usize = 2_000;
+/// Honest messages one run delivers at most: enough for about ten rounds, few enough that a run
+/// takes milliseconds (most of it is signing and checking signatures).
+const DELIVERIES_MAX: usize = 400;
 /// How far a `Settle` round moves the clock: past the batching delay, a quarter of the leader
 /// timeout.
 const SETTLE_ADVANCE_MS: u64 = 250;
@@ -47,6 +48,8 @@ pub struct Report {
     pub commits: usize,
     pub byzantine_accepted: usize,
     pub byzantine_refused: usize,
+    /// Honest messages delivered.
+    pub deliveries: usize,
 }
 
 pub fn dag_core(data: &[u8]) {
@@ -140,7 +143,7 @@ impl Network {
                     None => (0..self.nodes.len()).for_each(|n| self.tick(n)),
                 }
             }
-            Step::Settle { rounds } => self.settle(rounds % 8 + 1),
+            Step::Settle { rounds } => self.settle(rounds % 4 + 1),
             Step::Submit { node, transaction } => {
                 let n = self.honest(node);
                 let tx = Bytes::from(plan::capped(transaction, SUBMITTED_BYTES_MAX));
@@ -155,7 +158,7 @@ impl Network {
                     now: self.now,
                 };
                 if let Some(message) = self.byzantine.build(message, &target) {
-                    self.from_byzantine(n, message);
+                    self.deliver_byzantine(n, message);
                 }
             }
         }
@@ -166,18 +169,21 @@ impl Network {
     }
 
     fn settle(&mut self, rounds: u8) {
-        let mut delivered = 0;
         for _ in 0..rounds {
-            while let Some(envelope) = self.queue.pop_front() {
+            while let Some(envelope) = self.next_delivery() {
                 self.deliver(envelope);
-                delivered += 1;
-                if delivered >= SETTLE_DELIVERIES_MAX {
-                    return;
-                }
             }
             self.now = self.now.saturating_add_ms(SETTLE_ADVANCE_MS);
             (0..self.nodes.len()).for_each(|n| self.tick(n));
         }
+    }
+
+    /// The oldest queued message, while the run's delivery budget lasts.
+    fn next_delivery(&mut self) -> Option<Envelope> {
+        if self.report.deliveries >= DELIVERIES_MAX {
+            return None;
+        }
+        self.queue.pop_front()
     }
 
     fn tick(&mut self, n: usize) {
@@ -205,6 +211,7 @@ impl Network {
     }
 
     fn deliver(&mut self, envelope: Envelope) {
+        self.report.deliveries += 1;
         let now = self.now;
         let result = self
             .node(envelope.to)
@@ -213,7 +220,7 @@ impl Network {
     }
 
     /// A Byzantine message travels as bytes, is validated, and reaches the core if valid.
-    fn from_byzantine(&mut self, n: usize, message: ConsensusMessage) {
+    fn deliver_byzantine(&mut self, n: usize, message: ConsensusMessage) {
         let bytes = encode(&message);
         let decoded = decode::<ConsensusMessage>(&bytes, MESSAGE_BYTES_MAX)
             .expect("a message this harness encodes decodes");

@@ -5,7 +5,7 @@
 use arbitrary::{Arbitrary, Result, Unstructured};
 
 /// Steps one input runs at most (each may deliver many messages).
-pub const STEPS_MAX: usize = 64;
+pub const STEPS_MAX: usize = 48;
 /// Transactions in a Byzantine header, and bytes in one.
 pub const PAYLOAD_TRANSACTIONS_MAX: usize = 4;
 pub const TRANSACTION_BYTES_MAX: usize = 64;
@@ -37,7 +37,7 @@ impl<'a> Arbitrary<'a> for Plan {
 
 #[derive(Arbitrary, Debug)]
 pub enum Step {
-    /// Delivers the oldest `count % 16 + 1` queued honest messages.
+    /// Delivers the oldest `count % 16 + 1` queued honest messages (within the run's budget).
     Deliver { count: u8 },
     /// Delivers one queued honest message out of order.
     DeliverOne { pick: u16 },
