@@ -1,10 +1,9 @@
 //! Replays, on the stable toolchain, every input the fuzz targets keep: the seed corpus
 //! (`fuzz/corpus/<target>/`) and every crash found so far (`fuzz/regressions/<target>/`), through
 //! the same functions the libFuzzer targets run. Crashes whose fix is pending sit in
-//! `fuzz/regressions_pending/<target>/`; an ignored test says which of them pass by now.
+//! `fuzz/regressions_pending/<target>/`, replayed by `tests/pending.rs` instead.
 
 use std::collections::BTreeSet;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use trainmesh_fuzzing::TARGETS;
@@ -64,24 +63,4 @@ fn every_target_has_its_libfuzzer_wrapper_and_nothing_else_does() {
             "fuzz/{kind}/ names no target: {unknown:?}"
         );
     }
-}
-
-/// `cargo test -p trainmesh-fuzzing --test corpus -- --ignored`: fails while any pending
-/// regression no longer panics, naming it, so that it moves to `fuzz/regressions/`.
-#[test]
-#[ignore = "runs inputs that are expected to panic"]
-fn pending_regressions_still_fail() {
-    let mut fixed = Vec::new();
-    for (target, run) in TARGETS {
-        for path in inputs("regressions_pending", target) {
-            let data = std::fs::read(&path).expect("a readable input");
-            if catch_unwind(AssertUnwindSafe(|| run(&data))).is_ok() {
-                fixed.push(path.display().to_string());
-            }
-        }
-    }
-    assert!(
-        fixed.is_empty(),
-        "these pass now; move them to fuzz/regressions/: {fixed:?}"
-    );
 }
