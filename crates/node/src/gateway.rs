@@ -19,9 +19,9 @@ use trainmesh_contracts::jobs::{Job, Unit};
 use trainmesh_contracts::workers::Worker;
 use trainmesh_contracts::{keys as state_keys, Address, Call, DatasetId, JobId, UnitId};
 use trainmesh_dag::RedbStore;
-use trainmesh_ledger::transaction::SignedTransaction;
 use trainmesh_ledger::{LedgerError, TRANSACTION_BYTES_MAX};
 
+use crate::submission::{check_submission, Submission, SubmissionError, SubmitBody};
 use crate::uploads::{ManifestRequest, Split, UploadError, Uploads};
 use trainmesh_actors::metrics::GatewayMetrics;
 
@@ -467,6 +467,13 @@ impl From<UploadError> for ApiError {
     }
 }
 
+impl From<SubmissionError> for ApiError {
+    fn from(e: SubmissionError) -> ApiError {
+        let (status, code) = e.status_and_code();
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ShardQuery {
@@ -583,13 +590,6 @@ fn dry_run_error(call: &Call, e: LedgerError) -> ApiError {
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SubmitBody {
-    /// The signed transaction's canonical encoding, hex.
-    transaction: String,
-}
-
 /// How long a submission waits for a dataset's manifest to check a model's shape against it.
 pub const MANIFEST_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -636,16 +636,13 @@ async fn check_model_fits_dataset(
 }
 
 async fn submit(g: web::Data<Gateway>, body: web::Json<SubmitBody>) -> ApiResult {
-    let bytes = hex::decode(body.transaction.trim())
-        .map_err(|e| ApiError::new(400, "bad_encoding", format!("transaction is not hex: {e}")))?;
-    let tx = SignedTransaction::decode(&bytes)
-        .map_err(|e| ApiError::new(400, e.code(), e.to_string()))?;
-    tx.verify(&g.chain_id)
-        .map_err(|e| ApiError::new(400, e.code(), e.to_string()))?;
-    if let Call::SubmitJob { spec } = &tx.transaction.call {
-        let model = trainmesh_gpu::spec::ModelSpec::from_json(spec.model.as_bytes())
-            .map_err(|e| ApiError::new(400, "bad_spec", format!("model spec: {e}")))?;
-        check_model_fits_dataset(&g, &model, spec.dataset).await?;
+    let Submission {
+        bytes,
+        transaction: tx,
+        model,
+    } = check_submission(&body, &g.chain_id)?;
+    if let (Call::SubmitJob { spec }, Some(model)) = (&tx.transaction.call, &model) {
+        check_model_fits_dataset(&g, model, spec.dataset).await?;
     }
     let hash = tx.hash();
     let call = tx.transaction.call.clone();

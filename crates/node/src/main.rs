@@ -9,7 +9,8 @@
 //! - [`dataset`] — `trainmesh dataset prepare|attach|list`: shards, uploads, the signed attachment
 //! - [`gateway`] — the HTTP gateway (`/v1`, job events, dry runs), the explorer (`/`) and
 //!   Prometheus metrics (`/metrics`)
-//! - [`uploads`] — dataset shards uploaded through the gateway: checked, kept on disk, served
+//! - [`uploads`], [`submission`] — what clients upload and submit, and its checks (in the
+//!   library, `src/lib.rs`, which the fuzz targets share)
 //! - [`net`] — loopback addresses, the shutdown signal
 //! - [`genesis`] — `trainmesh genesis new`
 //! - [`keys`] — key files
@@ -23,11 +24,11 @@ mod gateway;
 mod genesis;
 mod keys;
 mod net;
-mod uploads;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use trainmesh_node::{submission, uploads};
 
 #[derive(Parser, Debug)]
 #[command(
