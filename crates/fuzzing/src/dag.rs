@@ -3,7 +3,6 @@
 
 use std::sync::OnceLock;
 
-use crate::pending::reaches_pending_crash;
 use trainmesh_dag::encoding::{decode, encode, MESSAGE_BYTES_MAX};
 use trainmesh_dag::{
     Authority, AuthorityIndex, Committee, ConsensusMessage, Core, CoreConfig, DagError, Epoch,
@@ -75,9 +74,6 @@ pub fn dag_message(data: &[u8]) {
     let Ok(verified) = validator().verify_message(message) else {
         return;
     };
-    if reaches_pending_crash(&verified) {
-        return;
-    }
     let now = TimestampMs(1_000);
     let mut core = fresh_core(AuthorityIndex(0), now);
     if let Err(e) = core.handle_message(from, verified, now) {

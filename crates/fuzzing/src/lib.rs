@@ -18,7 +18,6 @@
 //! - [`gpu`]: a dataset shard, a model spec, a checkpoint
 //! - [`blob`]: a fetched blob against the hash it was asked for
 //! - [`gateway`]: the gateway's JSON bodies (transaction submission, dataset manifest)
-//! - [`pending`]: crashes found whose fix is pending elsewhere, skipped meanwhile
 //! - [`seeds`]: the generator of the seed corpus
 
 pub mod blob;
@@ -28,7 +27,6 @@ pub mod gateway;
 pub mod gpu;
 pub mod ledger;
 pub mod mesh;
-pub mod pending;
 pub mod seeds;
 
 pub use blob::blob;

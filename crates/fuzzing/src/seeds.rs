@@ -85,14 +85,17 @@ fn consensus_messages() -> Vec<ConsensusMessage> {
             digests: vec![c.digest()],
         }),
         ConsensusMessage::SyncRequest(SyncRequest::Rounds {
-            after_round: Round(0),
+            round: Round(0),
+            author: AuthorityIndex(0),
         }),
         // The top of the range, from which a mutation reaches the last round.
         ConsensusMessage::SyncRequest(SyncRequest::Rounds {
-            after_round: Round(u64::MAX - 1),
+            round: Round(u64::MAX - 1),
+            author: AuthorityIndex(u32::MAX),
         }),
         ConsensusMessage::SyncResponse(SyncResponse {
             certificates: vec![c.clone()],
+            rounds_from: Some((Round(1), AuthorityIndex(0))),
         }),
         ConsensusMessage::Certificate(c),
     ]

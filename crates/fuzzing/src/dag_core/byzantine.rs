@@ -135,8 +135,9 @@ impl Byzantine {
                         .map(|d| self.digest(d))
                         .collect(),
                 },
-                SyncPlan::Rounds(round) => SyncRequest::Rounds {
-                    after_round: resolve_round(round, highest(t)),
+                SyncPlan::Rounds(round, author) => SyncRequest::Rounds {
+                    round: resolve_round(round, highest(t)),
+                    author: AuthorityIndex(author),
                 },
             }),
             ByzantineMessage::SyncResponse { certificates } => {
@@ -149,7 +150,10 @@ impl Byzantine {
                         }
                     })
                     .collect();
-                ConsensusMessage::SyncResponse(SyncResponse { certificates })
+                ConsensusMessage::SyncResponse(SyncResponse {
+                    certificates,
+                    rounds_from: None,
+                })
             }
             ByzantineMessage::Replay { pick: i } => pick(&self.sent, i)?.clone(),
         };

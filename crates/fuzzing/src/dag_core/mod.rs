@@ -29,7 +29,6 @@ use self::byzantine::{Byzantine, Target, BYZANTINE};
 use self::checks::Checks;
 use self::plan::{Plan, Step};
 use crate::dag::{committee, fresh_core, is_local_failure, key, validator, AUTHORITIES};
-use crate::pending::reaches_pending_crash;
 
 /// Honest messages in flight at most; more are lost.
 const QUEUE_MAX: usize = 4_096;
@@ -227,7 +226,6 @@ impl Network {
             .expect("a message this harness encodes decodes");
         assert_eq!(decoded, message, "a message changed on the wire");
         match validator().verify_message(decoded) {
-            Ok(verified) if reaches_pending_crash(&verified) => {}
             Ok(verified) => {
                 self.report.byzantine_accepted += 1;
                 let now = self.now;

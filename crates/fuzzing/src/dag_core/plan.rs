@@ -159,7 +159,7 @@ pub enum CertificateSource {
 #[derive(Arbitrary, Debug)]
 pub enum SyncPlan {
     Certificates(Vec<DigestPlan>),
-    Rounds(RoundPlan),
+    Rounds(RoundPlan, u32),
 }
 
 /// Takes at most `max` items of an arbitrary list.
