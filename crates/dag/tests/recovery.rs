@@ -217,3 +217,194 @@ fn pruning_keeps_what_replay_needs() {
     let replayed: Vec<Vec<u8>> = core.committed_from(0).unwrap().iter().map(encode).collect();
     assert_eq!(replayed, commits[(n - 2) as usize..].to_vec());
 }
+
+/// One input of a scripted run: a certificate, a header, or a tick, each at a time.
+enum Input {
+    Certificate(trainmesh_dag::Certificate),
+    Header(trainmesh_dag::SignedHeader),
+    Tick,
+}
+
+/// The inputs of a group-commit run for authority 1: rounds 1-7 of a full DAG (commits), a
+/// round-8 header from authority 3 (a vote), then a tick with transactions waiting (our own
+/// round-8 header).
+fn scripted_inputs(tc: &TestCommittee) -> (Vec<Input>, trainmesh_dag::SignedHeader) {
+    let text = (1..=7)
+        .map(|r| format!("{r}: * -> *"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dag = DagBuilder::parse(tc, &text);
+    let parents: Vec<_> = tc
+        .committee()
+        .indices()
+        .map(|a| dag.certificate(a, Round(7)).reference())
+        .collect();
+    let author = AuthorityIndex(3);
+    let voted = tc.header(author, Round(8), parents.clone(), vec!["x".into()]);
+    let conflicting = tc.header(author, Round(8), parents, vec!["y".into()]);
+    let mut inputs: Vec<Input> = dag
+        .certificates()
+        .into_iter()
+        .map(Input::Certificate)
+        .collect();
+    inputs.push(Input::Header(voted));
+    inputs.push(Input::Tick);
+    (inputs, conflicting)
+}
+
+/// Handles the inputs in order; returns every action. Certificates come at time 0, the header
+/// and the tick at 1000 ms.
+fn handle_all<S: ConsensusStore>(
+    core: &mut Core<S>,
+    inputs: &[Input],
+    tc: &TestCommittee,
+) -> Vec<Action> {
+    let v = Validator::new(tc.committee().clone(), config());
+    core.submit_transactions(vec!["mine".into()]).unwrap();
+    let mut actions = Vec::new();
+    for input in inputs {
+        let out = match input {
+            Input::Certificate(c) => core.handle_certificate(
+                c.author(),
+                v.verify_certificate(c.clone()).unwrap(),
+                TimestampMs(0),
+            ),
+            Input::Header(h) => core.handle_header(
+                h.author(),
+                v.verify_header(h.clone()).unwrap(),
+                TimestampMs(1_000),
+            ),
+            Input::Tick => core.tick(TimestampMs(1_000)),
+        };
+        actions.extend(out.unwrap());
+    }
+    actions
+}
+
+/// What a restarted core shows of its past: the actions it resumes with, its votes, its status
+/// and its committed sequence, encoded.
+fn restart_view(
+    tc: &TestCommittee,
+    me: AuthorityIndex,
+    path: &std::path::Path,
+) -> (Core<RedbStore>, Vec<Vec<u8>>) {
+    let (core, actions) = start(tc, me, RedbStore::open(path).unwrap(), 2_000);
+    let mut view: Vec<Vec<u8>> = actions
+        .iter()
+        .map(|a| format!("{a:?}").into_bytes())
+        .collect();
+    view.push(format!("{:?}", core.store().votes().unwrap()).into_bytes());
+    view.push(format!("{:?}", core.status()).into_bytes());
+    view.extend(core.committed_from(0).unwrap().iter().map(encode));
+    (core, view)
+}
+
+fn is_vote(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::Send {
+            message: ConsensusMessage::Vote(_),
+            ..
+        }
+    )
+}
+
+#[test]
+fn group_commit_then_crash_recovers_as_if_every_call_had_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let tc = TestCommittee::new(4);
+    let me = AuthorityIndex(1);
+    let (inputs, conflicting) = scripted_inputs(&tc);
+
+    // Reference: a write per call.
+    let each_path = dir.path().join("each.redb");
+    let (mut core, _) = start(&tc, me, RedbStore::open(&each_path).unwrap(), 0);
+    let each_actions = handle_all(&mut core, &inputs, &tc);
+    drop(core);
+    let (_, each_view) = restart_view(&tc, me, &each_path);
+
+    // Group commit: every input handled, one flush, then the crash.
+    let group_path = dir.path().join("group.redb");
+    let (mut core, _) = start(&tc, me, RedbStore::open(&group_path).unwrap(), 0);
+    core.set_deferred_flush(true).unwrap();
+    let group_actions = handle_all(&mut core, &inputs, &tc);
+    core.flush().unwrap();
+    drop(core);
+    assert_eq!(group_actions, each_actions, "deferring changes no action");
+    assert_eq!(
+        group_actions.iter().filter(|a| is_vote(a)).count(),
+        1,
+        "the script votes once"
+    );
+    assert!(!headers(&group_actions).is_empty(), "the script proposes");
+    assert!(group_actions.iter().any(|a| matches!(a, Action::Commit(_))));
+
+    let (mut core, group_view) = restart_view(&tc, me, &group_path);
+    assert_eq!(group_view, each_view, "the same restart, byte for byte");
+    // No second header for our round, no vote for the other header of the voted slot.
+    let later = core.tick(TimestampMs(10_000)).unwrap();
+    assert!(headers(&later).is_empty(), "{later:?}");
+    let v = Validator::new(tc.committee().clone(), config());
+    let actions = core
+        .handle_header(
+            conflicting.author(),
+            v.verify_header(conflicting).unwrap(),
+            TimestampMs(10_001),
+        )
+        .unwrap();
+    assert!(!actions.iter().any(is_vote), "{actions:?}");
+}
+
+#[test]
+fn deferred_flush_writes_nothing_until_flush() {
+    let tc = TestCommittee::new(4);
+    let me = AuthorityIndex(1);
+    let (inputs, _) = scripted_inputs(&tc);
+    let (mut core, _) = start(&tc, me, MemStore::new(), 0);
+    core.set_deferred_flush(true).unwrap();
+    let writes = core.store().writes();
+    let actions = handle_all(&mut core, &inputs, &tc);
+    assert!(actions.iter().any(is_vote) && !headers(&actions).is_empty());
+    assert_eq!(
+        core.store().writes(),
+        writes,
+        "nothing written before flush"
+    );
+    assert!(core.store().own_header().unwrap().is_none());
+    assert!(core.store().votes().unwrap().is_empty());
+    assert!(core.store().certificates_from(Round(0)).unwrap().is_empty());
+    assert!(core.store().last_commit().unwrap().is_none());
+
+    core.flush().unwrap();
+    assert_eq!(core.store().writes(), writes + 1, "one write for the group");
+    assert!(core.store().own_header().unwrap().is_some());
+    // Our vote for authority 3's header, and our own header's vote for itself.
+    assert_eq!(core.store().votes().unwrap().len(), 2);
+    assert_eq!(
+        core.store().certificates_from(Round(0)).unwrap().len(),
+        7 * 4
+    );
+    assert!(core.store().last_commit().unwrap().is_some());
+    core.flush().unwrap();
+    assert_eq!(
+        core.store().writes(),
+        writes + 1,
+        "an empty flush writes nothing"
+    );
+}
+
+#[test]
+fn a_crash_before_the_flush_leaves_the_store_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dag.redb");
+    let tc = TestCommittee::new(4);
+    let me = AuthorityIndex(1);
+    let (inputs, _) = scripted_inputs(&tc);
+    let (_, fresh_view) = restart_view(&tc, me, &path);
+    let (mut core, _) = start(&tc, me, RedbStore::open(&path).unwrap(), 0);
+    core.set_deferred_flush(true).unwrap();
+    handle_all(&mut core, &inputs, &tc);
+    drop(core);
+    let (_, view) = restart_view(&tc, me, &path);
+    assert_eq!(view, fresh_view, "nothing of the unflushed group survives");
+}
