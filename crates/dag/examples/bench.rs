@@ -39,6 +39,12 @@
 //! for a full inbox is dropped and counted, as a lossy network would (the core resends and
 //! fetches what it misses); it never blocks the sender, so validators cannot deadlock.
 //!
+//! Group commit: each validator runs its core with deferred persistence
+//! (`Core::set_deferred_flush`): it takes whatever inputs are already waiting (up to
+//! `--group-inputs`, without waiting for more), handles them, writes their state with one
+//! `Core::flush` — one fsync'd transaction with redb — and only then sends their messages and
+//! reports their commits. `--group-inputs 1` writes once per input.
+//!
 //! Clients: one thread per validator submits `--tx-size`-byte transactions at `--rate / N`
 //! tx/s in bursts every `--burst-interval-ms`, through a bounded channel
 //! (`--client-bursts-max`). A transaction starts with its submission time in microseconds
@@ -124,6 +130,9 @@ struct Args {
     /// write batch).
     #[arg(long, value_enum, default_value_t = StoreKind::Mem)]
     store: StoreKind,
+    /// Most inputs (peer messages, client bursts, a tick) a validator handles per store write.
+    #[arg(long, default_value_t = 256)]
+    group_inputs: usize,
     /// After the load stops, the longest wait for sampled transactions still in flight.
     #[arg(long, default_value_t = 10.0)]
     drain_seconds: f64,
@@ -197,6 +206,8 @@ trait Transport {
     /// The next peer message or client burst, waiting at most until `deadline`. Peer messages
     /// come first: consensus is never starved by clients.
     fn recv_until(&mut self, deadline: Instant) -> Received;
+    /// A peer message or client burst already waiting, without waiting; peers first.
+    fn try_recv(&mut self) -> Option<Inbound>;
     /// True once the clients finished and everything they sent was received.
     fn clients_done(&self) -> bool;
 }
@@ -264,6 +275,20 @@ impl Transport for ChannelTransport {
         received
     }
 
+    fn try_recv(&mut self) -> Option<Inbound> {
+        if let Ok((from, bytes)) = self.inbox.try_recv() {
+            return Some(Inbound::Message { from, bytes });
+        }
+        match self.clients.as_ref()?.try_recv() {
+            Ok(txs) => Some(Inbound::Transactions(txs)),
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                self.clients = None;
+                None
+            }
+        }
+    }
+
     fn clients_done(&self) -> bool {
         self.clients.is_none()
     }
@@ -281,6 +306,7 @@ struct TimeSplit {
     encode_ns: u64,
     transport_ns: u64,
     commit_ns: u64,
+    flush_ns: u64,
     wait_ns: u64,
 }
 
@@ -292,6 +318,7 @@ impl TimeSplit {
         self.encode_ns += other.encode_ns;
         self.transport_ns += other.transport_ns;
         self.commit_ns += other.commit_ns;
+        self.flush_ns += other.flush_ns;
         self.wait_ns += other.wait_ns;
     }
 }
@@ -314,6 +341,9 @@ struct ValidatorReport {
     /// Sampled transactions not committed by the end of the drain.
     in_flight_at_end: u64,
     submitted_txs: u64,
+    /// Store writes (`Core::flush` calls with inputs handled) and the inputs they covered.
+    flushes: u64,
+    flushed_inputs: u64,
     mempool_rejected_txs: u64,
     reproposed_txs: u64,
     equivocations: u64,
@@ -341,6 +371,7 @@ struct Shared {
     warmup_us: u64,
     end_us: u64,
     sample_every: u64,
+    group_inputs: usize,
     stop: Arc<AtomicBool>,
     /// Sampled transactions accepted by a mempool and not yet committed, over all validators.
     in_flight_samples: Arc<AtomicU64>,
@@ -365,7 +396,13 @@ struct Node<T: Transport, S: ConsensusStore> {
     /// time (µs since start).
     in_flight: BTreeMap<u64, u64>,
     clients_drained: bool,
+    /// The last commit index reported, and the one storage was last pruned to.
+    executed: Option<u64>,
+    pruned: Option<u64>,
 }
+
+/// Storage is pruned once this many commits were executed since the last pruning.
+const PRUNE_EVERY_COMMITS: u64 = 8;
 
 fn elapsed_ns(since: Instant) -> u64 {
     since.elapsed().as_nanos() as u64
@@ -408,49 +445,116 @@ impl<T: Transport, S: ConsensusStore> Node<T, S> {
             },
             in_flight: BTreeMap::new(),
             clients_drained: false,
+            executed: None,
+            pruned: None,
         };
+        // `Core::new` wrote what its actions depend on.
         node.execute(actions);
+        node.core
+            .set_deferred_flush(true)
+            .context("deferring the core's writes")?;
         Ok(node)
     }
 
     fn run(mut self) -> ValidatorReport {
-        let clock = self.shared.clock;
+        let mut actions = Vec::new();
         let mut last_tick = None;
         while !self.shared.stop.load(Ordering::Relaxed) {
             if !self.clients_drained && self.transport.clients_done() {
                 self.clients_drained = true;
                 self.shared.clients_drained.fetch_add(1, Ordering::Relaxed);
             }
-            let now = clock.now_ms();
-            let deadline = self.core.next_deadline();
-            if deadline <= now && last_tick != Some(now) {
-                // At most one tick per millisecond, whatever the deadline says.
-                last_tick = Some(now);
-                let t = Instant::now();
-                let result = self.core.tick(now);
-                self.report.time.core_ns += elapsed_ns(t);
-                self.after_core(result);
-                continue;
+            let mut inputs = 0usize;
+            match self.tick_or_wait(&mut last_tick, &mut actions) {
+                Some(handled) => inputs += handled,
+                None => break,
             }
-            let wake = if deadline <= now {
-                clock.instant_of(now.saturating_add_ms(1))
-            } else {
-                clock.instant_of(deadline)
-            };
-            let t = Instant::now();
-            let received = self.transport.recv_until(wake.min(t + POLL_MAX));
-            self.report.time.wait_ns += elapsed_ns(t);
-            match received {
-                Received::Inbound(Inbound::Message { from, bytes }) => self.on_message(from, bytes),
-                Received::Inbound(Inbound::Transactions(txs)) => self.on_transactions(txs),
-                Received::Timeout => {}
-                Received::Closed => break,
+            // The group: what is already waiting, without waiting for more.
+            while inputs < self.shared.group_inputs.max(1) {
+                let Some(inbound) = self.transport.try_recv() else {
+                    break;
+                };
+                self.on_inbound(inbound, &mut actions);
+                inputs += 1;
+            }
+            if inputs > 0 {
+                self.flush_and_execute(inputs, &mut actions);
             }
         }
         self.count_in_flight_at_end();
         self.report.status = Some(self.core.status());
         self.report.cpu_s = thread_cpu_seconds().unwrap_or(0.0);
         self.report
+    }
+
+    /// Ticks the core when a deadline passed (at most once per millisecond), else waits for one
+    /// input until the next deadline. Returns the inputs handled, `None` once the transport
+    /// closed.
+    fn tick_or_wait(
+        &mut self,
+        last_tick: &mut Option<TimestampMs>,
+        actions: &mut Vec<Action>,
+    ) -> Option<usize> {
+        let clock = self.shared.clock;
+        let now = clock.now_ms();
+        let deadline = self.core.next_deadline();
+        if deadline <= now && *last_tick != Some(now) {
+            *last_tick = Some(now);
+            let t = Instant::now();
+            let result = self.core.tick(now);
+            self.report.time.core_ns += elapsed_ns(t);
+            self.collect(result, actions);
+            return Some(1);
+        }
+        let wake = if deadline <= now {
+            clock.instant_of(now.saturating_add_ms(1))
+        } else {
+            clock.instant_of(deadline)
+        };
+        let t = Instant::now();
+        let received = self.transport.recv_until(wake.min(t + POLL_MAX));
+        self.report.time.wait_ns += elapsed_ns(t);
+        match received {
+            Received::Inbound(inbound) => {
+                self.on_inbound(inbound, actions);
+                Some(1)
+            }
+            Received::Timeout => Some(0),
+            Received::Closed => None,
+        }
+    }
+
+    fn on_inbound(&mut self, inbound: Inbound, actions: &mut Vec<Action>) {
+        match inbound {
+            Inbound::Message { from, bytes } => self.on_message(from, bytes, actions),
+            Inbound::Transactions(txs) => self.on_transactions(txs),
+        }
+    }
+
+    /// Persists the group's state with one write, then — and only then — carries out its
+    /// actions; prunes storage every few commits.
+    fn flush_and_execute(&mut self, inputs: usize, actions: &mut Vec<Action>) {
+        let t = Instant::now();
+        let flushed = self.core.flush();
+        self.report.time.flush_ns += elapsed_ns(t);
+        self.report.flushes += 1;
+        self.report.flushed_inputs += inputs as u64;
+        if let Err(e) = flushed {
+            // Nothing that depends on the lost write may leave.
+            actions.clear();
+            *self.report.errors.entry(error_kind(&e)).or_default() += 1;
+            return;
+        }
+        self.execute(std::mem::take(actions));
+        if let Some(index) = self.executed {
+            let due = self.pruned.is_none_or(|p| index >= p + PRUNE_EVERY_COMMITS);
+            if due {
+                self.pruned = Some(index);
+                if let Err(e) = self.core.prune_executed(index) {
+                    *self.report.errors.entry(error_kind(&e)).or_default() += 1;
+                }
+            }
+        }
     }
 
     /// Samples still uncommitted when the drain ended count with the drain's end as their
@@ -498,7 +602,7 @@ impl<T: Transport, S: ConsensusStore> Node<T, S> {
         }
     }
 
-    fn on_message(&mut self, from: AuthorityIndex, bytes: Bytes) {
+    fn on_message(&mut self, from: AuthorityIndex, bytes: Bytes, actions: &mut Vec<Action>) {
         self.report.messages_in += 1;
         self.report.bytes_in += bytes.len() as u64;
         let t = Instant::now();
@@ -536,12 +640,13 @@ impl<T: Transport, S: ConsensusStore> Node<T, S> {
             .core
             .handle_message(from, verified, self.shared.clock.now_ms());
         self.report.time.core_ns += elapsed_ns(t);
-        self.after_core(result);
+        self.collect(result, actions);
     }
 
-    fn after_core(&mut self, result: Result<Vec<Action>, DagError>) {
+    /// Adds a core call's actions to the group's, to be carried out after the flush.
+    fn collect(&mut self, result: Result<Vec<Action>, DagError>, actions: &mut Vec<Action>) {
         match result {
-            Ok(actions) => self.execute(actions),
+            Ok(more) => actions.extend(more),
             Err(e) => *self.report.errors.entry(error_kind(&e)).or_default() += 1,
         }
     }
@@ -637,9 +742,7 @@ impl<T: Transport, S: ConsensusStore> Node<T, S> {
                 .progress_round
                 .store(sub_dag.leader.round.0, Ordering::Relaxed);
         }
-        if let Err(e) = self.core.prune_executed(sub_dag.index) {
-            *self.report.errors.entry(error_kind(&e)).or_default() += 1;
-        }
+        self.executed = Some(sub_dag.index);
     }
 }
 
@@ -835,6 +938,7 @@ fn main() -> Result<()> {
         warmup_us,
         end_us,
         sample_every: args.sample_every,
+        group_inputs: args.group_inputs,
         stop: Arc::new(AtomicBool::new(false)),
         in_flight_samples: Arc::new(AtomicU64::new(0)),
         clients_drained: Arc::new(AtomicU64::new(0)),
@@ -1044,6 +1148,8 @@ fn summarize(
     let final_round = status.highest_round.0;
     let rounds_per_s = final_round as f64 / wall_s.max(args.seconds);
 
+    let flushes: u64 = reports.iter().map(|r| r.flushes).sum();
+    let flushed_inputs: u64 = reports.iter().map(|r| r.flushed_inputs).sum();
     let in_flight_at_end: u64 = reports.iter().map(|r| r.in_flight_at_end).sum();
     let agreement = check_agreement(reports);
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -1069,6 +1175,10 @@ fn summarize(
     println!("-----------------------------------------");
     println!(" + CONFIG:");
     println!(" Store: {}", args.store.label());
+    println!(
+        " Group commit: up to {} inputs per store write",
+        args.group_inputs
+    );
     println!(
         " Not paid: no network bandwidth or round-trip limit (in-process channels){}",
         if args.store == StoreKind::Mem {
@@ -1123,6 +1233,11 @@ fn summarize(
     );
     println!(" Reproposed txs: {}", thousands(reproposed));
     println!(
+        " Store writes: {} ({:.1} inputs each on average)",
+        thousands(flushes),
+        flushed_inputs as f64 / flushes.max(1) as f64
+    );
+    println!(
         " Final round: {final_round} ({rounds_per_s:.1} rounds/s), last committed {}, gc {}",
         status.last_committed_round.0, status.gc_round.0
     );
@@ -1159,8 +1274,8 @@ fn summarize(
     println!(" CPU: {process_cpu_s:.1} s process over {wall_s:.1} s wall ({:.0}% of one core); validators {validator_cpu_s:.1} s, clients {client_cpu_s:.1} s", 100.0 * process_cpu_s / wall_s);
     let s = |ns: u64| ns as f64 / 1e9;
     println!(
-        " Validator wall time (incl. waiting for a CPU): core {:.2} s, decode {:.2} s, verify {:.2} s, encode {:.2} s, send {:.2} s, commit {:.2} s, waiting {:.2} s",
-        s(time.core_ns), s(time.decode_ns), s(time.verify_ns), s(time.encode_ns), s(time.transport_ns), s(time.commit_ns), s(time.wait_ns)
+        " Validator wall time (incl. waiting for a CPU): core {:.2} s, decode {:.2} s, verify {:.2} s, encode {:.2} s, send {:.2} s, commit {:.2} s, store write {:.2} s, waiting {:.2} s",
+        s(time.core_ns), s(time.decode_ns), s(time.verify_ns), s(time.encode_ns), s(time.transport_ns), s(time.commit_ns), s(time.flush_ns), s(time.wait_ns)
     );
     println!("-----------------------------------------");
 
@@ -1189,6 +1304,9 @@ fn summarize(
         "backpressured_txs": backpressured,
         "mempool_rejected_txs": mempool_rejected,
         "reproposed_txs": reproposed,
+        "group_inputs_max": args.group_inputs,
+        "store_writes": flushes,
+        "inputs_per_store_write": ((flushed_inputs as f64 / flushes.max(1) as f64) * 10.0).round() / 10.0,
         "dropped_messages": dropped,
         "commits": v0.commits,
         "rounds": final_round,
