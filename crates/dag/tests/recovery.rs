@@ -408,3 +408,71 @@ fn a_crash_before_the_flush_leaves_the_store_as_it_was() {
     let (_, view) = restart_view(&tc, me, &path);
     assert_eq!(view, fresh_view, "nothing of the unflushed group survives");
 }
+
+#[test]
+fn redb_keeps_the_certificate_of_our_header_without_a_second_copy_of_its_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dag.redb");
+    let tc = TestCommittee::new(4);
+    let me = AuthorityIndex(2);
+    let dag = DagBuilder::new(&tc);
+    let genesis: Vec<_> = tc
+        .committee()
+        .indices()
+        .map(|a| dag.certificate(a, Round(0)).reference())
+        .collect();
+    let payload = vec![bytes::Bytes::from(vec![7u8; 200_000])];
+    let ours = tc.header(me, Round(1), genesis.clone(), payload.clone());
+    let theirs = tc.header(AuthorityIndex(0), Round(1), genesis, payload);
+    let voters: Vec<_> = tc.committee().indices().collect();
+    let our_cert = tc.certify(ours.clone(), &voters);
+    let their_cert = tc.certify(theirs, &voters);
+
+    let mut store = RedbStore::open(&path).unwrap();
+    store
+        .write(trainmesh_dag::store::StoreBatch {
+            own_header: Some(ours.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    store
+        .write(trainmesh_dag::store::StoreBatch {
+            certificates: vec![our_cert.clone()],
+            ..Default::default()
+        })
+        .unwrap();
+    let growth = std::fs::metadata(&path)
+        .unwrap()
+        .len()
+        .saturating_sub(before);
+    assert!(
+        growth < 100_000,
+        "the file grew by {growth} B for votes alone"
+    );
+    store
+        .write(trainmesh_dag::store::StoreBatch {
+            certificates: vec![their_cert.clone()],
+            ..Default::default()
+        })
+        .unwrap();
+    drop(store);
+
+    let mut store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.own_header().unwrap(), Some(ours.clone()));
+    assert_eq!(
+        store.certificate(&our_cert.digest()).unwrap(),
+        Some(our_cert.clone())
+    );
+    let mut both = vec![their_cert.clone(), our_cert.clone()];
+    both.sort_by_key(|c| (c.round(), c.author()));
+    assert_eq!(store.certificates_from(Round(0)).unwrap(), both);
+    assert_eq!(
+        store.certificates_page(Round(1), me, Round(1), 10).unwrap(),
+        vec![our_cert.clone()]
+    );
+    // Pruning the round drops the certificates but keeps the latest header we signed.
+    store.prune(0, Round(2)).unwrap();
+    assert!(store.certificates_from(Round(0)).unwrap().is_empty());
+    assert_eq!(store.own_header().unwrap(), Some(ours));
+}
