@@ -1,29 +1,108 @@
 //! Seeded simulations of the consensus under faults. Every failure prints its seed and the
-//! command that replays it (`DAG_SIM_SEED=<seed> [DAG_SIM_NODES=<n>]`).
+//! command that replays it (`DAG_SIM_SEED=<seed> DAG_SIM_NODES=<n> DAG_SIM_MS=<ms>` with
+//! `DAG_SIM_MIX=<mix>` or `DAG_SIM_SCENARIO=<name>`).
+//!
+//! Scenarios and mixes that break an invariant on today's core are `#[ignore]`d with the reason
+//! `needs core fix: ...`; run them with `cargo test -p trainmesh-dag --test simulation -- --ignored`.
 
-use trainmesh_dag::sim::{self, Behaviour, Crash, Partition, SimConfig};
+use trainmesh_dag::sim::{self, Behaviour, Crash, FaultKind, Mix, Partition, SimConfig};
 use trainmesh_dag::AuthorityIndex;
+
+/// Simulated duration of the CI's runs: faults in the first half, then healing, a catch-up
+/// grace, and a window in which the commit rate is measured.
+const CI_RUN_MS: u64 = 8_000;
+/// Seeds per committee size in the CI's random sweep: 200 runs, most of them on the cheap size
+/// (a run of 10 validators costs about ten of 4). The release sweep (`examples/sim_sweep.rs`)
+/// spreads thousands evenly.
+const CI_SEEDS: [(usize, u64); 3] = [(4, 130), (7, 50), (10, 20)];
+const CI_SIZES: [usize; 3] = [4, 7, 10];
+
+/// The fault kinds that break an invariant on today's core, each with the failure it causes:
+/// - `forged_parents`: a certificate whose parent references name other authors' (or older)
+///   certificates is voted, certified and committed ("forged reference", "causality");
+/// - `future_timestamps`: a leader stamped u64::MAX or now + 10 days moves the commit timestamp
+///   ("timestamp: ... beyond the highest honest clock");
+/// - `clock_skew`: with a Byzantine leader whose clock is behind every honest one, the commit
+///   timestamp falls below the honest clocks ("timestamp: ... before any honest clock");
+/// - `hostile_sync`: a request for the rounds after u64::MAX overflows `Round::next` ("panicked:
+///   attempt to add with overflow"); certificates whose header signature was swapped are
+///   committed, so honest logs differ byte for byte ("agreement");
+/// - `restart_beyond_window`: a peer answering the catch-up request of a node far behind panics
+///   ("panicked: range start is greater than range end in BTreeMap");
+/// - `shallow_gc`: with crashes, a restarted node commits again what it had committed ("double
+///   commit");
+/// - `tight_bounds`: junk headers inside the window fill `pending_headers` and an honest node
+///   stops committing ("liveness"): the bounds are shared by all authors;
+/// - `straggler_chain` is not listed: drawn at random it rarely meets a crash after a deep
+///   commit; as a scenario (with a shallow collection depth and crashes) it is ignored below.
+const NEEDS_CORE_FIX: [FaultKind; 7] = [
+    FaultKind::ForgedParents,
+    FaultKind::FutureTimestamps,
+    FaultKind::ClockSkew,
+    FaultKind::HostileSync,
+    FaultKind::RestartBeyondWindow,
+    FaultKind::ShallowGc,
+    FaultKind::TightBounds,
+];
 
 fn check(config: SimConfig) -> sim::SimReport {
     let seed = config.seed;
     let nodes = config.nodes;
-    println!("simulating seed={seed} nodes={nodes}");
     match sim::run(config) {
         Ok(report) => {
             println!(
-                "seed={seed} nodes={nodes}: commits={:?} txs={} round={} delivered={} dropped={} rejected={} restarts={}",
+                "seed={seed} nodes={nodes}: commits={:?} rate={:?} (min {:.2}/s) txs={} round={} delivered={} dropped={} rejected={} restarts={} forged={}/{}",
                 report.commits_per_node,
+                report.commit_rate_after_heal,
+                report.min_commit_rate_per_s,
                 report.committed_transactions,
                 report.highest_round.0,
                 report.messages_delivered,
                 report.messages_dropped,
                 report.messages_rejected,
-                report.restarts
+                report.restarts,
+                report.forged_certified,
+                report.forged_headers,
             );
             report
         }
-        Err(failure) => panic!("{failure}\n  (DAG_SIM_NODES={nodes})"),
+        Err(failure) => panic!("{failure}"),
     }
+}
+
+/// Runs every seed, then fails with the list of failing seeds (each with its replay command).
+fn sweep(configs: impl Iterator<Item = SimConfig>) -> usize {
+    let mut runs = 0;
+    let mut failures = Vec::new();
+    for config in configs {
+        runs += 1;
+        if let Err(f) = sim::run(config) {
+            failures.push(f.to_string());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {runs} runs failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    runs
+}
+
+fn ci_random(mix: Mix, nodes: usize) -> impl Iterator<Item = SimConfig> {
+    let seeds = CI_SEEDS
+        .iter()
+        .find(|(n, _)| *n == nodes)
+        .map_or(0, |(_, seeds)| *seeds);
+    (0..seeds).map(move |seed| SimConfig::draw(seed, nodes, &mix, CI_RUN_MS))
+}
+
+fn scenario(kind: FaultKind, seeds: std::ops::Range<u64>) -> impl Iterator<Item = SimConfig> {
+    CI_SIZES.into_iter().flat_map(move |nodes| {
+        seeds
+            .clone()
+            .map(move |seed| SimConfig::scenario(kind, seed, nodes, CI_RUN_MS))
+    })
 }
 
 #[test]
@@ -60,22 +139,6 @@ fn junk_and_invalid_signatures_are_rejected() {
         .insert(AuthorityIndex(5), Behaviour::InvalidSignatures);
     let report = check(config);
     assert!(report.messages_rejected > 0);
-}
-
-#[test]
-fn fixed_seeds_with_random_faults() {
-    for (seed, nodes) in [
-        (11, 4),
-        (12, 4),
-        (13, 4),
-        (14, 5),
-        (15, 7),
-        (16, 7),
-        (17, 10),
-        (18, 4),
-    ] {
-        check(SimConfig::random(seed, nodes));
-    }
 }
 
 #[test]
@@ -127,23 +190,108 @@ fn partition_without_quorum_stalls_then_heals() {
 
 #[test]
 fn large_committee() {
-    let mut config = SimConfig::random(31, 31);
-    config.duration_ms = 4_000;
-    config.heal_at_ms = 2_000;
-    check(config);
+    check(SimConfig::draw(
+        31,
+        31,
+        &Mix::all_but(&NEEDS_CORE_FIX),
+        4_000,
+    ));
 }
 
-/// Replays one seed: `DAG_SIM_SEED=42 DAG_SIM_NODES=7 cargo test -p trainmesh-dag --test simulation replay -- --nocapture`.
+// The CI's random sweep: 200 seeds over 4, 7 and 10 validators, every fault kind that today's
+// core survives (one test per size, so they run in parallel).
+#[test]
+fn random_faults_passing_today_4() {
+    sweep(ci_random(Mix::all_but(&NEEDS_CORE_FIX), 4));
+}
+
+#[test]
+fn random_faults_passing_today_7() {
+    sweep(ci_random(Mix::all_but(&NEEDS_CORE_FIX), 7));
+}
+
+#[test]
+fn random_faults_passing_today_10() {
+    sweep(ci_random(Mix::all_but(&NEEDS_CORE_FIX), 10));
+}
+
+#[test]
+fn ci_sweep_holds_at_least_200_seeds() {
+    assert!(CI_SEEDS.iter().map(|(_, s)| s).sum::<u64>() >= 200);
+    assert_eq!(CI_SEEDS.map(|(n, _)| n), CI_SIZES);
+}
+
+/// The same seeds with every fault kind.
+#[test]
+#[ignore = "needs core fix: every kind in NEEDS_CORE_FIX"]
+fn random_faults_all_kinds() {
+    for nodes in CI_SIZES {
+        sweep(ci_random(Mix::all(), nodes));
+    }
+}
+
+/// One named scenario per fault kind (with its companions), over a few seeds and every CI
+/// committee size. Those that fail on today's core are ignored, naming the invariant they break
+/// and the seeds known to break it.
+macro_rules! scenario_tests {
+    ($($(#[$attr:meta])* $name:ident: $kind:expr, $seeds:expr;)*) => {$(
+        #[test]
+        $(#[$attr])*
+        fn $name() {
+            sweep(scenario($kind, $seeds));
+        }
+    )*};
+}
+
+scenario_tests! {
+    scenario_withheld_leader_certificate: FaultKind::WithheldLeaderCertificate, 0..2;
+    scenario_in_window_junk: FaultKind::InWindowJunk, 0..2;
+    scenario_clock_skew: FaultKind::ClockSkew, 0..2;
+    scenario_slow_validator: FaultKind::SlowValidator, 0..2;
+    #[ignore = "needs core fix: parent references are not checked against the certificates they name (forged reference, causality; every seed)"]
+    scenario_forged_parents: FaultKind::ForgedParents, 0..3;
+    #[ignore = "needs core fix: the commit timestamp is the leader's unchecked created_at (timestamp; every seed)"]
+    scenario_future_timestamps: FaultKind::FutureTimestamps, 0..3;
+    #[ignore = "needs core fix: Round::next overflows on a request for the rounds after u64::MAX (panicked, seeds 1, 2 at n=4); the header signature is not covered by the certificate digest (agreement)"]
+    scenario_hostile_sync: FaultKind::HostileSync, 0..3;
+    #[ignore = "needs core fix: answering the catch-up request of a node far behind panics (panicked: range start is greater than range end; seed 5 at n=7)"]
+    scenario_restart_beyond_window: FaultKind::RestartBeyondWindow, 0..6;
+    #[ignore = "needs core fix: recovery forgets commits when a commit reaches below the collection round (double commit)"]
+    scenario_straggler_chain: FaultKind::StragglerChain, 0..3;
+    #[ignore = "needs core fix: recovery forgets commits when a commit reaches below the collection round (double commit)"]
+    scenario_shallow_gc: FaultKind::ShallowGc, 0..3;
+    #[ignore = "needs core fix: its companion restart beyond the window makes a peer panic (panicked: range start is greater than range end; seed 0 at n=7) before the reply cap can stall catch-up"]
+    scenario_small_reply_cap: FaultKind::SmallReplyCap, 0..3;
+    #[ignore = "needs core fix: in-window junk of one author fills pending_headers, honest headers are dropped and a node stops committing (liveness; seed 0 at n=4, 28 of 30 seeds)"]
+    scenario_tight_bounds: FaultKind::TightBounds, 0..3;
+}
+
+/// Replays one run: `DAG_SIM_SEED=42 DAG_SIM_NODES=7 DAG_SIM_MS=6000 DAG_SIM_MIX=all cargo test -p trainmesh-dag --test simulation replay -- --nocapture`
+/// (or `DAG_SIM_SCENARIO=<fault kind>` instead of the mix).
 #[test]
 fn replay() {
     let Ok(seed) = std::env::var("DAG_SIM_SEED") else {
         println!("DAG_SIM_SEED not set: nothing to replay");
         return;
     };
+    let var = |name: &str| std::env::var(name).ok();
     let seed: u64 = seed.parse().expect("DAG_SIM_SEED is a number");
-    let nodes: usize = std::env::var("DAG_SIM_NODES")
-        .ok()
-        .map(|n| n.parse().expect("DAG_SIM_NODES is a number"))
-        .unwrap_or(4);
-    check(SimConfig::random(seed, nodes));
+    let nodes: usize =
+        var("DAG_SIM_NODES").map_or(4, |n| n.parse().expect("DAG_SIM_NODES is a number"));
+    let ms: u64 = var("DAG_SIM_MS").map_or(sim::DEFAULT_DURATION_MS, |m| {
+        m.parse().expect("DAG_SIM_MS is a number")
+    });
+    let config = match var("DAG_SIM_SCENARIO") {
+        Some(name) => {
+            let kind = FaultKind::from_name(&name).expect("DAG_SIM_SCENARIO names a fault kind");
+            SimConfig::scenario(kind, seed, nodes, ms)
+        }
+        None => {
+            let mix = Mix::parse(&var("DAG_SIM_MIX").unwrap_or_else(|| "all".into()))
+                .expect("DAG_SIM_MIX is all, all-a-b or a+b");
+            SimConfig::draw(seed, nodes, &mix, ms)
+        }
+    };
+    println!("{}", config.describe());
+    check(config);
 }
