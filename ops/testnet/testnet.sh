@@ -3,7 +3,8 @@
 #
 #   testnet.sh init DIR [VALIDATORS] [TRAINERS] [EVALUATORS]   keys, genesis, one config per node
 #   testnet.sh start DIR                                        start every node (pids in DIR/pids)
-#   testnet.sh submit DIR                                       submit the demo job and wait for it
+#   testnet.sh submit DIR                                       once every worker is registered,
+#                                                               submit the demo job; wait for it
 #   testnet.sh stop DIR                                         stop every node
 #   testnet.sh run DIR [VALIDATORS] [TRAINERS] [EVALUATORS]     all of the above
 #
@@ -87,11 +88,13 @@ start() {
   for cfg in "$dir"/*/node.toml; do start_node "$dir" "$(basename "$(dirname "$cfg")")"; done
 }
 
-submit() {
-  local dir=$1 args=()
+submit() { # waits until every trainer and evaluator of DIR is registered, then submits
+  local dir=$1 args=() workers
   IFS=, read -ra peers < "$dir/bootstrap"
   for p in "${peers[@]}"; do args+=(--bootstrap "${p//\"/}"); done
-  "$bin" job submit --genesis "$dir/genesis.json" --key "$dir/keys/researcher.key" "${args[@]}" --wait
+  workers=$(cat "$dir"/*/node.toml | grep -cE '^\[(trainer|evaluator)\]' || true)
+  "$bin" job submit --genesis "$dir/genesis.json" --key "$dir/keys/researcher.key" "${args[@]}" \
+    --workers "$workers" --wait
 }
 
 stop() {
@@ -114,5 +117,5 @@ case "$cmd" in
     start "$dir"
     submit "$dir"
     ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  *) sed -n '2,13p' "$0"; exit 2 ;;
 esac

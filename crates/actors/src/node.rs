@@ -42,7 +42,49 @@ pub struct NodeSpec {
     pub trainer: Option<(Registration, bool)>,
     pub evaluator: Option<Registration>,
     pub provider: Option<(Arc<Samples>, DatasetOffer)>,
-    pub core_config: CoreConfig,
+    /// What this node tunes in its consensus core; the rest comes from the genesis.
+    pub local_consensus: LocalConsensusConfig,
+}
+
+/// What a validator may tune in its consensus core for itself: its batching delay and its queue
+/// sizes. Everything that decides which headers are valid or what a commit holds is the same on
+/// every validator and comes from the genesis ([`Genesis::consensus`]); the timers and sync
+/// bounds not named here keep [`CoreConfig::default`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalConsensusConfig {
+    pub max_header_delay_ms: u64,
+    pub mempool_bytes_max: usize,
+    pub pending_certificates_max: usize,
+    pub pending_headers_max: usize,
+    pub missing_certificates_max: usize,
+}
+
+impl Default for LocalConsensusConfig {
+    fn default() -> Self {
+        let d = CoreConfig::default();
+        LocalConsensusConfig {
+            max_header_delay_ms: d.max_header_delay_ms,
+            mempool_bytes_max: d.mempool_bytes_max,
+            pending_certificates_max: d.pending_certificates_max,
+            pending_headers_max: d.pending_headers_max,
+            missing_certificates_max: d.missing_certificates_max,
+        }
+    }
+}
+
+impl LocalConsensusConfig {
+    /// The core's whole configuration: these local values, and the genesis' consensus part.
+    pub fn core_config(&self, genesis: &Genesis) -> CoreConfig {
+        CoreConfig {
+            max_header_delay_ms: self.max_header_delay_ms,
+            mempool_bytes_max: self.mempool_bytes_max,
+            pending_certificates_max: self.pending_certificates_max,
+            pending_headers_max: self.pending_headers_max,
+            missing_certificates_max: self.missing_certificates_max,
+            ..CoreConfig::default()
+        }
+        .with_consensus(&genesis.consensus)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,8 +203,9 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
             let ledger_actor = LedgerActor::start_in_arbiter(&arbiter.handle(), |_| actor);
             arbiters.push(arbiter);
             let store = RedbStore::open(spec.data_dir.join("dag.redb"))?;
+            let core_config = spec.local_consensus.core_config(&spec.genesis);
             let (core, startup) = Core::new(
-                spec.core_config.clone(),
+                core_config.clone(),
                 committee.clone(),
                 me,
                 KeyPair::from_secret_bytes(&secret),
@@ -172,7 +215,7 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
             let coordinator = Coordinator::new(
                 core,
                 startup,
-                Validator::new(committee.clone(), spec.core_config.clone()),
+                Validator::new(committee.clone(), core_config),
                 peers.clone(),
                 net.clone(),
                 ledger_actor.clone().recipient(),
@@ -265,4 +308,60 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
         fetcher,
         arbiters,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trainmesh_contracts::Params;
+    use trainmesh_dag::ConsensusParams;
+
+    #[test]
+    fn the_core_takes_its_consensus_part_from_the_genesis_and_the_rest_from_the_node() {
+        let consensus = ConsensusParams {
+            header_payload_bytes_max: 1_234,
+            header_transactions_max: 56,
+            transaction_bytes_max: 789,
+            leader_timeout_ms: 321,
+            gc_depth_rounds: 7,
+            round_window_rounds: 70,
+        };
+        let genesis = Genesis {
+            chain_id: "c".into(),
+            genesis_time_ms: 0,
+            accounts: vec![],
+            validators: vec![],
+            params: Params::default(),
+            consensus,
+        };
+        let local = LocalConsensusConfig {
+            max_header_delay_ms: 11,
+            mempool_bytes_max: 22,
+            pending_certificates_max: 33,
+            pending_headers_max: 44,
+            missing_certificates_max: 55,
+        };
+        let core = local.core_config(&genesis);
+        assert_eq!(core.consensus(), consensus);
+        let d = CoreConfig::default();
+        assert_eq!(
+            (
+                core.max_header_delay_ms,
+                core.mempool_bytes_max,
+                core.pending_certificates_max,
+                core.pending_headers_max,
+                core.missing_certificates_max,
+            ),
+            (11, 22, 33, 44, 55)
+        );
+        assert_eq!(
+            (
+                core.resend_interval_ms,
+                core.sync_retry_ms,
+                core.sync_digests_max
+            ),
+            (d.resend_interval_ms, d.sync_retry_ms, d.sync_digests_max)
+        );
+        assert_ne!(core.consensus(), CoreConfig::default().consensus());
+    }
 }

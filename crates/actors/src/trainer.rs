@@ -2,8 +2,11 @@
 //! it, runs them on the GPU engine (off the actor's thread), keeps and serves the checkpoint chain,
 //! and publishes the result.
 //!
-//! A trainer built with `cheat` fakes half of its segments (claims their steps without running
-//! them): the devnet uses it to show that evaluators catch it and the ledger slashes it.
+//! A trainer built with `cheat` fakes every segment of every unit (claims the steps without
+//! running them): the devnet uses it to show that evaluators catch it and the ledger slashes it.
+//! Faking every segment makes the catch certain: whichever segments the audit draws, each one
+//! replays to another checkpoint than the claimed one. (A cheater that fakes only some segments
+//! is caught with the audit's probability; `trainmesh_gpu::verify::miss_probability` gives it.)
 
 use std::time::{Duration, Instant};
 
@@ -166,8 +169,8 @@ async fn run_unit(
         let mut state = start;
         let mut chain = Vec::with_capacity(segments as usize);
         let mut losses = Vec::with_capacity(steps as usize);
-        for i in 0..segments {
-            if cheat && i % 2 == 1 {
+        for _ in 0..segments {
+            if cheat {
                 // Claims the segment's steps without doing them.
                 state.step += seg;
                 let last = losses.last().copied().unwrap_or(0.0);

@@ -100,6 +100,31 @@ impl Wallet {
         self.public
     }
 
+    /// Signs `call` with the ledger's next nonce for this account, without sending it. A caller
+    /// that must not risk two copies committing (a job submission, say) sends these same bytes
+    /// again while they do not show, instead of signing the call anew: one nonce, at most one
+    /// commit, and no copy takes a nonce a later transaction needs.
+    pub fn sign_next(
+        &self,
+        ledger: &SharedLedger,
+        call: Call,
+    ) -> Result<trainmesh_ledger::SignedTransaction, String> {
+        let nonce = ledger
+            .read()
+            .expect("ledger lock")
+            .account(&self.address)
+            .map_err(|e| e.to_string())?
+            .nonce;
+        Ok(Transaction {
+            chain_id: self.chain_id.clone(),
+            public_key: self.public,
+            nonce,
+            fee: Amount::ZERO,
+            call,
+        }
+        .sign(&self.secret))
+    }
+
     /// Signs `call` with the next nonce and submits it. With `resync`, the nonce restarts from
     /// the ledger's (after a transaction was lost); otherwise it continues after the last one
     /// sent. Returns the transaction hash.

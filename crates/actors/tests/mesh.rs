@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use trainmesh_actors::ledger::{LedgerAdvanced, Subscribe};
-use trainmesh_actors::node::{self, NodeHandle, NodeSpec};
+use trainmesh_actors::node::{self, LocalConsensusConfig, NodeHandle, NodeSpec};
 use trainmesh_contracts::{
     Address, Amount, Call, Genesis, GenesisAccount, GenesisValidator, Hash32, Params,
 };
-use trainmesh_dag::CoreConfig;
+use trainmesh_dag::ConsensusParams;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -89,6 +89,10 @@ fn validators_agree_and_followers_sync() {
                 })
                 .collect(),
             params: Params::default(),
+            consensus: ConsensusParams {
+                leader_timeout_ms: 500,
+                ..ConsensusParams::default()
+            },
         };
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let bootstrap: Vec<_> = (0..n)
@@ -110,11 +114,7 @@ fn validators_agree_and_followers_sync() {
             trainer: None,
             evaluator: None,
             provider: None,
-            core_config: CoreConfig {
-                max_header_delay_ms: 100,
-                leader_timeout_ms: 500,
-                ..CoreConfig::default()
-            },
+            local_consensus: LocalConsensusConfig::default(),
         };
         let mut nodes = Vec::new();
         for i in 0..n {

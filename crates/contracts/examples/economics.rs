@@ -133,6 +133,7 @@ fn main() {
         accounts: accounts_list,
         validators: vec![],
         params,
+        consensus: trainmesh_dag::ConsensusParams::default(),
     };
     let mut sim = Sim {
         state: MemState::default(),

@@ -40,6 +40,7 @@ fn main() {
         accounts,
         validators,
         params: Params::default(),
+        consensus: trainmesh_dag::ConsensusParams::default(),
     };
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -1,6 +1,10 @@
-//! The initial state: balances, validators with their stake, parameters.
+//! The initial state: balances, validators with their stake, parameters; and the consensus
+//! parameters every validator's DAG core must share (they do not enter the state: the node reads
+//! them from the genesis when it builds its core).
 
 use serde::{Deserialize, Serialize};
+use trainmesh_dag::encoding::MESSAGE_BYTES_MAX;
+use trainmesh_dag::ConsensusParams;
 
 use crate::accounts::{self, Supply};
 use crate::error::{ContractError, ContractResult};
@@ -32,6 +36,10 @@ pub struct Genesis {
     pub accounts: Vec<GenesisAccount>,
     pub validators: Vec<GenesisValidator>,
     pub params: Params,
+    /// The DAG's consensus-critical parameters (absent in a file: the defaults, those of
+    /// `CoreConfig::default()`).
+    #[serde(default)]
+    pub consensus: ConsensusParams,
 }
 
 impl Genesis {
@@ -63,6 +71,7 @@ impl Genesis {
             return Err(invalid("chain id must be 1 to 64 bytes".into()));
         }
         self.params.validate()?;
+        validate_consensus(&self.consensus)?;
         let mut seen = std::collections::BTreeSet::new();
         for a in &self.accounts {
             if !seen.insert(a.address) {
@@ -106,4 +115,77 @@ impl Genesis {
         state.write(keys::VALIDATORS.to_vec(), &validators);
         Ok(())
     }
+}
+
+/// The most rounds a validator may hold ahead of its highest round (and so the deepest garbage
+/// collection): beyond this, the memory a peer can make it hold is no longer a bound.
+pub const ROUND_WINDOW_ROUNDS_MAX: u64 = 10_000;
+/// The longest leader timeout: beyond this, a crashed leader stalls commits for minutes.
+pub const LEADER_TIMEOUT_MS_MAX: u64 = 600_000;
+/// The most transactions a header may hold.
+pub const HEADER_TRANSACTIONS_MAX: u64 = 1_000_000;
+
+/// Every consensus parameter within its range: a header (its payload plus one transaction
+/// over the batching threshold) fits in half a network message, the leader timeout is positive and
+/// bounded, and garbage collection keeps at least the two rounds a commit reads, and no more
+/// than the round window.
+fn validate_consensus(p: &ConsensusParams) -> ContractResult<()> {
+    let invalid = |reason: String| ContractError::Invalid {
+        what: "genesis consensus parameters",
+        reason,
+    };
+    let header_bytes_max = MESSAGE_BYTES_MAX as u64 / 2;
+    let ranges = [
+        (
+            "header_payload_bytes_max",
+            p.header_payload_bytes_max,
+            1,
+            header_bytes_max,
+        ),
+        (
+            "transaction_bytes_max",
+            p.transaction_bytes_max,
+            1,
+            header_bytes_max,
+        ),
+        (
+            "header_transactions_max",
+            p.header_transactions_max,
+            1,
+            HEADER_TRANSACTIONS_MAX,
+        ),
+        (
+            "leader_timeout_ms",
+            p.leader_timeout_ms,
+            1,
+            LEADER_TIMEOUT_MS_MAX,
+        ),
+        (
+            "round_window_rounds",
+            p.round_window_rounds,
+            2,
+            ROUND_WINDOW_ROUNDS_MAX,
+        ),
+        (
+            "gc_depth_rounds",
+            p.gc_depth_rounds,
+            2,
+            p.round_window_rounds,
+        ),
+    ];
+    for (name, value, min, max) in ranges {
+        if !(min..=max).contains(&value) {
+            return Err(invalid(format!(
+                "{name} = {value} is outside {min}..={max}"
+            )));
+        }
+    }
+    let header = p.header_payload_bytes_max + p.transaction_bytes_max;
+    if header > header_bytes_max {
+        return Err(invalid(format!(
+            "header_payload_bytes_max + transaction_bytes_max = {header} exceeds {header_bytes_max} \
+             (half a network message)"
+        )));
+    }
+    Ok(())
 }

@@ -70,3 +70,102 @@ fn bad_genesis_files_are_refused_with_a_reason() {
     unstaked.validators[0].stake = Amount::ZERO;
     assert!(unstaked.validate().is_err());
 }
+
+/// The example without its `consensus` section (as every genesis file written before it).
+fn without_consensus_section() -> String {
+    let start = EXAMPLE
+        .find(",\n  \"consensus\"")
+        .expect("the example has the section");
+    format!("{}\n}}\n", &EXAMPLE[..start])
+}
+
+#[test]
+fn a_genesis_without_consensus_parameters_gets_todays_defaults() {
+    let g = Genesis::from_json(&without_consensus_section()).expect("an older genesis still loads");
+    assert_eq!(
+        g.consensus,
+        trainmesh_dag::CoreConfig::default().consensus()
+    );
+    let example = Genesis::from_json(EXAMPLE).unwrap();
+    assert_eq!(
+        example.consensus, g.consensus,
+        "the example spells out the defaults"
+    );
+}
+
+#[test]
+fn bad_consensus_parameters_are_refused_naming_the_parameter() {
+    let cases = [
+        (
+            "\"gc_depth_rounds\": 50",
+            "\"gc_depth_rounds\": 0",
+            "gc_depth_rounds = 0",
+        ),
+        (
+            "\"gc_depth_rounds\": 50",
+            "\"gc_depth_rounds\": 1",
+            "gc_depth_rounds = 1",
+        ),
+        (
+            "\"gc_depth_rounds\": 50",
+            "\"gc_depth_rounds\": 201",
+            "gc_depth_rounds = 201",
+        ),
+        (
+            "\"round_window_rounds\": 200",
+            "\"round_window_rounds\": 10000000",
+            "round_window_rounds",
+        ),
+        (
+            "\"leader_timeout_ms\": 1000",
+            "\"leader_timeout_ms\": 0",
+            "leader_timeout_ms = 0",
+        ),
+        (
+            "\"leader_timeout_ms\": 1000",
+            "\"leader_timeout_ms\": 86400000",
+            "leader_timeout_ms",
+        ),
+        (
+            "\"header_transactions_max\": 20000",
+            "\"header_transactions_max\": 0",
+            "header_transactions_max",
+        ),
+        (
+            "\"transaction_bytes_max\": 262144",
+            "\"transaction_bytes_max\": 0",
+            "transaction_bytes_max",
+        ),
+        (
+            "\"header_payload_bytes_max\": 500000",
+            "\"header_payload_bytes_max\": 4194000",
+            "half a network message",
+        ),
+        (
+            "\"gc_depth_rounds\": 50",
+            "\"gc_depth\": 50",
+            "unknown field `gc_depth`",
+        ),
+        (
+            "\"gc_depth_rounds\": 50",
+            "\"gc_depth_rounds\": -3",
+            "expected u64",
+        ),
+    ];
+    for (from, to, needle) in cases {
+        assert!(EXAMPLE.contains(from), "{from}");
+        let err = Genesis::from_json(&EXAMPLE.replacen(from, to, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{to}: {err}");
+    }
+    // The bounds hold between fields too: a deeper collection than the window is refused.
+    let mut g = Genesis::from_json(EXAMPLE).unwrap();
+    g.consensus.round_window_rounds = 20;
+    g.consensus.gc_depth_rounds = 21;
+    let err = g.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("gc_depth_rounds = 21 is outside 2..=20"),
+        "{err}"
+    );
+}

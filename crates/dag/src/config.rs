@@ -73,3 +73,53 @@ impl Default for CoreConfig {
         }
     }
 }
+
+/// The part of a [`CoreConfig`] every validator must share, because it decides which headers are
+/// valid (their size bounds), which vertices a commit holds (the garbage-collection depth), which
+/// far-ahead vertices are refused (the round window) and the shape of the DAG the commit rule
+/// reads (the leader timeout). A network fixes it in its genesis; a node never sets it locally.
+/// Values are `u64` so the encoding is the same on every platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsensusParams {
+    pub header_payload_bytes_max: u64,
+    pub header_transactions_max: u64,
+    pub transaction_bytes_max: u64,
+    pub leader_timeout_ms: u64,
+    pub gc_depth_rounds: u64,
+    pub round_window_rounds: u64,
+}
+
+impl Default for ConsensusParams {
+    fn default() -> Self {
+        CoreConfig::default().consensus()
+    }
+}
+
+impl CoreConfig {
+    /// The consensus-critical part of this configuration.
+    pub fn consensus(&self) -> ConsensusParams {
+        ConsensusParams {
+            header_payload_bytes_max: self.header_payload_bytes_max as u64,
+            header_transactions_max: self.header_transactions_max as u64,
+            transaction_bytes_max: self.transaction_bytes_max as u64,
+            leader_timeout_ms: self.leader_timeout_ms,
+            gc_depth_rounds: self.gc_depth_rounds,
+            round_window_rounds: self.round_window_rounds,
+        }
+    }
+
+    /// This configuration with its consensus-critical part replaced by `p`.
+    pub fn with_consensus(self, p: &ConsensusParams) -> CoreConfig {
+        let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        CoreConfig {
+            header_payload_bytes_max: size(p.header_payload_bytes_max),
+            header_transactions_max: size(p.header_transactions_max),
+            transaction_bytes_max: size(p.transaction_bytes_max),
+            leader_timeout_ms: p.leader_timeout_ms,
+            gc_depth_rounds: p.gc_depth_rounds,
+            round_window_rounds: p.round_window_rounds,
+            ..self
+        }
+    }
+}

@@ -3,10 +3,13 @@
 //! Bookkeeping only: the core decides what to accept; this room remembers suspended headers and
 //! certificates, the digests they wait for, and the requests to send. Every map is bounded, and
 //! so that junk cannot crowd out honest work:
-//! - headers waiting for parents are limited *per author* (`pending_headers_per_author_max`), so
-//!   one author's signed junk inside the round window fills only its own share;
+//! - headers waiting for parents are limited *per author* (`pending_headers_per_author_max`, and
+//!   never more than an equal split of `pending_headers_max`), so one author's signed junk inside
+//!   the round window fills only its own share;
 //! - digests wanted only by headers may take at most half of `missing_certificates_max`; digests
-//!   a certificate waits for (a quorum vouched for them) are always requested.
+//!   a certificate waits for (a quorum vouched for them) may take all of it. Beyond what is
+//!   tracked, a missing parent is still asked once from the peer that referenced it (which holds
+//!   it, if honest), so junk can exhaust what we track and retry, never what we ask for.
 //!
 //! Catching up pages through (round, author) positions: each reply continues from just after the
 //! last certificate received, so a round larger than one reply is still crossed.
@@ -156,7 +159,11 @@ impl Synchronizer {
     ) -> DagResult<Vec<Request>> {
         let author = header.author();
         let count = self.headers_per_author.get(&author).copied().unwrap_or(0);
-        let max = self.config.pending_headers_per_author_max;
+        // Each author's share: never more than an equal split of the whole queue.
+        let max = self
+            .config
+            .pending_headers_per_author_max
+            .min((self.config.pending_headers_max / self.committee.size()).max(1));
         if count >= max {
             return Err(DagError::AuthorQuotaExceeded { author, count, max });
         }
@@ -218,7 +225,10 @@ impl Synchronizer {
                 }
                 continue;
             }
+            ask.push(*d);
             if !self.has_room_for_missing(for_certificate) {
+                // Asked once from the referrer, which holds it, but not tracked for retries:
+                // junk can exhaust what we track, never what we ask an honest referrer for.
                 continue;
             }
             self.missing.insert(
@@ -234,7 +244,6 @@ impl Synchronizer {
             if !for_certificate {
                 self.missing_for_headers_only += 1;
             }
-            ask.push(*d);
         }
         if referrer == self.me {
             return Vec::new();

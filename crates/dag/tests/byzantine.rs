@@ -584,7 +584,7 @@ fn catch_up_pages_through_rounds_larger_than_one_reply() {
 fn one_authors_junk_headers_fill_only_its_share() {
     let tc = TestCommittee::new(4);
     let config = CoreConfig {
-        pending_headers_max: 20,
+        pending_headers_max: 40,
         pending_headers_per_author_max: 8,
         ..observer_config()
     };

@@ -2,8 +2,8 @@
 //! command that replays it (`DAG_SIM_SEED=<seed> DAG_SIM_NODES=<n> DAG_SIM_MS=<ms>` with
 //! `DAG_SIM_MIX=<mix>` or `DAG_SIM_SCENARIO=<name>`).
 //!
-//! Scenarios and mixes that break an invariant on today's core are `#[ignore]`d with the reason
-//! `needs core fix: ...`; run them with `cargo test -p trainmesh-dag --test simulation -- --ignored`.
+//! Each Byzantine behaviour is a named scenario below; each once found a real defect of the core
+//! (docs/design/dag.md, "Threat model"), and the random sweep draws them all.
 
 use trainmesh_dag::sim::{self, Behaviour, Crash, FaultKind, Mix, Partition, SimConfig};
 use trainmesh_dag::AuthorityIndex;
@@ -16,34 +16,6 @@ const CI_RUN_MS: u64 = 8_000;
 /// spreads thousands evenly.
 const CI_SEEDS: [(usize, u64); 3] = [(4, 130), (7, 50), (10, 20)];
 const CI_SIZES: [usize; 3] = [4, 7, 10];
-
-/// The fault kinds that break an invariant on today's core, each with the failure it causes:
-/// - `forged_parents`: a certificate whose parent references name other authors' (or older)
-///   certificates is voted, certified and committed ("forged reference", "causality");
-/// - `future_timestamps`: a leader stamped u64::MAX or now + 10 days moves the commit timestamp
-///   ("timestamp: ... beyond the highest honest clock");
-/// - `clock_skew`: with a Byzantine leader whose clock is behind every honest one, the commit
-///   timestamp falls below the honest clocks ("timestamp: ... before any honest clock");
-/// - `hostile_sync`: a request for the rounds after u64::MAX overflows `Round::next` ("panicked:
-///   attempt to add with overflow"); certificates whose header signature was swapped are
-///   committed, so honest logs differ byte for byte ("agreement");
-/// - `restart_beyond_window`: a peer answering the catch-up request of a node far behind panics
-///   ("panicked: range start is greater than range end in BTreeMap");
-/// - `shallow_gc`: with crashes, a restarted node commits again what it had committed ("double
-///   commit");
-/// - `tight_bounds`: junk headers inside the window fill `pending_headers` and an honest node
-///   stops committing ("liveness"): the bounds are shared by all authors;
-/// - `straggler_chain` is not listed: drawn at random it rarely meets a crash after a deep
-///   commit; as a scenario (with a shallow collection depth and crashes) it is ignored below.
-const NEEDS_CORE_FIX: [FaultKind; 7] = [
-    FaultKind::ForgedParents,
-    FaultKind::FutureTimestamps,
-    FaultKind::ClockSkew,
-    FaultKind::HostileSync,
-    FaultKind::RestartBeyondWindow,
-    FaultKind::ShallowGc,
-    FaultKind::TightBounds,
-];
 
 fn check(config: SimConfig) -> sim::SimReport {
     let seed = config.seed;
@@ -190,29 +162,24 @@ fn partition_without_quorum_stalls_then_heals() {
 
 #[test]
 fn large_committee() {
-    check(SimConfig::draw(
-        31,
-        31,
-        &Mix::all_but(&NEEDS_CORE_FIX),
-        4_000,
-    ));
+    check(SimConfig::draw(31, 31, &Mix::all(), 4_000));
 }
 
-// The CI's random sweep: 200 seeds over 4, 7 and 10 validators, every fault kind that today's
-// core survives (one test per size, so they run in parallel).
+// The CI's random sweep: 200 seeds over 4, 7 and 10 validators, every fault kind (one test per
+// size, so they run in parallel).
 #[test]
-fn random_faults_passing_today_4() {
-    sweep(ci_random(Mix::all_but(&NEEDS_CORE_FIX), 4));
+fn random_faults_4() {
+    sweep(ci_random(Mix::all(), 4));
 }
 
 #[test]
-fn random_faults_passing_today_7() {
-    sweep(ci_random(Mix::all_but(&NEEDS_CORE_FIX), 7));
+fn random_faults_7() {
+    sweep(ci_random(Mix::all(), 7));
 }
 
 #[test]
-fn random_faults_passing_today_10() {
-    sweep(ci_random(Mix::all_but(&NEEDS_CORE_FIX), 10));
+fn random_faults_10() {
+    sweep(ci_random(Mix::all(), 10));
 }
 
 #[test]
@@ -221,18 +188,8 @@ fn ci_sweep_holds_at_least_200_seeds() {
     assert_eq!(CI_SEEDS.map(|(n, _)| n), CI_SIZES);
 }
 
-/// The same seeds with every fault kind.
-#[test]
-#[ignore = "needs core fix: every kind in NEEDS_CORE_FIX"]
-fn random_faults_all_kinds() {
-    for nodes in CI_SIZES {
-        sweep(ci_random(Mix::all(), nodes));
-    }
-}
-
 /// One named scenario per fault kind (with its companions), over a few seeds and every CI
-/// committee size. Those that fail on today's core are ignored, naming the invariant they break
-/// and the seeds known to break it.
+/// committee size.
 macro_rules! scenario_tests {
     ($($(#[$attr:meta])* $name:ident: $kind:expr, $seeds:expr;)*) => {$(
         #[test]
@@ -248,21 +205,13 @@ scenario_tests! {
     scenario_in_window_junk: FaultKind::InWindowJunk, 0..2;
     scenario_clock_skew: FaultKind::ClockSkew, 0..2;
     scenario_slow_validator: FaultKind::SlowValidator, 0..2;
-    #[ignore = "needs core fix: parent references are not checked against the certificates they name (forged reference, causality; every seed)"]
     scenario_forged_parents: FaultKind::ForgedParents, 0..3;
-    #[ignore = "needs core fix: the commit timestamp is the leader's unchecked created_at (timestamp; every seed)"]
     scenario_future_timestamps: FaultKind::FutureTimestamps, 0..3;
-    #[ignore = "needs core fix: Round::next overflows on a request for the rounds after u64::MAX (panicked, seeds 1, 2 at n=4); the header signature is not covered by the certificate digest (agreement)"]
     scenario_hostile_sync: FaultKind::HostileSync, 0..3;
-    #[ignore = "needs core fix: answering the catch-up request of a node far behind panics (panicked: range start is greater than range end; seed 5 at n=7)"]
     scenario_restart_beyond_window: FaultKind::RestartBeyondWindow, 0..6;
-    #[ignore = "needs core fix: recovery forgets commits when a commit reaches below the collection round (double commit)"]
     scenario_straggler_chain: FaultKind::StragglerChain, 0..3;
-    #[ignore = "needs core fix: recovery forgets commits when a commit reaches below the collection round (double commit)"]
     scenario_shallow_gc: FaultKind::ShallowGc, 0..3;
-    #[ignore = "needs core fix: its companion restart beyond the window makes a peer panic (panicked: range start is greater than range end; seed 0 at n=7) before the reply cap can stall catch-up"]
     scenario_small_reply_cap: FaultKind::SmallReplyCap, 0..3;
-    #[ignore = "needs core fix: in-window junk of one author fills pending_headers, honest headers are dropped and a node stops committing (liveness; seed 0 at n=4, 28 of 30 seeds)"]
     scenario_tight_bounds: FaultKind::TightBounds, 0..3;
 }
 

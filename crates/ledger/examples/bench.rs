@@ -48,6 +48,7 @@ fn genesis(keys: &[AccountKey]) -> Genesis {
             .collect(),
         validators: vec![],
         params: Params::default(),
+        consensus: trainmesh_dag::ConsensusParams::default(),
     }
 }
 

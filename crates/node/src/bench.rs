@@ -18,9 +18,12 @@ use trainmesh_actors::coordinator::{
 };
 use trainmesh_actors::metrics::NodeMetrics;
 use trainmesh_actors::network::{self, NetworkConfig, NetworkEvent};
+use trainmesh_actors::node::LocalConsensusConfig;
 use trainmesh_actors::wire::{self, CHANNEL_CONSENSUS};
 use trainmesh_contracts::{Address, Amount, Genesis, GenesisValidator, Hash32, Params};
-use trainmesh_dag::{ConsensusStore, Core, CoreConfig, KeyPair, MemStore, RedbStore, Validator};
+use trainmesh_dag::{
+    ConsensusParams, ConsensusStore, Core, KeyPair, MemStore, RedbStore, Validator,
+};
 
 use crate::net::{free_port, loopback};
 
@@ -95,12 +98,14 @@ fn secret(i: usize) -> [u8; 32] {
     crate::keys::derived(&format!("bench-validator-{i}"))
 }
 
-fn committee(n: usize) -> anyhow::Result<trainmesh_dag::Committee> {
-    let genesis = Genesis {
+/// The benchmark's genesis: its validators, and the consensus parameters of its arguments (the
+/// same for every validator process, as a network's genesis is).
+fn genesis(a: &ConsensusArgs) -> Genesis {
+    Genesis {
         chain_id: "bench".into(),
         genesis_time_ms: 0,
         accounts: vec![],
-        validators: (0..n)
+        validators: (0..a.validators)
             .map(|i| GenesisValidator {
                 address: Address::from_public_key(&trainmesh_actors::node::public_key(&secret(i))),
                 consensus_key: Hash32(trainmesh_actors::node::public_key(&secret(i))),
@@ -108,8 +113,12 @@ fn committee(n: usize) -> anyhow::Result<trainmesh_dag::Committee> {
             })
             .collect(),
         params: Params::default(),
-    };
-    Ok(trainmesh_actors::node::committee_of(&genesis)?)
+        consensus: ConsensusParams {
+            header_payload_bytes_max: a.header_bytes as u64,
+            leader_timeout_ms: a.leader_timeout_ms,
+            ..ConsensusParams::default()
+        },
+    }
 }
 
 fn warmup(a: &ConsensusArgs) -> f64 {
@@ -368,7 +377,7 @@ fn validator(args: ValidatorArgs) -> anyhow::Result<()> {
 async fn validator_async(args: ValidatorArgs) -> anyhow::Result<()> {
     let c = &args.common;
     let n = c.validators;
-    let committee = committee(n)?;
+    let committee = trainmesh_actors::node::committee_of(&genesis(c))?;
     let peers = PeerBook::new(&committee)?;
     let ports: Vec<u16> = args
         .ports
@@ -410,14 +419,17 @@ async fn run_validator<S: ConsensusStore + Unpin + Send + 'static>(
 ) -> anyhow::Result<()> {
     let c = &args.common;
     let n = c.validators;
-    let committee = committee(n)?;
+    let genesis = genesis(c);
+    genesis
+        .validate()
+        .map_err(|e| anyhow::anyhow!("benchmark parameters: {e}"))?;
+    let committee = trainmesh_actors::node::committee_of(&genesis)?;
     let me = trainmesh_dag::AuthorityIndex(args.index as u32);
-    let config = CoreConfig {
-        header_payload_bytes_max: c.header_bytes,
+    let config = LocalConsensusConfig {
         max_header_delay_ms: c.max_header_delay_ms,
-        leader_timeout_ms: c.leader_timeout_ms,
-        ..CoreConfig::default()
-    };
+        ..LocalConsensusConfig::default()
+    }
+    .core_config(&genesis);
     let (core, startup) = Core::new(
         config.clone(),
         committee.clone(),

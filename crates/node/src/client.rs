@@ -6,11 +6,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use trainmesh_actors::node::{self, NodeSpec};
+use trainmesh_actors::node::{self, LocalConsensusConfig, NodeSpec};
 use trainmesh_contracts::datasets::Dataset;
 use trainmesh_contracts::jobs::{Job, JobSpec, JobState};
 use trainmesh_contracts::{keys as state_keys, Address, Call, DatasetId, JobId};
-use trainmesh_dag::CoreConfig;
 
 use crate::config::parse_peer_addr;
 use crate::devnet::{demo_job, DatasetChoice};
@@ -64,6 +63,10 @@ pub struct SubmitArgs {
     /// A job spec as JSON (default: the demo MLP on the digits).
     #[arg(long)]
     pub spec: Option<PathBuf>,
+    /// Submit only once this many workers are registered (and so bonded) on the ledger: a
+    /// network just started has its trainers and evaluators registering.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
     /// Follow the job until it ends.
     #[arg(long)]
     pub wait: bool,
@@ -264,6 +267,12 @@ fn latest_dataset(n: &node::NodeHandle) -> anyhow::Result<Option<DatasetId>> {
         .filter(|id| matches!(l.read::<Dataset>(&state_keys::dataset(*id)), Ok(Some(_)))))
 }
 
+fn registered_workers(n: &node::NodeHandle) -> anyhow::Result<usize> {
+    let l = n.ledger.read().expect("ledger lock");
+    Ok(l.read::<Vec<Address>>(state_keys::WORKERS)?
+        .map_or(0, |w| w.len()))
+}
+
 fn job_of(n: &node::NodeHandle, owner: &Address, after: u64) -> anyhow::Result<Option<Job>> {
     let l = n.ledger.read().expect("ledger lock");
     let count = l
@@ -301,16 +310,21 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         trainer: None,
         evaluator: None,
         provider: None,
-        core_config: CoreConfig::default(),
+        local_consensus: LocalConsensusConfig::default(),
     })?;
     let me = handle.wallet.address;
-    // Catch up with the ledger first (the nonce and the dataset come from it).
+    // Catch up with the ledger first (the nonce and the dataset come from it), and wait for the
+    // workers asked for.
     let dataset = loop {
-        if let Some(d) = latest_dataset(&handle)? {
+        let workers = registered_workers(&handle)?;
+        if let (Some(d), true) = (latest_dataset(&handle)?, workers >= args.workers) {
             break d;
         }
         if Instant::now() > deadline {
-            bail!("no dataset attached on the network");
+            bail!(
+                "no dataset attached, or {workers} of {} workers registered, in time",
+                args.workers
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -325,6 +339,13 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         .read::<trainmesh_contracts::counters::Counters>(state_keys::COUNTERS)?
         .map(|c| c.jobs)
         .unwrap_or(0);
+    // One signed transaction, sent again (to the next validator) while it does not show: its
+    // one nonce lets at most one copy commit.
+    let tx = handle
+        .wallet
+        .sign_next(&handle.ledger, Call::SubmitJob { spec })
+        .map_err(|e| anyhow::anyhow!("signing: {e}"))?
+        .encode();
     let mut sent: Option<Instant> = None;
     let job = loop {
         if let Some(job) = job_of(&handle, &me, jobs_before)? {
@@ -333,11 +354,8 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         if sent.is_none_or(|t| t.elapsed() > Duration::from_secs(6)) {
             handle
                 .wallet
-                .send(
-                    &handle.ledger,
-                    Call::SubmitJob { spec: spec.clone() },
-                    sent.is_some(),
-                )
+                .submitter()
+                .submit(vec![tx.clone()])
                 .await
                 .map_err(|e| anyhow::anyhow!("submitting: {e}"))?;
             sent = Some(Instant::now());

@@ -14,10 +14,10 @@ use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde::Deserialize;
 use trainmesh_actors::ledger::{LedgerAdvanced, Subscribe};
-use trainmesh_actors::node::{self, NodeSpec};
+use trainmesh_actors::node::{self, LocalConsensusConfig, NodeSpec};
 use trainmesh_actors::trainer::Registration;
 use trainmesh_contracts::Amount;
-use trainmesh_dag::CoreConfig;
+use trainmesh_dag::ConsensusParams;
 
 use crate::devnet::{local_capability, DatasetChoice};
 
@@ -47,7 +47,7 @@ pub struct NodeConfig {
 pub struct TrainerConfig {
     /// Stake bonded at registration, in TRAIN.
     pub bond: u64,
-    /// Fake half of every unit (demonstrations of slashing only).
+    /// Fake every segment of every unit (demonstrations of slashing only).
     #[serde(default)]
     pub cheat: bool,
 }
@@ -65,20 +65,61 @@ pub struct ProviderConfig {
     pub dataset: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// `[consensus]`: what this node tunes in its consensus core (each optional). The parameters
+/// every validator must share (`leader_timeout_ms`, `gc_depth_rounds`, `round_window_rounds`,
+/// the header and transaction size bounds) come from the genesis file's `consensus` section;
+/// a config that names one is refused.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsensusConfig {
-    pub max_header_delay_ms: u64,
-    pub leader_timeout_ms: u64,
+    pub max_header_delay_ms: Option<u64>,
+    pub mempool_bytes_max: Option<usize>,
+    pub pending_certificates_max: Option<usize>,
+    pub pending_headers_max: Option<usize>,
+    pub missing_certificates_max: Option<usize>,
 }
 
-impl Default for ConsensusConfig {
-    fn default() -> Self {
-        ConsensusConfig {
-            max_header_delay_ms: 100,
-            leader_timeout_ms: 1_000,
+impl ConsensusConfig {
+    fn local(&self) -> LocalConsensusConfig {
+        let d = LocalConsensusConfig::default();
+        LocalConsensusConfig {
+            max_header_delay_ms: self.max_header_delay_ms.unwrap_or(d.max_header_delay_ms),
+            mempool_bytes_max: self.mempool_bytes_max.unwrap_or(d.mempool_bytes_max),
+            pending_certificates_max: self
+                .pending_certificates_max
+                .unwrap_or(d.pending_certificates_max),
+            pending_headers_max: self.pending_headers_max.unwrap_or(d.pending_headers_max),
+            missing_certificates_max: self
+                .missing_certificates_max
+                .unwrap_or(d.missing_certificates_max),
         }
     }
+}
+
+/// The names of the consensus-critical parameters (those of the genesis' `consensus` section).
+fn consensus_critical() -> Vec<String> {
+    match serde_json::to_value(ConsensusParams::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+        _ => unreachable!("consensus parameters serialize to an object"),
+    }
+}
+
+/// Refuses a config that sets a consensus-critical parameter, at the top level or in
+/// `[consensus]`, naming where it belongs.
+fn refuse_consensus_critical(table: &toml::Table) -> anyhow::Result<()> {
+    let sections = [
+        Some(table),
+        table.get("consensus").and_then(|v| v.as_table()),
+    ];
+    for key in consensus_critical() {
+        if sections.iter().flatten().any(|t| t.contains_key(&key)) {
+            bail!(
+                "{key} is a consensus parameter: every validator takes it from the genesis file \
+                 (its \"consensus\" section), never from a node's config; remove it here"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `…/p2p/<peer id>` split into the peer and the address to dial.
@@ -96,10 +137,14 @@ impl NodeConfig {
     pub fn read(path: &Path) -> anyhow::Result<NodeConfig> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut c: NodeConfig =
-            toml::from_str(&text).with_context(|| format!("config {}", path.display()))?;
-        // Relative paths are relative to the config file.
         let base = path.parent().unwrap_or(Path::new("."));
+        NodeConfig::parse(&text, base).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// A config from its TOML text; relative paths are made relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> anyhow::Result<NodeConfig> {
+        refuse_consensus_critical(&toml::from_str(text)?)?;
+        let mut c: NodeConfig = toml::from_str(text)?;
         for p in [&mut c.data_dir, &mut c.genesis, &mut c.account_key] {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -162,11 +207,7 @@ impl NodeConfig {
                 capability: capability.clone(),
             }),
             provider,
-            core_config: CoreConfig {
-                max_header_delay_ms: self.consensus.max_header_delay_ms,
-                leader_timeout_ms: self.consensus.leader_timeout_ms,
-                ..CoreConfig::default()
-            },
+            local_consensus: self.consensus.local(),
         })
     }
 }
@@ -265,4 +306,57 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+name = "validator-0"
+data_dir = "data"
+genesis = "../genesis.json"
+listen = "/ip4/127.0.0.1/tcp/4000"
+account_key = "account.key"
+"#;
+
+    #[test]
+    fn a_config_may_tune_batching_and_queues() {
+        let text =
+            format!("{BASE}[consensus]\nmax_header_delay_ms = 7\nmempool_bytes_max = 1000\n");
+        let c = NodeConfig::parse(&text, Path::new("/etc/node")).unwrap();
+        let local = c.consensus.local();
+        assert_eq!(local.max_header_delay_ms, 7);
+        assert_eq!(local.mempool_bytes_max, 1_000);
+        let d = LocalConsensusConfig::default();
+        assert_eq!(local.pending_headers_max, d.pending_headers_max);
+        assert_eq!(c.genesis, Path::new("/etc/node/../genesis.json"));
+        let plain = NodeConfig::parse(BASE, Path::new(".")).unwrap();
+        assert_eq!(plain.consensus.local(), d);
+    }
+
+    #[test]
+    fn a_config_that_sets_a_consensus_parameter_is_refused_naming_the_genesis() {
+        for key in consensus_critical() {
+            for text in [
+                format!("{BASE}[consensus]\n{key} = 3\n"),
+                format!("{key} = 3\n{BASE}"),
+            ] {
+                let err = NodeConfig::parse(&text, Path::new(".")).unwrap_err();
+                let message = format!("{err:#}");
+                assert!(
+                    message.contains(&key) && message.contains("genesis file"),
+                    "{key}: {message}"
+                );
+            }
+        }
+        let names = consensus_critical();
+        for key in [
+            "gc_depth_rounds",
+            "round_window_rounds",
+            "leader_timeout_ms",
+        ] {
+            assert!(names.iter().any(|n| n == key), "{key} in {names:?}");
+        }
+    }
 }

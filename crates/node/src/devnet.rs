@@ -7,25 +7,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use indicatif::{ProgressBar, ProgressStyle};
 use trainmesh_actors::coordinator::GetStatus;
-use trainmesh_actors::node::{self, NodeHandle, NodeSpec};
-use trainmesh_actors::provider::{AttachedDataset, DatasetOffer};
+use trainmesh_actors::node::{self, LocalConsensusConfig, NodeHandle, NodeSpec};
+use trainmesh_actors::provider::DatasetOffer;
 use trainmesh_actors::trainer::Registration;
-use trainmesh_actors::wallet::{Submitter, Wallet};
-use trainmesh_contracts::jobs::{
-    HyperParams, Job, JobSpec, JobState, Metric, Optimizer, Target, Unit, UnitState,
-};
+use trainmesh_contracts::jobs::{HyperParams, Job, JobSpec, JobState, Metric, Optimizer, Target};
 use trainmesh_contracts::workers::Capability;
 use trainmesh_contracts::{
-    keys as state_keys, Address, Amount, Call, DatasetId, Genesis, GenesisAccount,
-    GenesisValidator, Hash32, JobId, Params, TimestampMs, UnitId,
+    Address, Amount, DatasetId, Genesis, GenesisAccount, GenesisValidator, Hash32, Params,
+    TimestampMs,
 };
-use trainmesh_dag::CoreConfig;
+use trainmesh_dag::ConsensusParams;
 use trainmesh_gpu::dataset::Samples;
 
 use crate::keys;
 use crate::net::{free_port, loopback};
+
+mod phases;
+mod summary;
+
+use phases::{follow, submit_job, wait_for_cheater, wait_for_workers};
+use summary::{Tracked, Verdicts};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DatasetChoice {
@@ -64,8 +66,9 @@ pub struct DevnetArgs {
 
 /// What an honest worker bonds, in TRAIN.
 const WORKER_BOND: u64 = 200;
-/// What a cheating trainer bonds: ten times more, so the stake-weighted sampler picks it first
-/// (the worst case for the network, and the case the demo shows).
+/// What a cheating trainer bonds: ten times more, so the stake-weighted sampler keeps favouring
+/// it once the honest trainers are there (the worst case for the network). Its first unit is
+/// certain by construction: the honest trainers start only once it holds it.
 const CHEATER_BOND: u64 = 2_000;
 
 struct Roles {
@@ -116,6 +119,7 @@ fn genesis(roles: &Roles) -> Genesis {
             unit_timeout_ms: 60_000,
             ..Params::default()
         },
+        consensus: ConsensusParams::default(),
     }
 }
 
@@ -212,23 +216,6 @@ pub fn local_capability() -> Capability {
     }
 }
 
-fn balance_of(n: &NodeHandle, a: &Address) -> u128 {
-    n.ledger
-        .read()
-        .expect("ledger lock")
-        .account(a)
-        .map(|acc| acc.balance.0 + acc.stake.0)
-        .unwrap_or(0)
-}
-
-fn train(amount: i128) -> f64 {
-    amount as f64 / trainmesh_contracts::types::UNITS_PER_TRAIN as f64
-}
-
-fn histogram_sum(nodes: &[NodeHandle], f: impl Fn(&NodeHandle) -> f64) -> f64 {
-    nodes.iter().map(f).sum()
-}
-
 pub fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     if args.validators < 4 {
@@ -249,6 +236,140 @@ pub fn run(args: DevnetArgs) -> anyhow::Result<()> {
     system.block_on(devnet(args, started))
 }
 
+impl Roles {
+    fn derive(args: &DevnetArgs) -> Roles {
+        Roles {
+            validators: (0..args.validators)
+                .map(|i| {
+                    (
+                        keys::derived(&format!("validator-{i}/account")),
+                        keys::derived(&format!("validator-{i}/consensus")),
+                    )
+                })
+                .collect(),
+            trainers: (0..args.trainers)
+                .map(|i| keys::derived(&format!("trainer-{i}")))
+                .collect(),
+            evaluators: (0..args.evaluators)
+                .map(|i| keys::derived(&format!("evaluator-{i}")))
+                .collect(),
+            provider: keys::derived("provider"),
+            researcher: keys::derived("researcher"),
+        }
+    }
+
+    /// The accounts the summary reports on; the first `cheaters` trainers cheat.
+    fn tracked(&self, cheaters: usize) -> Vec<Tracked> {
+        let trainers = self.trainers.iter().enumerate().map(|(i, s)| Tracked {
+            name: format!(
+                "trainer-{i}{}",
+                if i < cheaters { " (cheater)" } else { "" }
+            ),
+            cheater: i < cheaters,
+            address: address(s),
+        });
+        let evaluators = self.evaluators.iter().enumerate().map(|(i, s)| Tracked {
+            name: format!("evaluator-{i}"),
+            cheater: false,
+            address: address(s),
+        });
+        let others = [
+            ("provider", &self.provider),
+            ("researcher", &self.researcher),
+        ]
+        .map(|(name, s)| Tracked {
+            name: name.into(),
+            cheater: false,
+            address: address(s),
+        });
+        trainers.chain(evaluators).chain(others).collect()
+    }
+}
+
+/// Starts the devnet's nodes, every one with the same genesis, bootstrap list and settings.
+struct Launcher {
+    root: PathBuf,
+    genesis: Genesis,
+    ports: Vec<u16>,
+    bootstrap: Vec<(libp2p::PeerId, libp2p::Multiaddr)>,
+    capability: Capability,
+}
+
+impl Launcher {
+    fn new(root: PathBuf, roles: &Roles) -> Launcher {
+        let ports: Vec<u16> = roles.validators.iter().map(|_| free_port()).collect();
+        let bootstrap = roles
+            .validators
+            .iter()
+            .zip(&ports)
+            .map(|((_, c), port)| {
+                let peer =
+                    trainmesh_actors::network::peer_id(&node::public_key(c)).expect("valid key");
+                (peer, loopback(*port))
+            })
+            .collect();
+        Launcher {
+            root,
+            genesis: genesis(roles),
+            ports,
+            bootstrap,
+            capability: local_capability(),
+        }
+    }
+
+    fn spec(&self, name: String, account: [u8; 32], port: u16) -> NodeSpec {
+        NodeSpec {
+            data_dir: self.root.join(&name),
+            name,
+            genesis: self.genesis.clone(),
+            account_secret: account,
+            consensus_secret: None,
+            listen: loopback(port),
+            bootstrap: self.bootstrap.clone(),
+            trainer: None,
+            evaluator: None,
+            provider: None,
+            local_consensus: LocalConsensusConfig::default(),
+        }
+    }
+
+    fn registration(&self, bond: u64) -> Registration {
+        Registration {
+            bond: Amount::from_train(bond),
+            capability: self.capability.clone(),
+        }
+    }
+
+    fn validator(
+        &self,
+        i: usize,
+        (account, consensus): &([u8; 32], [u8; 32]),
+    ) -> anyhow::Result<NodeHandle> {
+        let mut s = self.spec(format!("validator-{i}"), *account, self.ports[i]);
+        s.consensus_secret = Some(*consensus);
+        Ok(node::start(s)?)
+    }
+
+    fn trainer(&self, i: usize, secret: &[u8; 32], cheat: bool) -> anyhow::Result<NodeHandle> {
+        let mut s = self.spec(format!("trainer-{i}"), *secret, free_port());
+        let bond = if cheat { CHEATER_BOND } else { WORKER_BOND };
+        s.trainer = Some((self.registration(bond), cheat));
+        Ok(node::start(s)?)
+    }
+
+    fn evaluator(&self, i: usize, secret: &[u8; 32]) -> anyhow::Result<NodeHandle> {
+        let mut s = self.spec(format!("evaluator-{i}"), *secret, free_port());
+        s.evaluator = Some(self.registration(WORKER_BOND));
+        Ok(node::start(s)?)
+    }
+
+    fn provider(&self, secret: &[u8; 32], choice: DatasetChoice) -> anyhow::Result<NodeHandle> {
+        let mut s = self.spec("provider".into(), *secret, free_port());
+        s.provider = Some((Arc::new(load_samples(choice)?), offer(choice)));
+        Ok(node::start(s)?)
+    }
+}
+
 async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
     let temp;
     let root = match &args.data_dir {
@@ -258,90 +379,41 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
             temp.path().to_path_buf()
         }
     };
-    let roles = Roles {
-        validators: (0..args.validators)
-            .map(|i| {
-                (
-                    keys::derived(&format!("validator-{i}/account")),
-                    keys::derived(&format!("validator-{i}/consensus")),
-                )
-            })
-            .collect(),
-        trainers: (0..args.trainers)
-            .map(|i| keys::derived(&format!("trainer-{i}")))
-            .collect(),
-        evaluators: (0..args.evaluators)
-            .map(|i| keys::derived(&format!("evaluator-{i}")))
-            .collect(),
-        provider: keys::derived("provider"),
-        researcher: keys::derived("researcher"),
-    };
-    let genesis = genesis(&roles);
-    let samples = Arc::new(load_samples(args.dataset)?);
-    let ports: Vec<u16> = (0..args.validators).map(|_| free_port()).collect();
-    let bootstrap: Vec<_> = roles
-        .validators
-        .iter()
-        .zip(&ports)
-        .map(|((_, c), port)| {
-            let peer = trainmesh_actors::network::peer_id(&node::public_key(c)).expect("valid key");
-            (peer, loopback(*port))
-        })
-        .collect();
-    let core_config = CoreConfig {
-        max_header_delay_ms: 100,
-        leader_timeout_ms: 1_000,
-        ..CoreConfig::default()
-    };
-    let capability = local_capability();
-    let registration = |bond: u64| Registration {
-        bond: Amount::from_train(bond),
-        capability: capability.clone(),
-    };
-    let spec = |name: String, account: [u8; 32], port: u16| NodeSpec {
-        data_dir: root.join(&name),
-        name,
-        genesis: genesis.clone(),
-        account_secret: account,
-        consensus_secret: None,
-        listen: loopback(port),
-        bootstrap: bootstrap.clone(),
-        trainer: None,
-        evaluator: None,
-        provider: None,
-        core_config: core_config.clone(),
-    };
+    let roles = Roles::derive(&args);
+    let launcher = Launcher::new(root.clone(), &roles);
+    let tracked = roles.tracked(args.cheaters);
     let mut nodes = Vec::new();
-    for (i, (account, consensus)) in roles.validators.iter().enumerate() {
-        let mut s = spec(format!("validator-{i}"), *account, ports[i]);
-        s.consensus_secret = Some(*consensus);
-        nodes.push(node::start(s)?);
+    for (i, v) in roles.validators.iter().enumerate() {
+        nodes.push(launcher.validator(i, v)?);
     }
     let validators = nodes.len();
-    for (i, t) in roles.trainers.iter().enumerate() {
-        let mut s = spec(format!("trainer-{i}"), *t, free_port());
-        let cheat = i < args.cheaters;
-        let bond = if cheat { CHEATER_BOND } else { WORKER_BOND };
-        s.trainer = Some((registration(bond), cheat));
-        nodes.push(node::start(s)?);
+    // With cheaters, the honest trainers start only once a cheater holds the job's first unit:
+    // then the demo shows a cheater caught whatever the draw, not only when the draw favours it.
+    let (cheating, honest) = roles.trainers.split_at(args.cheaters);
+    let mut before_job: Vec<&[u8; 32]> = cheating.iter().chain(&roles.evaluators).collect();
+    for (i, t) in cheating.iter().enumerate() {
+        nodes.push(launcher.trainer(i, t, true)?);
+    }
+    if cheating.is_empty() {
+        for (i, t) in honest.iter().enumerate() {
+            nodes.push(launcher.trainer(i, t, false)?);
+        }
+        before_job.extend(honest);
     }
     for (i, e) in roles.evaluators.iter().enumerate() {
-        let mut s = spec(format!("evaluator-{i}"), *e, free_port());
-        s.evaluator = Some(registration(WORKER_BOND));
-        nodes.push(node::start(s)?);
+        nodes.push(launcher.evaluator(i, e)?);
     }
-    let mut s = spec("provider".into(), roles.provider, free_port());
-    s.provider = Some((samples.clone(), offer(args.dataset)));
-    nodes.push(node::start(s)?);
+    nodes.push(launcher.provider(&roles.provider, args.dataset)?);
     let provider = nodes
         .last()
-        .expect("just started")
-        .provider
-        .clone()
+        .and_then(|n| n.provider.clone())
         .expect("a provider");
     let v0 = &nodes[0];
-    let mut served = crate::gateway::Gateway::of(v0, &genesis.chain_id)?;
-    served.registries = nodes.iter().map(|n| n.metrics.registry.clone()).collect();
+    let chain_id = launcher.genesis.chain_id.clone();
+    let served = crate::gateway::Gateway::of(v0, &chain_id)?;
+    *served.registries.write().expect("registries lock") =
+        nodes.iter().map(|n| n.metrics.registry.clone()).collect();
+    let registries = served.registries.clone();
     let gateway = crate::gateway::serve(served, args.gateway)
         .with_context(|| format!("starting the gateway on {}", args.gateway))?;
     eprintln!("gateway: http://{gateway}/v1/status · metrics: http://{gateway}/metrics");
@@ -354,225 +426,45 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
         root.display()
     );
 
-    // Wait for the workers to register and the dataset to be attached.
     let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
-    let worker_count = args.trainers + args.evaluators;
-    let dataset = loop {
-        let registered = v0
-            .ledger
-            .read()
-            .expect("ledger lock")
-            .read::<Vec<Address>>(state_keys::WORKERS)?
-            .unwrap_or_default()
-            .len();
-        let attached = provider.send(AttachedDataset).await?;
-        if let (true, Some(d)) = (registered >= worker_count, attached) {
-            break d;
-        }
-        if Instant::now() > deadline {
-            bail!("workers or dataset not on the ledger in time ({registered}/{worker_count} registered)");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let expected: Vec<Address> = before_job.into_iter().map(address).collect();
+    let dataset = wait_for_workers(v0, &provider, &expected, deadline).await?;
     let setup_s = started.elapsed().as_secs_f64();
-
-    let tracked: Vec<(String, Address)> = roles
-        .trainers
+    let before: Vec<u128> = tracked
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            (
-                format!(
-                    "trainer-{i}{}",
-                    if i < args.cheaters { " (cheater)" } else { "" }
-                ),
-                address(s),
-            )
-        })
-        .chain(
-            roles
-                .evaluators
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (format!("evaluator-{i}"), address(s))),
-        )
-        .chain([
-            ("provider".to_string(), address(&roles.provider)),
-            ("researcher".to_string(), address(&roles.researcher)),
-        ])
+        .map(|t| summary::balance_of(v0, &t.address))
         .collect();
-    let before: Vec<u128> = tracked.iter().map(|(_, a)| balance_of(v0, a)).collect();
 
-    let researcher = Wallet::new(
-        roles.researcher,
-        genesis.chain_id.clone(),
-        Submitter::Local(v0.coordinator.clone().expect("validator").recipient()),
-    );
     let job_started = Instant::now();
     let spec = demo_job(args.dataset, dataset, trainmesh_actors::consensus::now().0);
-    let units_total = spec.units();
-    researcher
-        .send(&v0.ledger, Call::SubmitJob { spec: spec.clone() }, false)
-        .await
-        .map_err(|e| anyhow::anyhow!("submitting the job: {e}"))?;
-
-    let bar = ProgressBar::new(units_total);
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} units  {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    let researcher_addr = address(&roles.researcher);
-    let mut resent = Instant::now();
-    let job = loop {
-        let status = v0
-            .coordinator
-            .as_ref()
-            .expect("validator")
-            .send(GetStatus)
-            .await?;
-        let found = find_job(v0, &researcher_addr)?;
-        match &found {
-            Some((job, unit)) => {
-                bar.set_position(job.units_done as u64);
-                let loss = unit
-                    .as_ref()
-                    .and_then(|u| u.result.as_ref())
-                    .and_then(|r| r.loss_trace_ppm.last())
-                    .map(|l| format!("{:.4}", *l as f64 / 1e6))
-                    .unwrap_or_else(|| "-".into());
-                let acc = job
-                    .latest_metric_ppm
-                    .map(|m| format!("{:.4}", m as f64 / 1e6))
-                    .unwrap_or_else(|| "-".into());
-                let unit_state = unit.as_ref().map(|u| u.state.name()).unwrap_or("-");
-                bar.set_message(format!(
-                    "round {} | job {} unit {} {} | loss {} | held-out acc {}",
-                    status.last_committed_round.0,
-                    job.state.name(),
-                    job.current_unit,
-                    unit_state,
-                    loss,
-                    acc
-                ));
-                if job.state != JobState::Running {
-                    break job.clone();
-                }
-            }
-            None => {
-                bar.set_message(format!(
-                    "round {} | waiting for the job to commit",
-                    status.last_committed_round.0
-                ));
-                if resent.elapsed() > Duration::from_secs(8) {
-                    resent = Instant::now();
-                    let _ = researcher
-                        .send(&v0.ledger, Call::SubmitJob { spec: spec.clone() }, true)
-                        .await;
-                }
-            }
+    let job_id = submit_job(v0, &roles.researcher, &chain_id, &spec, deadline).await?;
+    if !cheating.is_empty() {
+        let cheaters: Vec<Address> = cheating.iter().map(address).collect();
+        let holder = wait_for_cheater(v0, job_id, &cheaters, deadline).await?;
+        eprintln!(
+            "devnet: {} holds unit 0; the honest trainers start",
+            summary::name_of(&tracked, &holder)
+        );
+        for (i, t) in honest.iter().enumerate() {
+            let trainer = launcher.trainer(args.cheaters + i, t, false)?;
+            let mut served = registries.write().expect("registries lock");
+            served.push(trainer.metrics.registry.clone());
+            nodes.push(trainer);
         }
-        if Instant::now() > deadline {
-            bar.abandon();
-            bail!("the job did not finish in {} s", args.timeout_s);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let v0 = &nodes[0];
+    let job = follow(v0, job_id, spec.units(), deadline, args.timeout_s).await?;
+    let timings = Timings {
+        setup_s,
+        job_s: job_started.elapsed().as_secs_f64(),
+        started,
     };
-    bar.finish();
-    let job_s = job_started.elapsed().as_secs_f64();
-    let status = v0
-        .coordinator
-        .as_ref()
-        .expect("validator")
-        .send(GetStatus)
-        .await?;
-
-    // Summary.
-    println!();
-    println!("job {} — {}", job.id.0, job.state.name());
-    println!(
-        "  model {} · dataset {} · {} of {} units certified · held-out accuracy {}",
-        args.dataset_name(),
-        dataset.0,
-        job.units_done,
-        job.units_total,
-        job.latest_metric_ppm
-            .map(|m| format!("{:.4}", m as f64 / 1e6))
-            .unwrap_or_else(|| "-".into())
-    );
-    println!("certificates of useful work:");
-    let mut certificates = 0;
-    let mut rejected_attempts = 0;
-    for index in 0..=job.current_unit {
-        let uid = UnitId { job: job.id, index };
-        let Some(unit) = v0
-            .ledger
-            .read()
-            .expect("ledger lock")
-            .read::<Unit>(&state_keys::unit(uid))?
-        else {
-            continue;
-        };
-        rejected_attempts += unit.excluded.len();
-        if unit.state == UnitState::Certified {
-            certificates += 1;
-            let measured: Vec<String> = unit
-                .attestations
-                .iter()
-                .map(|(_, a)| format!("{:.4}", a.metric_ppm as f64 / 1e6))
-                .collect();
-            println!(
-                "  unit {index}: certificate {} · trainer {} · evaluators measured {} · {} segments audited",
-                &unit.certificate.map(|c| c.to_hex()).unwrap_or_default()[..16],
-                name_of(&tracked, unit.trainer.as_ref()),
-                measured.join(", "),
-                unit.attestations.first().map(|(_, a)| a.segments_checked.len()).unwrap_or(0),
-            );
-        }
-        for e in &unit.excluded {
-            println!(
-                "  unit {index}: result of {} rejected → slashed, unit reassigned",
-                name_of(&tracked, Some(e))
-            );
-        }
-    }
-    println!("balance changes (balance + stake, TRAIN):");
-    let mut trainer_rewards = 0i128;
-    let mut trainers_slashed = 0i128;
-    for ((name, a), b) in tracked.iter().zip(&before) {
-        let delta = balance_of(v0, a) as i128 - *b as i128;
-        if name.starts_with("trainer") {
-            trainer_rewards += delta.max(0);
-            trainers_slashed += (-delta).max(0);
-        }
-        println!("  {name:<22} {:+.4}", train(delta));
-    }
-    let training_s = histogram_sum(&nodes, |n| n.metrics.training_seconds.get_sample_sum());
-    let verification_s = histogram_sum(&nodes, |n| n.metrics.verification_seconds.get_sample_sum());
-    let summary = serde_json::json!({
-        "job_status": job.state.name(),
-        "test_accuracy": job.latest_metric_ppm.map(|m| m as f64 / 1e6),
-        "certificates": certificates,
-        "rejected_results": rejected_attempts,
-        "units_total": job.units_total,
-        "committed_rounds": status.last_committed_round.0,
-        "ledger_height": v0.ledger.read().expect("ledger lock").height(),
-        "trainer_rewards": train(trainer_rewards),
-        "trainers_slashed": train(trainers_slashed),
-        "cheaters": args.cheaters,
-        "setup_s": setup_s,
-        "job_s": job_s,
-        "training_s": training_s,
-        "verification_s": verification_s,
-        "wall_s": started.elapsed().as_secs_f64(),
-    });
+    let summary = report(&nodes, &job, &tracked, &before, &args, timings).await?;
     let ok = job.state == JobState::Completed;
+    println!("{summary}");
     if !args.until_done {
         eprintln!("devnet keeps running (Ctrl-C or SIGTERM to stop)");
-        println!("{summary}");
         crate::net::shutdown_signal().await;
-    } else {
-        println!("{summary}");
     }
     drop(nodes.drain(validators..));
     for n in nodes {
@@ -585,30 +477,64 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn name_of(tracked: &[(String, Address)], a: Option<&Address>) -> String {
-    a.and_then(|a| tracked.iter().find(|(_, t)| t == a).map(|(n, _)| n.clone()))
-        .unwrap_or_else(|| "?".into())
+struct Timings {
+    setup_s: f64,
+    job_s: f64,
+    started: Instant,
 }
 
-/// The researcher's latest job and its current unit.
-fn find_job(n: &NodeHandle, owner: &Address) -> anyhow::Result<Option<(Job, Option<Unit>)>> {
-    let l = n.ledger.read().expect("ledger lock");
-    let count = l
-        .read::<trainmesh_contracts::counters::Counters>(state_keys::COUNTERS)?
-        .map(|c| c.jobs)
-        .unwrap_or(0);
-    for id in (1..=count).rev() {
-        if let Some(job) = l.read::<Job>(&state_keys::job(JobId(id)))? {
-            if job.owner == *owner {
-                let unit = l.read::<Unit>(&state_keys::unit(UnitId {
-                    job: job.id,
-                    index: job.current_unit,
-                }))?;
-                return Ok(Some((job, unit)));
-            }
-        }
-    }
-    Ok(None)
+/// Prints the job's summary; returns it as one JSON object.
+async fn report(
+    nodes: &[NodeHandle],
+    job: &Job,
+    tracked: &[Tracked],
+    before: &[u128],
+    args: &DevnetArgs,
+    timings: Timings,
+) -> anyhow::Result<serde_json::Value> {
+    let v0 = &nodes[0];
+    let status = v0
+        .coordinator
+        .as_ref()
+        .expect("validator")
+        .send(GetStatus)
+        .await?;
+    println!();
+    println!("job {} — {}", job.id.0, job.state.name());
+    println!(
+        "  model {} · dataset {} · {} of {} units certified · held-out accuracy {}",
+        args.dataset_name(),
+        job.spec.dataset.0,
+        job.units_done,
+        job.units_total,
+        job.latest_metric_ppm
+            .map(|m| format!("{:.4}", m as f64 / 1e6))
+            .unwrap_or_else(|| "-".into())
+    );
+    let verdicts = Verdicts::of(v0, job)?;
+    let certificates = summary::print_units(v0, job, &verdicts, tracked)?;
+    let balances = summary::print_balances(v0, tracked, before);
+    let sum = |f: &dyn Fn(&NodeHandle) -> f64| nodes.iter().map(f).sum::<f64>();
+    Ok(serde_json::json!({
+        "job_status": job.state.name(),
+        "test_accuracy": job.latest_metric_ppm.map(|m| m as f64 / 1e6),
+        "certificates": certificates,
+        "rejected_results": verdicts.rejected.len(),
+        "rejected_honest_results": summary::honest_rejections(&verdicts, tracked),
+        "timed_out_units": verdicts.timed_out.len(),
+        "units_total": job.units_total,
+        "committed_rounds": status.last_committed_round.0,
+        "ledger_height": v0.ledger.read().expect("ledger lock").height(),
+        "trainer_rewards": balances.rewards,
+        "trainers_slashed": balances.slashed,
+        "cheaters_slashed": balances.cheaters_slashed,
+        "cheaters": args.cheaters,
+        "setup_s": timings.setup_s,
+        "job_s": timings.job_s,
+        "training_s": sum(&|n| n.metrics.training_seconds.get_sample_sum()),
+        "verification_s": sum(&|n| n.metrics.verification_seconds.get_sample_sum()),
+        "wall_s": timings.started.elapsed().as_secs_f64(),
+    }))
 }
 
 impl DevnetArgs {

@@ -82,8 +82,8 @@ impl RateLimiter {
 #[derive(Clone)]
 pub struct Gateway {
     pub ledger: SharedLedger,
-    /// The registries `/metrics` serves (a devnet: every node's).
-    pub registries: Vec<prometheus::Registry>,
+    /// The registries `/metrics` serves (a devnet: every node's, those started later too).
+    pub registries: Arc<std::sync::RwLock<Vec<prometheus::Registry>>>,
     pub submitter: Submitter,
     pub coordinator: Option<actix::Addr<Coordinator<RedbStore>>>,
     pub chain_id: String,
@@ -105,7 +105,7 @@ impl Gateway {
         )?;
         Ok(Gateway {
             ledger: n.ledger.clone(),
-            registries: vec![n.metrics.registry.clone()],
+            registries: Arc::new(std::sync::RwLock::new(vec![n.metrics.registry.clone()])),
             submitter: n.wallet.submitter().clone(),
             coordinator: n.coordinator.clone(),
             chain_id: chain_id.to_string(),
@@ -196,7 +196,7 @@ async fn status(g: web::Data<Gateway>) -> ApiResult {
 }
 
 async fn metrics(g: web::Data<Gateway>) -> ApiResult {
-    let mut registries = g.registries.clone();
+    let mut registries = g.registries.read().expect("registries lock").clone();
     registries.push(g.metrics.registry.clone());
     let text = prometheus::TextEncoder::new()
         .encode_to_string(&trainmesh_actors::metrics::gather_all(&registries))

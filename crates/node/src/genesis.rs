@@ -92,6 +92,7 @@ pub fn build(args: &GenesisArgs) -> anyhow::Result<Genesis> {
         accounts,
         validators,
         params,
+        consensus: trainmesh_dag::ConsensusParams::default(),
     };
     genesis
         .validate()

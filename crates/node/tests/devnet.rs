@@ -35,14 +35,20 @@ fn devnet_finishes_the_demo_job() {
     assert!(s["certificates"].as_u64().unwrap() >= 1);
     assert!(s["committed_rounds"].as_u64().unwrap() > 0);
     assert!(s["trainer_rewards"].as_f64().unwrap() > 0.0);
-    assert_eq!(s["rejected_results"], 0);
+    assert_eq!(s["rejected_results"], 0, "{s}");
+    assert_eq!(s["trainers_slashed"], 0.0, "{s}");
 }
 
+/// Certain by construction: the cheater holds the first unit (the honest trainers start only once
+/// it does), it fakes every segment (so any audited segment exposes it), and the honest trainers
+/// finish the job.
 #[test]
 fn devnet_catches_and_slashes_a_cheater() {
     let s = devnet(&["--cheaters", "1"]);
     assert_eq!(s["job_status"], "completed");
     assert!(s["test_accuracy"].as_f64().unwrap() >= 0.95, "{s}");
     assert!(s["rejected_results"].as_u64().unwrap() >= 1, "{s}");
-    assert!(s["trainers_slashed"].as_f64().unwrap() > 0.0, "{s}");
+    assert_eq!(s["rejected_honest_results"], 0, "{s}");
+    assert!(s["cheaters_slashed"].as_f64().unwrap() > 0.0, "{s}");
+    assert_eq!(s["trainers_slashed"], s["cheaters_slashed"], "{s}");
 }

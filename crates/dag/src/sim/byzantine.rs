@@ -354,19 +354,24 @@ impl Simulator {
                     .take(cap + 1)
                     .cloned()
                     .collect();
-                ConsensusMessage::SyncResponse(SyncResponse { certificates })
+                ConsensusMessage::SyncResponse(SyncResponse {
+                    certificates,
+                    rounds_from: r.rounds_from,
+                })
             }
             (
                 SyncLie::HugeAfterRound,
                 ConsensusMessage::SyncRequest(SyncRequest::Rounds { .. }),
             ) => ConsensusMessage::SyncRequest(SyncRequest::Rounds {
-                after_round: Round(u64::MAX),
+                round: Round(u64::MAX),
+                author: AuthorityIndex(u32::MAX),
             }),
             (SyncLie::HugeAfterRound, ConsensusMessage::Header(h)) if h.author() == node => {
                 // Every round, one peer in turn is asked for the rounds after u64::MAX.
                 let peer = self.others(node)[h.round().0 as usize % (self.config.nodes - 1)];
                 let ask = ConsensusMessage::SyncRequest(SyncRequest::Rounds {
-                    after_round: Round(u64::MAX),
+                    round: Round(u64::MAX),
+                    author: AuthorityIndex(u32::MAX),
                 });
                 self.send_message(node, &[peer], &ask);
                 ConsensusMessage::Header(h)
@@ -399,7 +404,10 @@ impl Simulator {
         if certificates.is_empty() {
             return;
         }
-        let honest = SyncResponse { certificates };
+        let honest = SyncResponse {
+            certificates,
+            rounds_from: None,
+        };
         let lie = match lie {
             SyncLie::ForgedSignatures => forge_header_signatures(&honest),
             _ => self.other_rounds(node, &honest),
@@ -425,12 +433,15 @@ impl Simulator {
             .filter(|c| c.round() > Round::GENESIS && !asked_rounds.contains(&c.round()))
             .take(count.max(1))
             .collect();
-        SyncResponse { certificates }
+        SyncResponse {
+            certificates,
+            rounds_from: asked.rounds_from,
+        }
     }
 }
 
-/// The same certificates with their header signatures replaced: the votes still prove the header
-/// digest, which does not cover the signature.
+/// The same certificates with their header signatures replaced (the vertex digest covers the
+/// signature, so the votes no longer prove them).
 fn forge_header_signatures(response: &SyncResponse) -> SyncResponse {
     let certificates = response
         .certificates
@@ -440,5 +451,8 @@ fn forge_header_signatures(response: &SyncResponse) -> SyncResponse {
             Certificate::new(Arc::new(header), c.votes().to_vec())
         })
         .collect();
-    SyncResponse { certificates }
+    SyncResponse {
+        certificates,
+        rounds_from: response.rounds_from,
+    }
 }

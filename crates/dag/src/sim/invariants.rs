@@ -65,7 +65,7 @@ impl Checker {
         match message {
             ConsensusMessage::Header(h) => learn(h),
             ConsensusMessage::Certificate(c) => learn(c.signed_header()),
-            ConsensusMessage::SyncResponse(SyncResponse { certificates }) => {
+            ConsensusMessage::SyncResponse(SyncResponse { certificates, .. }) => {
                 certificates.iter().for_each(|c| learn(c.signed_header()))
             }
             _ => {}

@@ -19,7 +19,7 @@ fn authors_carried(message: &ConsensusMessage) -> BTreeSet<AuthorityIndex> {
         ConsensusMessage::Header(h) => BTreeSet::from([h.author()]),
         ConsensusMessage::Certificate(c) => BTreeSet::from([c.author()]),
         ConsensusMessage::CertificateSummary(s) => BTreeSet::from([s.author]),
-        ConsensusMessage::SyncResponse(SyncResponse { certificates }) => {
+        ConsensusMessage::SyncResponse(SyncResponse { certificates, .. }) => {
             certificates.iter().map(|c| c.author()).collect()
         }
         ConsensusMessage::Vote(_) | ConsensusMessage::SyncRequest(_) => BTreeSet::new(),

@@ -43,6 +43,7 @@ pub fn genesis(
             })
             .collect(),
         params,
+        consensus: trainmesh_dag::ConsensusParams::default(),
     }
 }
 

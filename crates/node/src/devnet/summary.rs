@@ -1,0 +1,167 @@
+//! The end of a devnet run: what the network certified, rejected and paid for the demo job,
+//! printed for people and as one JSON line for scripts and tests.
+
+use trainmesh_actors::node::NodeHandle;
+use trainmesh_contracts::jobs::{Job, Unit, UnitState};
+use trainmesh_contracts::{keys as state_keys, Address, Event, UnitId};
+
+/// A tracked account of the devnet: its name, whether it cheats, its address.
+pub(super) struct Tracked {
+    pub name: String,
+    pub cheater: bool,
+    pub address: Address,
+}
+
+/// Every rejected result and timed-out unit of a job, from the ledger's receipts.
+#[derive(Debug, Default)]
+pub(super) struct Verdicts {
+    /// (unit, trainer) of every result an evaluator quorum rejected.
+    pub rejected: Vec<(UnitId, Address)>,
+    /// (unit, trainer) of every unit whose trainer did not deliver in time.
+    pub timed_out: Vec<(UnitId, Address)>,
+}
+
+impl Verdicts {
+    pub fn of(n: &NodeHandle, job: &Job) -> anyhow::Result<Verdicts> {
+        let l = n.ledger.read().expect("ledger lock");
+        let mut v = Verdicts::default();
+        for height in 1..=l.height() {
+            for receipt in l.receipts(height)? {
+                let Ok(events) = &receipt.outcome else {
+                    continue;
+                };
+                for e in events {
+                    match e {
+                        Event::WorkRejected { unit, trainer, .. } if unit.job == job.id => {
+                            v.rejected.push((*unit, *trainer))
+                        }
+                        Event::UnitTimedOut { unit, trainer } if unit.job == job.id => {
+                            v.timed_out.push((*unit, *trainer))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(v)
+    }
+}
+
+pub(super) fn balance_of(n: &NodeHandle, a: &Address) -> u128 {
+    n.ledger
+        .read()
+        .expect("ledger lock")
+        .account(a)
+        .map(|acc| acc.balance.0 + acc.stake.0)
+        .unwrap_or(0)
+}
+
+pub(super) fn train(amount: i128) -> f64 {
+    amount as f64 / trainmesh_contracts::types::UNITS_PER_TRAIN as f64
+}
+
+pub(super) fn name_of(tracked: &[Tracked], a: &Address) -> String {
+    tracked
+        .iter()
+        .find(|t| t.address == *a)
+        .map(|t| t.name.clone())
+        .unwrap_or_else(|| "?".into())
+}
+
+fn is_cheater(tracked: &[Tracked], a: &Address) -> bool {
+    tracked.iter().any(|t| t.cheater && t.address == *a)
+}
+
+/// Prints every certified unit and every rejected result; returns the certificates counted.
+pub(super) fn print_units(
+    n: &NodeHandle,
+    job: &Job,
+    verdicts: &Verdicts,
+    tracked: &[Tracked],
+) -> anyhow::Result<u64> {
+    println!("certificates of useful work:");
+    let mut certificates = 0;
+    for index in 0..=job.current_unit {
+        let uid = UnitId { job: job.id, index };
+        let Some(unit) = n
+            .ledger
+            .read()
+            .expect("ledger lock")
+            .read::<Unit>(&state_keys::unit(uid))?
+        else {
+            continue;
+        };
+        if unit.state == UnitState::Certified {
+            certificates += 1;
+            let measured: Vec<String> = unit
+                .attestations
+                .iter()
+                .map(|(_, a)| format!("{:.4}", a.metric_ppm as f64 / 1e6))
+                .collect();
+            println!(
+                "  unit {index}: certificate {} · trainer {} · evaluators measured {} · {} segments audited",
+                &unit.certificate.map(|c| c.to_hex()).unwrap_or_default()[..16],
+                unit.trainer.map(|t| name_of(tracked, &t)).unwrap_or_default(),
+                measured.join(", "),
+                unit.attestations.first().map(|(_, a)| a.segments_checked.len()).unwrap_or(0),
+            );
+        }
+    }
+    for (unit, trainer) in &verdicts.rejected {
+        println!(
+            "  unit {}: result of {} rejected → slashed, unit reassigned",
+            unit.index,
+            name_of(tracked, trainer)
+        );
+    }
+    for (unit, trainer) in &verdicts.timed_out {
+        println!(
+            "  unit {}: {} did not deliver in time → unit reassigned",
+            unit.index,
+            name_of(tracked, trainer)
+        );
+    }
+    Ok(certificates)
+}
+
+/// What the trainers gained and lost, in TRAIN: (rewards, slashed, slashed from cheaters).
+pub(super) struct TrainerBalances {
+    pub rewards: f64,
+    pub slashed: f64,
+    pub cheaters_slashed: f64,
+}
+
+/// Prints every tracked account's change since `before` (balance + stake).
+pub(super) fn print_balances(
+    n: &NodeHandle,
+    tracked: &[Tracked],
+    before: &[u128],
+) -> TrainerBalances {
+    println!("balance changes (balance + stake, TRAIN):");
+    let (mut rewards, mut slashed, mut cheaters_slashed) = (0i128, 0i128, 0i128);
+    for (t, b) in tracked.iter().zip(before) {
+        let delta = balance_of(n, &t.address) as i128 - *b as i128;
+        if t.name.starts_with("trainer") {
+            rewards += delta.max(0);
+            slashed += (-delta).max(0);
+            if t.cheater {
+                cheaters_slashed += (-delta).max(0);
+            }
+        }
+        println!("  {:<22} {:+.4}", t.name, train(delta));
+    }
+    TrainerBalances {
+        rewards: train(rewards),
+        slashed: train(slashed),
+        cheaters_slashed: train(cheaters_slashed),
+    }
+}
+
+/// Results rejected although their trainer is honest (a false accusation: never expected).
+pub(super) fn honest_rejections(verdicts: &Verdicts, tracked: &[Tracked]) -> usize {
+    verdicts
+        .rejected
+        .iter()
+        .filter(|(_, t)| !is_cheater(tracked, t))
+        .count()
+}
