@@ -1,5 +1,12 @@
 //! Consensus benchmark: N validators in one process, each on its own OS thread owning a
-//! `Core<MemStore>`, exchanging real, signed, encoded messages.
+//! `Core` over the store chosen with `--store` (`mem`: `MemStore`; `redb`: a `RedbStore` in a
+//! temporary directory, one fsync'd write transaction per write batch), exchanging real, signed,
+//! encoded messages.
+//!
+//! What it does NOT pay, so its figures are an upper bound for a deployment:
+//! - no network: validators talk over channels in one process, so there is no bandwidth limit,
+//!   no round-trip time and no packet loss other than a full inbox;
+//! - no fsync unless `--store redb` is chosen (`mem` keeps everything in memory).
 //!
 //! What it measures, as Narwhal's local benchmark does:
 //! - committed tx/s and MB/s: transactions in every certificate committed at validator 0
@@ -7,7 +14,13 @@
 //! - certificates/s committed, commits and rounds reached;
 //! - commit latency: at the validator a transaction was submitted to, the time of the
 //!   `Action::Commit` that carries it minus its submission time (every `--sample-every`-th
-//!   transaction is sampled), reported as p50/p99;
+//!   transaction the mempool accepted is sampled), reported as p50/p99. Nothing is censored:
+//!   when the load stops the validators keep running without new load (the drain) until every
+//!   sampled transaction committed or `--drain-seconds` passed; a sample still uncommitted then
+//!   counts with latency = end of the drain − submission (`in_flight_at_end`);
+//! - agreement: every validator's whole committed sequence (per commit: index, leader digest
+//!   and certificate digests, hashed) is compared with every other's; each pair must agree on
+//!   their common prefix. A disagreement makes the process exit non-zero;
 //! - transactions refused by backpressure: client bursts refused by a full client channel, and
 //!   bursts the core refused with `MempoolFull`;
 //! - peak RSS (VmHWM) and the CPU time of validator and client threads.
@@ -25,6 +38,12 @@
 //! validator) can replace [`ChannelTransport`] without touching the validator loop. A message
 //! for a full inbox is dropped and counted, as a lossy network would (the core resends and
 //! fetches what it misses); it never blocks the sender, so validators cannot deadlock.
+//!
+//! Group commit: each validator runs its core with deferred persistence
+//! (`Core::set_deferred_flush`): it takes whatever inputs are already waiting (up to
+//! `--group-inputs`, without waiting for more), handles them, writes their state with one
+//! `Core::flush` — one fsync'd transaction with redb — and only then sends their messages and
+//! reports their commits. `--group-inputs 1` writes once per input.
 //!
 //! Clients: one thread per validator submits `--tx-size`-byte transactions at `--rate / N`
 //! tx/s in bursts every `--burst-interval-ms`, through a bounded channel
@@ -59,9 +78,9 @@ use clap::Parser;
 use crossbeam_channel::{bounded, Receiver, Select, SelectTimeoutError, Sender, TrySendError};
 use trainmesh_dag::encoding::{decode, encode, MESSAGE_BYTES_MAX};
 use trainmesh_dag::{
-    Action, Authority, AuthorityIndex, CommittedSubDag, Committee, ConsensusMessage, Core,
-    CoreConfig, CoreStatus, DagError, Digest, Epoch, KeyPair, MemStore, TimestampMs, Transaction,
-    Validator,
+    Action, Authority, AuthorityIndex, CommittedSubDag, Committee, ConsensusMessage,
+    ConsensusStore, Core, CoreConfig, CoreStatus, DagError, Epoch, KeyPair, MemStore, RedbStore,
+    TimestampMs, Transaction, Validator,
 };
 
 /// The longest a validator waits without looking at the stop flag.
@@ -107,9 +126,35 @@ struct Args {
     /// Bound of each client's channel, in bursts; a burst for a full channel is refused.
     #[arg(long, default_value_t = 64)]
     client_bursts_max: usize,
+    /// Where each validator persists: `mem` (no fsync) or `redb` (a temporary file, fsync per
+    /// write batch).
+    #[arg(long, value_enum, default_value_t = StoreKind::Mem)]
+    store: StoreKind,
+    /// Most inputs (peer messages, client bursts, a tick) a validator handles per store write.
+    #[arg(long, default_value_t = 256)]
+    group_inputs: usize,
+    /// After the load stops, the longest wait for sampled transactions still in flight.
+    #[arg(long, default_value_t = 10.0)]
+    drain_seconds: f64,
     /// No per-second progress on stderr.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum StoreKind {
+    Mem,
+    Redb,
+}
+
+impl StoreKind {
+    /// How the summary and the JSON name the store.
+    fn label(self) -> &'static str {
+        match self {
+            StoreKind::Mem => "mem (no fsync)",
+            StoreKind::Redb => "redb (fsync per write batch)",
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -161,6 +206,10 @@ trait Transport {
     /// The next peer message or client burst, waiting at most until `deadline`. Peer messages
     /// come first: consensus is never starved by clients.
     fn recv_until(&mut self, deadline: Instant) -> Received;
+    /// A peer message or client burst already waiting, without waiting; peers first.
+    fn try_recv(&mut self) -> Option<Inbound>;
+    /// True once the clients finished and everything they sent was received.
+    fn clients_done(&self) -> bool;
 }
 
 /// The in-process transport: one bounded crossbeam channel per validator inbox.
@@ -225,6 +274,24 @@ impl Transport for ChannelTransport {
         }
         received
     }
+
+    fn try_recv(&mut self) -> Option<Inbound> {
+        if let Ok((from, bytes)) = self.inbox.try_recv() {
+            return Some(Inbound::Message { from, bytes });
+        }
+        match self.clients.as_ref()?.try_recv() {
+            Ok(txs) => Some(Inbound::Transactions(txs)),
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                self.clients = None;
+                None
+            }
+        }
+    }
+
+    fn clients_done(&self) -> bool {
+        self.clients.is_none()
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -239,6 +306,7 @@ struct TimeSplit {
     encode_ns: u64,
     transport_ns: u64,
     commit_ns: u64,
+    flush_ns: u64,
     wait_ns: u64,
 }
 
@@ -250,6 +318,7 @@ impl TimeSplit {
         self.encode_ns += other.encode_ns;
         self.transport_ns += other.transport_ns;
         self.commit_ns += other.commit_ns;
+        self.flush_ns += other.flush_ns;
         self.wait_ns += other.wait_ns;
     }
 }
@@ -266,8 +335,15 @@ struct ValidatorReport {
     /// Over the whole run.
     commits_total: u64,
     own_committed_txs: u64,
+    /// Commit latencies of the sampled transactions, those still in flight at the end of the
+    /// drain included (measured to the end of the drain).
     latencies_us: Vec<u64>,
+    /// Sampled transactions not committed by the end of the drain.
+    in_flight_at_end: u64,
     submitted_txs: u64,
+    /// Store writes (`Core::flush` calls with inputs handled) and the inputs they covered.
+    flushes: u64,
+    flushed_inputs: u64,
     mempool_rejected_txs: u64,
     reproposed_txs: u64,
     equivocations: u64,
@@ -278,8 +354,9 @@ struct ValidatorReport {
     dropped_messages: u64,
     messages_by_kind: BTreeMap<&'static str, u64>,
     errors: BTreeMap<String, u64>,
-    /// Leader digest of each commit, by commit index: compared across validators at the end.
-    leaders: Vec<Digest>,
+    /// The hash of each commit (index, leader digest, certificate digests), by commit index:
+    /// compared across validators at the end.
+    sequence: Vec<[u8; 32]>,
     status: Option<CoreStatus>,
     time: TimeSplit,
     cpu_s: f64,
@@ -294,21 +371,38 @@ struct Shared {
     warmup_us: u64,
     end_us: u64,
     sample_every: u64,
+    group_inputs: usize,
     stop: Arc<AtomicBool>,
+    /// Sampled transactions accepted by a mempool and not yet committed, over all validators.
+    in_flight_samples: Arc<AtomicU64>,
+    /// Validators whose clients finished and whose client channel is empty.
+    clients_drained: Arc<AtomicU64>,
+    /// The end of the drain (µs since start), set before `stop`.
+    drain_end_us: Arc<AtomicU64>,
     /// Published by validator 0 for the progress line: transactions committed, highest round.
     progress_txs: Arc<AtomicU64>,
     progress_round: Arc<AtomicU64>,
 }
 
 /// One validator: its core, its validator of incoming messages and its transport.
-struct Node<T: Transport> {
+struct Node<T: Transport, S: ConsensusStore> {
     me: AuthorityIndex,
-    core: Core<MemStore>,
+    core: Core<S>,
     validator: Validator,
     transport: T,
     shared: Shared,
     report: ValidatorReport,
+    /// Sampled transactions in this validator's mempool or DAG: sequence number → submission
+    /// time (µs since start).
+    in_flight: BTreeMap<u64, u64>,
+    clients_drained: bool,
+    /// The last commit index reported, and the one storage was last pruned to.
+    executed: Option<u64>,
+    pruned: Option<u64>,
 }
+
+/// Storage is pruned once this many commits were executed since the last pruning.
+const PRUNE_EVERY_COMMITS: u64 = 8;
 
 fn elapsed_ns(since: Instant) -> u64 {
     since.elapsed().as_nanos() as u64
@@ -324,8 +418,8 @@ fn error_kind(e: &DagError) -> String {
         .to_string()
 }
 
-impl<T: Transport> Node<T> {
-    fn start(index: usize, shared: Shared, transport: T) -> Result<Node<T>> {
+impl<T: Transport, S: ConsensusStore> Node<T, S> {
+    fn start(index: usize, shared: Shared, transport: T, store: S) -> Result<Node<T, S>> {
         let me = AuthorityIndex(index as u32);
         let key = KeyPair::from_seed(index as u64);
         let now = shared.clock.now_ms();
@@ -334,7 +428,7 @@ impl<T: Transport> Node<T> {
             shared.committee.clone(),
             me,
             key,
-            MemStore::new(),
+            store,
             now,
         )
         .with_context(|| format!("starting validator {index}"))?;
@@ -349,59 +443,166 @@ impl<T: Transport> Node<T> {
                 index,
                 ..ValidatorReport::default()
             },
+            in_flight: BTreeMap::new(),
+            clients_drained: false,
+            executed: None,
+            pruned: None,
         };
+        // `Core::new` wrote what its actions depend on.
         node.execute(actions);
+        node.core
+            .set_deferred_flush(true)
+            .context("deferring the core's writes")?;
         Ok(node)
     }
 
     fn run(mut self) -> ValidatorReport {
-        let clock = self.shared.clock;
+        let mut actions = Vec::new();
         let mut last_tick = None;
         while !self.shared.stop.load(Ordering::Relaxed) {
-            let now = clock.now_ms();
-            let deadline = self.core.next_deadline();
-            if deadline <= now && last_tick != Some(now) {
-                // At most one tick per millisecond, whatever the deadline says.
-                last_tick = Some(now);
-                let t = Instant::now();
-                let result = self.core.tick(now);
-                self.report.time.core_ns += elapsed_ns(t);
-                self.after_core(result);
-                continue;
+            if !self.clients_drained && self.transport.clients_done() {
+                self.clients_drained = true;
+                self.shared.clients_drained.fetch_add(1, Ordering::Relaxed);
             }
-            let wake = if deadline <= now {
-                clock.instant_of(now.saturating_add_ms(1))
-            } else {
-                clock.instant_of(deadline)
-            };
-            let t = Instant::now();
-            let received = self.transport.recv_until(wake.min(t + POLL_MAX));
-            self.report.time.wait_ns += elapsed_ns(t);
-            match received {
-                Received::Inbound(Inbound::Message { from, bytes }) => self.on_message(from, bytes),
-                Received::Inbound(Inbound::Transactions(txs)) => self.on_transactions(txs),
-                Received::Timeout => {}
-                Received::Closed => break,
+            let mut inputs = 0usize;
+            match self.tick_or_wait(&mut last_tick, &mut actions) {
+                Some(handled) => inputs += handled,
+                None => break,
+            }
+            // The group: what is already waiting, without waiting for more.
+            while inputs < self.shared.group_inputs.max(1) {
+                let Some(inbound) = self.transport.try_recv() else {
+                    break;
+                };
+                self.on_inbound(inbound, &mut actions);
+                inputs += 1;
+            }
+            if inputs > 0 {
+                self.flush_and_execute(inputs, &mut actions);
             }
         }
+        self.count_in_flight_at_end();
         self.report.status = Some(self.core.status());
         self.report.cpu_s = thread_cpu_seconds().unwrap_or(0.0);
         self.report
     }
 
+    /// Ticks the core when a deadline passed (at most once per millisecond), else waits for one
+    /// input until the next deadline. Returns the inputs handled, `None` once the transport
+    /// closed.
+    fn tick_or_wait(
+        &mut self,
+        last_tick: &mut Option<TimestampMs>,
+        actions: &mut Vec<Action>,
+    ) -> Option<usize> {
+        let clock = self.shared.clock;
+        let now = clock.now_ms();
+        let deadline = self.core.next_deadline();
+        if deadline <= now && *last_tick != Some(now) {
+            *last_tick = Some(now);
+            let t = Instant::now();
+            let result = self.core.tick(now);
+            self.report.time.core_ns += elapsed_ns(t);
+            self.collect(result, actions);
+            return Some(1);
+        }
+        let wake = if deadline <= now {
+            clock.instant_of(now.saturating_add_ms(1))
+        } else {
+            clock.instant_of(deadline)
+        };
+        let t = Instant::now();
+        let received = self.transport.recv_until(wake.min(t + POLL_MAX));
+        self.report.time.wait_ns += elapsed_ns(t);
+        match received {
+            Received::Inbound(inbound) => {
+                self.on_inbound(inbound, actions);
+                Some(1)
+            }
+            Received::Timeout => Some(0),
+            Received::Closed => None,
+        }
+    }
+
+    fn on_inbound(&mut self, inbound: Inbound, actions: &mut Vec<Action>) {
+        match inbound {
+            Inbound::Message { from, bytes } => self.on_message(from, bytes, actions),
+            Inbound::Transactions(txs) => self.on_transactions(txs),
+        }
+    }
+
+    /// Persists the group's state with one write, then — and only then — carries out its
+    /// actions; prunes storage every few commits.
+    fn flush_and_execute(&mut self, inputs: usize, actions: &mut Vec<Action>) {
+        let t = Instant::now();
+        let flushed = self.core.flush();
+        self.report.time.flush_ns += elapsed_ns(t);
+        self.report.flushes += 1;
+        self.report.flushed_inputs += inputs as u64;
+        if let Err(e) = flushed {
+            // Nothing that depends on the lost write may leave.
+            actions.clear();
+            *self.report.errors.entry(error_kind(&e)).or_default() += 1;
+            return;
+        }
+        self.execute(std::mem::take(actions));
+        if let Some(index) = self.executed {
+            let due = self.pruned.is_none_or(|p| index >= p + PRUNE_EVERY_COMMITS);
+            if due {
+                self.pruned = Some(index);
+                if let Err(e) = self.core.prune_executed(index) {
+                    *self.report.errors.entry(error_kind(&e)).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    /// Samples still uncommitted when the drain ended count with the drain's end as their
+    /// commit time: a latency that is at least that long.
+    fn count_in_flight_at_end(&mut self) {
+        let end_us = self.shared.drain_end_us.load(Ordering::Relaxed);
+        for submitted_us in std::mem::take(&mut self.in_flight).into_values() {
+            self.report
+                .latencies_us
+                .push(end_us.saturating_sub(submitted_us));
+            self.report.in_flight_at_end += 1;
+        }
+    }
+
+    /// Remembers the sampled transactions of an accepted burst until they commit.
+    fn track_samples(&mut self, txs: &[Transaction]) {
+        for tx in txs {
+            let Some((submitted_us, seq)) = tx_stamp(tx) else {
+                continue;
+            };
+            if seq.is_multiple_of(self.shared.sample_every)
+                && submitted_us >= self.shared.warmup_us
+                && self.in_flight.insert(seq, submitted_us).is_none()
+            {
+                self.shared
+                    .in_flight_samples
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     fn on_transactions(&mut self, txs: Vec<Transaction>) {
         let n = txs.len() as u64;
+        let stamps = txs.clone();
         let t = Instant::now();
         let result = self.core.submit_transactions(txs);
         self.report.time.core_ns += elapsed_ns(t);
         match result {
-            Ok(()) => self.report.submitted_txs += n,
+            Ok(()) => {
+                self.report.submitted_txs += n;
+                self.track_samples(&stamps);
+            }
             Err(DagError::MempoolFull { .. }) => self.report.mempool_rejected_txs += n,
             Err(e) => *self.report.errors.entry(error_kind(&e)).or_default() += 1,
         }
     }
 
-    fn on_message(&mut self, from: AuthorityIndex, bytes: Bytes) {
+    fn on_message(&mut self, from: AuthorityIndex, bytes: Bytes, actions: &mut Vec<Action>) {
         self.report.messages_in += 1;
         self.report.bytes_in += bytes.len() as u64;
         let t = Instant::now();
@@ -439,12 +640,13 @@ impl<T: Transport> Node<T> {
             .core
             .handle_message(from, verified, self.shared.clock.now_ms());
         self.report.time.core_ns += elapsed_ns(t);
-        self.after_core(result);
+        self.collect(result, actions);
     }
 
-    fn after_core(&mut self, result: Result<Vec<Action>, DagError>) {
+    /// Adds a core call's actions to the group's, to be carried out after the flush.
+    fn collect(&mut self, result: Result<Vec<Action>, DagError>, actions: &mut Vec<Action>) {
         match result {
-            Ok(actions) => self.execute(actions),
+            Ok(more) => actions.extend(more),
             Err(e) => *self.report.errors.entry(error_kind(&e)).or_default() += 1,
         }
     }
@@ -501,10 +703,10 @@ impl<T: Transport> Node<T> {
         let now_us = self.shared.clock.now_us();
         let in_window = now_us >= self.shared.warmup_us && now_us <= self.shared.end_us;
         let r = &mut self.report;
-        if sub_dag.index != r.leaders.len() as u64 {
+        if sub_dag.index != r.sequence.len() as u64 {
             *r.errors.entry("commit index gap".into()).or_default() += 1;
         }
-        r.leaders.push(sub_dag.leader.digest);
+        r.sequence.push(commit_hash(&sub_dag));
         r.commits_total += 1;
         let mut txs = 0u64;
         let mut bytes = 0u64;
@@ -516,17 +718,15 @@ impl<T: Transport> Node<T> {
                 continue;
             }
             r.own_committed_txs += payload.len() as u64;
-            if !in_window {
-                continue;
-            }
             for tx in payload {
-                let Some((submitted_us, seq)) = tx_stamp(tx) else {
+                let Some((_, seq)) = tx_stamp(tx) else {
                     continue;
                 };
-                if seq.is_multiple_of(self.shared.sample_every)
-                    && submitted_us >= self.shared.warmup_us
-                {
+                if let Some(submitted_us) = self.in_flight.remove(&seq) {
                     r.latencies_us.push(now_us.saturating_sub(submitted_us));
+                    self.shared
+                        .in_flight_samples
+                        .fetch_sub(1, Ordering::Relaxed);
                 }
             }
         }
@@ -542,10 +742,19 @@ impl<T: Transport> Node<T> {
                 .progress_round
                 .store(sub_dag.leader.round.0, Ordering::Relaxed);
         }
-        if let Err(e) = self.core.prune_executed(sub_dag.index) {
-            *self.report.errors.entry(error_kind(&e)).or_default() += 1;
-        }
+        self.executed = Some(sub_dag.index);
     }
+}
+
+/// What validators compare: one commit's index, leader and certificates, hashed.
+fn commit_hash(sub_dag: &CommittedSubDag) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&sub_dag.index.to_le_bytes());
+    hasher.update(sub_dag.leader.digest.as_bytes());
+    for certificate in &sub_dag.certificates {
+        hasher.update(certificate.digest().as_bytes());
+    }
+    *hasher.finalize().as_bytes()
 }
 
 /// The submission time (µs since start) and sequence number a client wrote into a transaction.
@@ -729,11 +938,17 @@ fn main() -> Result<()> {
         warmup_us,
         end_us,
         sample_every: args.sample_every,
+        group_inputs: args.group_inputs,
         stop: Arc::new(AtomicBool::new(false)),
+        in_flight_samples: Arc::new(AtomicU64::new(0)),
+        clients_drained: Arc::new(AtomicU64::new(0)),
+        drain_end_us: Arc::new(AtomicU64::new(0)),
         progress_txs: Arc::new(AtomicU64::new(0)),
         progress_round: Arc::new(AtomicU64::new(0)),
     };
 
+    // Kept until the end of the run: the redb files live in it.
+    let store_dir = tempfile::tempdir().context("creating the store directory")?;
     let mut validators = Vec::with_capacity(n);
     let mut clients = Vec::with_capacity(n);
     for (i, inbox) in inbox_receivers.into_iter().enumerate() {
@@ -745,11 +960,15 @@ fn main() -> Result<()> {
             clients: Some(from_clients),
         };
         let shared = shared.clone();
-        validators.push(
-            thread::Builder::new()
-                .name(format!("validator-{i}"))
-                .spawn(move || Node::start(i, shared, transport).map(Node::run))?,
-        );
+        validators.push(match args.store {
+            StoreKind::Mem => spawn_validator(i, shared, transport, MemStore::new())?,
+            StoreKind::Redb => {
+                let path = store_dir.path().join(format!("validator-{i}.redb"));
+                let store = RedbStore::open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                spawn_validator(i, shared, transport, store)?
+            }
+        });
         let client = Client {
             rate_per_s: args.rate as f64 / n as f64,
             tx_size: args.tx_size,
@@ -790,12 +1009,12 @@ fn main() -> Result<()> {
         last_txs = txs;
         second += 1;
     }
-    shared.stop.store(true, Ordering::Relaxed);
-
     let client_reports: Vec<ClientReport> = clients
         .into_iter()
         .map(|h| h.join().expect("client thread panicked"))
         .collect();
+    let drain_s = drain(&shared, n, args.drain_seconds);
+    shared.stop.store(true, Ordering::Relaxed);
     let mut reports = Vec::with_capacity(n);
     for h in validators {
         reports.push(h.join().expect("validator thread panicked")?);
@@ -806,19 +1025,81 @@ fn main() -> Result<()> {
 
     let run = RunFacts {
         leader_timeout_ms: config.leader_timeout_ms,
+        drain_s,
         warmup_s,
         wall_s,
         process_cpu_s,
         peak_rss_mb: peak_rss,
     };
-    summarize(&args, &run, &reports, &client_reports);
+    let agreement = summarize(&args, &run, &reports, &client_reports);
+    drop(store_dir);
+    if !agreement.agree {
+        bail!("the validators' committed sequences disagree");
+    }
     Ok(())
+}
+
+fn spawn_validator<S: ConsensusStore + Send + 'static>(
+    index: usize,
+    shared: Shared,
+    transport: ChannelTransport,
+    store: S,
+) -> Result<thread::JoinHandle<Result<ValidatorReport>>> {
+    Ok(thread::Builder::new()
+        .name(format!("validator-{index}"))
+        .spawn(move || Node::start(index, shared, transport, store).map(Node::run))?)
+}
+
+/// Keeps the validators running without new load until every sampled transaction committed
+/// (and every client burst was taken) or `drain_seconds` passed; records the drain's end.
+/// Returns how long it lasted, seconds.
+fn drain(shared: &Shared, validators: usize, drain_seconds: f64) -> f64 {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(drain_seconds.max(0.0));
+    while Instant::now() < deadline {
+        let drained = shared.clients_drained.load(Ordering::Relaxed) == validators as u64;
+        if drained && shared.in_flight_samples.load(Ordering::Relaxed) == 0 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    shared
+        .drain_end_us
+        .store(shared.clock.now_us(), Ordering::Relaxed);
+    start.elapsed().as_secs_f64()
+}
+
+/// Whether every pair of validators agrees on the common prefix of their committed sequences.
+#[derive(Debug)]
+struct Agreement {
+    agree: bool,
+    /// The length of the shortest sequence: the prefix every pair was compared on (at least).
+    commits_compared: usize,
+    /// The length of the longest sequence.
+    commits_max: usize,
+}
+
+fn check_agreement(reports: &[ValidatorReport]) -> Agreement {
+    let mut agree = true;
+    for (i, a) in reports.iter().enumerate() {
+        for b in &reports[i + 1..] {
+            let common = a.sequence.len().min(b.sequence.len());
+            agree &= a.sequence[..common] == b.sequence[..common];
+        }
+    }
+    let lengths = reports.iter().map(|r| r.sequence.len());
+    Agreement {
+        agree,
+        commits_compared: lengths.clone().min().unwrap_or(0),
+        commits_max: lengths.max().unwrap_or(0),
+    }
 }
 
 /// Facts of the whole run, beside the per-thread reports.
 #[derive(Debug)]
 struct RunFacts {
     leader_timeout_ms: u64,
+    drain_s: f64,
     warmup_s: f64,
     wall_s: f64,
     process_cpu_s: f64,
@@ -826,9 +1107,15 @@ struct RunFacts {
 }
 
 /// Prints the summary and, as the last line, the JSON object.
-fn summarize(args: &Args, run: &RunFacts, reports: &[ValidatorReport], clients: &[ClientReport]) {
+fn summarize(
+    args: &Args,
+    run: &RunFacts,
+    reports: &[ValidatorReport],
+    clients: &[ClientReport],
+) -> Agreement {
     let RunFacts {
         leader_timeout_ms,
+        drain_s,
         warmup_s,
         wall_s,
         process_cpu_s,
@@ -861,11 +1148,10 @@ fn summarize(args: &Args, run: &RunFacts, reports: &[ValidatorReport], clients: 
     let final_round = status.highest_round.0;
     let rounds_per_s = final_round as f64 / wall_s.max(args.seconds);
 
-    // Every validator must have committed the same leaders in the same order.
-    let common = reports.iter().map(|r| r.leaders.len()).min().unwrap_or(0);
-    let consistent = reports
-        .iter()
-        .all(|r| r.leaders[..common] == v0.leaders[..common]);
+    let flushes: u64 = reports.iter().map(|r| r.flushes).sum();
+    let flushed_inputs: u64 = reports.iter().map(|r| r.flushed_inputs).sum();
+    let in_flight_at_end: u64 = reports.iter().map(|r| r.in_flight_at_end).sum();
+    let agreement = check_agreement(reports);
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
     let mut time = TimeSplit::default();
@@ -888,6 +1174,19 @@ fn summarize(args: &Args, run: &RunFacts, reports: &[ValidatorReport], clients: 
     println!(" SUMMARY:");
     println!("-----------------------------------------");
     println!(" + CONFIG:");
+    println!(" Store: {}", args.store.label());
+    println!(
+        " Group commit: up to {} inputs per store write",
+        args.group_inputs
+    );
+    println!(
+        " Not paid: no network bandwidth or round-trip limit (in-process channels){}",
+        if args.store == StoreKind::Mem {
+            ", no fsync (memory store)"
+        } else {
+            ""
+        }
+    );
     println!(
         " Committee size: {} validator(s), equal stake, one thread each",
         args.validators
@@ -924,7 +1223,7 @@ fn summarize(args: &Args, run: &RunFacts, reports: &[ValidatorReport], clients: 
         v0.commits, v0.commits_total
     );
     println!(
-        " Commit latency: p50 {p50:.0} ms, p99 {p99:.0} ms, mean {mean:.0} ms ({} samples)",
+        " Commit latency: p50 {p50:.0} ms, p99 {p99:.0} ms, mean {mean:.0} ms ({} samples, {in_flight_at_end} still in flight after a {drain_s:.1} s drain, counted to its end)",
         latencies.len()
     );
     println!(
@@ -934,10 +1233,18 @@ fn summarize(args: &Args, run: &RunFacts, reports: &[ValidatorReport], clients: 
     );
     println!(" Reproposed txs: {}", thousands(reproposed));
     println!(
+        " Store writes: {} ({:.1} inputs each on average)",
+        thousands(flushes),
+        flushed_inputs as f64 / flushes.max(1) as f64
+    );
+    println!(
         " Final round: {final_round} ({rounds_per_s:.1} rounds/s), last committed {}, gc {}",
         status.last_committed_round.0, status.gc_round.0
     );
-    println!(" Commit sequences agree: {consistent} (over {common} commits)");
+    println!(
+        " Agreement: {} (every pair of full committed sequences compared; shortest {} commits, longest {})",
+        agreement.agree, agreement.commits_compared, agreement.commits_max
+    );
     println!(
         " Messages sent: {} ({:.1} MB), dropped on full inbox: {dropped}",
         thousands(messages_out),
@@ -967,13 +1274,15 @@ fn summarize(args: &Args, run: &RunFacts, reports: &[ValidatorReport], clients: 
     println!(" CPU: {process_cpu_s:.1} s process over {wall_s:.1} s wall ({:.0}% of one core); validators {validator_cpu_s:.1} s, clients {client_cpu_s:.1} s", 100.0 * process_cpu_s / wall_s);
     let s = |ns: u64| ns as f64 / 1e9;
     println!(
-        " Validator wall time (incl. waiting for a CPU): core {:.2} s, decode {:.2} s, verify {:.2} s, encode {:.2} s, send {:.2} s, commit {:.2} s, waiting {:.2} s",
-        s(time.core_ns), s(time.decode_ns), s(time.verify_ns), s(time.encode_ns), s(time.transport_ns), s(time.commit_ns), s(time.wait_ns)
+        " Validator wall time (incl. waiting for a CPU): core {:.2} s, decode {:.2} s, verify {:.2} s, encode {:.2} s, send {:.2} s, commit {:.2} s, store write {:.2} s, waiting {:.2} s",
+        s(time.core_ns), s(time.decode_ns), s(time.verify_ns), s(time.encode_ns), s(time.transport_ns), s(time.commit_ns), s(time.flush_ns), s(time.wait_ns)
     );
     println!("-----------------------------------------");
 
     let json = serde_json::json!({
         "validators": args.validators,
+        "store": args.store.label(),
+        "network": "none (in-process channels: no bandwidth or round-trip limit)",
         "tx_size": args.tx_size,
         "input_rate": args.rate,
         "offered_tps": offered_tps.round(),
@@ -989,16 +1298,23 @@ fn summarize(args: &Args, run: &RunFacts, reports: &[ValidatorReport], clients: 
         "p99_commit_latency_ms": (p99 * 10.0).round() / 10.0,
         "mean_commit_latency_ms": (mean * 10.0).round() / 10.0,
         "latency_samples": latencies.len(),
+        "in_flight_at_end": in_flight_at_end,
+        "drain_seconds": (drain_s * 100.0).round() / 100.0,
         "rejected_txs": backpressured + mempool_rejected,
         "backpressured_txs": backpressured,
         "mempool_rejected_txs": mempool_rejected,
         "reproposed_txs": reproposed,
+        "group_inputs_max": args.group_inputs,
+        "store_writes": flushes,
+        "inputs_per_store_write": ((flushed_inputs as f64 / flushes.max(1) as f64) * 10.0).round() / 10.0,
         "dropped_messages": dropped,
         "commits": v0.commits,
         "rounds": final_round,
-        "commits_agree": consistent,
+        "agreement": agreement.agree,
+        "commits_compared": agreement.commits_compared,
         "peak_rss_mb": peak_rss_mb.round(),
         "process_cpu_seconds": (process_cpu_s * 10.0).round() / 10.0,
     });
     println!("{json}");
+    agreement
 }

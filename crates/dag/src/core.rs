@@ -5,6 +5,18 @@
 //! send, certificates to fetch, committed sub-DAGs, evidence of equivocation, and payload to
 //! propose again. The core reads no clock and no randomness; it persists through a
 //! [`ConsensusStore`] before it emits anything that depends on what it persisted.
+//!
+//! Persistence comes in two modes:
+//! - immediate (the default): every `handle_*` and [`Core::tick`] writes what it produced as one
+//!   [`StoreBatch`] before returning its actions, which the driver may carry out at once;
+//! - deferred ([`Core::set_deferred_flush`]`(true)`), for group commit: those calls only add to
+//!   one pending batch and write nothing. The driver MUST call [`Core::flush`], and see it
+//!   succeed, before it carries out ANY action returned since the previous flush — sending a
+//!   message, reporting a commit, or [`Core::prune_executed`]. It may handle many messages,
+//!   flush once, then carry out all their actions: one durable write for the lot. If `flush`
+//!   fails, or the process dies before it, none of those actions may leave; a restart then
+//!   resumes from the last flushed state as if the unflushed messages never came. After a failed
+//!   flush the in-memory core is ahead of its store: drop it and restart from the store.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -75,6 +87,8 @@ pub struct Core<S: ConsensusStore> {
     key: KeyPair,
     store: S,
     batch: StoreBatch,
+    /// Deferred mode: calls add to `batch`; only [`Core::flush`] writes it.
+    deferred_flush: bool,
 
     dag: DagState,
     sync: Synchronizer,
@@ -138,6 +152,7 @@ impl<S: ConsensusStore> Core<S> {
             key,
             store,
             batch: StoreBatch::default(),
+            deferred_flush: false,
             own: None,
             own_headers: BTreeMap::new(),
             proposed_round: Round::GENESIS,
@@ -231,7 +246,7 @@ impl<S: ConsensusStore> Core<S> {
                     digest: header.digest(),
                 });
             if !voted_for_this {
-                self.flush()?;
+                self.end_call()?;
                 // The evidence is an action the caller must still see.
                 if actions.is_empty() {
                     return Err(e);
@@ -247,7 +262,7 @@ impl<S: ConsensusStore> Core<S> {
                 .suspend_header(header, missing, from, now)
                 .map(|requests| push_requests(&mut actions, requests))
         };
-        self.flush()?;
+        self.end_call()?;
         result.map(|()| actions)
     }
 
@@ -292,7 +307,7 @@ impl<S: ConsensusStore> Core<S> {
             )));
             self.process_certificate(self.me, certificate, now, &mut actions)?;
         }
-        self.flush()?;
+        self.end_call()?;
         Ok(actions)
     }
 
@@ -305,7 +320,7 @@ impl<S: ConsensusStore> Core<S> {
     ) -> DagResult<Vec<Action>> {
         let mut actions = Vec::new();
         let result = self.process_certificate(from, certificate.into_inner(), now, &mut actions);
-        self.flush()?;
+        self.end_call()?;
         result.map(|()| actions)
     }
 
@@ -336,7 +351,7 @@ impl<S: ConsensusStore> Core<S> {
                 Ok(())
             }
         };
-        self.flush()?;
+        self.end_call()?;
         result.map(|()| actions)
     }
 
@@ -371,7 +386,7 @@ impl<S: ConsensusStore> Core<S> {
         if let Some((peer, message)) = page {
             actions.push(Action::Send { to: peer, message });
         }
-        self.flush()?;
+        self.end_call()?;
         match first_error {
             Some(e) if actions.is_empty() => Err(e),
             _ => Ok(actions),
@@ -398,7 +413,7 @@ impl<S: ConsensusStore> Core<S> {
         );
         let requests = self.sync.retry(now, position);
         push_requests(&mut actions, requests);
-        self.flush()?;
+        self.end_call()?;
         Ok(actions)
     }
 
@@ -705,12 +720,38 @@ impl<S: ConsensusStore> Core<S> {
         self.collect_garbage(now, ready, actions);
     }
 
-    /// Persists what this call produced, before any of its actions leave the core.
-    fn flush(&mut self) -> DagResult<()> {
+    /// Chooses deferred persistence (group commit): see the module documentation for the
+    /// contract. Switching it off writes whatever is pending first.
+    pub fn set_deferred_flush(&mut self, deferred: bool) -> DagResult<()> {
+        if !deferred {
+            self.flush()?;
+        }
+        self.deferred_flush = deferred;
+        Ok(())
+    }
+
+    /// Whether persistence is deferred to [`Core::flush`].
+    pub fn deferred_flush(&self) -> bool {
+        self.deferred_flush
+    }
+
+    /// Writes everything produced since the last write as one batch. In deferred mode the
+    /// driver must call this, successfully, before carrying out any action returned since the
+    /// previous flush; in immediate mode there is never anything pending.
+    pub fn flush(&mut self) -> DagResult<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
         self.store.write(std::mem::take(&mut self.batch))
+    }
+
+    /// The end of a call: persists what it produced, before any of its actions leave the core,
+    /// unless persistence is deferred to the driver's [`Core::flush`].
+    fn end_call(&mut self) -> DagResult<()> {
+        if self.deferred_flush {
+            return Ok(());
+        }
+        self.flush()
     }
 
     /// Drops everything below the linearizer's floor; reports the payload of our own headers

@@ -1,9 +1,13 @@
-//! The persistent [`ConsensusStore`] on redb: one redb write transaction per batch.
+//! The persistent [`ConsensusStore`] on redb: one redb write transaction (one fsync) per batch,
+//! whatever its size — the unit of group commit.
 //!
 //! Tables (values in the crate's canonical encoding):
-//! - `own_header`: `0 → SignedHeader` (the latest header we signed)
+//! - `own_headers`: `round ‖ digest → SignedHeader` (the headers we signed, until pruned)
+//! - `latest_own_header`: `0 → round ‖ digest` (the key of the latest one)
 //! - `votes`: `author → VoteRecord`
-//! - `certificates`: `digest → Certificate`
+//! - `certificates`: `digest → tag ‖ …`: tag 0, then the `Certificate`; or tag 1, then the round
+//!   (big-endian) and the votes, for a certificate of a header of ours, whose header (payload
+//!   and all) is already in `own_headers` — what we propose is written once, not twice
 //! - `certificates_by_round`: `round ‖ author ‖ digest → ()` (big-endian, so ranges are rounds)
 //! - `commits`: `index → CommitRecord`
 
@@ -11,15 +15,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::encoding::{decode, encode, MESSAGE_BYTES_MAX};
 use crate::error::{DagError, DagResult};
-use crate::messages::{Certificate, SignedHeader};
+use crate::messages::{Certificate, SignedHeader, VoteSignature};
 use crate::store::{CommitRecord, ConsensusStore, StoreBatch, VoteRecord};
 use crate::types::{AuthorityIndex, Digest, Round};
 
-const OWN_HEADER: TableDefinition<u8, &[u8]> = TableDefinition::new("own_header");
+const OWN_HEADERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("own_headers");
+const LATEST_OWN_HEADER: TableDefinition<u8, &[u8]> = TableDefinition::new("latest_own_header");
 const VOTES: TableDefinition<u32, &[u8]> = TableDefinition::new("votes");
 const CERTIFICATES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("certificates");
 const CERTIFICATES_BY_ROUND: TableDefinition<&[u8], ()> =
@@ -36,6 +43,17 @@ fn corrupt<E: std::fmt::Display>(e: E) -> DagError {
     DagError::CorruptStore {
         reason: e.to_string(),
     }
+}
+
+/// Tags of a `certificates` value.
+const CERTIFICATE_WHOLE: u8 = 0;
+const CERTIFICATE_OF_OWN_HEADER: u8 = 1;
+
+fn own_header_key(round: Round, digest: &Digest) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..8].copy_from_slice(&round.0.to_be_bytes());
+    key[8..].copy_from_slice(digest.as_bytes());
+    key
 }
 
 fn round_key(round: Round, author: AuthorityIndex, digest: &Digest) -> [u8; 44] {
@@ -58,7 +76,8 @@ impl RedbStore {
         let db = Database::create(path).map_err(storage)?;
         let txn = db.begin_write().map_err(storage)?;
         {
-            txn.open_table(OWN_HEADER).map_err(storage)?;
+            txn.open_table(OWN_HEADERS).map_err(storage)?;
+            txn.open_table(LATEST_OWN_HEADER).map_err(storage)?;
             txn.open_table(VOTES).map_err(storage)?;
             txn.open_table(CERTIFICATES).map_err(storage)?;
             txn.open_table(CERTIFICATES_BY_ROUND).map_err(storage)?;
@@ -170,44 +189,22 @@ impl ConsensusStore for RedbStore {
             return Ok(());
         }
         let txn = self.db.begin_write().map_err(storage)?;
-        {
-            if let Some(h) = &batch.own_header {
-                let mut t = txn.open_table(OWN_HEADER).map_err(storage)?;
-                t.insert(0u8, encode(h).as_slice()).map_err(storage)?;
-            }
-            if !batch.votes.is_empty() {
-                let mut t = txn.open_table(VOTES).map_err(storage)?;
-                for (author, v) in &batch.votes {
-                    t.insert(author.0, encode(v).as_slice()).map_err(storage)?;
-                }
-            }
-            if !batch.certificates.is_empty() {
-                let mut t = txn.open_table(CERTIFICATES).map_err(storage)?;
-                let mut idx = txn.open_table(CERTIFICATES_BY_ROUND).map_err(storage)?;
-                for c in &batch.certificates {
-                    t.insert(c.digest().as_bytes(), encode(c).as_slice())
-                        .map_err(storage)?;
-                    idx.insert(round_key(c.round(), c.author(), &c.digest()).as_slice(), ())
-                        .map_err(storage)?;
-                }
-            }
-            if !batch.commits.is_empty() {
-                let mut t = txn.open_table(COMMITS).map_err(storage)?;
-                for c in &batch.commits {
-                    t.insert(c.index, encode(c).as_slice()).map_err(storage)?;
-                }
-            }
-        }
+        write_batch(&txn, &batch)?;
         txn.commit().map_err(storage)
     }
 
     fn own_header(&self) -> DagResult<Option<SignedHeader>> {
         let txn = self.db.begin_read().map_err(storage)?;
-        let t = txn.open_table(OWN_HEADER).map_err(storage)?;
-        match t.get(0u8).map_err(storage)? {
-            Some(v) => Ok(Some(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?)),
-            None => Ok(None),
-        }
+        let latest = txn.open_table(LATEST_OWN_HEADER).map_err(storage)?;
+        let Some(key) = latest.get(0u8).map_err(storage)? else {
+            return Ok(None);
+        };
+        let headers = txn.open_table(OWN_HEADERS).map_err(storage)?;
+        let v = headers
+            .get(key.value())
+            .map_err(storage)?
+            .ok_or_else(|| corrupt("the latest own header is missing"))?;
+        Ok(Some(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?))
     }
 
     fn votes(&self) -> DagResult<BTreeMap<AuthorityIndex, VoteRecord>> {
@@ -228,6 +225,7 @@ impl ConsensusStore for RedbStore {
         let txn = self.db.begin_read().map_err(storage)?;
         let idx = txn.open_table(CERTIFICATES_BY_ROUND).map_err(storage)?;
         let t = txn.open_table(CERTIFICATES).map_err(storage)?;
+        let own = txn.open_table(OWN_HEADERS).map_err(storage)?;
         let start = round_key(round, AuthorityIndex(0), &Digest::default());
         let mut out = Vec::new();
         for entry in idx.range(start.as_slice()..).map_err(storage)? {
@@ -243,7 +241,7 @@ impl ConsensusStore for RedbStore {
                     Digest(digest)
                 ))
             })?;
-            out.push(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?);
+            out.push(read_certificate(&own, &Digest(digest), v.value())?);
         }
         Ok(out)
     }
@@ -251,8 +249,9 @@ impl ConsensusStore for RedbStore {
     fn certificate(&self, digest: &Digest) -> DagResult<Option<Certificate>> {
         let txn = self.db.begin_read().map_err(storage)?;
         let t = txn.open_table(CERTIFICATES).map_err(storage)?;
+        let own = txn.open_table(OWN_HEADERS).map_err(storage)?;
         match t.get(digest.as_bytes()).map_err(storage)? {
-            Some(v) => Ok(Some(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?)),
+            Some(v) => Ok(Some(read_certificate(&own, digest, v.value())?)),
             None => Ok(None),
         }
     }
@@ -267,6 +266,7 @@ impl ConsensusStore for RedbStore {
         let txn = self.db.begin_read().map_err(storage)?;
         let idx = txn.open_table(CERTIFICATES_BY_ROUND).map_err(storage)?;
         let t = txn.open_table(CERTIFICATES).map_err(storage)?;
+        let own = txn.open_table(OWN_HEADERS).map_err(storage)?;
         let start = round_key(round, author, &Digest::default());
         let end = round_key(last_round.next(), AuthorityIndex(0), &Digest::default());
         let mut out = Vec::new();
@@ -287,7 +287,7 @@ impl ConsensusStore for RedbStore {
                     Digest(digest)
                 ))
             })?;
-            out.push(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?);
+            out.push(read_certificate(&own, &Digest(digest), v.value())?);
         }
         Ok(out)
     }
@@ -358,7 +358,119 @@ impl ConsensusStore for RedbStore {
                     certs.remove(&d).map_err(storage)?;
                 }
             }
+            prune_own_headers(&txn, certificates_below_round)?;
         }
         txn.commit().map_err(storage)
     }
+}
+
+/// Applies one batch inside `txn`; every record is encoded once.
+fn write_batch(txn: &WriteTransaction, batch: &StoreBatch) -> DagResult<()> {
+    let mut own = txn.open_table(OWN_HEADERS).map_err(storage)?;
+    if let Some(h) = &batch.own_header {
+        let key = own_header_key(h.round(), &h.digest());
+        own.insert(key.as_slice(), encode(h).as_slice())
+            .map_err(storage)?;
+        let mut latest = txn.open_table(LATEST_OWN_HEADER).map_err(storage)?;
+        latest.insert(0u8, key.as_slice()).map_err(storage)?;
+    }
+    if !batch.votes.is_empty() {
+        let mut t = txn.open_table(VOTES).map_err(storage)?;
+        for (author, v) in &batch.votes {
+            t.insert(author.0, encode(v).as_slice()).map_err(storage)?;
+        }
+    }
+    if !batch.certificates.is_empty() {
+        let mut t = txn.open_table(CERTIFICATES).map_err(storage)?;
+        let mut idx = txn.open_table(CERTIFICATES_BY_ROUND).map_err(storage)?;
+        for c in &batch.certificates {
+            let digest = c.digest();
+            let ours = own
+                .get(own_header_key(c.round(), &digest).as_slice())
+                .map_err(storage)?
+                .is_some();
+            t.insert(digest.as_bytes(), certificate_value(c, ours).as_slice())
+                .map_err(storage)?;
+            idx.insert(round_key(c.round(), c.author(), &digest).as_slice(), ())
+                .map_err(storage)?;
+        }
+    }
+    if !batch.commits.is_empty() {
+        let mut t = txn.open_table(COMMITS).map_err(storage)?;
+        for c in &batch.commits {
+            t.insert(c.index, encode(c).as_slice()).map_err(storage)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `certificates` value: the votes alone when the header is one of ours (already stored in
+/// `own_headers`), else the whole certificate.
+fn certificate_value(c: &Certificate, header_is_ours: bool) -> Vec<u8> {
+    if header_is_ours {
+        let votes = encode(&c.votes());
+        let mut value = Vec::with_capacity(9 + votes.len());
+        value.push(CERTIFICATE_OF_OWN_HEADER);
+        value.extend_from_slice(&c.round().0.to_be_bytes());
+        value.extend_from_slice(&votes);
+        return value;
+    }
+    let whole = encode(c);
+    let mut value = Vec::with_capacity(1 + whole.len());
+    value.push(CERTIFICATE_WHOLE);
+    value.extend_from_slice(&whole);
+    value
+}
+
+/// Reads a `certificates` value back, joining our own header to its votes.
+fn read_certificate(
+    own: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    digest: &Digest,
+    value: &[u8],
+) -> DagResult<Certificate> {
+    match value.split_first() {
+        Some((&CERTIFICATE_WHOLE, whole)) => decode(whole, MESSAGE_BYTES_MAX).map_err(corrupt),
+        Some((&CERTIFICATE_OF_OWN_HEADER, rest)) => {
+            let round: [u8; 8] = rest
+                .get(..8)
+                .and_then(|r| r.try_into().ok())
+                .ok_or_else(|| corrupt("short certificate of an own header"))?;
+            let votes: Vec<VoteSignature> =
+                decode(&rest[8..], MESSAGE_BYTES_MAX).map_err(corrupt)?;
+            let key = own_header_key(Round(u64::from_be_bytes(round)), digest);
+            let header = own.get(key.as_slice()).map_err(storage)?.ok_or_else(|| {
+                corrupt(format!("certificate {digest} names a missing own header"))
+            })?;
+            let header: SignedHeader =
+                decode(header.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?;
+            if header.digest() != *digest {
+                return Err(corrupt(format!("own header stored as {digest} is another")));
+            }
+            Ok(Certificate::new(Arc::new(header), votes))
+        }
+        _ => Err(corrupt(format!("certificate {digest}: unknown value tag"))),
+    }
+}
+
+/// Forgets our headers of rounds below `round`, except the latest one (a restarted core must
+/// still see what it last signed).
+fn prune_own_headers(txn: &WriteTransaction, round: Round) -> DagResult<()> {
+    let latest = txn.open_table(LATEST_OWN_HEADER).map_err(storage)?;
+    let keep = latest
+        .get(0u8)
+        .map_err(storage)?
+        .map(|k| k.value().to_vec());
+    let mut own = txn.open_table(OWN_HEADERS).map_err(storage)?;
+    let end = round.0.to_be_bytes();
+    let mut doomed = Vec::new();
+    for entry in own.range(..end.as_slice()).map_err(storage)? {
+        let (k, _) = entry.map_err(storage)?;
+        if keep.as_deref() != Some(k.value()) {
+            doomed.push(k.value().to_vec());
+        }
+    }
+    for key in doomed {
+        own.remove(key.as_slice()).map_err(storage)?;
+    }
+    Ok(())
 }
