@@ -15,8 +15,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use std::sync::Arc;
-
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::encoding::{decode, encode, MESSAGE_BYTES_MAX};
@@ -127,8 +125,9 @@ impl RedbReader {
     pub fn certificate(&self, digest: &Digest) -> DagResult<Option<Certificate>> {
         let txn = self.db.begin_read().map_err(storage)?;
         let t = txn.open_table(CERTIFICATES).map_err(storage)?;
+        let own = txn.open_table(OWN_HEADERS).map_err(storage)?;
         match t.get(digest.as_bytes()).map_err(storage)? {
-            Some(v) => Ok(Some(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?)),
+            Some(v) => Ok(Some(read_certificate(&own, digest, v.value())?)),
             None => Ok(None),
         }
     }
@@ -146,6 +145,7 @@ impl RedbReader {
         let txn = self.db.begin_read().map_err(storage)?;
         let idx = txn.open_table(CERTIFICATES_BY_ROUND).map_err(storage)?;
         let t = txn.open_table(CERTIFICATES).map_err(storage)?;
+        let own = txn.open_table(OWN_HEADERS).map_err(storage)?;
         let start = round_key(first, author, &Digest::default());
         let end = round_key(
             last.saturating_add(1),
@@ -173,11 +173,12 @@ impl RedbReader {
                     Digest(digest)
                 ))
             })?;
-            bytes += v.value().len();
+            let certificate = read_certificate(&own, &Digest(digest), v.value())?;
+            bytes += encode(&certificate).len();
             if bytes > bytes_max && !out.is_empty() {
                 break;
             }
-            out.push(decode(v.value(), MESSAGE_BYTES_MAX).map_err(corrupt)?);
+            out.push(certificate);
         }
         Ok(out)
     }

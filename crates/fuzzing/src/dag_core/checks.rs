@@ -78,8 +78,7 @@ impl Checks {
         // one; voters refuse a header stamped before its parents, so it never passes the
         // leader's own stamp either.
         assert!(
-            sub.timestamp >= last_time
-                && sub.timestamp <= last.header().created_at.max(last_time),
+            sub.timestamp >= last_time && sub.timestamp <= last.header().created_at.max(last_time),
             "node {node}: commit time {:?} after {last_time:?}, leader stamped {:?}",
             sub.timestamp,
             last.header().created_at
