@@ -60,6 +60,8 @@ pub struct DagRound {
     pub committed_leader: Option<u32>,
 }
 
+/// Inputs whose actions wait for one store write at most (group commit).
+const GROUP_INPUTS_MAX: usize = 256;
 /// Committed leaders remembered for the DAG view.
 const RECENT_LEADERS: usize = 512;
 /// Executed commits pruned at once (pruning rewrites part of the store: not on every commit).
@@ -112,6 +114,11 @@ pub struct Coordinator<S: ConsensusStore + Unpin + 'static> {
     timer: Option<SpawnHandle>,
     metrics: NodeMetrics,
     recent_leaders: std::collections::VecDeque<(u64, u32)>,
+    /// Group commit: actions of the inputs handled since the last flush, carried out only once
+    /// the store holds what they depend on.
+    group: Vec<Action>,
+    group_inputs: usize,
+    group_flush: Option<SpawnHandle>,
 }
 
 impl<S: ConsensusStore + Unpin + 'static> std::fmt::Debug for Coordinator<S> {
@@ -138,6 +145,9 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
             timer: None,
             metrics: wiring.metrics,
             recent_leaders: std::collections::VecDeque::new(),
+            group: Vec::new(),
+            group_inputs: 0,
+            group_flush: None,
         }
     }
 
@@ -153,7 +163,36 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
         }
     }
 
+    /// Group commit: the core runs with deferred flushes; the actions of every input handled
+    /// in one turn of the mailbox (at most [`GROUP_INPUTS_MAX`]) wait for one store write, then
+    /// go out together. Persist-before-send holds: nothing leaves before `flush` succeeded.
     fn carry_out(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
+        self.group.extend(actions);
+        self.group_inputs += 1;
+        if self.group_inputs >= GROUP_INPUTS_MAX {
+            self.flush_group(ctx);
+        } else if self.group_flush.is_none() {
+            self.group_flush = Some(ctx.run_later(Duration::ZERO, |act, ctx| {
+                act.group_flush = None;
+                act.flush_group(ctx);
+            }));
+        }
+    }
+
+    fn flush_group(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.group_flush.take() {
+            ctx.cancel_future(h);
+        }
+        self.group_inputs = 0;
+        if let Err(e) = self.core.flush() {
+            return self.fatal(e, ctx);
+        }
+        self.metrics.store_writes.inc();
+        let actions = std::mem::take(&mut self.group);
+        self.execute(actions, ctx);
+    }
+
+    fn execute(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
         let me = self.core.authority();
         for action in actions {
             match action {
@@ -232,6 +271,9 @@ impl<S: ConsensusStore + Unpin + 'static> Actor for Coordinator<S> {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4_096);
+        if let Err(e) = self.core.set_deferred_flush(true) {
+            return self.fatal(e, ctx);
+        }
         match self.core.committed_from(self.replay_from) {
             Ok(replay) => {
                 if !replay.is_empty() {

@@ -12,6 +12,7 @@ pub struct NodeMetrics {
     pub commits: IntCounter,
     pub commit_latency: Histogram,
     pub messages_in: IntCounter,
+    pub store_writes: IntCounter,
     pub messages_rejected: IntCounter,
     pub messages_dropped: IntCounter,
     pub equivocations: IntCounter,
@@ -128,6 +129,11 @@ impl NodeMetrics {
                 &r,
                 "trainmesh_consensus_messages_total",
                 "Consensus messages received",
+            ),
+            store_writes: counter(
+                &r,
+                "trainmesh_consensus_store_writes_total",
+                "Group commits: one store write (one fsync) for the inputs of one mailbox turn",
             ),
             messages_rejected: counter(
                 &r,

@@ -226,14 +226,17 @@ fn parent(args: ConsensusArgs) -> anyhow::Result<()> {
         .iter()
         .map(|r| r["own_committed_in_window"].as_u64().unwrap_or(0))
         .sum();
-    let digests: Vec<&serde_json::Value> = reports.iter().map(|r| &r["prefix_digest"]).collect();
-    let agree = digests.windows(2).all(|w| w[0] == w[1]);
+    let (agree, commits_compared) = agreement(&reports);
+    let store = match args.store {
+        StoreKind::Memory => "memory (no fsync)",
+        StoreKind::Redb => "redb (one fsync per group commit)",
+    };
     println!("-----------------------------------------");
     println!(" SUMMARY (libp2p, one process per validator):");
     println!("-----------------------------------------");
     println!(" + CONFIG:");
     println!(
-        " Validators: {} processes on loopback (TCP + noise + yamux, redb stores)",
+        " Validators: {} processes on loopback (TCP + noise + yamux), DAG stores: {store}",
         args.validators
     );
     println!(
@@ -264,7 +267,9 @@ fn parent(args: ConsensusArgs) -> anyhow::Result<()> {
     println!(
         " Of the ~{own_sent} tx sent in the measured window, {own_committed} committed by the end (3 s after it)"
     );
-    println!(" Commit sequences agree: {agree}");
+    println!(
+        " Commit sequences agree: {agree} (every pair over all the commits both made; {commits_compared} at the least)"
+    );
     for r in &reports {
         println!(
             "   validator {}: sent {} tx (refused {}), {} commits, last committed round {}",
@@ -277,6 +282,7 @@ fn parent(args: ConsensusArgs) -> anyhow::Result<()> {
         serde_json::json!({
             "mode": "libp2p-processes",
             "store": format!("{:?}", args.store).to_lowercase(),
+            "store_durability": store,
             "validators": args.validators,
             "tx_size": args.tx_size,
             "input_rate": args.rate,
@@ -291,10 +297,40 @@ fn parent(args: ConsensusArgs) -> anyhow::Result<()> {
             "refused_txs": refused,
             "window_sent_txs": own_sent,
             "window_committed_txs": own_committed,
-            "commits_agree": agree,
+            "agreement": agree,
+            "commits_compared": commits_compared,
         })
     );
+    if !agree {
+        anyhow::bail!("validators committed different sequences");
+    }
     Ok(())
+}
+
+/// Whether every pair of validators committed the same sequence over all the commits both made
+/// (their running hashes at the shorter length are equal), and the fewest commits compared.
+fn agreement(reports: &[serde_json::Value]) -> (bool, usize) {
+    let chains: Vec<Vec<&str>> = reports
+        .iter()
+        .map(|r| {
+            r["commit_chain"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut agree = true;
+    let mut compared = usize::MAX;
+    for (i, a) in chains.iter().enumerate() {
+        for b in &chains[i + 1..] {
+            let n = a.len().min(b.len());
+            compared = compared.min(n);
+            if n > 0 && a[n - 1] != b[n - 1] {
+                agree = false;
+            }
+        }
+    }
+    (agree, if compared == usize::MAX { 0 } else { compared })
 }
 
 /// What one validator process measures.
@@ -304,13 +340,11 @@ struct Stats {
     own_committed: u64,
     commits: u64,
     latencies_ms: Vec<f64>,
-    /// Digest of the first `PREFIX` commits (the same on every validator).
-    prefix: Option<blake3::Hasher>,
-    prefix_commits: u64,
-    prefix_digest: Option<String>,
+    /// A running hash over every commit so far, one per commit: entry k covers commits 0..=k,
+    /// so two validators agree on everything they both committed iff their entries at the
+    /// shorter length are equal.
+    chain: Vec<String>,
 }
-
-const PREFIX: u64 = 50;
 const LATENCY_SAMPLES_MAX: usize = 20_000;
 
 struct Sink {
@@ -333,15 +367,10 @@ impl Handler<Committed> for Sink {
         let t = now().0;
         let mut s = self.stats.lock().expect("stats lock");
         s.commits += 1;
-        if s.prefix_commits < PREFIX {
-            let h = s.prefix.get_or_insert_with(blake3::Hasher::new);
-            h.update(&trainmesh_dag::encoding::encode(&msg.0));
-            s.prefix_commits += 1;
-            if s.prefix_commits == PREFIX {
-                let d = s.prefix.take().expect("hasher").finalize();
-                s.prefix_digest = Some(d.to_hex().to_string());
-            }
-        }
+        let mut h = blake3::Hasher::new();
+        h.update(s.chain.last().map_or(&b""[..], |p| p.as_bytes()));
+        h.update(&trainmesh_dag::encoding::encode(&msg.0));
+        s.chain.push(h.finalize().to_hex().to_string());
         let in_window = t >= self.window.0 && t < self.window.1;
         for tx in msg.0.transactions() {
             if tx.len() < 16 {
@@ -529,7 +558,7 @@ async fn run_validator<S: ConsensusStore + Unpin + Send + 'static>(
         "committed_in_window": s.committed_in_window,
         "commits": s.commits,
         "last_committed_round": status.last_committed_round.0,
-        "prefix_digest": s.prefix_digest,
+        "commit_chain": std::mem::take(&mut s.chain),
         "latency_samples_ms": std::mem::take(&mut s.latencies_ms),
     });
     std::fs::write(&args.out, report.to_string())?;
