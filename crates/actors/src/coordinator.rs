@@ -62,6 +62,8 @@ pub struct DagRound {
 
 /// Inputs whose actions wait for one store write at most (group commit).
 const GROUP_INPUTS_MAX: usize = 256;
+/// How long the first input of a group waits for others before the group is written.
+const GROUP_WINDOW: Duration = Duration::from_millis(5);
 /// Committed leaders remembered for the DAG view.
 const RECENT_LEADERS: usize = 512;
 /// Executed commits pruned at once (pruning rewrites part of the store: not on every commit).
@@ -164,15 +166,15 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
     }
 
     /// Group commit: the core runs with deferred flushes; the actions of every input handled
-    /// in one turn of the mailbox (at most [`GROUP_INPUTS_MAX`]) wait for one store write, then
-    /// go out together. Persist-before-send holds: nothing leaves before `flush` succeeded.
+    /// within [`GROUP_WINDOW`] of the first (at most [`GROUP_INPUTS_MAX`]) wait for one store
+    /// write, then go out together. Persist-before-send holds: nothing leaves before `flush` succeeded.
     fn carry_out(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
         self.group.extend(actions);
         self.group_inputs += 1;
         if self.group_inputs >= GROUP_INPUTS_MAX {
             self.flush_group(ctx);
         } else if self.group_flush.is_none() {
-            self.group_flush = Some(ctx.run_later(Duration::ZERO, |act, ctx| {
+            self.group_flush = Some(ctx.run_later(GROUP_WINDOW, |act, ctx| {
                 act.group_flush = None;
                 act.flush_group(ctx);
             }));
