@@ -174,9 +174,11 @@ impl RedbReader {
                 ))
             })?;
             let certificate = read_certificate(&own, &Digest(digest), v.value())?;
-            bytes += encode(&certificate).len();
-            if bytes > bytes_max && !out.is_empty() {
-                break;
+            if bytes_max < usize::MAX {
+                bytes += encode(&certificate).len();
+                if bytes > bytes_max && !out.is_empty() {
+                    break;
+                }
             }
             out.push(certificate);
         }
@@ -248,13 +250,7 @@ impl ConsensusStore for RedbStore {
     }
 
     fn certificate(&self, digest: &Digest) -> DagResult<Option<Certificate>> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let t = txn.open_table(CERTIFICATES).map_err(storage)?;
-        let own = txn.open_table(OWN_HEADERS).map_err(storage)?;
-        match t.get(digest.as_bytes()).map_err(storage)? {
-            Some(v) => Ok(Some(read_certificate(&own, digest, v.value())?)),
-            None => Ok(None),
-        }
+        self.reader().certificate(digest)
     }
 
     fn certificates_page(
@@ -264,33 +260,8 @@ impl ConsensusStore for RedbStore {
         last_round: Round,
         max: usize,
     ) -> DagResult<Vec<Certificate>> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let idx = txn.open_table(CERTIFICATES_BY_ROUND).map_err(storage)?;
-        let t = txn.open_table(CERTIFICATES).map_err(storage)?;
-        let own = txn.open_table(OWN_HEADERS).map_err(storage)?;
-        let start = round_key(round, author, &Digest::default());
-        let end = round_key(last_round.next(), AuthorityIndex(0), &Digest::default());
-        let mut out = Vec::new();
-        for entry in idx
-            .range(start.as_slice()..end.as_slice())
-            .map_err(storage)?
-            .take(max)
-        {
-            let (k, _) = entry.map_err(storage)?;
-            let digest: [u8; 32] = k
-                .value()
-                .get(12..44)
-                .and_then(|d| d.try_into().ok())
-                .ok_or_else(|| corrupt("short certificate index key"))?;
-            let v = t.get(&digest).map_err(storage)?.ok_or_else(|| {
-                corrupt(format!(
-                    "index names missing certificate {}",
-                    Digest(digest)
-                ))
-            })?;
-            out.push(read_certificate(&own, &Digest(digest), v.value())?);
-        }
-        Ok(out)
+        self.reader()
+            .certificates_in_rounds((round, author), last_round, max, usize::MAX)
     }
 
     fn commit(&self, index: u64) -> DagResult<Option<CommitRecord>> {
