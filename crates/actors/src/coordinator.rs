@@ -14,10 +14,10 @@ use actix::prelude::*;
 use bytes::Bytes;
 use libp2p::PeerId;
 use tokio::sync::mpsc;
-use trainmesh_dag::encoding::{decode, encode, MESSAGE_BYTES_MAX};
+use trainmesh_dag::encoding::{decode, MESSAGE_BYTES_MAX};
 use trainmesh_dag::{
-    Action, AuthorityIndex, CommittedSubDag, ConsensusStore, Core, CoreStatus, DagError,
-    Transaction, Validator, VerifiedMessage,
+    Action, AuthorityIndex, BatchWriter, CommittedSubDag, ConsensusStore, Core, CoreStatus,
+    DagError, DagResult, Transaction, Validator, VerifiedMessage,
 };
 
 use crate::consensus::{now, PeerBook};
@@ -60,10 +60,6 @@ pub struct DagRound {
     pub committed_leader: Option<u32>,
 }
 
-/// Inputs whose actions wait for one store write at most (group commit).
-const GROUP_INPUTS_MAX: usize = 256;
-/// How long the first input of a group waits for others before the group is written.
-const GROUP_WINDOW: Duration = Duration::from_millis(5);
 /// Committed leaders remembered for the DAG view.
 const RECENT_LEADERS: usize = 512;
 /// Executed commits pruned at once (pruning rewrites part of the store: not on every commit).
@@ -116,11 +112,20 @@ pub struct Coordinator<S: ConsensusStore + Unpin + 'static> {
     timer: Option<SpawnHandle>,
     metrics: NodeMetrics,
     recent_leaders: std::collections::VecDeque<(u64, u32)>,
-    /// Group commit: actions of the inputs handled since the last flush, carried out only once
-    /// the store holds what they depend on.
+    /// Group commit: actions of the inputs handled since the last write began, carried out only
+    /// once the store holds what they depend on.
     group: Vec<Action>,
-    group_inputs: usize,
-    group_flush: Option<SpawnHandle>,
+    /// Pipelined writes, where the store offers a writer for another thread.
+    pipeline: Option<Pipeline>,
+}
+
+/// One store write at a time runs on a blocking thread while the core goes on; what arrives
+/// meanwhile forms the next group (the write's own duration sets the group's size).
+struct Pipeline {
+    /// The writer while idle; `None` while a write is under way.
+    idle: Option<Box<dyn BatchWriter>>,
+    /// A prune asked for during a write: run after it (a prune is a write too).
+    prune_after: Option<u64>,
 }
 
 impl<S: ConsensusStore + Unpin + 'static> std::fmt::Debug for Coordinator<S> {
@@ -148,8 +153,7 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
             metrics: wiring.metrics,
             recent_leaders: std::collections::VecDeque::new(),
             group: Vec::new(),
-            group_inputs: 0,
-            group_flush: None,
+            pipeline: None,
         }
     }
 
@@ -165,33 +169,79 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
         }
     }
 
-    /// Group commit: the core runs with deferred flushes; the actions of every input handled
-    /// within [`GROUP_WINDOW`] of the first (at most [`GROUP_INPUTS_MAX`]) wait for one store
-    /// write, then go out together. Persist-before-send holds: nothing leaves before `flush` succeeded.
+    /// Group commit: the core runs with deferred flushes, and nothing an input produced leaves
+    /// before the store holds what it depends on (persist before send).
+    /// - Pipelined (a durable store): one write at a time runs off this thread; the actions of
+    ///   the inputs handled during it wait for the next write, which starts as soon as it ends.
+    ///   A write of many inputs costs one fsync, and no input waits on a timer.
+    /// - Otherwise (an in-memory store) each input's batch is written at once.
     fn carry_out(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
         self.group.extend(actions);
-        self.group_inputs += 1;
-        if self.group_inputs >= GROUP_INPUTS_MAX {
-            self.flush_group(ctx);
-        } else if self.group_flush.is_none() {
-            self.group_flush = Some(ctx.run_later(GROUP_WINDOW, |act, ctx| {
-                act.group_flush = None;
-                act.flush_group(ctx);
-            }));
+        match &self.pipeline {
+            None => {
+                if let Err(e) = self.core.flush() {
+                    return self.fatal(e, ctx);
+                }
+                self.metrics.store_writes.inc();
+                let actions = std::mem::take(&mut self.group);
+                self.execute(actions, ctx);
+            }
+            Some(p) if p.idle.is_some() => self.start_write(ctx),
+            Some(_) => {} // they go with the next write
         }
     }
 
-    fn flush_group(&mut self, ctx: &mut Context<Self>) {
-        if let Some(h) = self.group_flush.take() {
-            ctx.cancel_future(h);
-        }
-        self.group_inputs = 0;
-        if let Err(e) = self.core.flush() {
-            return self.fatal(e, ctx);
-        }
-        self.metrics.store_writes.inc();
+    /// Takes the core's pending batch and the group's actions, and writes the one before
+    /// carrying out the other. Only while the writer is idle.
+    fn start_write(&mut self, ctx: &mut Context<Self>) {
+        let batch = self.core.take_batch();
         let actions = std::mem::take(&mut self.group);
+        if batch.is_empty() {
+            // Nothing new to persist, and no write under way: what they depend on is stored.
+            return self.execute(actions, ctx);
+        }
+        let Some(mut writer) = self.pipeline.as_mut().and_then(|p| p.idle.take()) else {
+            unreachable!("start_write only while the writer is idle");
+        };
+        self.metrics.store_writes.inc();
+        let write = tokio::task::spawn_blocking(move || {
+            let result = writer.write(batch);
+            (writer, result)
+        });
+        ctx.spawn(
+            write
+                .into_actor(self)
+                .map(move |joined, act, ctx| act.written(joined, actions, ctx)),
+        );
+    }
+
+    fn written(
+        &mut self,
+        joined: Result<(Box<dyn BatchWriter>, DagResult<()>), tokio::task::JoinError>,
+        actions: Vec<Action>,
+        ctx: &mut Context<Self>,
+    ) {
+        let writer = match joined {
+            Ok((writer, Ok(()))) => writer,
+            Ok((_, Err(e))) => return self.fatal(e, ctx),
+            Err(e) => {
+                let e = DagError::Storage {
+                    reason: format!("the store writer failed: {e}"),
+                };
+                return self.fatal(e, ctx);
+            }
+        };
+        let prune = self.pipeline.as_mut().and_then(|p| {
+            p.idle = Some(writer);
+            p.prune_after.take()
+        });
         self.execute(actions, ctx);
+        if let Some(next_index) = prune {
+            self.prune(next_index, ctx);
+        }
+        if self.pipeline.as_ref().is_some_and(|p| p.idle.is_some()) {
+            self.start_write(ctx);
+        }
     }
 
     fn execute(&mut self, actions: Vec<Action>, ctx: &mut Context<Self>) {
@@ -199,13 +249,13 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
         for action in actions {
             match action {
                 Action::Broadcast(message) => {
-                    let bytes = wire::consensus_frame(encode(&message));
+                    let bytes = wire::consensus_frame(&message);
                     for a in self.core.committee().indices().filter(|a| *a != me) {
                         self.send(self.peers.peer(a), bytes.clone());
                     }
                 }
                 Action::Send { to, message } => {
-                    self.send(self.peers.peer(to), wire::consensus_frame(encode(&message)));
+                    self.send(self.peers.peer(to), wire::consensus_frame(&message));
                 }
                 Action::Commit(sub_dag) => {
                     self.metrics.commits.inc();
@@ -276,6 +326,10 @@ impl<S: ConsensusStore + Unpin + 'static> Actor for Coordinator<S> {
         if let Err(e) = self.core.set_deferred_flush(true) {
             return self.fatal(e, ctx);
         }
+        self.pipeline = self.core.batch_writer().map(|w| Pipeline {
+            idle: Some(w),
+            prune_after: None,
+        });
         match self.core.committed_from(self.replay_from) {
             Ok(replay) => {
                 if !replay.is_empty() {
@@ -342,6 +396,10 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
     /// The ledger executed commits below `next_index`: prune all but the last
     /// `retain_commits` of them, [`PRUNE_EVERY_COMMITS`] at a time.
     fn prune(&mut self, next_index: u64, ctx: &mut Context<Self>) {
+        if let Some(p) = self.pipeline.as_mut().filter(|p| p.idle.is_none()) {
+            p.prune_after = Some(p.prune_after.map_or(next_index, |i| i.max(next_index)));
+            return;
+        }
         let Some(keep_from) = prune_point(next_index, self.retain_commits, self.pruned_below)
         else {
             return;
@@ -434,6 +492,270 @@ impl<S: ConsensusStore + Unpin + 'static> Handler<GetDag> for Coordinator<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+    use std::time::Instant;
+    use trainmesh_dag::encoding::encode;
+    use trainmesh_dag::store::{CommitRecord, VoteRecord};
+    use trainmesh_dag::test_dag::{DagBuilder, TestCommittee};
+    use trainmesh_dag::{
+        Certificate, ConsensusMessage, CoreConfig, Digest, MemStore, Round, SignedHeader,
+        StoreBatch,
+    };
+
+    /// A store whose batch writer waits for the test's word before each write: `Ok` writes
+    /// the batch, `Err` fails it as a broken disk would.
+    struct GatedStore {
+        inner: Arc<Mutex<MemStore>>,
+        gate: Arc<Mutex<std_mpsc::Receiver<Result<(), ()>>>>,
+        started: Arc<AtomicUsize>,
+    }
+
+    struct GatedWriter {
+        inner: Arc<Mutex<MemStore>>,
+        gate: Arc<Mutex<std_mpsc::Receiver<Result<(), ()>>>>,
+        started: Arc<AtomicUsize>,
+    }
+
+    impl BatchWriter for GatedWriter {
+        fn write(&mut self, batch: StoreBatch) -> DagResult<()> {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            match self.gate.lock().unwrap().recv() {
+                Ok(Ok(())) => self.inner.lock().unwrap().write(batch),
+                _ => Err(DagError::Storage {
+                    reason: "the disk failed".into(),
+                }),
+            }
+        }
+    }
+
+    impl ConsensusStore for GatedStore {
+        fn write(&mut self, batch: StoreBatch) -> DagResult<()> {
+            self.inner.lock().unwrap().write(batch)
+        }
+        fn batch_writer(&self) -> Option<Box<dyn BatchWriter>> {
+            Some(Box::new(GatedWriter {
+                inner: self.inner.clone(),
+                gate: self.gate.clone(),
+                started: self.started.clone(),
+            }))
+        }
+        fn own_header(&self) -> DagResult<Option<SignedHeader>> {
+            self.inner.lock().unwrap().own_header()
+        }
+        fn votes(&self) -> DagResult<BTreeMap<AuthorityIndex, VoteRecord>> {
+            self.inner.lock().unwrap().votes()
+        }
+        fn certificates_from(&self, round: Round) -> DagResult<Vec<Certificate>> {
+            self.inner.lock().unwrap().certificates_from(round)
+        }
+        fn certificate(&self, digest: &Digest) -> DagResult<Option<Certificate>> {
+            self.inner.lock().unwrap().certificate(digest)
+        }
+        fn certificates_page(
+            &self,
+            round: Round,
+            author: AuthorityIndex,
+            last_round: Round,
+            max: usize,
+        ) -> DagResult<Vec<Certificate>> {
+            self.inner
+                .lock()
+                .unwrap()
+                .certificates_page(round, author, last_round, max)
+        }
+        fn commits_from(&self, index: u64) -> DagResult<Vec<CommitRecord>> {
+            self.inner.lock().unwrap().commits_from(index)
+        }
+        fn commit(&self, index: u64) -> DagResult<Option<CommitRecord>> {
+            self.inner.lock().unwrap().commit(index)
+        }
+        fn last_commit(&self) -> DagResult<Option<CommitRecord>> {
+            self.inner.lock().unwrap().last_commit()
+        }
+        fn prune(&mut self, commits: u64, round: Round) -> DagResult<()> {
+            self.inner.lock().unwrap().prune(commits, round)
+        }
+    }
+
+    struct Discard;
+    impl Actor for Discard {
+        type Context = Context<Self>;
+    }
+    impl Handler<Committed> for Discard {
+        type Result = ();
+        fn handle(&mut self, _: Committed, _: &mut Context<Self>) {}
+    }
+
+    struct Harness {
+        tc: TestCommittee,
+        coordinator: Addr<Coordinator<GatedStore>>,
+        net: mpsc::Receiver<NetworkCommand>,
+        gate: std_mpsc::Sender<Result<(), ()>>,
+        started: Arc<AtomicUsize>,
+        stored: Arc<Mutex<MemStore>>,
+    }
+
+    /// Validator 0 with a gated store, inside a running actix system; its own proposals and
+    /// timeouts are far off, so only what the test sends makes it act.
+    fn harness() -> Harness {
+        let tc = TestCommittee::new(4);
+        let config = CoreConfig {
+            max_header_delay_ms: u64::MAX / 4,
+            leader_timeout_ms: u64::MAX / 4,
+            resend_interval_ms: u64::MAX / 4,
+            ..CoreConfig::default()
+        };
+        let (gate, gate_rx) = std_mpsc::channel();
+        let stored = Arc::new(Mutex::new(MemStore::new()));
+        let started = Arc::new(AtomicUsize::new(0));
+        let store = GatedStore {
+            inner: stored.clone(),
+            gate: Arc::new(Mutex::new(gate_rx)),
+            started: started.clone(),
+        };
+        let me = AuthorityIndex(0);
+        let (core, startup) = Core::new(
+            config.clone(),
+            tc.committee().clone(),
+            me,
+            tc.key_copy(me),
+            store,
+            now(),
+        )
+        .unwrap();
+        let (net_tx, net) = mpsc::channel(64);
+        let wiring = CoordinatorWiring {
+            validator: Validator::new(tc.committee().clone(), config),
+            peers: PeerBook::new(tc.committee()).unwrap(),
+            net: net_tx,
+            ledger: Discard.start().recipient(),
+            sync: None,
+            replay_from: 0,
+            retain_commits: u64::MAX,
+            metrics: NodeMetrics::new(),
+        };
+        let coordinator = Coordinator::new(core, startup, wiring).start();
+        Harness {
+            tc,
+            coordinator,
+            net,
+            gate,
+            started,
+            stored,
+        }
+    }
+
+    impl Harness {
+        /// Round-1 headers of `authors`, delivered; returns once the coordinator handled them.
+        async fn deliver_headers(&self, authors: &[u32]) -> Vec<SignedHeader> {
+            let dag = DagBuilder::new(&self.tc);
+            let genesis: Vec<_> = self
+                .tc
+                .committee()
+                .indices()
+                .map(|a| dag.certificate(a, Round(0)).reference())
+                .collect();
+            let mut headers = Vec::new();
+            for &a in authors {
+                let h = self
+                    .tc
+                    .header(AuthorityIndex(a), Round(1), genesis.clone(), vec![]);
+                self.coordinator.do_send(ConsensusInbound {
+                    from: AuthorityIndex(a),
+                    bytes: Bytes::from(encode(&ConsensusMessage::Header(h.clone()))),
+                });
+                headers.push(h);
+            }
+            self.coordinator.send(GetStatus).await.unwrap();
+            headers
+        }
+
+        async fn writes_started(&self, n: usize) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.started.load(Ordering::SeqCst) < n {
+                assert!(Instant::now() < deadline, "write {n} never started");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+
+        /// The next message sent: the peer it went to and the vote it carries.
+        async fn next_vote(&mut self) -> (PeerId, trainmesh_dag::Vote) {
+            let command = tokio::time::timeout(Duration::from_secs(10), self.net.recv())
+                .await
+                .expect("a message within 10 s")
+                .expect("the network channel is open");
+            let NetworkCommand::SendTo { peer, bytes } = command else {
+                panic!("expected a direct message, got {command:?}");
+            };
+            let (channel, body) = wire::split(&bytes).unwrap();
+            assert_eq!(channel, wire::CHANNEL_CONSENSUS);
+            match decode(body, MESSAGE_BYTES_MAX).unwrap() {
+                ConsensusMessage::Vote(v) => (peer, v),
+                other => panic!("expected a vote, got {other:?}"),
+            }
+        }
+    }
+
+    #[actix_rt::test]
+    async fn no_vote_leaves_before_its_write_and_what_waits_shares_one_write() {
+        let mut h = harness();
+        let headers = h.deliver_headers(&[1]).await;
+        h.writes_started(1).await;
+        // Two more headers while the first vote's write is under way.
+        h.deliver_headers(&[2, 3]).await;
+        assert!(h.net.try_recv().is_err(), "nothing leaves before its write");
+        assert!(h.stored.lock().unwrap().votes().unwrap().is_empty());
+
+        h.gate.send(Ok(())).unwrap();
+        let (peer, vote) = h.next_vote().await;
+        assert_eq!(
+            peer,
+            PeerBook::new(h.tc.committee())
+                .unwrap()
+                .peer(AuthorityIndex(1))
+        );
+        assert_eq!(vote.header_digest, headers[0].digest());
+        // The other two votes wait for the second write, which holds both.
+        h.writes_started(2).await;
+        assert!(h.net.try_recv().is_err());
+        assert_eq!(h.stored.lock().unwrap().votes().unwrap().len(), 1);
+
+        h.gate.send(Ok(())).unwrap();
+        let mut to = vec![h.next_vote().await.0, h.next_vote().await.0];
+        to.sort();
+        let book = PeerBook::new(h.tc.committee()).unwrap();
+        let mut want = vec![book.peer(AuthorityIndex(2)), book.peer(AuthorityIndex(3))];
+        want.sort();
+        assert_eq!(to, want);
+        h.coordinator.send(GetStatus).await.unwrap();
+        assert_eq!(
+            h.started.load(Ordering::SeqCst),
+            2,
+            "three inputs, two writes"
+        );
+        assert_eq!(h.stored.lock().unwrap().votes().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_failed_write_stops_the_validator_and_nothing_of_it_leaves() {
+        let system = System::new();
+        let mut h = system.block_on(async {
+            let h = harness();
+            h.deliver_headers(&[1, 2]).await;
+            h.writes_started(1).await;
+            h
+        });
+        h.gate.send(Err(())).unwrap();
+        assert_eq!(
+            system.run_with_code().unwrap(),
+            70,
+            "storage failure exit code"
+        );
+        assert!(h.net.try_recv().is_err(), "no vote left");
+        assert!(h.stored.lock().unwrap().votes().unwrap().is_empty());
+    }
 
     #[test]
     fn executed_commits_are_pruned_in_steps_keeping_the_retention() {

@@ -2,19 +2,21 @@
 //!
 //! A length is a claim, not a fact: a frame over [`MESSAGE_BYTES_MAX`] is refused
 //! ([`FrameError::TooLarge`]) before a byte of it is read, and a frame under it is read into a
-//! buffer that grows as the bytes arrive (in steps of at most [`READ_CHUNK_BYTES`]), so a peer
+//! buffer that grows as the bytes arrive (at most doubling what arrived, from
+//! [`READ_CHUNK_BYTES`]), so a peer
 //! that claims 8 MiB and sends 10 bytes costs us 10 bytes, not 8 MiB.
 
 use std::io;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::prelude::*;
 use libp2p::request_response;
 use libp2p::StreamProtocol;
 
 use crate::network::MESSAGE_BYTES_MAX;
 
-/// The most a frame's buffer grows by before the bytes to fill it have arrived.
+/// A frame's first buffer; later it grows by at most what has arrived (doubling).
 pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Why a frame was refused (carried inside the `io::Error` the codec returns).
@@ -47,19 +49,27 @@ pub async fn read_frame<T: AsyncRead + Unpin + Send>(
     if claimed > max {
         return Err(FrameError::TooLarge { claimed, max }.into());
     }
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES.min(claimed)];
-    while buf.len() < claimed {
-        let want = (claimed - buf.len()).min(chunk.len());
-        let n = io.read(&mut chunk[..want]).await?;
+    // Bytes are read straight into the frame's buffer; its length grows only by what arrived,
+    // its capacity at most doubles ahead of it (and never past the claim).
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES.min(claimed));
+    let mut filled = 0;
+    while filled < claimed {
+        if filled == buf.capacity() {
+            let grow = filled.max(READ_CHUNK_BYTES).min(claimed - filled);
+            buf.reserve_exact(grow);
+        }
+        let want = (claimed - filled).min(buf.capacity() - filled);
+        buf.resize(filled + want, 0);
+        let n = io.read(&mut buf[filled..]).await?;
+        buf.truncate(filled + n);
         if n == 0 {
             return Err(FrameError::Truncated {
                 claimed,
-                received: buf.len(),
+                received: filled,
             }
             .into());
         }
-        buf.extend_from_slice(&chunk[..n]);
+        filled += n;
     }
     Ok(buf)
 }
@@ -90,14 +100,14 @@ pub struct DirectCodec;
 #[async_trait]
 impl request_response::Codec for DirectCodec {
     type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
+    type Request = Bytes;
     type Response = ();
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Bytes>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, MESSAGE_BYTES_MAX).await
+        read_frame(io, MESSAGE_BYTES_MAX).await.map(Bytes::from)
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<()>
@@ -112,7 +122,7 @@ impl request_response::Codec for DirectCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Vec<u8>,
+        req: Bytes,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
@@ -187,6 +197,29 @@ mod tests {
             }
         );
         assert!(largest <= READ_CHUNK_BYTES, "read into {largest} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_trickle_under_a_large_claim_grows_the_buffer_only_with_what_arrived() {
+        let sent = 5 * READ_CHUNK_BYTES + 3;
+        let mut probe = Probe {
+            data: futures::io::Cursor::new(frame(MESSAGE_BYTES_MAX as u32, &vec![9; sent])),
+            largest_read: 0,
+        };
+        let e = read_frame(&mut probe, MESSAGE_BYTES_MAX).await.unwrap_err();
+        assert_eq!(
+            refusal(e),
+            FrameError::Truncated {
+                claimed: MESSAGE_BYTES_MAX,
+                received: sent
+            }
+        );
+        // Each read asks for at most as much as had arrived before it (or the first chunk).
+        assert!(
+            probe.largest_read <= sent.max(READ_CHUNK_BYTES),
+            "read into {} bytes after {sent}",
+            probe.largest_read
+        );
     }
 
     fn frame(claimed: u32, body: &[u8]) -> Vec<u8> {

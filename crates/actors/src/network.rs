@@ -299,10 +299,7 @@ impl EventLoop {
                 self.swarm.behaviour_mut().kad.get_closest_peers(peer);
             }
         }
-        self.swarm
-            .behaviour_mut()
-            .direct
-            .send_request(&peer, bytes.to_vec());
+        self.swarm.behaviour_mut().direct.send_request(&peer, bytes);
     }
 
     fn penalize(&mut self, peer: PeerId, offence: Offence, reason: &str) {
@@ -382,7 +379,7 @@ impl EventLoop {
                 ..
             })) => {
                 let _ = self.swarm.behaviour_mut().direct.send_response(channel, ());
-                self.deliver(peer, Bytes::from(request));
+                self.deliver(peer, request);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,

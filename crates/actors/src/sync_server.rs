@@ -249,7 +249,7 @@ impl Handler<ServeCertificates> for SyncServer {
                     certificates,
                     rounds_from,
                 });
-                let bytes = wire::consensus_frame(encode(&message));
+                let bytes = wire::consensus_frame(&message);
                 self.reply(msg.peer, bytes, "certificates", now);
             }
             Err(e) => tracing::warn!(error = %e, "cannot serve DAG sync"),

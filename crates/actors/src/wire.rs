@@ -9,6 +9,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use trainmesh_dag::ConsensusMessage;
+
 use crate::network::MESSAGE_BYTES_MAX;
 
 pub const CHANNEL_CONSENSUS: u8 = 0;
@@ -136,12 +138,12 @@ pub fn split(bytes: &[u8]) -> Result<(u8, &[u8]), WireError> {
     }
 }
 
-/// Prefixes an encoded consensus message with its channel.
-pub fn consensus_frame(encoded: Vec<u8>) -> Bytes {
-    let mut out = Vec::with_capacity(encoded.len() + 1);
-    out.push(CHANNEL_CONSENSUS);
-    out.extend(encoded);
-    Bytes::from(out)
+/// A consensus message encoded behind its channel byte, in one buffer.
+pub fn consensus_frame(message: &ConsensusMessage) -> Bytes {
+    Bytes::from(trainmesh_dag::encoding::encode_after(
+        &[CHANNEL_CONSENSUS],
+        message,
+    ))
 }
 
 #[cfg(test)]

@@ -17,6 +17,12 @@
 //!   fails, or the process dies before it, none of those actions may leave; a restart then
 //!   resumes from the last flushed state as if the unflushed messages never came. After a failed
 //!   flush the in-memory core is ahead of its store: drop it and restart from the store.
+//! - pipelined (deferred, and the driver takes the batches): instead of [`Core::flush`], the
+//!   driver calls [`Core::take_batch`] and writes the batch on another thread through the store's
+//!   [`Core::batch_writer`], handling more messages meanwhile. The actions returned before a take
+//!   may be carried out once that batch, and every batch taken before it, is written; batches
+//!   are written one at a time, in the order taken. [`Core::prune_executed`] is a write too: it
+//!   may run only while no taken batch is unwritten. A failed write is a failed flush.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -31,7 +37,7 @@ use crate::messages::{
     Certificate, CertificateRef, CertificateSummary, CommittedSubDag, ConsensusMessage,
     EquivocationEvidence, SignedHeader, Vote, VoteSignature,
 };
-use crate::store::{ConsensusStore, StoreBatch, VoteRecord};
+use crate::store::{BatchWriter, ConsensusStore, StoreBatch, VoteRecord};
 use crate::synchronizer::{Released, Request, Synchronizer};
 use crate::types::{AuthorityIndex, Digest, Round, TimestampMs, Transaction};
 use crate::validation::{Verified, VerifiedMessage};
@@ -743,6 +749,17 @@ impl<S: ConsensusStore> Core<S> {
             return Ok(());
         }
         self.store.write(std::mem::take(&mut self.batch))
+    }
+
+    /// Pipelined group commit: everything produced since the last take or flush, for the driver
+    /// to write through [`Core::batch_writer`] (see the module documentation for the contract).
+    pub fn take_batch(&mut self) -> StoreBatch {
+        std::mem::take(&mut self.batch)
+    }
+
+    /// A writer of this core's store for another thread, where the store offers one.
+    pub fn batch_writer(&self) -> Option<Box<dyn BatchWriter>> {
+        self.store.batch_writer()
     }
 
     /// The end of a call: persists what it produced, before any of its actions leave the core,

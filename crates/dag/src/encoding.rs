@@ -20,10 +20,30 @@ const CONTAINER_DEPTH_MAX: usize = 16;
 
 /// Encodes a value: version byte + BCS.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+    encode_after(&[], value)
+}
+
+/// The length of [`encode`]'s output, without encoding.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    1 + bcs::serialized_size(value).expect("types of this crate always serialize to BCS")
+}
+
+/// `prefix` followed by [`encode`]'s output, in one buffer of the exact size (a header with its
+/// payload is encoded once, with no reallocation and no copy).
+pub fn encode_after<T: Serialize>(prefix: &[u8], value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + encoded_len(value));
+    out.extend_from_slice(prefix);
     out.push(ENCODING_VERSION);
     bcs::serialize_into(&mut out, value).expect("types of this crate always serialize to BCS");
     out
+}
+
+/// Writes [`encode`]'s output into `out`, which must be [`encoded_len`] long.
+pub fn encode_into<T: Serialize>(value: &T, out: &mut [u8]) {
+    let (version, mut body) = out.split_first_mut().expect("room for the version byte");
+    *version = ENCODING_VERSION;
+    bcs::serialize_into(&mut body, value).expect("types of this crate always serialize to BCS");
+    assert!(body.is_empty(), "encode_into: buffer longer than the value");
 }
 
 /// Decodes a value written by [`encode`], rejecting anything over `max_bytes`.

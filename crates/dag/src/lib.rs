@@ -19,7 +19,8 @@
 //! - `dag_state`: the accepted DAG, parent references checked against what they name
 //! - `synchronizer`: what waits for which parent, fetches, catching up by pages, per-author quotas
 //! - `linearizer`: Bullshark's commit rule, each leader's history as a sub-DAG, commit timestamps
-//! - [`store`]: the storage trait and its in-memory twin; [`redb_store`]: the redb one
+//! - [`store`]: the storage trait, its writer for another thread (pipelined group commit) and
+//!   its in-memory twin; [`redb_store`]: the redb one
 //! - [`sim`]: a seeded, single-threaded simulator of many nodes with faults
 //! - [`test_dag`]: a text notation for DAG scenarios
 
@@ -50,7 +51,7 @@ pub use crate::messages::{
     Certificate, CertificateRef, CertificateSummary, CommittedSubDag, ConsensusMessage,
     EquivocationEvidence, Header, SignedHeader, SyncRequest, SyncResponse, Vote,
 };
-pub use crate::redb_store::{RedbReader, RedbStore};
-pub use crate::store::{ConsensusStore, MemStore};
+pub use crate::redb_store::{RedbBatchWriter, RedbReader, RedbStore};
+pub use crate::store::{BatchWriter, ConsensusStore, MemStore, StoreBatch};
 pub use crate::types::{AuthorityIndex, Digest, Epoch, Round, Stake, TimestampMs, Transaction};
 pub use crate::validation::{Validator, Verified, VerifiedMessage};

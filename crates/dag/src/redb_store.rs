@@ -17,10 +17,10 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::encoding::{decode, encode, MESSAGE_BYTES_MAX};
+use crate::encoding::{decode, encode, encode_into, encoded_len, MESSAGE_BYTES_MAX};
 use crate::error::{DagError, DagResult};
 use crate::messages::{Certificate, SignedHeader, VoteSignature};
-use crate::store::{CommitRecord, ConsensusStore, StoreBatch, VoteRecord};
+use crate::store::{BatchWriter, CommitRecord, ConsensusStore, StoreBatch, VoteRecord};
 use crate::types::{AuthorityIndex, Digest, Round};
 
 const OWN_HEADERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("own_headers");
@@ -44,6 +44,11 @@ fn corrupt<E: std::fmt::Display>(e: E) -> DagError {
 }
 
 /// Tags of a `certificates` value.
+/// redb's page cache. The core keeps what it works on in memory and reads the store back only
+/// when it restarts or serves a peer's sync, so a small cache suffices; a large one would hold
+/// every page written (redb caches what it writes) and grow by the write rate until full.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 const CERTIFICATE_WHOLE: u8 = 0;
 const CERTIFICATE_OF_OWN_HEADER: u8 = 1;
 
@@ -71,7 +76,10 @@ pub struct RedbStore {
 impl RedbStore {
     /// Opens (or creates) the store at `path`, creating its tables.
     pub fn open(path: impl AsRef<Path>) -> DagResult<RedbStore> {
-        let db = Database::create(path).map_err(storage)?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(storage)?;
         let txn = db.begin_write().map_err(storage)?;
         {
             txn.open_table(OWN_HEADERS).map_err(storage)?;
@@ -186,14 +194,37 @@ impl RedbReader {
     }
 }
 
+/// Writes batches into a [`RedbStore`]'s database from another thread (redb runs one write
+/// transaction at a time; a second waits for the first).
+#[derive(Debug)]
+pub struct RedbBatchWriter {
+    db: Arc<Database>,
+}
+
+impl BatchWriter for RedbBatchWriter {
+    fn write(&mut self, batch: StoreBatch) -> DagResult<()> {
+        write_durably(&self.db, &batch)
+    }
+}
+
+fn write_durably(db: &Database, batch: &StoreBatch) -> DagResult<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let txn = db.begin_write().map_err(storage)?;
+    write_batch(&txn, batch)?;
+    txn.commit().map_err(storage)
+}
+
 impl ConsensusStore for RedbStore {
     fn write(&mut self, batch: StoreBatch) -> DagResult<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let txn = self.db.begin_write().map_err(storage)?;
-        write_batch(&txn, &batch)?;
-        txn.commit().map_err(storage)
+        write_durably(&self.db, &batch)
+    }
+
+    fn batch_writer(&self) -> Option<Box<dyn BatchWriter>> {
+        Some(Box::new(RedbBatchWriter {
+            db: self.db.clone(),
+        }))
     }
 
     fn own_header(&self) -> DagResult<Option<SignedHeader>> {
@@ -361,8 +392,23 @@ fn write_batch(txn: &WriteTransaction, batch: &StoreBatch) -> DagResult<()> {
                 .get(own_header_key(c.round(), &digest).as_slice())
                 .map_err(storage)?
                 .is_some();
-            t.insert(digest.as_bytes(), certificate_value(c, ours).as_slice())
-                .map_err(storage)?;
+            if ours {
+                t.insert(digest.as_bytes(), own_certificate_value(c).as_slice())
+                    .map_err(storage)?;
+            } else {
+                // Encoded straight into the page that holds it: a certificate with a full
+                // payload is copied once on its way to the file.
+                let len = encoded_len(c);
+                let mut slot = t
+                    .insert_reserve(digest.as_bytes(), 1 + len)
+                    .map_err(storage)?;
+                let (tag, rest) = slot
+                    .as_mut()
+                    .split_first_mut()
+                    .expect("a reserved value of 1 + len bytes");
+                *tag = CERTIFICATE_WHOLE;
+                encode_into(c, rest);
+            }
             idx.insert(round_key(c.round(), c.author(), &digest).as_slice(), ())
                 .map_err(storage)?;
         }
@@ -376,21 +422,15 @@ fn write_batch(txn: &WriteTransaction, batch: &StoreBatch) -> DagResult<()> {
     Ok(())
 }
 
-/// The `certificates` value: the votes alone when the header is one of ours (already stored in
-/// `own_headers`), else the whole certificate.
-fn certificate_value(c: &Certificate, header_is_ours: bool) -> Vec<u8> {
-    if header_is_ours {
-        let votes = encode(&c.votes());
-        let mut value = Vec::with_capacity(9 + votes.len());
-        value.push(CERTIFICATE_OF_OWN_HEADER);
-        value.extend_from_slice(&c.round().0.to_be_bytes());
-        value.extend_from_slice(&votes);
-        return value;
-    }
-    let whole = encode(c);
-    let mut value = Vec::with_capacity(1 + whole.len());
-    value.push(CERTIFICATE_WHOLE);
-    value.extend_from_slice(&whole);
+/// The `certificates` value of a certificate whose header is one of ours (already stored in
+/// `own_headers`): its round and votes alone. Other certificates are stored whole, behind
+/// [`CERTIFICATE_WHOLE`].
+fn own_certificate_value(c: &Certificate) -> Vec<u8> {
+    let votes = encode(&c.votes());
+    let mut value = Vec::with_capacity(9 + votes.len());
+    value.push(CERTIFICATE_OF_OWN_HEADER);
+    value.extend_from_slice(&c.round().0.to_be_bytes());
+    value.extend_from_slice(&votes);
     value
 }
 

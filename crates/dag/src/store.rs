@@ -50,9 +50,22 @@ impl StoreBatch {
     }
 }
 
+/// Writes batches to a store from another thread, so a driver can go on handling messages while
+/// a durable write (and its fsync) is under way: pipelined group commit ([`crate::Core::take_batch`]).
+pub trait BatchWriter: Send {
+    /// Applies one batch atomically and durably, exactly as [`ConsensusStore::write`] would.
+    fn write(&mut self, batch: StoreBatch) -> DagResult<()>;
+}
+
 /// Storage of the consensus core. Implementations must apply each batch atomically.
 pub trait ConsensusStore {
     fn write(&mut self, batch: StoreBatch) -> DagResult<()>;
+    /// A writer of this store for another thread, where writes are costly enough to be worth
+    /// overlapping with the core's work (a durable store); `None` (the default) where they are not.
+    /// Batches written through it are visible to this store's reads once `write` returned.
+    fn batch_writer(&self) -> Option<Box<dyn BatchWriter>> {
+        None
+    }
     /// The latest header we signed.
     fn own_header(&self) -> DagResult<Option<SignedHeader>>;
     /// The last vote per header author.

@@ -176,7 +176,7 @@ fn mesh_frame() -> Vec<Vec<u8>> {
         },
     ];
     let mut frames: Vec<Vec<u8>> = messages.iter().map(|m| m.encode().to_vec()).collect();
-    frames.push(consensus_frame(encode(&ConsensusMessage::Certificate(certificate()))).to_vec());
+    frames.push(consensus_frame(&ConsensusMessage::Certificate(certificate())).to_vec());
     frames
 }
 

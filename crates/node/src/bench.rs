@@ -394,10 +394,14 @@ impl Handler<Committed> for Sink {
     }
 }
 
+/// One validator process. Its network and client share one tokio worker (the coordinator has
+/// its own arbiter thread, store writes a blocking thread): the benchmark runs every validator
+/// on one machine, and more workers per process than the machine has cores to spare only adds
+/// thread hand-offs.
 fn validator(args: ValidatorArgs) -> anyhow::Result<()> {
     let system = actix::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .enable_all()
             .build()
             .expect("tokio runtime")
