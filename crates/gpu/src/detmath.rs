@@ -1,67 +1,129 @@
-//! Transcendental functions with a fixed sequence of IEEE operations, so that every platform
-//! computes the same bits. The platform `exp`/`ln` (libm) differ between C libraries in the last
-//! bit, which would break exact checkpoint hashes between a trainer and an evaluator.
+//! Transcendental functions with a fixed sequence of IEEE operations, so that every platform —
+//! every CPU, and every GPU through the WGSL port in `kernels/exact.wgsl` — computes the same
+//! bits. The platform `exp`/`ln` (libm, or a GPU's builtins) differ in the last bits, which would
+//! break exact checkpoint hashes between a trainer and an evaluator.
 //!
-//! Both evaluate in f64 (only `+ − × ÷`, which IEEE 754 rounds exactly the same everywhere, and
-//! which Rust never contracts into fused multiply-adds) and round once to f32.
+//! One definition for both sides: every function is a fixed sequence of f32 operations that IEEE
+//! 754 rounds the same everywhere — `+ − ×`, fused multiply-add ([`fma`]), division, `floor`,
+//! comparisons and bit manipulation — with no f64 (WGSL has none) and no operation left for a
+//! compiler to fuse (Rust never contracts `a * b + c`; the WGSL port makes each product opaque
+//! where one is followed by an addition). Results below `f32::MIN_POSITIVE` are flushed to zero
+//! on both sides, so a device that flushes subnormals computes the same thing. Accuracy: `exp`
+//! and `ln` within 2 ulp, `tanh` and `sigmoid` within 4e-7 absolute of the exact values.
 
-const LN2: f64 = std::f64::consts::LN_2;
+/// ln 2 split so that `n·LN2_HI` is exact for |n| < 2^9 (Cody & Waite).
+const LN2_HI: f32 = f32::from_bits(0x3f31_7200); // 0.693145751953125
+const LN2_LO: f32 = f32::from_bits(0x35bf_be8e); // 1.4286068e-6
+const LOG2_E: f32 = std::f32::consts::LOG2_E;
+/// exp is defined on this range; outside it the result is clamped (and never subnormal).
+const EXP_MIN: f32 = -87.3;
+const EXP_MAX: f32 = 88.7;
 
-/// `2^n` for `n` in the normal f64 range, built from its bits.
-fn pow2(n: i64) -> f64 {
-    debug_assert!((-1022..=1023).contains(&n));
-    f64::from_bits(((n + 1023) as u64) << 52)
+/// `2^n` for `n` in -126..=127, built from its bits.
+fn pow2(n: i32) -> f32 {
+    debug_assert!((-126..=127).contains(&n));
+    f32::from_bits(((n + 127) as u32) << 23)
 }
 
-/// e^x, deterministic; relative error below 1e-12 before the final rounding to f32.
+/// Zero for anything below the smallest normal (and NaN kept).
+fn flush(x: f32) -> f32 {
+    if x.abs() < f32::MIN_POSITIVE {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// e^x for x clamped to [-87.3, 88.7]; NaN for NaN.
 pub fn exp(x: f32) -> f32 {
     if x.is_nan() {
         return f32::NAN;
     }
-    let x = f64::from(x.clamp(-104.0, 88.7));
-    let n = (x / LN2).round();
-    let r = x - n * LN2; // |r| <= ln2/2
-                         // Taylor series to r^13/13!: the remainder is below 1e-15 for |r| <= 0.347.
-    let mut term = 1.0f64;
-    let mut sum = 1.0f64;
-    for k in 1..=13 {
-        term = term * r / f64::from(k);
-        sum += term;
+    let x = x.clamp(EXP_MIN, EXP_MAX);
+    // x = n·ln2 + r, |r| ≤ ln2/2 (n in -126..=128).
+    let n = (x * LOG2_E + 0.5).floor();
+    let r = fma(-n, LN2_HI, x);
+    let r = fma(-n, LN2_LO, r);
+    // Taylor to r^7: the truncation is below 6e-9 relative on |r| ≤ 0.347.
+    let mut p = 1.0 / 5040.0;
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = fma(p, r, c);
     }
-    (sum * pow2(n as i64)) as f32
+    let n = n as i32;
+    let n1 = n.min(127);
+    flush(p * pow2(n1) * pow2(n - n1))
 }
 
-/// ln x for finite x > 0, deterministic; NaN otherwise.
+/// ln x for x ≥ `f32::MIN_POSITIVE` (and +∞); −∞ for 0 and subnormals, NaN below 0 or for NaN.
 pub fn ln(x: f32) -> f32 {
-    if x.is_nan() || x <= 0.0 || x.is_infinite() {
+    if x.is_nan() || x < 0.0 {
         return f32::NAN;
     }
-    let x = f64::from(x);
-    let bits = x.to_bits();
-    let e = ((bits >> 52) & 0x7ff) as i64 - 1023;
-    let m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52)); // in [1, 2)
-                                                                           // ln m = 2 atanh(t), t = (m−1)/(m+1) in [0, 1/3]; the series to t^31 is exact to 1e-16.
-    let t = (m - 1.0) / (m + 1.0);
-    let t2 = t * t;
-    let mut power = t;
-    let mut sum = 0.0f64;
-    for k in 0..16 {
-        sum += power / f64::from(2 * k + 1);
-        power *= t2;
+    if x < f32::MIN_POSITIVE {
+        return f32::NEG_INFINITY;
     }
-    (2.0 * sum + e as f64 * LN2) as f32
+    if x == f32::INFINITY {
+        return x;
+    }
+    // x = 2^e · m with m in [√½, √2).
+    let bits = x.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 127;
+    let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    if m > std::f32::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1;
+    }
+    // ln m = 2 atanh(s), s = (m − 1)/(m + 1), |s| ≤ 0.172: the series to s^11.
+    let f = m - 1.0;
+    let s = f / (2.0 + f);
+    let z = s * s;
+    let mut q = 1.0 / 11.0;
+    for c in [1.0 / 9.0, 1.0 / 7.0, 1.0 / 5.0, 1.0 / 3.0, 1.0] {
+        q = fma(q, z, c);
+    }
+    let ln_m = (2.0 * s) * q;
+    let e = e as f32;
+    fma(e, LN2_HI, fma(e, LN2_LO, ln_m))
 }
 
-/// tanh x via the deterministic exp.
+/// tanh x: an odd Taylor polynomial below |x| = 0.5, (1 − e)/(1 + e) with e = exp(−2|x|) above.
 pub fn tanh(x: f32) -> f32 {
-    let e = f64::from(exp(-2.0 * x.abs()));
-    let t = ((1.0 - e) / (1.0 + e)) as f32;
+    let a = x.abs();
+    let t = if a < 0.5 {
+        // tanh a = a + a³·P(a²), P to the a^15 term: below 1e-8 relative at a = 0.5.
+        let z = a * a;
+        let mut p = -929_569.0 / 638_512_875.0;
+        for c in [
+            21_844.0 / 6_081_075.0,
+            -1_382.0 / 155_925.0,
+            62.0 / 2_835.0,
+            -17.0 / 315.0,
+            2.0 / 15.0,
+            -1.0 / 3.0,
+        ] {
+            p = fma(p, z, c);
+        }
+        fma(a * z, p, a)
+    } else if a < 9.0 {
+        let e = exp(-2.0 * a);
+        (1.0 - e) / (1.0 + e)
+    } else {
+        1.0
+    };
     t.copysign(x)
 }
 
-/// The logistic function via the deterministic exp.
+/// The logistic function 1/(1 + e^−x).
 pub fn sigmoid(x: f32) -> f32 {
-    (1.0 / (1.0 + f64::from(exp(-x)))) as f32
+    flush(1.0 / (1.0 + exp(-x)))
 }
 
 /// `a·b + c` with one rounding (IEEE 754 `fusedMultiplyAdd` for f32, round to nearest even), in
@@ -117,25 +179,42 @@ mod tests {
 
     #[test]
     fn close_to_the_platform_functions() {
-        let mut x = -90.0f32;
+        let mut x = EXP_MIN;
         while x < 88.0 {
-            let (a, b) = (exp(x), x.exp());
-            assert!((a - b).abs() <= b * 2e-7, "exp({x}) = {a}, libm {b}");
-            x += 0.173;
+            let (a, b) = (f64::from(exp(x)), f64::from(x).exp());
+            assert!((a - b).abs() <= b * 2.4e-7, "exp({x}) = {a}, exact {b}");
+            x += 0.0173;
         }
-        let mut y = 1e-30f32;
-        while y < 1e30 {
-            let (a, b) = (ln(y), y.ln());
+        // Clamped and flushed, never subnormal.
+        assert_eq!(exp(-200.0), exp(EXP_MIN));
+        assert!(exp(EXP_MIN) >= f32::MIN_POSITIVE);
+        assert_eq!(exp(1e30), exp(EXP_MAX));
+        assert!(exp(f32::NAN).is_nan());
+        let mut y = f32::MIN_POSITIVE;
+        while y < 1e38 {
+            let (a, b) = (f64::from(ln(y)), f64::from(y).ln());
             assert!(
-                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
-                "ln({y}) = {a}, libm {b}"
+                (a - b).abs() <= 2.4e-7 * b.abs().max(0.5),
+                "ln({y}) = {a}, exact {b}"
             );
-            y *= 1.7;
+            y *= 1.37;
         }
-        for v in [-5.0f32, -0.3, 0.0, 0.2, 4.0] {
-            assert!((tanh(v) - v.tanh()).abs() < 1e-6);
-            assert!((sigmoid(v) - 1.0 / (1.0 + (-v).exp())).abs() < 1e-6);
+        assert_eq!(ln(1.0), 0.0);
+        assert_eq!(ln(0.0), f32::NEG_INFINITY);
+        assert!(ln(-1.0).is_nan() && ln(f32::NAN).is_nan());
+        let mut v = -12.0f32;
+        while v < 12.0 {
+            let exact_tanh = f64::from(v).tanh();
+            let exact_sigmoid = 1.0 / (1.0 + (-f64::from(v)).exp());
+            assert!((f64::from(tanh(v)) - exact_tanh).abs() < 4e-7, "tanh({v})");
+            assert!(
+                (f64::from(sigmoid(v)) - exact_sigmoid).abs() < 4e-7,
+                "sigmoid({v})"
+            );
+            v += 0.0037;
         }
+        assert_eq!(tanh(0.0), 0.0);
+        assert_eq!(tanh(-0.0).to_bits(), (-0.0f32).to_bits());
         assert_eq!(powu(2.0, 10), 1024.0);
         assert_eq!(powu(0.5, 0), 1.0);
         assert!((powu(0.999, 1000) - 0.999f64.powf(1000.0)).abs() < 1e-12);

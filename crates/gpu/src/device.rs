@@ -79,6 +79,114 @@ const DENSE_GRAD_W_WGSL: &str = include_str!("kernels/dense_grad_w.wgsl");
 const DENSE_GRAD_X_WGSL: &str = include_str!("kernels/dense_grad_x.wgsl");
 const UPDATE_WGSL: &str = include_str!("kernels/update.wgsl");
 const LOSS_WGSL: &str = include_str!("kernels/loss.wgsl");
+/// Operands the device's `fma` is checked on when it is opened.
+const FMA_PROBE_OPERANDS: usize = 1 << 14;
+
+/// The exact arithmetic every bit-exact kernel is built on (prepended to their sources).
+pub const EXACT_WGSL: &str = include_str!("kernels/exact.wgsl");
+const EXACT_PROBE_WGSL: &str = include_str!("kernels/exact_probe.wgsl");
+
+/// Operands that reach every path of the exact functions: special values, subnormals, random
+/// bit patterns of every exponent, and the ranges training uses.
+pub fn exact_operands(count: usize, salt: u64) -> Vec<f32> {
+    let specials = [
+        0.0f32,
+        -0.0,
+        1.0,
+        -1.0,
+        0.5,
+        2.0,
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
+        1e-45,
+        f32::from_bits(0x007f_ffff),
+        f32::MAX,
+        f32::MIN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        88.7,
+        -87.3,
+        9.0,
+        0.49999997,
+    ];
+    (0..count as u64)
+        .map(|i| {
+            let mut h = (i ^ salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            h ^= h >> 31;
+            h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            h ^= h >> 29;
+            match h % 8 {
+                0 => specials[(h >> 8) as usize % specials.len()],
+                1 | 2 => f32::from_bits((h >> 32) as u32),
+                // Subnormals and the smallest normals.
+                3 => f32::from_bits((h >> 32) as u32 & 0x80ff_ffff),
+                _ => ((h >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 40.0,
+            }
+        })
+        .collect()
+}
+
+/// A function of `kernels/exact.wgsl`, run over arrays by [`GpuDevice::exact_probe`]; its CPU
+/// twin is [`ExactOp::cpu`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExactOp {
+    /// IEEE `a / b`.
+    Div,
+    /// IEEE `√a`.
+    Sqrt,
+    Exp,
+    Ln,
+    Tanh,
+    Sigmoid,
+    /// `a·b` rounded, then `+ a` (never fused).
+    MulThenAdd,
+    /// `a·b + a` with one rounding, by the device's `fma` (which a device may leave unfused).
+    FusedMulAdd,
+    /// `a[i]·b[i] + a[i+1]` with one rounding, in integer arithmetic (`fma_soft`).
+    SoftFma,
+}
+
+impl ExactOp {
+    pub const ALL: [ExactOp; 9] = [
+        ExactOp::Div,
+        ExactOp::Sqrt,
+        ExactOp::Exp,
+        ExactOp::Ln,
+        ExactOp::Tanh,
+        ExactOp::Sigmoid,
+        ExactOp::MulThenAdd,
+        ExactOp::FusedMulAdd,
+        ExactOp::SoftFma,
+    ];
+
+    fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// What the CPU executor computes for element `i` of the operands.
+    pub fn cpu_at(self, a: &[f32], b: &[f32], i: usize) -> f32 {
+        match self {
+            ExactOp::SoftFma => crate::detmath::fma(a[i], b[i], a[(i + 1) % a.len()]),
+            _ => self.cpu(a[i], b[i]),
+        }
+    }
+
+    /// What the CPU executor computes for the same operands (`SoftFma`: with `a` as addend).
+    pub fn cpu(self, a: f32, b: f32) -> f32 {
+        use crate::detmath;
+        match self {
+            ExactOp::Div => a / b,
+            ExactOp::Sqrt => a.sqrt(),
+            ExactOp::Exp => detmath::exp(a),
+            ExactOp::Ln => detmath::ln(a),
+            ExactOp::Tanh => detmath::tanh(a),
+            ExactOp::Sigmoid => detmath::sigmoid(a),
+            ExactOp::MulThenAdd => a * b + a,
+            ExactOp::FusedMulAdd | ExactOp::SoftFma => detmath::fma(a, b, a),
+        }
+    }
+}
 
 /// An open device with the crate's kernels compiled.
 #[derive(Debug)]
@@ -96,6 +204,10 @@ pub struct GpuDevice {
     pub(crate) dense_grad_x: wgpu::ComputePipeline,
     pub(crate) update: wgpu::ComputePipeline,
     pub(crate) loss: wgpu::ComputePipeline,
+    exact_probe: wgpu::ComputePipeline,
+    /// Whether the device's own `fma` computed a fused multiply-add with one rounding on every
+    /// probe operand when it was opened; if not, exact kernels use `fma_soft` instead.
+    pub hardware_fma: bool,
 }
 
 /// Where work runs: a GPU device, or the CPU path when no adapter exists.
@@ -121,6 +233,29 @@ impl Compute {
             }
         }
     }
+}
+
+fn compute_pipeline(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    constants: &[(&str, f64)],
+) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(label),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants,
+            ..Default::default()
+        },
+        cache: None,
+    })
 }
 
 fn uniform4(device: &wgpu::Device, v: [u32; 4]) -> wgpu::Buffer {
@@ -159,21 +294,15 @@ impl GpuDevice {
         .map_err(|e| GpuError::DeviceFailed {
             reason: format!("request_device on {}: {e}", adapter_report.name),
         })?;
-        let pipeline = |label: &str, source: &str| {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(label),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(label),
-                layout: None,
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: Default::default(),
-                cache: None,
-            })
+        let pipeline_with = |label: &str, source: &str, constants: &[(&str, f64)]| {
+            compute_pipeline(&device, label, source, constants)
         };
-        Ok(GpuDevice {
+        let pipeline = |label: &str, source: &str| pipeline_with(label, source, &[]);
+        let probe_source = format!("{EXACT_WGSL}\n{EXACT_PROBE_WGSL}");
+        let exact = |label: &str, source: &str, soft: bool| {
+            pipeline_with(label, source, &[("SOFT_FMA", if soft { 1.0 } else { 0.0 })])
+        };
+        let mut dev = GpuDevice {
             adapter: adapter_report,
             matmul: pipeline("matmul", MATMUL_WGSL),
             dense: pipeline("dense", DENSE_WGSL),
@@ -184,9 +313,29 @@ impl GpuDevice {
             dense_grad_x: pipeline("dense_grad_x", DENSE_GRAD_X_WGSL),
             update: pipeline("update", UPDATE_WGSL),
             loss: pipeline("loss", LOSS_WGSL),
+            exact_probe: exact("exact_probe", &probe_source, false),
+            hardware_fma: true,
             device,
             queue,
-        })
+        };
+        // Does the device's own fma round once? If not, every exact kernel uses fma_soft.
+        let a = exact_operands(FMA_PROBE_OPERANDS, 0xf3a);
+        let b = exact_operands(FMA_PROBE_OPERANDS, 0xb0b);
+        let got = dev.exact_probe(ExactOp::FusedMulAdd, &a, &b)?;
+        dev.hardware_fma = got.iter().enumerate().all(|(i, g)| {
+            let want = ExactOp::FusedMulAdd.cpu_at(&a, &b, i);
+            want.to_bits() == g.to_bits() || (want.is_nan() && g.is_nan())
+        });
+        if !dev.hardware_fma {
+            tracing::info!(adapter = %dev.adapter.name, "the device's fma is not exact: using fma_soft");
+            dev.exact_probe = compute_pipeline(
+                &dev.device,
+                "exact_probe",
+                &probe_source,
+                &[("SOFT_FMA", 1.0)],
+            );
+        }
+        Ok(dev)
     }
 
     fn storage(&self, data: &[u8], writable: bool) -> wgpu::Buffer {
@@ -282,6 +431,33 @@ impl GpuDevice {
         };
         staging.unmap();
         Ok(out)
+    }
+
+    /// `op` over `a` (and `b`, for two-operand functions; the same length) on the device, bit
+    /// for bit what [`ExactOp::cpu`] computes on a conforming device.
+    pub fn exact_probe(&self, op: ExactOp, a: &[f32], b: &[f32]) -> Result<Vec<f32>, GpuError> {
+        assert_eq!(
+            a.len(),
+            b.len(),
+            "exact_probe operands of different lengths"
+        );
+        let n = u32::try_from(a.len()).map_err(|_| GpuError::DeviceFailed {
+            reason: format!("{} operands in one probe", a.len()),
+        })?;
+        let bits =
+            |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect() };
+        let ab = self.storage(&bits(a), false);
+        let bb = self.storage(&bits(b), false);
+        let out = self.output(a.len() * 4);
+        // The zero the kernels XOR products with: a run-time value, so never folded away.
+        let probe = uniform4(&self.device, [op.code(), 0, n, 0]);
+        let groups = (a.len().div_ceil(64)).clamp(1, 4096) as u32;
+        self.dispatch(&self.exact_probe, &[&ab, &bb, &out, &probe], (groups, 1));
+        let raw = self.read(&out, a.len() * 4)?;
+        Ok(raw
+            .chunks_exact(4)
+            .map(|c| f32::from_bits(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect())
     }
 
     /// `a (m×k) · b (k×n)` on the device.

@@ -13,7 +13,8 @@
 //! - [`dataset`] — the shard format, content-addressed shard store, train/held-out split.
 //! - [`import`] — importers for the UCI digits (CSV) and Fashion-MNIST (IDX).
 //! - [`spec`] — the declarative model spec (logistic, MLP, CNN) and its bounds.
-//! - [`detmath`] — exp/ln with a fixed operation sequence (bit-identical on every platform).
+//! - [`detmath`] — exp/ln/tanh/sigmoid as fixed sequences of f32 operations (bit-identical on
+//!   every platform, and on devices through `kernels/exact.wgsl`).
 //! - [`executor`] — the deterministic reference executor: forward, loss, gradients.
 //! - [`gemm`] — the executor's packed, cache- and register-blocked matmul with a fixed summation
 //!   order of fused multiply-adds (AVX-512, AVX2 + FMA and portable kernels chosen at run time,
@@ -23,7 +24,8 @@
 //! - [`train`] — the trainer, work units and checkpoint chains (with sparse retention and a
 //!   recomputing chain server), held-out evaluation.
 //! - [`device`] — wgpu adapter discovery and choice, CPU fallback, the WGSL kernels in
-//!   `src/kernels/` (tiled matmul benchmark, batched evaluation, checkpoint distance, training).
+//!   `src/kernels/` (tiled matmul benchmark, batched evaluation, checkpoint distance, training;
+//!   `exact.wgsl`: the CPU's exact arithmetic on a device, with its probe).
 //! - [`gpu_train`] — training dense models on the device (forward, cross-entropy, gradients,
 //!   SGD/Adam in WGSL), work units with the CPU path's chain format.
 //! - [`verify`] — tier 0 (held-out metric), tier 1 (seeded segment audits), the one-step referee.

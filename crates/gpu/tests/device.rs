@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 use trainmesh_gpu::checkpoint::TrainState;
 use trainmesh_gpu::dataset::{shard_dataset, ShardStore};
-use trainmesh_gpu::device::{discover, GpuDevice};
+use trainmesh_gpu::device::{discover, exact_operands, ExactOp, GpuDevice};
 use trainmesh_gpu::executor;
 use trainmesh_gpu::gpu_train::GpuTrainer;
 use trainmesh_gpu::import::digits_bundled;
@@ -351,5 +351,43 @@ fn tier1_bound_accepts_device_trained_work_replayed_on_the_cpu() {
             .faults
             .iter()
             .all(|(i, f)| (*i == 5 || *i == 6) && matches!(f, SegmentFault::TooFar { .. })));
+    }
+}
+
+#[test]
+fn exact_functions_on_the_device_equal_the_cpu_bit_for_bit() {
+    let Some(dev) = device() else { return };
+    let n = 1 << 18;
+    println!(
+        "the device's own fma is {}",
+        if dev.hardware_fma {
+            "exact: kernels use it"
+        } else {
+            "not exact: kernels use fma_soft"
+        }
+    );
+    for op in ExactOp::ALL {
+        if op == ExactOp::FusedMulAdd && !dev.hardware_fma {
+            // What the probe at open found; the kernels do not use it.
+            continue;
+        }
+        let a = exact_operands(n, 0x51 + op as u64);
+        let b = exact_operands(n, 0x77 + op as u64);
+        let got = dev.exact_probe(op, &a, &b).expect("probe");
+        let mut wrong = Vec::new();
+        for i in 0..n {
+            let want = op.cpu_at(&a, &b, i);
+            let same = want.to_bits() == got[i].to_bits() || (want.is_nan() && got[i].is_nan());
+            if !same {
+                wrong.push((a[i], b[i], want, got[i]));
+            }
+        }
+        println!("{op:?}: {} of {n} differ", wrong.len());
+        assert!(
+            wrong.is_empty(),
+            "{op:?}: {} of {n} differ, e.g. (a, b, cpu, device) {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        );
     }
 }

@@ -185,29 +185,68 @@ def _round_half_away(v: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return t + np.where(np.abs(v - t) >= 0.5, np.sign(v), 0.0)
 
 
+def _f32(bits: int) -> np.float32:
+    return np.array([bits], dtype=np.uint32).view(np.float32)[0]
+
+
+# detmath.rs's constants, as their float32 bits.
+_LN2_HI = _f32(0x3F317200)
+_LN2_LO = _f32(0x35BFBE8E)
+_LOG2_E = _f32(0x3FB8AA3B)
+_EXP_MIN = _f32(0xC2AE999A)
+_EXP_MAX = _f32(0x42B16666)
+_EXP_POLY = [_f32(b) for b in (0x39500D01, 0x3AB60B61, 0x3C088889, 0x3D2AAAAB, 0x3E2AAAAB)] + [
+    np.float32(0.5),
+    np.float32(1.0),
+    np.float32(1.0),
+]
+_TANH_POLY = [
+    _f32(b) for b in (0xBABED1B2, 0x3B6B69E8, 0xBC11371B, 0x3CB327A4, 0xBD5D0DD1, 0x3E088889, 0xBEAAAAAB)
+]
+_TINY = np.float32(np.finfo(np.float32).tiny)
+
+
+def _flush(v: F32) -> F32:
+    return np.where(np.abs(v) < _TINY, np.float32(0.0), v).astype(np.float32)
+
+
+def _horner(coefs: "list[np.float32]", x: F32) -> F32:
+    p = np.full_like(x, coefs[0])
+    for c in coefs[1:]:
+        p = fma(p, x, np.full_like(x, c))
+    return p
+
+
 def det_exp(x: F32) -> F32:
-    """e^x as the engine computes it: a fixed sequence of float64 operations, rounded once."""
-    xc = np.clip(x.astype(np.float32), np.float32(-104.0), np.float32(88.7)).astype(np.float64)
-    n = _round_half_away(xc / _LN2)
-    r = xc - n * _LN2
-    term = np.ones_like(r)
-    total = np.ones_like(r)
-    for k in range(1, 14):
-        term = term * r / float(k)
-        total = total + term
-    out = (total * np.ldexp(1.0, n.astype(np.int64))).astype(np.float32)
+    """e^x as the engine computes it: detmath.rs's fixed sequence of float32 operations."""
+    x = np.asarray(x, dtype=np.float32)
+    xc = np.clip(x, _EXP_MIN, _EXP_MAX)
+    with np.errstate(invalid="ignore"):
+        n = np.floor(xc * _LOG2_E + np.float32(0.5)).astype(np.float32)
+        r = fma(-n, np.full_like(n, _LN2_HI), xc)
+        r = fma(-n, np.full_like(n, _LN2_LO), r)
+        p = _horner(_EXP_POLY, r)
+        ni = np.nan_to_num(n).astype(np.int32)
+    n1 = np.minimum(ni, 127)
+    one = np.float32(1.0)
+    out = _flush(p * np.ldexp(one, n1).astype(np.float32) * np.ldexp(one, ni - n1).astype(np.float32))
     return np.where(np.isnan(x), np.float32(np.nan), out).astype(np.float32)
 
 
 def det_tanh(x: F32) -> F32:
-    e = det_exp(np.float32(-2.0) * np.abs(x)).astype(np.float64)
-    t = ((1.0 - e) / (1.0 + e)).astype(np.float32)
+    x = np.asarray(x, dtype=np.float32)
+    a = np.abs(x)
+    z = a * a
+    small = fma(a * z, _horner(_TANH_POLY, z), a)
+    e = det_exp(np.float32(-2.0) * a)
+    mid = (np.float32(1.0) - e) / (np.float32(1.0) + e)
+    t = np.where(a < np.float32(0.5), small, np.where(a < np.float32(9.0), mid, np.float32(1.0)))
     return np.copysign(t, x).astype(np.float32)
 
 
 def det_sigmoid(x: F32) -> F32:
-    e = det_exp(-x).astype(np.float64)
-    return (1.0 / (1.0 + e)).astype(np.float32)
+    x = np.asarray(x, dtype=np.float32)
+    return _flush(np.float32(1.0) / (np.float32(1.0) + det_exp(-x)))
 
 
 def _activate(a: Optional[str], v: F32, exact: bool) -> F32:
