@@ -74,11 +74,11 @@ const MATMUL_WGSL: &str = include_str!("kernels/matmul.wgsl");
 const DENSE_WGSL: &str = include_str!("kernels/dense.wgsl");
 const ARGMAX_WGSL: &str = include_str!("kernels/argmax.wgsl");
 const DISTANCE_WGSL: &str = include_str!("kernels/distance.wgsl");
+const DENSE_EXACT_WGSL: &str = include_str!("kernels/dense_exact.wgsl");
 const XENT_WGSL: &str = include_str!("kernels/xent.wgsl");
 const DENSE_GRAD_W_WGSL: &str = include_str!("kernels/dense_grad_w.wgsl");
 const DENSE_GRAD_X_WGSL: &str = include_str!("kernels/dense_grad_x.wgsl");
 const UPDATE_WGSL: &str = include_str!("kernels/update.wgsl");
-const LOSS_WGSL: &str = include_str!("kernels/loss.wgsl");
 /// Operands the device's `fma` is checked on when it is opened.
 const FMA_PROBE_OPERANDS: usize = 1 << 14;
 
@@ -198,13 +198,8 @@ pub struct GpuDevice {
     pub(crate) dense: wgpu::ComputePipeline,
     argmax: wgpu::ComputePipeline,
     distance: wgpu::ComputePipeline,
-    // Training (`crate::gpu_train`).
-    pub(crate) xent: wgpu::ComputePipeline,
-    pub(crate) dense_grad_w: wgpu::ComputePipeline,
-    pub(crate) dense_grad_x: wgpu::ComputePipeline,
-    pub(crate) update: wgpu::ComputePipeline,
-    pub(crate) loss: wgpu::ComputePipeline,
-    exact_probe: wgpu::ComputePipeline,
+    /// The bit-exact kernels: training (`crate::gpu_train`) and the probe.
+    pub(crate) exact: ExactPipelines,
     /// Whether the device's own `fma` computed a fused multiply-add with one rounding on every
     /// probe operand when it was opened; if not, exact kernels use `fma_soft` instead.
     pub hardware_fma: bool,
@@ -232,6 +227,33 @@ impl Compute {
                 }
             }
         }
+    }
+}
+
+/// The kernels built on `kernels/exact.wgsl`, compiled with the device's fused multiply-add or
+/// with `fma_soft`.
+#[derive(Debug)]
+pub(crate) struct ExactPipelines {
+    probe: wgpu::ComputePipeline,
+    pub(crate) dense: wgpu::ComputePipeline,
+    pub(crate) xent: wgpu::ComputePipeline,
+    pub(crate) dense_grad_w: wgpu::ComputePipeline,
+    pub(crate) dense_grad_x: wgpu::ComputePipeline,
+    pub(crate) update: wgpu::ComputePipeline,
+}
+
+fn exact_pipelines(device: &wgpu::Device, soft_fma: bool) -> ExactPipelines {
+    let constants = [("SOFT_FMA", if soft_fma { 1.0 } else { 0.0 })];
+    let p = |label: &str, body: &str| {
+        compute_pipeline(device, label, &format!("{EXACT_WGSL}\n{body}"), &constants)
+    };
+    ExactPipelines {
+        probe: p("exact_probe", EXACT_PROBE_WGSL),
+        dense: p("dense_exact", DENSE_EXACT_WGSL),
+        xent: p("xent", XENT_WGSL),
+        dense_grad_w: p("dense_grad_w", DENSE_GRAD_W_WGSL),
+        dense_grad_x: p("dense_grad_x", DENSE_GRAD_X_WGSL),
+        update: p("update", UPDATE_WGSL),
     }
 }
 
@@ -294,26 +316,14 @@ impl GpuDevice {
         .map_err(|e| GpuError::DeviceFailed {
             reason: format!("request_device on {}: {e}", adapter_report.name),
         })?;
-        let pipeline_with = |label: &str, source: &str, constants: &[(&str, f64)]| {
-            compute_pipeline(&device, label, source, constants)
-        };
-        let pipeline = |label: &str, source: &str| pipeline_with(label, source, &[]);
-        let probe_source = format!("{EXACT_WGSL}\n{EXACT_PROBE_WGSL}");
-        let exact = |label: &str, source: &str, soft: bool| {
-            pipeline_with(label, source, &[("SOFT_FMA", if soft { 1.0 } else { 0.0 })])
-        };
+        let pipeline = |label: &str, source: &str| compute_pipeline(&device, label, source, &[]);
         let mut dev = GpuDevice {
             adapter: adapter_report,
             matmul: pipeline("matmul", MATMUL_WGSL),
             dense: pipeline("dense", DENSE_WGSL),
             argmax: pipeline("argmax", ARGMAX_WGSL),
             distance: pipeline("distance", DISTANCE_WGSL),
-            xent: pipeline("xent", XENT_WGSL),
-            dense_grad_w: pipeline("dense_grad_w", DENSE_GRAD_W_WGSL),
-            dense_grad_x: pipeline("dense_grad_x", DENSE_GRAD_X_WGSL),
-            update: pipeline("update", UPDATE_WGSL),
-            loss: pipeline("loss", LOSS_WGSL),
-            exact_probe: exact("exact_probe", &probe_source, false),
+            exact: exact_pipelines(&device, false),
             hardware_fma: true,
             device,
             queue,
@@ -328,12 +338,7 @@ impl GpuDevice {
         });
         if !dev.hardware_fma {
             tracing::info!(adapter = %dev.adapter.name, "the device's fma is not exact: using fma_soft");
-            dev.exact_probe = compute_pipeline(
-                &dev.device,
-                "exact_probe",
-                &probe_source,
-                &[("SOFT_FMA", 1.0)],
-            );
+            dev.exact = exact_pipelines(&dev.device, true);
         }
         Ok(dev)
     }
@@ -452,7 +457,7 @@ impl GpuDevice {
         // The zero the kernels XOR products with: a run-time value, so never folded away.
         let probe = uniform4(&self.device, [op.code(), 0, n, 0]);
         let groups = (a.len().div_ceil(64)).clamp(1, 4096) as u32;
-        self.dispatch(&self.exact_probe, &[&ab, &bb, &out, &probe], (groups, 1));
+        self.dispatch(&self.exact.probe, &[&ab, &bb, &out, &probe], (groups, 1));
         let raw = self.read(&out, a.len() * 4)?;
         Ok(raw
             .chunks_exact(4)

@@ -32,7 +32,10 @@ impl Tensor {
 
 fn activate(a: Activation, v: &mut [f32]) {
     match a {
-        Activation::Relu => v.iter_mut().for_each(|x| *x = x.max(0.0)),
+        // A select (not `max`, which may return either zero for ±0): -0 and NaN become +0.
+        Activation::Relu => v
+            .iter_mut()
+            .for_each(|x| *x = if *x > 0.0 { *x } else { 0.0 }),
         Activation::Tanh => v.iter_mut().for_each(|x| *x = detmath::tanh(*x)),
         Activation::Sigmoid => v.iter_mut().for_each(|x| *x = detmath::sigmoid(*x)),
     }

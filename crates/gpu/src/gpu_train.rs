@@ -1,16 +1,19 @@
 //! Training dense models (logistic, MLP) on a wgpu device with the crate's own WGSL kernels:
-//! forward (`dense.wgsl`), softmax cross-entropy (`xent.wgsl`), weight and input gradients
-//! (`dense_grad_w.wgsl`, `dense_grad_x.wgsl`), the step's mean loss (`loss.wgsl`) and the optimizer
-//! update (`update.wgsl`, SGD with or without momentum, Adam). Every kernel binds at most four
-//! storage buffers, so the downlevel limits that every adapter meets suffice.
+//! forward (`dense_exact.wgsl`), softmax cross-entropy (`xent.wgsl`), weight and input gradients
+//! (`dense_grad_w.wgsl`, `dense_grad_x.wgsl`) and the optimizer update (`update.wgsl`, SGD with or
+//! without momentum, Adam). Every kernel binds at most four storage buffers, so the downlevel
+//! limits that every adapter meets suffice.
 //!
 //! The initialization, the data order, the optimizer formulas and the checkpoint format are the
-//! CPU path's, so a [`GpuTrainer`] produces work results that an evaluator audits on the CPU
-//! executor. The bits are not the CPU's (the driver orders, and may fuse, the arithmetic; `exp`
-//! and `ln` are the GPU's): compare with [`crate::verify::Comparison::Bounded`].
+//! CPU path's, and so are the bits: every kernel is built on `kernels/exact.wgsl` and follows the
+//! executor's operation order (fused multiply-adds in the GEMM's order, the executor's activation,
+//! softmax and update sequences, correctly rounded division and square root), so a segment
+//! trained here has the checkpoint hash of the same segment on the CPU executor and an evaluator
+//! compares it exactly ([`crate::verify::Comparison::Exact`]). The per-sample losses come back to
+//! the host, which averages them in f64 as the executor does.
 //!
 //! One step is one command buffer: the batch and the step's hyper-parameters are written to the
-//! queue, every kernel is recorded in one compute pass, and the per-step mean losses stay on the
+//! queue, every kernel is recorded in one compute pass, and the samples' losses stay on the
 //! device until the end of [`GpuTrainer::run`]; parameters and optimizer state are uploaded at the
 //! start of a run and read back at its end (once per segment of a work unit).
 
@@ -60,7 +63,6 @@ pub struct GpuTrainer<'a> {
     layers: Vec<LayerBuffers>,
     x: wgpu::Buffer,
     labels: wgpu::Buffer,
-    sample_loss: wgpu::Buffer,
     xent_dims: wgpu::Buffer,
     /// The update's hyper-parameters (and the step's slot for its loss).
     hyper_step: wgpu::Buffer,
@@ -104,10 +106,10 @@ impl<'a> GpuTrainer<'a> {
                 mapped_at_creation: false,
             })
         };
-        let uniform = |v: [u32; 4]| {
+        let uniform = |v: &[u32]| {
             d.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("dims"),
-                contents: bytemuck::cast_slice(&v),
+                contents: bytemuck::cast_slice(v),
                 usage: wgpu::BufferUsages::UNIFORM,
             })
         };
@@ -148,8 +150,18 @@ impl<'a> GpuTrainer<'a> {
                 ],
                 y: zeros(n * outputs, "y"),
                 g: zeros(n * outputs, "g"),
-                forward_dims: uniform([n32, inputs as u32, outputs as u32, act_code(activation)]),
-                grad_x_dims: uniform([n32, inputs as u32, outputs as u32, prev_act]),
+                // The fifth field is the exact kernels' run-time zero.
+                forward_dims: uniform(&[
+                    n32,
+                    inputs as u32,
+                    outputs as u32,
+                    act_code(activation),
+                    0,
+                    0,
+                    0,
+                    0,
+                ]),
+                grad_x_dims: uniform(&[n32, inputs as u32, outputs as u32, prev_act, 0, 0, 0, 0]),
             });
         }
         let hyper_buffer = || {
@@ -168,8 +180,7 @@ impl<'a> GpuTrainer<'a> {
             order: DataOrder::new(hyper.seed, data.len(), n)?,
             x: zeros(n * model.input, "x"),
             labels: zeros(n, "labels"),
-            sample_loss: zeros(n, "sample_loss"),
-            xent_dims: uniform([n32, model.classes as u32, 0, 0]),
+            xent_dims: uniform(&[n32, model.classes as u32, 0, 0]),
             hyper_step: hyper_buffer(),
             layers,
         })
@@ -284,9 +295,11 @@ impl<'a> GpuTrainer<'a> {
         })?;
         self.upload(state)?;
         let dev = self.dev;
+        let n = self.hyper.batch;
+        // Every sample's loss of every step; the host averages each step's in f64.
         let losses = dev.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("losses"),
-            size: u64::from(steps32) * 4,
+            size: (steps as usize * n * 4) as u64,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
@@ -302,39 +315,41 @@ impl<'a> GpuTrainer<'a> {
             } else {
                 &self.layers[l - 1].y
             };
-            forward.push(self.bind(&dev.dense, &[input, &lb.w, &lb.b, &lb.y, &lb.forward_dims]));
+            forward.push(self.bind(
+                &dev.exact.dense,
+                &[input, &lb.w, &lb.b, &lb.y, &lb.forward_dims],
+            ));
             grad_w.push(self.bind(
-                &dev.dense_grad_w,
+                &dev.exact.dense_grad_w,
                 &[input, &lb.g, &lb.gw, &lb.gb, &lb.forward_dims],
             ));
             grad_x.push((l > 0).then(|| {
                 let prev = &self.layers[l - 1];
                 self.bind(
-                    &dev.dense_grad_x,
+                    &dev.exact.dense_grad_x,
                     &[&lb.g, &lb.w, &prev.y, &prev.g, &lb.grad_x_dims],
                 )
             }));
             for (t, (p, g)) in [(&lb.w, &lb.gw), (&lb.b, &lb.gb)].into_iter().enumerate() {
                 update.push(self.bind(
-                    &dev.update,
+                    &dev.exact.update,
                     &[p, g, &lb.slots[0][t], &lb.slots[1][t], &self.hyper_step],
                 ));
             }
         }
         let last = &self.layers[nl - 1];
         let xent = self.bind(
-            &dev.xent,
+            &dev.exact.xent,
             &[
                 &last.y,
                 &self.labels,
                 &last.g,
-                &self.sample_loss,
+                &losses,
                 &self.xent_dims,
+                &self.hyper_step,
             ],
         );
-        let loss = self.bind(&dev.loss, &[&self.sample_loss, &losses, &self.hyper_step]);
         let groups16 = |v: usize| v.div_ceil(16) as u32;
-        let n = self.hyper.batch;
         let mut x = Vec::with_capacity(n * self.model.input);
         let mut y = Vec::with_capacity(n);
         for s in 0..steps32 {
@@ -358,29 +373,26 @@ impl<'a> GpuTrainer<'a> {
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                pass.set_pipeline(&dev.dense);
+                pass.set_pipeline(&dev.exact.dense);
                 for (lb, bg) in self.layers.iter().zip(&forward) {
                     pass.set_bind_group(0, bg, &[]);
                     pass.dispatch_workgroups(groups16(lb.outputs), groups16(n), 1);
                 }
-                pass.set_pipeline(&dev.xent);
+                pass.set_pipeline(&dev.exact.xent);
                 pass.set_bind_group(0, &xent, &[]);
                 pass.dispatch_workgroups(n.div_ceil(64) as u32, 1, 1);
-                pass.set_pipeline(&dev.loss);
-                pass.set_bind_group(0, &loss, &[]);
-                pass.dispatch_workgroups(1, 1, 1);
                 for l in (0..nl).rev() {
                     let lb = &self.layers[l];
-                    pass.set_pipeline(&dev.dense_grad_w);
+                    pass.set_pipeline(&dev.exact.dense_grad_w);
                     pass.set_bind_group(0, &grad_w[l], &[]);
                     pass.dispatch_workgroups(groups16(lb.outputs), groups16(lb.inputs), 1);
                     if let Some(bg) = &grad_x[l] {
-                        pass.set_pipeline(&dev.dense_grad_x);
+                        pass.set_pipeline(&dev.exact.dense_grad_x);
                         pass.set_bind_group(0, bg, &[]);
                         pass.dispatch_workgroups(groups16(lb.inputs), groups16(n), 1);
                     }
                 }
-                pass.set_pipeline(&dev.update);
+                pass.set_pipeline(&dev.exact.update);
                 for (i, bg) in update.iter().enumerate() {
                     let lb = &self.layers[i / 2];
                     let len = if i % 2 == 0 {
@@ -394,10 +406,15 @@ impl<'a> GpuTrainer<'a> {
             }
             dev.queue.submit([enc.finish()]);
         }
-        let out = dev.read(&losses, steps as usize * 4)?;
+        let out = dev.read(&losses, steps as usize * n * 4)?;
+        let sample_losses: &[f32] = bytemuck::cast_slice(&out);
         self.download(state)?;
         state.step += steps;
-        Ok(bytemuck::cast_slice(&out).to_vec())
+        // The executor's mean: the samples' losses summed in order in f64, divided, rounded.
+        Ok(sample_losses
+            .chunks_exact(n)
+            .map(|step| (step.iter().fold(0.0f64, |s, &l| s + f64::from(l)) / n as f64) as f32)
+            .collect())
     }
 
     /// A work unit on the device, committed exactly as [`crate::train::Trainer::work_unit`]

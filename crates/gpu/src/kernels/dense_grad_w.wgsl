@@ -1,6 +1,7 @@
-// Weight gradient of one dense layer: gw (i×o) = xᵀ (i×n) · g (n×o), summed over the batch in
-// order; gb (o) = Σ_n g. Thread (j, k) computes gw[k][j]; the threads with k = 0 also gb[j].
-struct Dims { n: u32, inputs: u32, outputs: u32, _a: u32 }
+// Weight gradient of one dense layer, bit for bit the CPU executor's: gw[k][j] = Σ_i x[i][k]·g[i][j]
+// (fused multiply-adds from +0, i ascending) and gb[j] = Σ_i g[i][j] (additions, i ascending).
+// Thread (j, k) computes gw[k][j]; the threads with k = 0 also gb[j].
+struct Dims { n: u32, inputs: u32, outputs: u32, act: u32, zero: u32, _a: u32, _b: u32, _c: u32 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> g: array<f32>;
@@ -10,6 +11,7 @@ struct Dims { n: u32, inputs: u32, outputs: u32, _a: u32 }
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    EXACT_ZERO = dims.zero;
     let j = gid.x;
     let k = gid.y;
     if (j >= dims.outputs || k >= dims.inputs) {
@@ -17,7 +19,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var acc = 0.0;
     for (var i = 0u; i < dims.n; i = i + 1u) {
-        acc = acc + x[i * dims.inputs + k] * g[i * dims.outputs + j];
+        acc = ffma(x[i * dims.inputs + k], g[i * dims.outputs + j], acc);
     }
     gw[k * dims.outputs + j] = acc;
     if (k == 0u) {

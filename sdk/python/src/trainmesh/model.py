@@ -253,7 +253,7 @@ def _activate(a: Optional[str], v: F32, exact: bool) -> F32:
     if a is None:
         return v
     if a == "relu":
-        return np.maximum(v, np.float32(0.0))
+        return np.where(v > np.float32(0.0), v, np.float32(0.0)).astype(np.float32)
     if a == "tanh":
         return det_tanh(v) if exact else np.tanh(v).astype(np.float32)
     if a == "sigmoid":
