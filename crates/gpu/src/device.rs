@@ -242,8 +242,12 @@ pub(crate) struct ExactPipelines {
     pub(crate) update: wgpu::ComputePipeline,
 }
 
-fn exact_pipelines(device: &wgpu::Device, soft_fma: bool) -> ExactPipelines {
-    let constants = [("SOFT_FMA", if soft_fma { 1.0 } else { 0.0 })];
+fn exact_pipelines(device: &wgpu::Device, soft_fma: bool, unfused: bool) -> ExactPipelines {
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let constants = [
+        ("SOFT_FMA", flag(soft_fma)),
+        ("UNFUSED_VARIANT", flag(unfused)),
+    ];
     let p = |label: &str, body: &str| {
         compute_pipeline(device, label, &format!("{EXACT_WGSL}\n{body}"), &constants)
     };
@@ -323,7 +327,7 @@ impl GpuDevice {
             dense: pipeline("dense", DENSE_WGSL),
             argmax: pipeline("argmax", ARGMAX_WGSL),
             distance: pipeline("distance", DISTANCE_WGSL),
-            exact: exact_pipelines(&device, false),
+            exact: exact_pipelines(&device, false, false),
             hardware_fma: true,
             device,
             queue,
@@ -338,7 +342,7 @@ impl GpuDevice {
         });
         if !dev.hardware_fma {
             tracing::info!(adapter = %dev.adapter.name, "the device's fma is not exact: using fma_soft");
-            dev.exact = exact_pipelines(&dev.device, true);
+            dev.exact = exact_pipelines(&dev.device, true, false);
         }
         Ok(dev)
     }
@@ -436,6 +440,13 @@ impl GpuDevice {
         };
         staging.unmap();
         Ok(out)
+    }
+
+    /// Recompiles the exact kernels as a deliberately non-conforming variant (every multiply-add
+    /// with two roundings), to show that conformance refuses such a device. Tests only.
+    #[doc(hidden)]
+    pub fn use_unfused_variant_for_tests(&mut self) {
+        self.exact = exact_pipelines(&self.device, !self.hardware_fma, true);
     }
 
     /// `op` over `a` (and `b`, for two-operand functions; the same length) on the device, bit

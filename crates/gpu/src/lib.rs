@@ -28,10 +28,12 @@
 //!   `exact.wgsl`: the CPU's exact arithmetic on a device, with its probe).
 //! - [`gpu_train`] — training dense models on the device (forward, cross-entropy, gradients,
 //!   SGD/Adam in WGSL), work units with the CPU path's chain format.
+//! - [`conformance`] — the suite a device must reproduce byte for byte before it may train.
 //! - [`verify`] — tier 0 (held-out metric), tier 1 (seeded segment audits), the one-step referee.
 //! - [`error`] — [`GpuError`], the crate's one error type.
 
 pub mod checkpoint;
+pub mod conformance;
 pub mod dataset;
 pub mod detmath;
 pub mod device;

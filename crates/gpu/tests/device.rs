@@ -403,3 +403,30 @@ fn exact_functions_on_the_device_equal_the_cpu_bit_for_bit() {
         );
     }
 }
+
+/// The conformance suite passes on this device with its kernels as built (lavapipe: with the
+/// integer fused multiply-add), and a variant that rounds multiply-adds twice — what a driver
+/// that splits `fma` would compute — fails it and is refused, with the reason.
+#[test]
+fn the_device_conforms_and_a_variant_that_fuses_differently_is_refused() {
+    let Some(_) = device() else { return };
+    // Its own device: the variant recompiles the kernels.
+    let mut dev = GpuDevice::open_best().unwrap();
+    let report = trainmesh_gpu::conformance::check(&dev).unwrap();
+    println!("{}", serde_json::to_string(&report).unwrap());
+    assert!(report.passed, "{report:?}");
+    assert!(report.reason.is_none());
+    assert!(report.cases.iter().all(|c| c.got == c.expected));
+    let digest = report.digest.clone();
+
+    dev.use_unfused_variant_for_tests();
+    let refused = trainmesh_gpu::conformance::check(&dev).unwrap();
+    println!("{}", serde_json::to_string(&refused).unwrap());
+    assert!(!refused.passed);
+    assert!(
+        refused.reason.as_deref().unwrap().contains("differ"),
+        "{refused:?}"
+    );
+    assert!(refused.cases.iter().all(|c| c.got != c.expected));
+    assert_ne!(refused.digest, digest);
+}

@@ -13,6 +13,7 @@
 //!   library, `src/lib.rs`, which the fuzz targets share)
 //! - [`net`] — loopback addresses, the shutdown signal
 //! - [`genesis`] — `trainmesh genesis new`
+//! - [`gpu`] — `trainmesh gpu check`: adapter, conformance, measured throughput
 //! - [`keys`] — key files
 
 mod bench;
@@ -22,6 +23,7 @@ mod dataset;
 mod devnet;
 mod gateway;
 mod genesis;
+mod gpu;
 mod keys;
 mod net;
 
@@ -77,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         command: dataset::DatasetCommand,
     },
+    /// This machine's GPU: adapter, conformance, measured throughput.
+    Gpu {
+        #[command(subcommand)]
+        command: gpu::GpuCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,6 +121,7 @@ fn main() {
         Command::Job { command } => client::run(command),
         Command::Dataset { command } => dataset::run(command),
         Command::Bench { command } => bench::run(command),
+        Command::Gpu { command } => gpu::run(command),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -18,6 +18,8 @@ var<private> EXACT_ZERO: u32;
 // Set by the host when the device's own `fma` failed the conformance probe (it is unfused, or
 // not correctly rounded): every fused multiply-add then runs in integer arithmetic.
 override SOFT_FMA: bool = false;
+// A deliberately wrong variant, for the conformance tests only: multiply-adds with two roundings.
+override UNFUSED_VARIANT: bool = false;
 
 fn rn(x: f32) -> f32 {
     return bitcast<f32>(bitcast<u32>(x) ^ EXACT_ZERO);
@@ -336,6 +338,9 @@ fn u64_shr_plain(x: vec2<u32>, s: u32) -> vec2<u32> {
 
 // The fused multiply-add of every exact kernel.
 fn ffma(a: f32, b: f32, c: f32) -> f32 {
+    if (UNFUSED_VARIANT) {
+        return rn(a * b) + c;
+    }
     if (SOFT_FMA) {
         return fma_soft(a, b, c);
     }
