@@ -273,6 +273,37 @@ fn pytorch_baseline(threads: usize, probe: bool) -> Result<serde_json::Value, St
     serde_json::from_str(last).map_err(|e| format!("{script}: unreadable output ({e}): {last}"))
 }
 
+/// A short segment of the digits MLP trained on the device and on the CPU executor: the same
+/// checkpoint hash?
+fn device_training_bit_exact(dev: &trainmesh_gpu::device::GpuDevice) -> bool {
+    use trainmesh_gpu::gpu_train::GpuTrainer;
+    let model = ModelSpec::from_json(
+        br#"{"kind":"mlp","input":64,"classes":10,"hidden":[{"units":64,"activation":"tanh"}]}"#,
+    )
+    .expect("spec");
+    let hyper = HyperParams {
+        optimizer: Optimizer::Adam {
+            lr: 3e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+        batch: 32,
+        seed: 12,
+    };
+    let data = digits_bundled();
+    let mut cpu = initial_state(&model, &hyper);
+    Trainer::new(&model, hyper, &data)
+        .expect("trainer")
+        .run(&mut cpu, 10);
+    let mut gpu = initial_state(&model, &hyper);
+    GpuTrainer::new(dev, &model, hyper, &data)
+        .expect("device trainer")
+        .run(&mut gpu, 10)
+        .expect("device run");
+    cpu.encode(&model) == gpu.encode(&model)
+}
+
 fn main() {
     let epochs = env_usize("BENCH_EPOCHS", 10);
     let matmul_n = env_usize("BENCH_MATMUL_N", 512);
@@ -286,7 +317,7 @@ fn main() {
     println!("config: epochs={epochs} matmul_n={matmul_n} cpu_threads={threads} (bit-identical results for any thread count)");
 
     // 1. Capability matmul: wgpu against the CPU baseline.
-    let (adapter, wgpu_gflops) = match if throughput_only {
+    let (adapter, wgpu_gflops, wgpu_train_bit_exact) = match if throughput_only {
         Compute::Cpu {
             reason: "skipped (BENCH_THROUGHPUT_ONLY=1)".into(),
         }
@@ -295,16 +326,23 @@ fn main() {
     } {
         Compute::Gpu(d) => {
             let g = d.matmul_gflops(matmul_n, 3).expect("wgpu matmul");
+            let exact = device_training_bit_exact(&d);
+            println!("device training bit-identical to the CPU executor: {exact}");
             (
                 format!(
                     "{} ({}, {})",
                     d.adapter.name, d.adapter.backend, d.adapter.device_type
                 ),
                 g,
+                Some(exact),
             )
         }
-        Compute::Cpu { reason } => (format!("none: {reason}"), 0.0),
+        Compute::Cpu { reason } => (format!("none: {reason}"), 0.0, None),
     };
+    // Ratios against PyTorch on a CUDA GPU need a CUDA PyTorch beside the device; the baseline
+    // here is PyTorch on the CPU, so they are null.
+    let (gemm_ratio_vs_torch_gpu, train_ratio_vs_torch_gpu): (Option<f64>, Option<f64>) =
+        (None, None);
     let cpu_gflops = cpu_gemm_gflops(matmul_n, 3);
     let det_gflops = deterministic_gemm_gflops(matmul_n, 3);
     println!("matmul {matmul_n}³: wgpu {wgpu_gflops:.2} GFLOP/s on {adapter}; CPU GEMM (ndarray → matrixmultiply, 1 thread) {cpu_gflops:.2} GFLOP/s; deterministic GEMM (trainmesh_gpu::gemm, 1 thread) {det_gflops:.2} GFLOP/s");
@@ -327,6 +365,9 @@ fn main() {
                 "matmul_n": matmul_n,
                 "matmul_gflops_wgpu": wgpu_gflops,
                 "matmul_gflops_cpu_baseline": cpu_gflops,
+                "wgpu_train_bit_exact": wgpu_train_bit_exact,
+                "gemm_ratio_vs_torch_gpu": gemm_ratio_vs_torch_gpu,
+                "train_ratio_vs_torch_gpu": train_ratio_vs_torch_gpu,
                 "cpu_threads": threads,
                 "train_samples_per_s": null,
                 "fashion_mnist_test_accuracy": null,
@@ -533,6 +574,9 @@ fn main() {
         "matmul_gflops_wgpu": wgpu_gflops,
         "matmul_gflops_cpu_baseline": cpu_gflops,
         "matmul_gflops_cpu_deterministic": det_gflops,
+        "wgpu_train_bit_exact": wgpu_train_bit_exact,
+        "gemm_ratio_vs_torch_gpu": gemm_ratio_vs_torch_gpu,
+        "train_ratio_vs_torch_gpu": train_ratio_vs_torch_gpu,
         "cpu_threads": threads,
         "train_samples_per_s": samples_per_s,
         "train_samples_per_s_1thread": ours.get(&1),
