@@ -26,9 +26,10 @@ use crate::network::{self, NetworkConfig};
 use crate::provider::{DataProvider, DatasetOffer};
 use crate::router::{Router, ValidatorInbox};
 use crate::sync_server::SyncServer;
-use crate::trainer::{Registration, TrainerActor};
+use crate::trainer::{Registration, TrainedOn, TrainerActor};
 use crate::wallet::{Submitter, Wallet};
 use crate::work::{DatasetCache, WorkContext};
+use trainmesh_gpu::device::GpuDevice;
 
 /// What a node is and does.
 #[derive(Clone, Debug)]
@@ -43,6 +44,9 @@ pub struct NodeSpec {
     pub listen: Multiaddr,
     pub bootstrap: Vec<(PeerId, Multiaddr)>,
     pub trainer: Option<(Registration, bool)>,
+    /// The device a trainer trains on, when it passed conformance (dense models; others, and
+    /// every trainer without one, train on the CPU executor). Bit-identical either way.
+    pub train_device: Option<Arc<GpuDevice>>,
     pub evaluator: Option<Registration>,
     pub provider: Option<(Arc<Samples>, DatasetOffer)>,
     /// What this node tunes in its consensus core; the rest comes from the genesis.
@@ -127,6 +131,8 @@ pub struct NodeHandle {
     pub ledger_actor: Addr<LedgerActor>,
     pub provider: Option<Addr<DataProvider>>,
     pub blobs: BlobStore,
+    /// What each work unit this node trained ran on.
+    pub trained_on: TrainedOn,
     /// Fetches blobs from the mesh (checkpoints for downloads, say), verified by hash.
     pub fetcher: Fetcher,
     arbiters: Vec<Arbiter>,
@@ -276,8 +282,16 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
         peer_id,
         datasets: DatasetCache::default(),
     };
+    let trained_on = TrainedOn::default();
     if let Some((registration, cheat)) = spec.trainer.clone() {
-        let t = TrainerActor::new(work.clone(), registration, cheat).start();
+        let t = TrainerActor::new(
+            work.clone(),
+            registration,
+            cheat,
+            spec.train_device.clone(),
+            trained_on.clone(),
+        )
+        .start();
         ledger_actor.do_send(Subscribe(t.recipient()));
     }
     if let Some(registration) = spec.evaluator.clone() {
@@ -306,6 +320,7 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
         ledger_actor,
         provider,
         blobs,
+        trained_on,
         fetcher,
         arbiters,
     })

@@ -1,6 +1,7 @@
 //! The Trainer actor: registers the node as a trainer, picks up the units the ledger assigns to
-//! it, runs them on the GPU engine (off the actor's thread), keeps and serves the checkpoint chain,
-//! and publishes the result.
+//! it, runs them on the GPU engine (off the actor's thread) — on its device when it has one that
+//! passed conformance and the model is dense, else on the CPU executor, with the same bits — keeps
+//! and serves the checkpoint chain, and publishes the result.
 //!
 //! A trainer built with `cheat` fakes every segment of every unit (claims the steps without
 //! running them): the devnet uses it to show that evaluators catch it and the ledger slashes it.
@@ -8,12 +9,15 @@
 //! replays to another checkpoint than the claimed one. (A cheater that fakes only some segments
 //! is caught with the audit's probability; `trainmesh_gpu::verify::miss_probability` gives it.)
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use trainmesh_contracts::jobs::{Job, Unit, UnitState, WorkResult};
 use trainmesh_contracts::workers::{Capability, Role};
 use trainmesh_contracts::{Amount, Call, Hash32, UnitId};
+use trainmesh_gpu::device::GpuDevice;
+use trainmesh_gpu::gpu_train::GpuTrainer;
 use trainmesh_gpu::train::{evaluate, Trainer, WorkResult as Chain};
 
 use crate::blobs::Audience;
@@ -60,10 +64,36 @@ pub(crate) fn ensure_registered(
     false
 }
 
+/// One work unit as this trainer ran it: on which device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitTrained {
+    pub unit: UnitId,
+    pub attempt: u32,
+    /// The adapter's name, or `cpu` for the CPU executor.
+    pub device: String,
+}
+
+/// The units a trainer ran and where, shared with whoever reports on it (the devnet summary).
+#[derive(Clone, Debug, Default)]
+pub struct TrainedOn(Arc<Mutex<Vec<UnitTrained>>>);
+
+impl TrainedOn {
+    pub fn list(&self) -> Vec<UnitTrained> {
+        self.0.lock().expect("trained_on lock").clone()
+    }
+
+    fn push(&self, u: UnitTrained) {
+        self.0.lock().expect("trained_on lock").push(u);
+    }
+}
+
 pub struct TrainerActor {
     work: WorkContext,
     registration: Registration,
     cheat: bool,
+    /// A device that passed conformance: dense models train on it, bit-identical to the CPU.
+    device: Option<Arc<GpuDevice>>,
+    trained_on: TrainedOn,
     busy: Option<(UnitId, u32)>,
     /// Results sent, by (unit, attempt).
     sent: Outbox<WorkResult>,
@@ -80,11 +110,19 @@ impl std::fmt::Debug for TrainerActor {
 }
 
 impl TrainerActor {
-    pub fn new(work: WorkContext, registration: Registration, cheat: bool) -> Self {
+    pub fn new(
+        work: WorkContext,
+        registration: Registration,
+        cheat: bool,
+        device: Option<Arc<GpuDevice>>,
+        trained_on: TrainedOn,
+    ) -> Self {
         TrainerActor {
             work,
             registration,
             cheat,
+            device,
+            trained_on,
             busy: None,
             sent: Outbox::default(),
             registration_sent: None,
@@ -126,11 +164,17 @@ impl TrainerActor {
             self.busy = Some(key);
             let work = self.work.clone();
             let cheat = self.cheat;
-            let fut = async move { run_unit(work, job, unit, cheat).await };
+            let device = self.device.clone();
+            let fut = async move { run_unit(work, job, unit, cheat, device).await };
             ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
                 act.busy = None;
                 match res {
-                    Ok(result) => {
+                    Ok((result, device)) => {
+                        act.trained_on.push(UnitTrained {
+                            unit: key.0,
+                            attempt: key.1,
+                            device,
+                        });
                         act.sent.insert(key, result.clone());
                         act.send_result(key.0, result, false);
                     }
@@ -141,13 +185,16 @@ impl TrainerActor {
     }
 }
 
-/// Fetches what the unit needs, trains it off the actor thread, stores the chain for serving.
+/// Fetches what the unit needs, trains it off the actor thread (on `device` when it has one and
+/// the model is dense, else on the CPU executor: the same bits), stores the chain for serving.
+/// Returns the result and what it trained on.
 async fn run_unit(
     work: WorkContext,
     job: Job,
     unit: Unit,
     cheat: bool,
-) -> Result<WorkResult, WorkError> {
+    device: Option<Arc<GpuDevice>>,
+) -> Result<(WorkResult, String), WorkError> {
     let (model, hyper) = model_and_hyper(&job)?;
     let train = work.datasets.load(&work, job.spec.dataset, false).await?;
     let start = start_state(&work, &job, &unit, &model, &hyper).await?;
@@ -159,9 +206,24 @@ async fn run_unit(
     }
     let steps = unit.steps;
     let metrics = work.metrics.clone();
-    let (chain, blobs, metric) = tokio::task::spawn_blocking(move || {
+    let (chain, blobs, metric, trained_on) = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let mut trainer = Trainer::new(&model, hyper, &train)?;
+        // The device trains dense models; a CNN (or no device) stays on the CPU executor.
+        let mut on_device = match device.as_deref() {
+            Some(d) => match GpuTrainer::new(d, &model, hyper, &train) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::info!(error = %e, "training this unit on the CPU executor");
+                    None
+                }
+            },
+            None => None,
+        };
+        let trained_on = match (&on_device, device.as_deref()) {
+            (Some(_), Some(d)) => d.adapter.name.clone(),
+            _ => "cpu".to_string(),
+        };
         let seg = segment_steps(steps, CHAIN_SEGMENTS_MAX);
         let segments = steps / seg;
         let mut blobs = vec![start.encode(&model)];
@@ -175,6 +237,8 @@ async fn run_unit(
                 state.step += seg;
                 let last = losses.last().copied().unwrap_or(0.0);
                 losses.extend(std::iter::repeat_n(last, seg as usize));
+            } else if let Some(gpu) = on_device.as_mut() {
+                losses.extend(gpu.run(&mut state, seg)?);
             } else {
                 losses.extend(trainer.run(&mut state, seg));
             }
@@ -196,7 +260,7 @@ async fn run_unit(
             chain,
             losses,
         };
-        Ok::<_, trainmesh_gpu::GpuError>((chain, blobs, accuracy))
+        Ok::<_, trainmesh_gpu::GpuError>((chain, blobs, accuracy, trained_on))
     })
     .await
     .map_err(|e| WorkError::Invalid(format!("training task: {e}")))??;
@@ -216,13 +280,14 @@ async fn run_unit(
         .map(|c| ppm(c.iter().map(|&l| l as f64).sum::<f64>() / c.len() as f64))
         .take(trainmesh_contracts::jobs::LOSS_TRACE_MAX)
         .collect();
-    Ok(WorkResult {
+    let result = WorkResult {
         checkpoint: Hash32(chain.final_checkpoint().0),
         chain_root: Hash32(chain_root.0),
         segments: chain.chain.len() as u32,
         loss_trace_ppm,
         metric_ppm: ppm(metric),
-    })
+    };
+    Ok((result, trained_on))
 }
 
 impl Actor for TrainerActor {

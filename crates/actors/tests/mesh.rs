@@ -122,6 +122,7 @@ impl Testnet {
             listen: addr(port),
             bootstrap: self.bootstrap.clone(),
             trainer: None,
+            train_device: None,
             evaluator: None,
             provider: None,
             local_consensus: LocalConsensusConfig::default(),

@@ -309,6 +309,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
             .map(|s| parse_peer_addr(s))
             .collect::<anyhow::Result<_>>()?,
         trainer: None,
+        train_device: None,
         evaluator: None,
         provider: None,
         local_consensus: LocalConsensusConfig::default(),

@@ -55,6 +55,10 @@ pub struct TrainerConfig {
     /// Fake every segment of every unit (demonstrations of slashing only).
     #[serde(default)]
     pub cheat: bool,
+    /// Where to train: `auto` (the default: the GPU when it passes conformance and is faster than
+    /// the CPU, measured), `device` (the GPU when it passes conformance), `cpu`.
+    #[serde(default)]
+    pub device: crate::gpu::TrainOn,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,7 +168,11 @@ impl NodeConfig {
     }
 
     pub fn spec(&self) -> anyhow::Result<NodeSpec> {
-        let capability = local_capability();
+        let train_device = self
+            .trainer
+            .as_ref()
+            .and_then(|t| crate::gpu::train_device(t.device));
+        let capability = local_capability(train_device.as_deref());
         let provider = match &self.provider {
             Some(p) => {
                 let choice = match p.dataset.as_str() {
@@ -198,6 +206,7 @@ impl NodeConfig {
                 .iter()
                 .map(|s| parse_peer_addr(s))
                 .collect::<anyhow::Result<_>>()?,
+            train_device,
             trainer: self.trainer.as_ref().map(|t| {
                 (
                     Registration {

@@ -63,6 +63,11 @@ pub struct DevnetArgs {
     /// Give up when the job has not finished after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_s: u64,
+    /// Where the trainers train: `device` (the default here: the GPU whenever it passes
+    /// conformance, to show device training end to end), `auto` (only when it is also faster than
+    /// the CPU, measured: what a node does by default), `cpu`.
+    #[arg(long, value_enum, default_value_t = crate::gpu::TrainOn::Device)]
+    pub train_on: crate::gpu::TrainOn,
 }
 
 /// What an honest worker bonds, in TRAIN.
@@ -202,19 +207,58 @@ pub(crate) fn offer(choice: DatasetChoice) -> DatasetOffer {
     }
 }
 
-/// What this machine declares at registration.
-pub fn local_capability() -> Capability {
-    let adapters = trainmesh_gpu::device::discover();
-    let (adapter, backend) = adapters
-        .first()
-        .map(|a| (a.name.clone(), a.backend.clone()))
-        .unwrap_or_else(|| ("cpu".into(), "cpu".into()));
-    Capability {
-        adapter,
-        backend,
-        memory_mb: 1_024,
-        gflops: 1,
+/// What this machine registers with, measured rather than typed: the training device's adapter,
+/// its matmul GFLOP/s (a timed kernel) and buffer limit; without one, the CPU executor's GEMM
+/// GFLOP/s and the host's memory.
+pub fn local_capability(device: Option<&trainmesh_gpu::device::GpuDevice>) -> Capability {
+    match device {
+        Some(d) => Capability {
+            adapter: d.adapter.name.clone(),
+            backend: d.adapter.backend.clone(),
+            memory_mb: d.adapter.max_buffer_size >> 20,
+            gflops: d
+                .matmul_gflops(256, 2)
+                .map_or(0, |g| g.round().max(1.0) as u32),
+        },
+        None => Capability {
+            adapter: "cpu".into(),
+            backend: "cpu".into(),
+            memory_mb: host_memory_mb(),
+            gflops: cpu_gemm_gflops(256).round().max(1.0) as u32,
+        },
     }
+}
+
+/// The host's memory from /proc/meminfo (0 where there is none).
+fn host_memory_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// GFLOP/s of the CPU executor's GEMM on one thread (best of three n×n×n products).
+fn cpu_gemm_gflops(n: usize) -> f64 {
+    use trainmesh_gpu::gemm::{gemm_set, MatRef};
+    let a: Vec<f32> = (0..n * n).map(|i| ((i * 7) % 13) as f32 / 13.0).collect();
+    let mut c = vec![0.0f32; n * n];
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t = Instant::now();
+        gemm_set(
+            MatRef::row_major(&a, n, n),
+            MatRef::row_major(&a, n, n),
+            &mut c,
+            1,
+        );
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * (n * n * n) as f64 / best.max(1e-9) / 1e9
 }
 
 pub fn run(args: DevnetArgs) -> anyhow::Result<()> {
@@ -294,10 +338,16 @@ struct Launcher {
     ports: Vec<u16>,
     bootstrap: Vec<(libp2p::PeerId, libp2p::Multiaddr)>,
     capability: Capability,
+    /// The device every trainer of the devnet trains on (shared), if one passed conformance.
+    train_device: Option<std::sync::Arc<trainmesh_gpu::device::GpuDevice>>,
 }
 
 impl Launcher {
-    fn new(root: PathBuf, roles: &Roles) -> Launcher {
+    fn new(
+        root: PathBuf,
+        roles: &Roles,
+        train_device: Option<std::sync::Arc<trainmesh_gpu::device::GpuDevice>>,
+    ) -> Launcher {
         let ports: Vec<u16> = roles.validators.iter().map(|_| free_port()).collect();
         let bootstrap = roles
             .validators
@@ -314,7 +364,8 @@ impl Launcher {
             genesis: genesis(roles),
             ports,
             bootstrap,
-            capability: local_capability(),
+            capability: local_capability(train_device.as_deref()),
+            train_device,
         }
     }
 
@@ -328,6 +379,7 @@ impl Launcher {
             listen: loopback(port),
             bootstrap: self.bootstrap.clone(),
             trainer: None,
+            train_device: None,
             evaluator: None,
             provider: None,
             local_consensus: LocalConsensusConfig::default(),
@@ -356,6 +408,7 @@ impl Launcher {
         let mut s = self.spec(format!("trainer-{i}"), *secret, free_port());
         let bond = if cheat { CHEATER_BOND } else { WORKER_BOND };
         s.trainer = Some((self.registration(bond), cheat));
+        s.train_device = self.train_device.clone();
         Ok(node::start(s)?)
     }
 
@@ -382,7 +435,13 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
         }
     };
     let roles = Roles::derive(&args);
-    let launcher = Launcher::new(root.clone(), &roles);
+    let train_device = crate::gpu::train_device(args.train_on);
+    let train_device_name = train_device.as_ref().map(|d| d.adapter.name.clone());
+    eprintln!(
+        "devnet: trainers train on {}",
+        train_device_name.as_deref().unwrap_or("the CPU executor")
+    );
+    let launcher = Launcher::new(root.clone(), &roles, train_device);
     let tracked = roles.tracked(args.cheaters);
     let mut nodes = Vec::new();
     for (i, v) in roles.validators.iter().enumerate() {
@@ -461,7 +520,8 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
         job_s: job_started.elapsed().as_secs_f64(),
         started,
     };
-    let summary = report(&nodes, &job, &tracked, &before, &args, timings).await?;
+    let mut summary = report(&nodes, &job, &tracked, &before, &args, timings).await?;
+    summary["train_device"] = serde_json::json!(train_device_name);
     let ok = job.state == JobState::Completed;
     println!("{summary}");
     if !args.until_done {
@@ -517,7 +577,28 @@ async fn report(
     let certificates = summary::print_units(v0, job, &verdicts, tracked)?;
     let balances = summary::print_balances(v0, tracked, before);
     let sum = |f: &dyn Fn(&NodeHandle) -> f64| nodes.iter().map(f).sum::<f64>();
+    // Which device trained each unit (every attempt, the cheaters' included).
+    let devices: Vec<serde_json::Value> = nodes
+        .iter()
+        .flat_map(|n| {
+            n.trained_on.list().into_iter().map(move |u| {
+                serde_json::json!({
+                    "unit": u.unit.to_string(),
+                    "attempt": u.attempt,
+                    "trainer": n.name,
+                    "device": u.device,
+                })
+            })
+        })
+        .collect();
+    let gpu_units = devices.iter().filter(|d| d["device"] != "cpu").count();
+    println!(
+        "  units trained on a device: {gpu_units} of {}",
+        devices.len()
+    );
     Ok(serde_json::json!({
+        "devices": devices,
+        "gpu_units": gpu_units,
         "job_status": job.state.name(),
         "test_accuracy": job.latest_metric_ppm.map(|m| m as f64 / 1e6),
         "certificates": certificates,

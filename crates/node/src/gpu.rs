@@ -111,3 +111,63 @@ fn check() -> anyhow::Result<()> {
     println!("{json}");
     Ok(())
 }
+
+/// Where a trainer trains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainOn {
+    /// The device when it passes conformance and trains faster than this CPU (measured).
+    #[default]
+    Auto,
+    /// The device whenever it passes conformance.
+    Device,
+    /// The CPU executor.
+    Cpu,
+}
+
+/// The device a trainer should train on, decided by conformance and, for `auto`, by measured
+/// throughput; `None` (the CPU executor) with the reason logged otherwise.
+pub fn train_device(choice: TrainOn) -> Option<std::sync::Arc<GpuDevice>> {
+    if choice == TrainOn::Cpu {
+        return None;
+    }
+    let dev = match GpuDevice::open_best() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::info!(error = %e, "no GPU adapter: training on the CPU executor");
+            return None;
+        }
+    };
+    match conformance::check(&dev) {
+        Ok(r) if r.passed => {}
+        Ok(r) => {
+            tracing::warn!(adapter = %dev.adapter.name, reason = ?r.reason, "the device failed conformance: training on the CPU executor");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "conformance could not run: training on the CPU executor");
+            return None;
+        }
+    }
+    if choice == TrainOn::Auto {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        match conformance::training_throughput(Some(&dev), TIMED_STEPS, threads) {
+            Ok((cpu, Some(device))) if device >= cpu => {}
+            Ok((cpu, device)) => {
+                tracing::warn!(
+                    adapter = %dev.adapter.name,
+                    device_samples_per_s = device.unwrap_or(0.0),
+                    cpu_samples_per_s = cpu,
+                    "the device conforms but trains slower than this CPU: training on the CPU executor"
+                );
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "throughput could not be measured: training on the CPU executor");
+                return None;
+            }
+        }
+    }
+    tracing::info!(adapter = %dev.adapter.name, "training on the device (conformance passed)");
+    Some(std::sync::Arc::new(dev))
+}

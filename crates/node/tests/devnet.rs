@@ -37,6 +37,31 @@ fn devnet_finishes_the_demo_job() {
     assert!(s["trainer_rewards"].as_f64().unwrap() > 0.0);
     assert_eq!(s["rejected_results"], 0, "{s}");
     assert_eq!(s["trainers_slashed"], 0.0, "{s}");
+    assert_trained_where_it_says(&s);
+}
+
+/// Every unit's device is reported; with a conforming device (lavapipe in CI) the trainers train
+/// on it, and evaluators on the CPU executor certified that work by exact comparison.
+fn assert_trained_where_it_says(s: &serde_json::Value) {
+    let devices = s["devices"].as_array().expect("devices");
+    assert!(
+        devices.len() as u64 >= s["certificates"].as_u64().unwrap(),
+        "{s}"
+    );
+    let gpu_units = s["gpu_units"].as_u64().unwrap();
+    match s["train_device"].as_str() {
+        Some(adapter) => {
+            assert!(gpu_units > 0, "{s}");
+            assert!(devices.iter().all(|d| d["device"] == adapter), "{s}");
+        }
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set and the devnet trained on the CPU: {s}"
+            );
+            assert_eq!(gpu_units, 0, "{s}");
+        }
+    }
 }
 
 /// Certain by construction: the cheater holds the first unit (the honest trainers start only once
@@ -51,4 +76,5 @@ fn devnet_catches_and_slashes_a_cheater() {
     assert_eq!(s["rejected_honest_results"], 0, "{s}");
     assert!(s["cheaters_slashed"].as_f64().unwrap() > 0.0, "{s}");
     assert_eq!(s["trainers_slashed"], s["cheaters_slashed"], "{s}");
+    assert_trained_where_it_says(&s);
 }
