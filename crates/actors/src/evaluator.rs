@@ -4,6 +4,7 @@
 //! re-executes segments drawn from the audit seed fixed after the result was committed. Then it
 //! publishes its attestation.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -11,8 +12,10 @@ use trainmesh_contracts::jobs::{Attestation, Job, Metric, Unit, UnitState};
 use trainmesh_contracts::workers::Role;
 use trainmesh_contracts::{Call, UnitId};
 use trainmesh_gpu::checkpoint::TrainState;
+use trainmesh_gpu::device::GpuDevice;
+use trainmesh_gpu::gpu_train::Replayer;
 use trainmesh_gpu::hash::Hash32 as GpuHash;
-use trainmesh_gpu::train::{CheckpointStore, Trainer, WorkResult as Chain};
+use trainmesh_gpu::train::{CheckpointStore, WorkResult as Chain};
 use trainmesh_gpu::verify::{self, AuditPolicy, Comparison, DEFAULT_AUDIT_SEGMENTS};
 
 use crate::ledger::LedgerAdvanced;
@@ -27,6 +30,8 @@ use crate::work::{
 pub struct EvaluatorActor {
     work: WorkContext,
     registration: Registration,
+    /// A device that passed conformance: segments replay on it (the same bits as the CPU).
+    device: Option<Arc<GpuDevice>>,
     busy: Option<(UnitId, u32)>,
     sent: Outbox<Attestation>,
     registration_sent: Option<Instant>,
@@ -41,10 +46,15 @@ impl std::fmt::Debug for EvaluatorActor {
 }
 
 impl EvaluatorActor {
-    pub fn new(work: WorkContext, registration: Registration) -> Self {
+    pub fn new(
+        work: WorkContext,
+        registration: Registration,
+        device: Option<Arc<GpuDevice>>,
+    ) -> Self {
         EvaluatorActor {
             work,
             registration,
+            device,
             busy: None,
             sent: Outbox::default(),
             registration_sent: None,
@@ -88,7 +98,8 @@ impl EvaluatorActor {
             }
             self.busy = Some(key);
             let work = self.work.clone();
-            let fut = async move { verify_unit(&work, &job, &unit).await };
+            let device = self.device.clone();
+            let fut = async move { verify_unit(&work, &job, &unit, device).await };
             ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
                 act.busy = None;
                 let attestation = match res {
@@ -119,7 +130,12 @@ impl EvaluatorActor {
 
 /// Checks one result. `Err` means the result is refused (the reason is logged); a fetch that
 /// times out counts as withheld data, which is refused too.
-async fn verify_unit(work: &WorkContext, job: &Job, unit: &Unit) -> Result<Attestation, WorkError> {
+async fn verify_unit(
+    work: &WorkContext,
+    job: &Job,
+    unit: &Unit,
+    device: Option<Arc<GpuDevice>>,
+) -> Result<Attestation, WorkError> {
     let result = unit
         .result
         .clone()
@@ -203,7 +219,8 @@ async fn verify_unit(work: &WorkContext, job: &Job, unit: &Unit) -> Result<Attes
         let mut accept = final_state.step == end_step;
         let mut checked = Vec::new();
         if tier >= 1 {
-            let mut replayer = Trainer::new(&model, hyper, &train)?;
+            // On the device when there is one for this model: the same bits, so still exact.
+            let mut replayer = Replayer::new(device.as_deref(), &model, hyper, &train)?;
             let report = verify::audit(
                 &model,
                 &chain,

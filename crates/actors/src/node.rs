@@ -44,8 +44,9 @@ pub struct NodeSpec {
     pub listen: Multiaddr,
     pub bootstrap: Vec<(PeerId, Multiaddr)>,
     pub trainer: Option<(Registration, bool)>,
-    /// The device a trainer trains on, when it passed conformance (dense models; others, and
-    /// every trainer without one, train on the CPU executor). Bit-identical either way.
+    /// The device this node's trainer trains on and its evaluator replays on, when it passed
+    /// conformance (dense models; others, and nodes without one, use the CPU executor).
+    /// Bit-identical either way.
     pub train_device: Option<Arc<GpuDevice>>,
     pub evaluator: Option<Registration>,
     pub provider: Option<(Arc<Samples>, DatasetOffer)>,
@@ -295,7 +296,7 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
         ledger_actor.do_send(Subscribe(t.recipient()));
     }
     if let Some(registration) = spec.evaluator.clone() {
-        let e = EvaluatorActor::new(work.clone(), registration).start();
+        let e = EvaluatorActor::new(work.clone(), registration, spec.train_device.clone()).start();
         ledger_actor.do_send(Subscribe(e.recipient()));
     }
     let provider = match &spec.provider {

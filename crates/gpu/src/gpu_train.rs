@@ -25,7 +25,8 @@ use crate::executor::Tensor;
 use crate::hash::Hash32;
 use crate::optim::{DataOrder, HyperParams, Optimizer};
 use crate::spec::{Activation, Layer, Model};
-use crate::train::{CheckpointStore, WorkResult, SEGMENTS_MAX};
+use crate::train::{CheckpointStore, Trainer, WorkResult, SEGMENTS_MAX};
+use crate::verify::SegmentReplayer;
 use wgpu::util::DeviceExt;
 
 fn act_code(a: Option<Activation>) -> u32 {
@@ -449,5 +450,60 @@ impl<'a> GpuTrainer<'a> {
             },
             state,
         ))
+    }
+}
+
+impl SegmentReplayer for GpuTrainer<'_> {
+    fn replay(&mut self, start: &[u8], steps: u64) -> Result<Vec<u8>, GpuError> {
+        let model = self.model;
+        let mut state = TrainState::decode(start, model)?;
+        self.run(&mut state, steps)?;
+        Ok(state.encode(model))
+    }
+}
+
+/// What an evaluator replays segments on: its device when it has one that takes the model
+/// (dense), else the CPU executor. The bits are the same, so the comparison stays exact.
+pub enum Replayer<'a> {
+    Cpu(Trainer<'a>),
+    Device(GpuTrainer<'a>),
+}
+
+impl<'a> Replayer<'a> {
+    pub fn new(
+        device: Option<&'a GpuDevice>,
+        model: &'a Model,
+        hyper: HyperParams,
+        data: &'a Samples,
+    ) -> Result<Self, GpuError> {
+        if let Some(d) = device {
+            if let Ok(t) = GpuTrainer::new(d, model, hyper, data) {
+                return Ok(Replayer::Device(t));
+            }
+        }
+        Ok(Replayer::Cpu(Trainer::new(model, hyper, data)?))
+    }
+
+    /// The adapter's name, or `cpu`.
+    pub fn device_name(&self) -> String {
+        match self {
+            Replayer::Cpu(_) => "cpu".into(),
+            Replayer::Device(t) => t.dev.adapter.name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Replayer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Replayer({})", self.device_name())
+    }
+}
+
+impl SegmentReplayer for Replayer<'_> {
+    fn replay(&mut self, start: &[u8], steps: u64) -> Result<Vec<u8>, GpuError> {
+        match self {
+            Replayer::Cpu(t) => t.replay(start, steps),
+            Replayer::Device(t) => t.replay(start, steps),
+        }
     }
 }

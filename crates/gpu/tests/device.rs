@@ -7,7 +7,7 @@ use trainmesh_gpu::checkpoint::TrainState;
 use trainmesh_gpu::dataset::{shard_dataset, ShardStore};
 use trainmesh_gpu::device::{discover, exact_operands, ExactOp, GpuDevice};
 use trainmesh_gpu::executor;
-use trainmesh_gpu::gpu_train::GpuTrainer;
+use trainmesh_gpu::gpu_train::{GpuTrainer, Replayer};
 use trainmesh_gpu::import::digits_bundled;
 use trainmesh_gpu::optim::{HyperParams, Optimizer};
 use trainmesh_gpu::spec::ModelSpec;
@@ -304,7 +304,8 @@ fn device_training_is_bit_identical_to_the_cpu_executor() {
 
 /// Tier 1 across backends: a work unit trained on the device and audited by re-execution on the
 /// CPU executor is accepted by the *exact* comparison, every segment of it, for SGD with momentum
-/// and for Adam; a segment the trainer skipped is still rejected.
+/// and for Adam; a segment the trainer skipped is still rejected; and an evaluator replaying on
+/// the device reaches the same verdicts.
 #[test]
 fn tier1_exact_comparison_accepts_device_trained_work_replayed_on_the_cpu() {
     let Some(d) = device() else { return };
@@ -363,6 +364,24 @@ fn tier1_exact_comparison_accepts_device_trained_work_replayed_on_the_cpu() {
         .unwrap();
         assert_eq!(report.faults.len(), 2, "{:?}", report.faults);
         assert!(report.faults.iter().all(|(i, _)| *i == 5 || *i == 6));
+
+        // An evaluator with a device replays on it, still exactly: the same verdicts.
+        for (claimed, faults) in [(&result, 0), (&cheat, 2)] {
+            let mut on_device = Replayer::new(Some(d), &model, hyper, &train).unwrap();
+            assert_ne!(on_device.device_name(), "cpu");
+            let report = audit(
+                &model,
+                claimed,
+                &claimed.chain_root(),
+                &Hash32::of(b"beacon"),
+                policy,
+                &store,
+                &mut on_device,
+            )
+            .unwrap();
+            assert_eq!(report.faults.len(), faults, "{:?}", report.faults);
+            assert_eq!(report.checked.len(), segments as usize);
+        }
     }
 }
 

@@ -65,6 +65,9 @@ pub struct TrainerConfig {
 #[serde(deny_unknown_fields)]
 pub struct EvaluatorConfig {
     pub bond: u64,
+    /// Where to replay audited segments: `auto` (the default), `device`, `cpu`; as the trainer's.
+    #[serde(default)]
+    pub device: crate::gpu::TrainOn,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,10 +171,13 @@ impl NodeConfig {
     }
 
     pub fn spec(&self) -> anyhow::Result<NodeSpec> {
-        let train_device = self
-            .trainer
-            .as_ref()
-            .and_then(|t| crate::gpu::train_device(t.device));
+        // One device for the node: the trainer's choice, else the evaluator's.
+        let choice = match (&self.trainer, &self.evaluator) {
+            (Some(t), _) => Some(t.device),
+            (None, Some(e)) => Some(e.device),
+            (None, None) => None,
+        };
+        let train_device = choice.and_then(crate::gpu::train_device);
         let capability = local_capability(train_device.as_deref());
         let provider = match &self.provider {
             Some(p) => {

@@ -415,6 +415,11 @@ impl Launcher {
     fn evaluator(&self, i: usize, secret: &[u8; 32]) -> anyhow::Result<NodeHandle> {
         let mut s = self.spec(format!("evaluator-{i}"), *secret, free_port());
         s.evaluator = Some(self.registration(WORKER_BOND));
+        // Even evaluators replay on the device, odd ones on the CPU executor: every unit is
+        // checked exactly across backends.
+        if i.is_multiple_of(2) {
+            s.train_device = self.train_device.clone();
+        }
         Ok(node::start(s)?)
     }
 
