@@ -51,29 +51,6 @@ fn cpu_gemm_gflops(n: usize, reps: usize) -> f64 {
     2.0 * (n as f64).powi(3) / best / 1e9
 }
 
-/// The deterministic executor's own GEMM (sequential sums of fused multiply-adds;
-/// `trainmesh_gpu::gemm`), one thread, best of `reps`.
-fn deterministic_gemm_gflops(n: usize, reps: usize) -> f64 {
-    use trainmesh_gpu::gemm::{gemm_acc, MatRef};
-    let a: Vec<f32> = (0..n * n).map(|i| ((i * 7) % 13) as f32 / 13.0).collect();
-    let mut best = f64::INFINITY;
-    let mut checksum = 0.0f32;
-    for _ in 0..reps + 1 {
-        let mut c = vec![0.0f32; n * n];
-        let t = Instant::now();
-        gemm_acc(
-            MatRef::row_major(&a, n, n),
-            MatRef::row_major(&a, n, n),
-            &mut c,
-            1,
-        );
-        best = best.min(t.elapsed().as_secs_f64());
-        checksum += c[0];
-    }
-    assert!(checksum.is_finite());
-    2.0 * (n as f64).powi(3) / best / 1e9
-}
-
 /// The median (the mean of the middle two for an even count).
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
@@ -344,7 +321,7 @@ fn main() {
     let (gemm_ratio_vs_torch_gpu, train_ratio_vs_torch_gpu): (Option<f64>, Option<f64>) =
         (None, None);
     let cpu_gflops = cpu_gemm_gflops(matmul_n, 3);
-    let det_gflops = deterministic_gemm_gflops(matmul_n, 3);
+    let det_gflops = trainmesh_gpu::gemm::measured_gflops(matmul_n, 3);
     println!("matmul {matmul_n}³: wgpu {wgpu_gflops:.2} GFLOP/s on {adapter}; CPU GEMM (ndarray → matrixmultiply, 1 thread) {cpu_gflops:.2} GFLOP/s; deterministic GEMM (trainmesh_gpu::gemm, 1 thread) {det_gflops:.2} GFLOP/s");
 
     // 2. Fashion-MNIST MLP 784-256-128-10, batch 128, Adam.

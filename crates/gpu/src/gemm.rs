@@ -161,6 +161,26 @@ pub fn gemm_acc(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threads: usize) {
     gemm_acc_isa(current_isa(), a, b, c, threads)
 }
 
+/// Measured GFLOP/s of this GEMM on one thread: the best of `reps` timed `n×n·n×n` products
+/// after one warm-up (what a worker without a device registers with, and what the benches print).
+pub fn measured_gflops(n: usize, reps: usize) -> f64 {
+    let a: Vec<f32> = (0..n * n).map(|i| ((i * 7) % 13) as f32 / 13.0).collect();
+    let mut c = vec![0.0f32; n * n];
+    let mut best = f64::INFINITY;
+    for _ in 0..=reps {
+        let t = std::time::Instant::now();
+        gemm_set(
+            MatRef::row_major(&a, n, n),
+            MatRef::row_major(&a, n, n),
+            &mut c,
+            1,
+        );
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    assert!(c[0].is_finite());
+    2.0 * (n as f64).powi(3) / best.max(1e-9) / 1e9
+}
+
 /// `C = A·B`: [`gemm_acc`] onto zeros, without reading C (the same bits as zeroing C first —
 /// every sum starts from +0 — without the pass over C).
 pub fn gemm_set(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], threads: usize) {

@@ -224,7 +224,9 @@ pub fn local_capability(device: Option<&trainmesh_gpu::device::GpuDevice>) -> Ca
             adapter: "cpu".into(),
             backend: "cpu".into(),
             memory_mb: host_memory_mb(),
-            gflops: cpu_gemm_gflops(256).round().max(1.0) as u32,
+            gflops: trainmesh_gpu::gemm::measured_gflops(256, 2)
+                .round()
+                .max(1.0) as u32,
         },
     }
 }
@@ -240,25 +242,6 @@ fn host_memory_mb() -> u64 {
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb / 1024)
-}
-
-/// GFLOP/s of the CPU executor's GEMM on one thread (best of three n×n×n products).
-fn cpu_gemm_gflops(n: usize) -> f64 {
-    use trainmesh_gpu::gemm::{gemm_set, MatRef};
-    let a: Vec<f32> = (0..n * n).map(|i| ((i * 7) % 13) as f32 / 13.0).collect();
-    let mut c = vec![0.0f32; n * n];
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        let t = Instant::now();
-        gemm_set(
-            MatRef::row_major(&a, n, n),
-            MatRef::row_major(&a, n, n),
-            &mut c,
-            1,
-        );
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    2.0 * (n * n * n) as f64 / best.max(1e-9) / 1e9
 }
 
 pub fn run(args: DevnetArgs) -> anyhow::Result<()> {
