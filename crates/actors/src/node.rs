@@ -45,7 +45,7 @@ pub struct NodeSpec {
     pub bootstrap: Vec<(PeerId, Multiaddr)>,
     pub trainer: Option<(Registration, bool)>,
     /// The device this node's trainer trains on and its evaluator replays on, when it passed
-    /// conformance (dense models; others, and nodes without one, use the CPU executor).
+    /// conformance (every model kind; nodes without one use the CPU executor).
     /// Bit-identical either way.
     pub train_device: Option<Arc<GpuDevice>>,
     pub evaluator: Option<Registration>,

@@ -91,7 +91,7 @@ pub struct TrainerActor {
     work: WorkContext,
     registration: Registration,
     cheat: bool,
-    /// A device that passed conformance: dense models train on it, bit-identical to the CPU.
+    /// A device that passed conformance: units train on it, bit-identical to the CPU.
     device: Option<Arc<GpuDevice>>,
     trained_on: TrainedOn,
     busy: Option<(UnitId, u32)>,
@@ -209,7 +209,8 @@ async fn run_unit(
     let (chain, blobs, metric, trained_on) = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let mut trainer = Trainer::new(&model, hyper, &train)?;
-        // The device trains dense models; a CNN (or no device) stays on the CPU executor.
+        // The device trains every model kind; without one (or if it cannot take the model's
+        // buffers) the unit trains on the CPU executor, with the same bits.
         let mut on_device = match device.as_deref() {
             Some(d) => match GpuTrainer::new(d, &model, hyper, &train) {
                 Ok(t) => Some(t),

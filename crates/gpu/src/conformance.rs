@@ -62,8 +62,9 @@ const ADAM: HyperParams = HyperParams {
     seed: 103,
 };
 
-/// The suite: every dense layer kind (no activation, relu, tanh, sigmoid) and every optimizer.
-pub const CASES: [Case; 4] = [
+/// The suite: every layer kind (dense and convolution; no activation, relu, tanh, sigmoid) and
+/// every optimizer.
+pub const CASES: [Case; 6] = [
     Case {
         name: "logistic-sgd",
         spec: r#"{"kind":"logistic","input":64,"classes":10}"#,
@@ -95,6 +96,22 @@ pub const CASES: [Case; 4] = [
         warm_steps: 4,
         steps: 6,
         pinned: "011f9c43bbeb0be3f71cf2bae9be134412ea69491cc28fea620044301a27db06",
+    },
+    Case {
+        name: "cnn-relu-tanh-adam",
+        spec: r#"{"kind":"cnn","input":{"channels":1,"height":8,"width":8},"classes":10,"conv":[{"filters":4,"kernel":3,"activation":"relu"},{"filters":3,"kernel":2,"activation":"tanh"}],"hidden":[{"units":12,"activation":"sigmoid"}]}"#,
+        hyper: ADAM,
+        warm_steps: 4,
+        steps: 6,
+        pinned: "4bbbb60155f27aa9f485c36cfb92ba4f9553ac4fd4d91b9d5b450f4573c65949",
+    },
+    Case {
+        name: "cnn-sigmoid-momentum",
+        spec: r#"{"kind":"cnn","input":{"channels":1,"height":8,"width":8},"classes":10,"conv":[{"filters":3,"kernel":3,"activation":"sigmoid"},{"filters":4,"kernel":3,"activation":"relu"}],"hidden":[]}"#,
+        hyper: MOMENTUM,
+        warm_steps: 4,
+        steps: 6,
+        pinned: "27ce653ad334deac5958d99eadc4a24b7e3fa34366ffc6e6e5245cf545fc621a",
     },
 ];
 

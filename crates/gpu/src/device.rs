@@ -5,8 +5,12 @@
 //!   trainer runs at registration;
 //! - `dense.wgsl` + `argmax.wgsl` — batched evaluation (forward pass of dense models, accuracy);
 //! - `distance.wgsl` — the L2 distance between two checkpoints' parameters;
-//! - `xent.wgsl`, `dense_grad_w.wgsl`, `dense_grad_x.wgsl`, `update.wgsl`, `loss.wgsl` — with `dense.wgsl`,
-//!   training of dense models on the device ([`crate::gpu_train`]).
+//! - `exact.wgsl` — the exact arithmetic (correctly rounded division and square root, software
+//!   fused multiply-add, detmath's transcendental functions) that every training kernel is built
+//!   on, checked through `exact_probe.wgsl`;
+//! - `dense_exact.wgsl`, `dense_grad_w.wgsl`, `dense_grad_x.wgsl`, `conv_forward.wgsl`,
+//!   `conv_grad_w.wgsl`, `conv_grad_x.wgsl`, `xent.wgsl`, `update.wgsl` — training of every model
+//!   kind on the device, bit for bit the CPU executor's ([`crate::gpu_train`]).
 //!
 //! [`discover`] lists every adapter; [`GpuDevice::open_best`] picks the best (discrete, then
 //! integrated, then virtual, then a CPU adapter such as Mesa's lavapipe) and [`Compute::select`]
@@ -79,6 +83,9 @@ const XENT_WGSL: &str = include_str!("kernels/xent.wgsl");
 const DENSE_GRAD_W_WGSL: &str = include_str!("kernels/dense_grad_w.wgsl");
 const DENSE_GRAD_X_WGSL: &str = include_str!("kernels/dense_grad_x.wgsl");
 const UPDATE_WGSL: &str = include_str!("kernels/update.wgsl");
+const CONV_FORWARD_WGSL: &str = include_str!("kernels/conv_forward.wgsl");
+const CONV_GRAD_W_WGSL: &str = include_str!("kernels/conv_grad_w.wgsl");
+const CONV_GRAD_X_WGSL: &str = include_str!("kernels/conv_grad_x.wgsl");
 /// Operands the device's `fma` is checked on when it is opened.
 const FMA_PROBE_OPERANDS: usize = 1 << 14;
 
@@ -240,6 +247,9 @@ pub(crate) struct ExactPipelines {
     pub(crate) dense_grad_w: wgpu::ComputePipeline,
     pub(crate) dense_grad_x: wgpu::ComputePipeline,
     pub(crate) update: wgpu::ComputePipeline,
+    pub(crate) conv: wgpu::ComputePipeline,
+    pub(crate) conv_grad_w: wgpu::ComputePipeline,
+    pub(crate) conv_grad_x: wgpu::ComputePipeline,
 }
 
 fn exact_pipelines(device: &wgpu::Device, soft_fma: bool, unfused: bool) -> ExactPipelines {
@@ -258,6 +268,9 @@ fn exact_pipelines(device: &wgpu::Device, soft_fma: bool, unfused: bool) -> Exac
         dense_grad_w: p("dense_grad_w", DENSE_GRAD_W_WGSL),
         dense_grad_x: p("dense_grad_x", DENSE_GRAD_X_WGSL),
         update: p("update", UPDATE_WGSL),
+        conv: p("conv_forward", CONV_FORWARD_WGSL),
+        conv_grad_w: p("conv_grad_w", CONV_GRAD_W_WGSL),
+        conv_grad_x: p("conv_grad_x", CONV_GRAD_X_WGSL),
     }
 }
 

@@ -1,7 +1,8 @@
-//! Training dense models (logistic, MLP) on a wgpu device with the crate's own WGSL kernels:
-//! forward (`dense_exact.wgsl`), softmax cross-entropy (`xent.wgsl`), weight and input gradients
-//! (`dense_grad_w.wgsl`, `dense_grad_x.wgsl`) and the optimizer update (`update.wgsl`, SGD with or
-//! without momentum, Adam). Every kernel binds at most four storage buffers, so the downlevel
+//! Training every model kind (logistic, MLP, CNN) on a wgpu device with the crate's own WGSL
+//! kernels: dense and convolution forward passes (`dense_exact.wgsl`, `conv_forward.wgsl`),
+//! softmax cross-entropy (`xent.wgsl`), weight and input gradients (`dense_grad_w.wgsl`,
+//! `dense_grad_x.wgsl`, `conv_grad_w.wgsl`, `conv_grad_x.wgsl`) and the optimizer update
+//! (`update.wgsl`, SGD with or without momentum, Adam). Every kernel binds at most four storage buffers, so the downlevel
 //! limits that every adapter meets suffice.
 //!
 //! The initialization, the data order, the optimizer formulas and the checkpoint format are the
@@ -38,9 +39,31 @@ fn act_code(a: Option<Activation>) -> u32 {
     }
 }
 
+/// How a layer runs on the device.
+#[derive(Clone, Copy)]
+enum LayerKind {
+    Dense,
+    Conv,
+}
+
+fn layer_activation(l: &Layer) -> Option<Activation> {
+    match *l {
+        Layer::Dense { activation, .. } => activation,
+        Layer::Conv { activation, .. } => Some(activation),
+    }
+}
+
+/// Elements of a layer's bias.
+fn outputs_of_bias(l: &Layer) -> usize {
+    l.param_shapes().1.iter().product()
+}
+
 struct LayerBuffers {
+    kind: LayerKind,
     inputs: usize,
     outputs: usize,
+    /// Elements of the weight tensor.
+    w_len: usize,
     /// Parameters (w, b), their gradients, and two optimizer slots each.
     w: wgpu::Buffer,
     b: wgpu::Buffer,
@@ -54,7 +77,7 @@ struct LayerBuffers {
     grad_x_dims: wgpu::Buffer,
 }
 
-/// Trains one dense model on one training split on a GPU device.
+/// Trains one model (any kind: logistic, MLP, CNN) on one training split on a GPU device.
 pub struct GpuTrainer<'a> {
     dev: &'a GpuDevice,
     model: &'a Model,
@@ -118,51 +141,74 @@ impl<'a> GpuTrainer<'a> {
             reason: format!("batch {n} does not fit a u32"),
         })?;
         let mut layers: Vec<LayerBuffers> = Vec::with_capacity(model.layers.len());
+        let u32_of = |what: &str, v: usize| {
+            u32::try_from(v).map_err(|_| GpuError::ShapeMismatch {
+                reason: format!("{what} = {v} does not fit a u32"),
+            })
+        };
         for (i, layer) in model.layers.iter().enumerate() {
-            let Layer::Dense {
-                inputs,
-                outputs,
-                activation,
-            } = *layer
-            else {
-                return Err(GpuError::ShapeMismatch {
-                    reason: "the GPU trainer runs dense models (logistic, MLP) only".into(),
-                });
-            };
             let prev_act = if i == 0 {
                 0
             } else {
-                match model.layers[i - 1] {
-                    Layer::Dense { activation, .. } => act_code(activation),
-                    Layer::Conv { .. } => 0,
+                act_code(layer_activation(&model.layers[i - 1]))
+            };
+            let (inputs, outputs) = (layer.inputs(), layer.outputs());
+            let (w_shape, _) = layer.param_shapes();
+            let w_len: usize = w_shape.iter().product();
+            // The fields after the shapes hold the exact kernels' run-time zero (always 0).
+            let (kind, forward_dims, grad_x_dims) = match *layer {
+                Layer::Dense { activation, .. } => {
+                    let (i32_, o32) = (u32_of("inputs", inputs)?, u32_of("outputs", outputs)?);
+                    (
+                        LayerKind::Dense,
+                        uniform(&[n32, i32_, o32, act_code(activation), 0, 0, 0, 0]),
+                        uniform(&[n32, i32_, o32, prev_act, 0, 0, 0, 0]),
+                    )
+                }
+                Layer::Conv {
+                    channels,
+                    height,
+                    width,
+                    filters,
+                    kernel,
+                    activation,
+                } => {
+                    let dims = [
+                        n32,
+                        u32_of("channels", channels)?,
+                        u32_of("height", height)?,
+                        u32_of("width", width)?,
+                        u32_of("filters", filters)?,
+                        u32_of("kernel", kernel)?,
+                        u32_of("output height", height - kernel + 1)?,
+                        u32_of("output width", width - kernel + 1)?,
+                        act_code(Some(activation)),
+                        0,
+                        prev_act,
+                        0,
+                    ];
+                    let conv = uniform(&dims);
+                    (LayerKind::Conv, conv.clone(), conv)
                 }
             };
-            let slot = |name: &str| zeros(inputs * outputs, name);
+            let slot = |name: &str| zeros(w_len, name);
             layers.push(LayerBuffers {
+                kind,
                 inputs,
                 outputs,
-                w: zeros(inputs * outputs, "w"),
-                b: zeros(outputs, "b"),
-                gw: zeros(inputs * outputs, "gw"),
-                gb: zeros(outputs, "gb"),
+                w_len,
+                w: zeros(w_len, "w"),
+                b: zeros(outputs_of_bias(layer), "b"),
+                gw: zeros(w_len, "gw"),
+                gb: zeros(outputs_of_bias(layer), "gb"),
                 slots: [
-                    [slot("m.w"), zeros(outputs, "m.b")],
-                    [slot("v.w"), zeros(outputs, "v.b")],
+                    [slot("m.w"), zeros(outputs_of_bias(layer), "m.b")],
+                    [slot("v.w"), zeros(outputs_of_bias(layer), "v.b")],
                 ],
                 y: zeros(n * outputs, "y"),
                 g: zeros(n * outputs, "g"),
-                // The fifth field is the exact kernels' run-time zero.
-                forward_dims: uniform(&[
-                    n32,
-                    inputs as u32,
-                    outputs as u32,
-                    act_code(activation),
-                    0,
-                    0,
-                    0,
-                    0,
-                ]),
-                grad_x_dims: uniform(&[n32, inputs as u32, outputs as u32, prev_act, 0, 0, 0, 0]),
+                forward_dims,
+                grad_x_dims,
             });
         }
         let hyper_buffer = || {
@@ -316,20 +362,23 @@ impl<'a> GpuTrainer<'a> {
             } else {
                 &self.layers[l - 1].y
             };
-            forward.push(self.bind(
-                &dev.exact.dense,
-                &[input, &lb.w, &lb.b, &lb.y, &lb.forward_dims],
-            ));
-            grad_w.push(self.bind(
-                &dev.exact.dense_grad_w,
-                &[input, &lb.g, &lb.gw, &lb.gb, &lb.forward_dims],
-            ));
+            let (fwd, gw, gx) = match lb.kind {
+                LayerKind::Dense => (
+                    &dev.exact.dense,
+                    &dev.exact.dense_grad_w,
+                    &dev.exact.dense_grad_x,
+                ),
+                LayerKind::Conv => (
+                    &dev.exact.conv,
+                    &dev.exact.conv_grad_w,
+                    &dev.exact.conv_grad_x,
+                ),
+            };
+            forward.push(self.bind(fwd, &[input, &lb.w, &lb.b, &lb.y, &lb.forward_dims]));
+            grad_w.push(self.bind(gw, &[input, &lb.g, &lb.gw, &lb.gb, &lb.forward_dims]));
             grad_x.push((l > 0).then(|| {
                 let prev = &self.layers[l - 1];
-                self.bind(
-                    &dev.exact.dense_grad_x,
-                    &[&lb.g, &lb.w, &prev.y, &prev.g, &lb.grad_x_dims],
-                )
+                self.bind(gx, &[&lb.g, &lb.w, &prev.y, &prev.g, &lb.grad_x_dims])
             }));
             for (t, (p, g)) in [(&lb.w, &lb.gw), (&lb.b, &lb.gb)].into_iter().enumerate() {
                 update.push(self.bind(
@@ -351,6 +400,7 @@ impl<'a> GpuTrainer<'a> {
             ],
         );
         let groups16 = |v: usize| v.div_ceil(16) as u32;
+        let groups256 = |v: usize| v.div_ceil(256) as u32;
         let mut x = Vec::with_capacity(n * self.model.input);
         let mut y = Vec::with_capacity(n);
         for s in 0..steps32 {
@@ -374,32 +424,54 @@ impl<'a> GpuTrainer<'a> {
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                pass.set_pipeline(&dev.exact.dense);
                 for (lb, bg) in self.layers.iter().zip(&forward) {
                     pass.set_bind_group(0, bg, &[]);
-                    pass.dispatch_workgroups(groups16(lb.outputs), groups16(n), 1);
+                    match lb.kind {
+                        LayerKind::Dense => {
+                            pass.set_pipeline(&dev.exact.dense);
+                            pass.dispatch_workgroups(groups16(lb.outputs), groups16(n), 1);
+                        }
+                        LayerKind::Conv => {
+                            pass.set_pipeline(&dev.exact.conv);
+                            pass.dispatch_workgroups(groups256(lb.outputs), n as u32, 1);
+                        }
+                    }
                 }
                 pass.set_pipeline(&dev.exact.xent);
                 pass.set_bind_group(0, &xent, &[]);
                 pass.dispatch_workgroups(n.div_ceil(64) as u32, 1, 1);
                 for l in (0..nl).rev() {
                     let lb = &self.layers[l];
-                    pass.set_pipeline(&dev.exact.dense_grad_w);
-                    pass.set_bind_group(0, &grad_w[l], &[]);
-                    pass.dispatch_workgroups(groups16(lb.outputs), groups16(lb.inputs), 1);
-                    if let Some(bg) = &grad_x[l] {
-                        pass.set_pipeline(&dev.exact.dense_grad_x);
-                        pass.set_bind_group(0, bg, &[]);
-                        pass.dispatch_workgroups(groups16(lb.inputs), groups16(n), 1);
+                    match lb.kind {
+                        LayerKind::Dense => {
+                            pass.set_pipeline(&dev.exact.dense_grad_w);
+                            pass.set_bind_group(0, &grad_w[l], &[]);
+                            pass.dispatch_workgroups(groups16(lb.outputs), groups16(lb.inputs), 1);
+                            if let Some(bg) = &grad_x[l] {
+                                pass.set_pipeline(&dev.exact.dense_grad_x);
+                                pass.set_bind_group(0, bg, &[]);
+                                pass.dispatch_workgroups(groups16(lb.inputs), groups16(n), 1);
+                            }
+                        }
+                        LayerKind::Conv => {
+                            pass.set_pipeline(&dev.exact.conv_grad_w);
+                            pass.set_bind_group(0, &grad_w[l], &[]);
+                            pass.dispatch_workgroups(groups256(lb.w_len), 1, 1);
+                            if let Some(bg) = &grad_x[l] {
+                                pass.set_pipeline(&dev.exact.conv_grad_x);
+                                pass.set_bind_group(0, bg, &[]);
+                                pass.dispatch_workgroups(groups256(lb.inputs), n as u32, 1);
+                            }
+                        }
                     }
                 }
                 pass.set_pipeline(&dev.exact.update);
                 for (i, bg) in update.iter().enumerate() {
                     let lb = &self.layers[i / 2];
                     let len = if i % 2 == 0 {
-                        lb.inputs * lb.outputs
+                        lb.w_len
                     } else {
-                        lb.outputs
+                        self.model.layers[i / 2].param_shapes().1.iter().product()
                     };
                     pass.set_bind_group(0, bg, &[]);
                     pass.dispatch_workgroups(len.div_ceil(256).clamp(1, 4096) as u32, 1, 1);
@@ -462,8 +534,8 @@ impl SegmentReplayer for GpuTrainer<'_> {
     }
 }
 
-/// What an evaluator replays segments on: its device when it has one that takes the model
-/// (dense), else the CPU executor. The bits are the same, so the comparison stays exact.
+/// What an evaluator replays segments on: its device when it has one that takes the model,
+/// else the CPU executor. The bits are the same, so the comparison stays exact.
 pub enum Replayer<'a> {
     Cpu(Trainer<'a>),
     Device(GpuTrainer<'a>),

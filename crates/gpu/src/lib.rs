@@ -4,9 +4,9 @@
 //! into a new checkpoint and a *checkpoint chain* (a hash every few steps, under a Merkle root).
 //! An evaluator checks the result at a fraction of the cost: tier 0 recomputes the held-out metric,
 //! tier 1 re-executes segments of the chain drawn from randomness revealed after the commitment.
-//! Training runs on the deterministic CPU executor (exact hashes everywhere) or, for dense models,
-//! on a wgpu device with the crate's own WGSL kernels (audited with the distance bound); the
-//! device module discovers GPU adapters and runs the kernels.
+//! Training runs on the deterministic CPU executor or on a conforming wgpu device with the crate's
+//! own WGSL kernels, with the same bits either way (exact hashes everywhere); the device module
+//! discovers GPU adapters and runs the kernels.
 //!
 //! # Layout
 //! - [`hash`] — BLAKE3 content hashes, Merkle roots and proofs.
@@ -26,7 +26,7 @@
 //! - [`device`] — wgpu adapter discovery and choice, CPU fallback, the WGSL kernels in
 //!   `src/kernels/` (tiled matmul benchmark, batched evaluation, checkpoint distance, training;
 //!   `exact.wgsl`: the CPU's exact arithmetic on a device, with its probe).
-//! - [`gpu_train`] — training dense models on the device (forward, cross-entropy, gradients,
+//! - [`gpu_train`] — training every model kind on the device (forward, cross-entropy, gradients,
 //!   SGD/Adam in WGSL), work units with the CPU path's chain format.
 //! - [`conformance`] — the suite a device must reproduce byte for byte before it may train.
 //! - [`verify`] — tier 0 (held-out metric), tier 1 (seeded segment audits), the one-step referee.

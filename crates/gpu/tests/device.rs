@@ -251,12 +251,26 @@ fn device_cases() -> Vec<(&'static str, HyperParams)> {
             r#"{"kind":"mlp","input":64,"classes":10,"hidden":[{"units":40,"activation":"sigmoid"},{"units":20,"activation":"tanh"}]}"#,
             momentum,
         ),
+        // CNNs: convolutions over one and several channels, every activation, a conv feeding a
+        // conv (the input gradient through the first's activation) and one feeding the classes.
+        (
+            r#"{"kind":"cnn","input":{"channels":1,"height":8,"width":8},"classes":10,"conv":[{"filters":6,"kernel":3,"activation":"relu"},{"filters":4,"kernel":2,"activation":"tanh"}],"hidden":[{"units":16,"activation":"sigmoid"}]}"#,
+            digits_adam(7),
+        ),
+        (
+            r#"{"kind":"cnn","input":{"channels":1,"height":8,"width":8},"classes":10,"conv":[{"filters":3,"kernel":4,"activation":"sigmoid"},{"filters":5,"kernel":3,"activation":"relu"}],"hidden":[]}"#,
+            momentum,
+        ),
+        (
+            r#"{"kind":"cnn","input":{"channels":1,"height":8,"width":8},"classes":10,"conv":[{"filters":4,"kernel":5,"activation":"tanh"}],"hidden":[{"units":12,"activation":"relu"}]}"#,
+            sgd,
+        ),
     ]
 }
 
 /// A segment trained on the device has the checkpoint hash of the same segment on the CPU
-/// executor at 1, 2 and 3 threads — for a logistic model, MLPs with every activation, and SGD,
-/// momentum and Adam — and the same per-step losses: device training is exact, not close.
+/// executor at 1, 2 and 3 threads — for a logistic model, MLPs and CNNs with every activation, and
+/// SGD, momentum and Adam — and the same per-step losses: device training is exact, not close.
 #[test]
 fn device_training_is_bit_identical_to_the_cpu_executor() {
     let Some(d) = device() else { return };
