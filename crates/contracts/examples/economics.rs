@@ -161,6 +161,7 @@ fn main() {
                         backend: "cpu".into(),
                         memory_mb: 8_192,
                         gflops: 50,
+                        conformance: None,
                     },
                     peer_id: a.to_hex(),
                 },

@@ -29,7 +29,10 @@ impl Role {
     }
 }
 
-/// What a worker declares at registration, from its own GPU benchmark.
+/// What a worker registers with: what its node measured (the device's timed matmul, or the CPU
+/// GEMM's; the device's buffer limit or the host's memory) and the conformance suite its device
+/// reproduced. The ledger records it for operators and researchers; nothing pays or trusts on
+/// it — a unit is accepted only when evaluators reproduce its bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capability {
     /// Adapter name, e.g. "NVIDIA H100" or "cpu".
@@ -39,6 +42,23 @@ pub struct Capability {
     pub memory_mb: u64,
     /// Measured matmul throughput.
     pub gflops: u32,
+    /// The digest (64 lowercase hex digits) of the conformance suite the device reproduced,
+    /// the same on every conforming device; `None` where units train on the CPU executor.
+    #[serde(default)]
+    pub conformance: Option<String>,
+}
+
+/// Checks the form of a conformance digest: 64 lowercase hex digits.
+fn check_conformance(digest: &Option<String>) -> ContractResult<()> {
+    match digest {
+        Some(d) if d.len() != 64 || !d.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+            Err(ContractError::Invalid {
+                what: "conformance digest",
+                reason: "must be 64 lowercase hex digits".into(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +137,7 @@ pub fn register(
     } = registration;
     check_text("adapter bytes", &capability.adapter)?;
     check_text("backend bytes", &capability.backend)?;
+    check_conformance(&capability.conformance)?;
     check_text("peer id bytes", &peer_id)?;
     if load(state, &sender)?.is_some() {
         return Err(ContractError::AlreadyRegistered(sender));

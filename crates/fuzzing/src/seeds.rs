@@ -219,6 +219,7 @@ fn transactions() -> Vec<Vec<u8>> {
                 backend: "cpu".into(),
                 memory_mb: 1_024,
                 gflops: 10,
+                conformance: None,
             },
             peer_id: "peer".into(),
         },

@@ -18,6 +18,8 @@ use crate::optim::{HyperParams, Optimizer};
 use crate::spec::ModelSpec;
 use crate::train::{initial_state, Trainer};
 
+const DIGEST_DOMAIN: &[u8] = b"trainmesh/gpu/conformance/v2";
+
 /// Operands per exact function in the suite.
 pub const EXACT_OPERANDS: usize = 1 << 14;
 
@@ -160,7 +162,7 @@ pub struct ConformanceReport {
 /// Runs the suite on `dev`.
 pub fn check(dev: &GpuDevice) -> Result<ConformanceReport, GpuError> {
     let mut digest = blake3::Hasher::new();
-    digest.update(b"trainmesh/gpu/conformance/v1");
+    digest.update(DIGEST_DOMAIN);
     let mut exact_failures = Vec::new();
     for op in ExactOp::ALL {
         if op == ExactOp::FusedMulAdd {
@@ -213,15 +215,49 @@ pub fn check(dev: &GpuDevice) -> Result<ConformanceReport, GpuError> {
             wrong.join(", ")
         )),
     };
+    let digest = Hash32(*digest.finalize().as_bytes()).to_hex();
+    if reason.is_none() {
+        let _ = dev.conformed.set(digest.clone());
+    }
     Ok(ConformanceReport {
         adapter: dev.adapter.name.clone(),
         passed: reason.is_none(),
         hardware_fma: dev.hardware_fma,
         exact_failures,
         cases,
-        digest: Hash32(*digest.finalize().as_bytes()).to_hex(),
+        digest,
         reason,
     })
+}
+
+/// The digest every conforming device's report carries, computed from the CPU's side of the
+/// suite (the exact functions' CPU results, then the pinned hashes).
+pub fn suite_digest() -> Result<Hash32, GpuError> {
+    let mut digest = blake3::Hasher::new();
+    digest.update(DIGEST_DOMAIN);
+    for op in ExactOp::ALL {
+        if op == ExactOp::FusedMulAdd {
+            continue;
+        }
+        let a = exact_operands(EXACT_OPERANDS, 0xc0 + op as u64);
+        let b = exact_operands(EXACT_OPERANDS, 0xd0 + op as u64);
+        for i in 0..a.len() {
+            let want = op.cpu_at(&a, &b, i);
+            let bits = if want.is_nan() {
+                0x7fc0_0000
+            } else {
+                want.to_bits()
+            };
+            digest.update(&bits.to_le_bytes());
+        }
+    }
+    for case in CASES {
+        let pinned = Hash32::from_hex(case.pinned).ok_or_else(|| GpuError::ShapeMismatch {
+            reason: format!("conformance case {} has a malformed pin", case.name),
+        })?;
+        digest.update(&pinned.0);
+    }
+    Ok(Hash32(*digest.finalize().as_bytes()))
 }
 
 /// The workload that decides which path trains: the digits MLP 64-64-10 with Adam, batch 32.

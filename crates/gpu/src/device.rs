@@ -210,6 +210,9 @@ pub struct GpuDevice {
     /// Whether the device's own `fma` computed a fused multiply-add with one rounding on every
     /// probe operand when it was opened; if not, exact kernels use `fma_soft` instead.
     pub hardware_fma: bool,
+    /// The digest of the conformance suite, once the device reproduced it
+    /// ([`crate::conformance::check`]); what a worker registers with.
+    pub(crate) conformed: std::sync::OnceLock<String>,
 }
 
 /// Where work runs: a GPU device, or the CPU path when no adapter exists.
@@ -342,6 +345,7 @@ impl GpuDevice {
             distance: pipeline("distance", DISTANCE_WGSL),
             exact: exact_pipelines(&device, false, false),
             hardware_fma: true,
+            conformed: std::sync::OnceLock::new(),
             device,
             queue,
         };
@@ -460,6 +464,13 @@ impl GpuDevice {
     #[doc(hidden)]
     pub fn use_unfused_variant_for_tests(&mut self) {
         self.exact = exact_pipelines(&self.device, !self.hardware_fma, true);
+        self.conformed = std::sync::OnceLock::new();
+    }
+
+    /// The conformance digest this device reproduced, once [`crate::conformance::check`] passed
+    /// on it (with its kernels as they are now); `None` before, or when it failed.
+    pub fn conformance_digest(&self) -> Option<&str> {
+        self.conformed.get().map(String::as_str)
     }
 
     /// `op` over `a` (and `b`, for two-operand functions; the same length) on the device, bit

@@ -22,6 +22,13 @@ impl Hash32 {
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
+
+    /// Parses 64 hex digits (either case).
+    pub fn from_hex(s: &str) -> Option<Self> {
+        blake3::Hash::from_hex(s)
+            .ok()
+            .map(|h| Hash32(*h.as_bytes()))
+    }
 }
 
 impl fmt::Display for Hash32 {

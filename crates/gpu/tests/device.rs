@@ -451,6 +451,13 @@ fn the_device_conforms_and_a_variant_that_fuses_differently_is_refused() {
     assert!(report.reason.is_none());
     assert!(report.cases.iter().all(|c| c.got == c.expected));
     let digest = report.digest.clone();
+    // What the device computed is the suite itself: its digest is the one the CPU derives, and
+    // the device now carries it (what its worker registers with).
+    assert_eq!(
+        digest,
+        trainmesh_gpu::conformance::suite_digest().unwrap().to_hex()
+    );
+    assert_eq!(dev.conformance_digest(), Some(digest.as_str()));
 
     dev.use_unfused_variant_for_tests();
     let refused = trainmesh_gpu::conformance::check(&dev).unwrap();
@@ -462,4 +469,9 @@ fn the_device_conforms_and_a_variant_that_fuses_differently_is_refused() {
     );
     assert!(refused.cases.iter().all(|c| c.got != c.expected));
     assert_ne!(refused.digest, digest);
+    assert_eq!(
+        dev.conformance_digest(),
+        None,
+        "a refused device has no digest"
+    );
 }

@@ -125,6 +125,7 @@ fn mixed_batches(
                             backend: "cpu".into(),
                             memory_mb: 4_096,
                             gflops: 30,
+                            conformance: None,
                         },
                         peer_id: format!("peer-{from}"),
                     }

@@ -32,6 +32,7 @@ fn capability() -> Capability {
         backend: "cpu".into(),
         memory_mb: 8_192,
         gflops: 40,
+        conformance: None,
     }
 }
 
@@ -509,4 +510,47 @@ fn only_the_assigned_trainer_and_sampled_evaluators_may_act() {
         .unwrap_err();
     assert!(r.message.contains("was not sampled"), "{}", r.message);
     assert_eq!(r.code, "contract_error");
+}
+
+/// A worker registers with the conformance digest its device reproduced; a digest that is not
+/// 64 lowercase hex digits is refused with a clear error, and nothing of the refused
+/// registration is kept (the worker can register afterwards with a well-formed one).
+#[test]
+fn a_malformed_conformance_digest_is_refused() {
+    let mut w = world(Params::default());
+    let newcomer = w.researcher.clone();
+    for bad in ["abc", &"G".repeat(64), &"A".repeat(64), &"0".repeat(65)] {
+        let r = w
+            .net
+            .call(
+                &newcomer,
+                Call::RegisterWorker {
+                    role: Role::Trainer,
+                    bond: Amount::from_train(500),
+                    capability: Capability {
+                        conformance: Some(bad.to_string()),
+                        ..capability()
+                    },
+                    peer_id: "peer-newcomer".into(),
+                },
+            )
+            .unwrap_err();
+        assert!(r.message.contains("conformance digest"), "{}", r.message);
+    }
+    let events = w.net.ok(
+        &newcomer,
+        Call::RegisterWorker {
+            role: Role::Trainer,
+            bond: Amount::from_train(500),
+            capability: Capability {
+                conformance: Some("0123456789abcdef".repeat(4)),
+                ..capability()
+            },
+            peer_id: "peer-newcomer".into(),
+        },
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::WorkerRegistered { who, .. } if *who == newcomer.address())));
+    w.net.check();
 }

@@ -219,6 +219,7 @@ pub fn local_capability(device: Option<&trainmesh_gpu::device::GpuDevice>) -> Ca
             gflops: d
                 .matmul_gflops(256, 2)
                 .map_or(0, |g| g.round().max(1.0) as u32),
+            conformance: d.conformance_digest().map(str::to_owned),
         },
         None => Capability {
             adapter: "cpu".into(),
@@ -227,6 +228,7 @@ pub fn local_capability(device: Option<&trainmesh_gpu::device::GpuDevice>) -> Ca
             gflops: trainmesh_gpu::gemm::measured_gflops(256, 2)
                 .round()
                 .max(1.0) as u32,
+            conformance: None,
         },
     }
 }
