@@ -8,7 +8,14 @@
 //! (default: all cores), BENCH_ROUNDS (default 3: rounds of the interleaved throughput runs),
 //! BENCH_PYTORCH (`0`: skip the PyTorch baseline; `install`: let its wrapper install torch;
 //! otherwise it runs when `crates/gpu/bench/pytorch_baseline.sh` has installed torch before),
-//! BENCH_PEAK_GFLOPS (the CPU's fp32 peak, when the estimate from /proc/cpuinfo is wrong).
+//! BENCH_PEAK_GFLOPS (the CPU's fp32 peak, when the estimate from /proc/cpuinfo is wrong),
+//! BENCH_EXACT_GEMM_N (the exact device GEMM's size: default 4096, 256 on a CPU adapter such as
+//! lavapipe), BENCH_DEVICE_STEPS (device training steps timed: default 50, 3 on a CPU adapter).
+//!
+//! On a device it also times the exact tiled GEMM the training kernels use and device training of
+//! the same MLP (784-256-128-10, Adam, batch 128), and, where a CUDA PyTorch is importable
+//! (`bench/torch_cuda.py`, fp32 with TF32 off), reports `gemm_ratio_vs_torch_gpu` and
+//! `train_ratio_vs_torch_gpu` against it at the same size, model and batch (null elsewhere).
 //!
 //! Throughput is measured side by side with PyTorch on the same MLP, batch, optimizer and
 //! thread counts (1 and all cores), interleaved (ours 1t, PyTorch 1t, ours nt, PyTorch nt, …,
@@ -250,6 +257,75 @@ fn pytorch_baseline(threads: usize, probe: bool) -> Result<serde_json::Value, St
     serde_json::from_str(last).map_err(|e| format!("{script}: unreadable output ({e}): {last}"))
 }
 
+/// The device's exact GEMM at n³ and its training throughput on the Fashion-MNIST MLP
+/// (784-256-128-10, Adam, batch 128, random data of that shape: throughput does not depend on
+/// the values), each the best of a few timed runs.
+fn device_figures(dev: &trainmesh_gpu::device::GpuDevice) -> (usize, f64, f64) {
+    use trainmesh_gpu::dataset::Samples;
+    use trainmesh_gpu::gpu_train::GpuTrainer;
+    let cpu_adapter = dev.adapter.device_type == "Cpu";
+    let n = env_usize("BENCH_EXACT_GEMM_N", if cpu_adapter { 256 } else { 4096 });
+    let gemm = dev.exact_gemm_gflops(n, 3).expect("exact gemm");
+    let steps = env_usize("BENCH_DEVICE_STEPS", if cpu_adapter { 3 } else { 50 }) as u64;
+    let model = ModelSpec::from_json(
+        br#"{"kind":"mlp","input":784,"classes":10,"hidden":[{"units":256,"activation":"relu"},{"units":128,"activation":"relu"}]}"#,
+    )
+    .expect("spec");
+    let hyper = HyperParams {
+        optimizer: Optimizer::Adam {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+        batch: 128,
+        seed: 5,
+    };
+    let rows: usize = 4096;
+    let x: Vec<f32> = (0..rows * 784)
+        .map(|i| ((i * 7919) % 255) as f32 / 255.0)
+        .collect();
+    let y: Vec<u8> = (0..rows).map(|i| (i % 10) as u8).collect();
+    let data = Samples::new(784, 10, x, y).expect("samples");
+    let mut state = initial_state(&model, &hyper);
+    let mut gpu = GpuTrainer::new(dev, &model, hyper, &data).expect("device trainer");
+    gpu.run(&mut state, 1).expect("device warm-up");
+    let mut best = 0.0f64;
+    for _ in 0..2 {
+        let t = Instant::now();
+        gpu.run(&mut state, steps).expect("device run");
+        best = best.max((steps * 128) as f64 / t.elapsed().as_secs_f64());
+    }
+    (n, gemm, best)
+}
+
+/// `bench/torch_cuda.py` at GEMM size `n`: PyTorch's fp32 GEMM and MLP training on a CUDA GPU,
+/// or why there is none.
+fn torch_cuda(n: usize) -> Result<serde_json::Value, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/torch_cuda.py");
+    let venv = std::env::var("TRAINMESH_TORCH_VENV").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/torch-venv").to_string()
+    });
+    let venv_py = format!("{venv}/bin/python");
+    let py = if Path::new(&venv_py).exists() {
+        venv_py
+    } else {
+        "python3".to_string()
+    };
+    let out = std::process::Command::new(&py)
+        .arg(script)
+        .args(["--n", &n.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("{py} {script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{script}: no CUDA PyTorch ({})", out.status));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).map_err(|e| format!("{script}: unreadable output ({e}): {last}"))
+}
+
 /// A short segment of the digits MLP trained on the device and on the CPU executor: the same
 /// checkpoint hash?
 fn device_training_bit_exact(dev: &trainmesh_gpu::device::GpuDevice) -> bool {
@@ -293,7 +369,11 @@ fn main() {
     println!("== trainmesh-gpu bench ==");
     println!("config: epochs={epochs} matmul_n={matmul_n} cpu_threads={threads} (bit-identical results for any thread count)");
 
-    // 1. Capability matmul: wgpu against the CPU baseline.
+    // 1. Capability matmul: wgpu against the CPU baseline; the exact GEMM and device training
+    // against PyTorch on a CUDA GPU where there is one.
+    let mut exact_gemm: Option<(usize, f64)> = None;
+    let mut device_train_sps: Option<f64> = None;
+    let mut torch_gpu = serde_json::Value::Null;
     let (adapter, wgpu_gflops, wgpu_train_bit_exact) = match if throughput_only {
         Compute::Cpu {
             reason: "skipped (BENCH_THROUGHPUT_ONLY=1)".into(),
@@ -305,6 +385,18 @@ fn main() {
             let g = d.matmul_gflops(matmul_n, 3).expect("wgpu matmul");
             let exact = device_training_bit_exact(&d);
             println!("device training bit-identical to the CPU executor: {exact}");
+            let (n, gemm, sps) = device_figures(&d);
+            println!(
+                "exact GEMM (training kernels, fixed order per output) {n}³: {gemm:.2} GFLOP/s; device training (MLP 784-256-128-10, Adam, batch 128): {sps:.0} samples/s"
+            );
+            exact_gemm = Some((n, gemm));
+            device_train_sps = Some(sps);
+            if d.adapter.device_type != "Cpu" {
+                match torch_cuda(n) {
+                    Ok(v) => torch_gpu = v,
+                    Err(e) => println!("no PyTorch GPU baseline: {e}"),
+                }
+            }
             (
                 format!(
                     "{} ({}, {})",
@@ -316,10 +408,16 @@ fn main() {
         }
         Compute::Cpu { reason } => (format!("none: {reason}"), 0.0, None),
     };
-    // Ratios against PyTorch on a CUDA GPU need a CUDA PyTorch beside the device; the baseline
-    // here is PyTorch on the CPU, so they are null.
-    let (gemm_ratio_vs_torch_gpu, train_ratio_vs_torch_gpu): (Option<f64>, Option<f64>) =
-        (None, None);
+    // Ratios against PyTorch on a CUDA GPU, at the same GEMM size and on the same MLP and batch;
+    // null where there is no CUDA PyTorch beside the device.
+    let ratio = |ours: Option<f64>, key: &str| -> Option<f64> {
+        Some(ours? / torch_gpu.get(key)?.as_f64()?)
+    };
+    let gemm_ratio_vs_torch_gpu = ratio(exact_gemm.map(|(_, g)| g), "gemm_gflops");
+    let train_ratio_vs_torch_gpu = ratio(device_train_sps, "train_samples_per_s");
+    if let (Some(g), Some(t)) = (gemm_ratio_vs_torch_gpu, train_ratio_vs_torch_gpu) {
+        println!("against PyTorch on the GPU: GEMM {g:.3}×, training {t:.3}×");
+    }
     let cpu_gflops = cpu_gemm_gflops(matmul_n, 3);
     let det_gflops = trainmesh_gpu::gemm::measured_gflops(matmul_n, 3);
     println!("matmul {matmul_n}³: wgpu {wgpu_gflops:.2} GFLOP/s on {adapter}; CPU GEMM (ndarray → matrixmultiply, 1 thread) {cpu_gflops:.2} GFLOP/s; deterministic GEMM (trainmesh_gpu::gemm, 1 thread) {det_gflops:.2} GFLOP/s");
@@ -345,6 +443,10 @@ fn main() {
                 "wgpu_train_bit_exact": wgpu_train_bit_exact,
                 "gemm_ratio_vs_torch_gpu": gemm_ratio_vs_torch_gpu,
                 "train_ratio_vs_torch_gpu": train_ratio_vs_torch_gpu,
+                "exact_gemm_n": exact_gemm.map(|(n, _)| n),
+                "exact_gemm_gflops_wgpu": exact_gemm.map(|(_, g)| g),
+                "device_train_samples_per_s": device_train_sps,
+                "pytorch_gpu": torch_gpu,
                 "cpu_threads": threads,
                 "train_samples_per_s": null,
                 "fashion_mnist_test_accuracy": null,
@@ -554,6 +656,10 @@ fn main() {
         "wgpu_train_bit_exact": wgpu_train_bit_exact,
         "gemm_ratio_vs_torch_gpu": gemm_ratio_vs_torch_gpu,
         "train_ratio_vs_torch_gpu": train_ratio_vs_torch_gpu,
+        "exact_gemm_n": exact_gemm.map(|(n, _)| n),
+        "exact_gemm_gflops_wgpu": exact_gemm.map(|(_, g)| g),
+        "device_train_samples_per_s": device_train_sps,
+        "pytorch_gpu": torch_gpu,
         "cpu_threads": threads,
         "train_samples_per_s": samples_per_s,
         "train_samples_per_s_1thread": ours.get(&1),

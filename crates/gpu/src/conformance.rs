@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::{exact_operands, ExactOp, GpuDevice};
+use crate::device::{exact_operands, ExactOp, FmaPath, GpuDevice};
 use crate::error::GpuError;
 use crate::gpu_train::GpuTrainer;
 use crate::hash::Hash32;
@@ -147,8 +147,10 @@ pub struct ConformanceReport {
     pub adapter: String,
     /// Every exact function and every case reproduced.
     pub passed: bool,
-    /// Whether the device's own `fma` rounds once (else kernels use the integer one).
+    /// Whether the device's own `fma` rounds once (else kernels use the f64 or integer one).
     pub hardware_fma: bool,
+    /// The fused multiply-add the kernels ran.
+    pub fma_path: FmaPath,
     /// Exact functions that differed from the CPU on some operand.
     pub exact_failures: Vec<String>,
     pub cases: Vec<CaseResult>,
@@ -223,6 +225,7 @@ pub fn check(dev: &GpuDevice) -> Result<ConformanceReport, GpuError> {
         adapter: dev.adapter.name.clone(),
         passed: reason.is_none(),
         hardware_fma: dev.hardware_fma,
+        fma_path: dev.fma_path,
         exact_failures,
         cases,
         digest,

@@ -8,6 +8,8 @@
 //! - `exact.wgsl` — the exact arithmetic (correctly rounded division and square root, software
 //!   fused multiply-add, detmath's transcendental functions) that every training kernel is built
 //!   on, checked through `exact_probe.wgsl`;
+//! - `gemm_core.wgsl` — the tiled exact GEMM (64×64 tiles, 4×4 per thread, fixed order per
+//!   output) under `dense_exact.wgsl`, `dense_grad_w.wgsl`, `dense_grad_x.wgsl`;
 //! - `dense_exact.wgsl`, `dense_grad_w.wgsl`, `dense_grad_x.wgsl`, `conv_forward.wgsl`,
 //!   `conv_grad_w.wgsl`, `conv_grad_x.wgsl`, `xent.wgsl`, `update.wgsl` — training of every model
 //!   kind on the device, bit for bit the CPU executor's ([`crate::gpu_train`]).
@@ -83,6 +85,7 @@ const XENT_WGSL: &str = include_str!("kernels/xent.wgsl");
 const DENSE_GRAD_W_WGSL: &str = include_str!("kernels/dense_grad_w.wgsl");
 const DENSE_GRAD_X_WGSL: &str = include_str!("kernels/dense_grad_x.wgsl");
 const UPDATE_WGSL: &str = include_str!("kernels/update.wgsl");
+const GEMM_CORE_WGSL: &str = include_str!("kernels/gemm_core.wgsl");
 const CONV_FORWARD_WGSL: &str = include_str!("kernels/conv_forward.wgsl");
 const CONV_GRAD_W_WGSL: &str = include_str!("kernels/conv_grad_w.wgsl");
 const CONV_GRAD_X_WGSL: &str = include_str!("kernels/conv_grad_x.wgsl");
@@ -92,6 +95,8 @@ const FMA_PROBE_OPERANDS: usize = 1 << 14;
 /// The exact arithmetic every bit-exact kernel is built on (prepended to their sources).
 pub const EXACT_WGSL: &str = include_str!("kernels/exact.wgsl");
 const EXACT_PROBE_WGSL: &str = include_str!("kernels/exact_probe.wgsl");
+const EXACT_F64_WGSL: &str = include_str!("kernels/exact_f64.wgsl");
+const EXACT_F64_STUB_WGSL: &str = include_str!("kernels/exact_f64_stub.wgsl");
 
 /// Operands that reach every path of the exact functions: special values, subnormals, random
 /// bit patterns of every exponent, and the ranges training uses.
@@ -152,10 +157,27 @@ pub enum ExactOp {
     FusedMulAdd,
     /// `a[i]·b[i] + a[i+1]` with one rounding, in integer arithmetic (`fma_soft`).
     SoftFma,
+    /// `a[i]·b[i] + a[i+1]` through `ffma`: the fused multiply-add the kernels use on this
+    /// device (its own, the f64 one, or the integer one; [`GpuDevice::fma_path`]).
+    KernelFma,
+}
+
+/// Which fused multiply-add the exact kernels run on a device: the first of these that
+/// reproduced `detmath::fma` on every probe operand when the device was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FmaPath {
+    /// The device's own `fma`.
+    Hardware,
+    /// `fma_f64` (`kernels/exact_f64.wgsl`): an exact f64 product, TwoSum, one corrected
+    /// conversion; needs the adapter's SHADER_F64.
+    F64,
+    /// `fma_soft`: integer arithmetic, on every device.
+    Integer,
 }
 
 impl ExactOp {
-    pub const ALL: [ExactOp; 9] = [
+    pub const ALL: [ExactOp; 10] = [
         ExactOp::Div,
         ExactOp::Sqrt,
         ExactOp::Exp,
@@ -165,6 +187,7 @@ impl ExactOp {
         ExactOp::MulThenAdd,
         ExactOp::FusedMulAdd,
         ExactOp::SoftFma,
+        ExactOp::KernelFma,
     ];
 
     fn code(self) -> u32 {
@@ -174,7 +197,9 @@ impl ExactOp {
     /// What the CPU executor computes for element `i` of the operands.
     pub fn cpu_at(self, a: &[f32], b: &[f32], i: usize) -> f32 {
         match self {
-            ExactOp::SoftFma => crate::detmath::fma(a[i], b[i], a[(i + 1) % a.len()]),
+            ExactOp::SoftFma | ExactOp::KernelFma => {
+                crate::detmath::fma(a[i], b[i], a[(i + 1) % a.len()])
+            }
             _ => self.cpu(a[i], b[i]),
         }
     }
@@ -190,7 +215,7 @@ impl ExactOp {
             ExactOp::Tanh => detmath::tanh(a),
             ExactOp::Sigmoid => detmath::sigmoid(a),
             ExactOp::MulThenAdd => a * b + a,
-            ExactOp::FusedMulAdd | ExactOp::SoftFma => detmath::fma(a, b, a),
+            ExactOp::FusedMulAdd | ExactOp::SoftFma | ExactOp::KernelFma => detmath::fma(a, b, a),
         }
     }
 }
@@ -208,8 +233,12 @@ pub struct GpuDevice {
     /// The bit-exact kernels: training (`crate::gpu_train`) and the probe.
     pub(crate) exact: ExactPipelines,
     /// Whether the device's own `fma` computed a fused multiply-add with one rounding on every
-    /// probe operand when it was opened; if not, exact kernels use `fma_soft` instead.
+    /// probe operand when it was opened; if not, exact kernels use `fma_f64` or `fma_soft`.
     pub hardware_fma: bool,
+    /// The fused multiply-add the exact kernels run.
+    pub fma_path: FmaPath,
+    /// Whether the device was opened with SHADER_F64.
+    has_f64: bool,
     /// The digest of the conformance suite, once the device reproduced it
     /// ([`crate::conformance::check`]); what a worker registers with.
     pub(crate) conformed: std::sync::OnceLock<String>,
@@ -255,21 +284,38 @@ pub(crate) struct ExactPipelines {
     pub(crate) conv_grad_x: wgpu::ComputePipeline,
 }
 
-fn exact_pipelines(device: &wgpu::Device, soft_fma: bool, unfused: bool) -> ExactPipelines {
+fn exact_pipelines(
+    device: &wgpu::Device,
+    fma: FmaPath,
+    unfused: bool,
+    has_f64: bool,
+) -> ExactPipelines {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let constants = [
-        ("SOFT_FMA", flag(soft_fma)),
+        ("SOFT_FMA", flag(fma == FmaPath::Integer)),
+        ("F64_FMA", flag(fma == FmaPath::F64)),
         ("UNFUSED_VARIANT", flag(unfused)),
     ];
-    let p = |label: &str, body: &str| {
-        compute_pipeline(device, label, &format!("{EXACT_WGSL}\n{body}"), &constants)
+    let f64_part = if has_f64 {
+        EXACT_F64_WGSL
+    } else {
+        EXACT_F64_STUB_WGSL
     };
+    let p = |label: &str, body: &str| {
+        compute_pipeline(
+            device,
+            label,
+            &format!("{EXACT_WGSL}\n{f64_part}\n{body}"),
+            &constants,
+        )
+    };
+    let gemm = |label: &str, body: &str| p(label, &format!("{GEMM_CORE_WGSL}\n{body}"));
     ExactPipelines {
         probe: p("exact_probe", EXACT_PROBE_WGSL),
-        dense: p("dense_exact", DENSE_EXACT_WGSL),
+        dense: gemm("dense_exact", DENSE_EXACT_WGSL),
         xent: p("xent", XENT_WGSL),
-        dense_grad_w: p("dense_grad_w", DENSE_GRAD_W_WGSL),
-        dense_grad_x: p("dense_grad_x", DENSE_GRAD_X_WGSL),
+        dense_grad_w: gemm("dense_grad_w", DENSE_GRAD_W_WGSL),
+        dense_grad_x: gemm("dense_grad_x", DENSE_GRAD_X_WGSL),
         update: p("update", UPDATE_WGSL),
         conv: p("conv_forward", CONV_FORWARD_WGSL),
         conv_grad_w: p("conv_grad_w", CONV_GRAD_W_WGSL),
@@ -327,9 +373,14 @@ impl GpuDevice {
             })?;
         let adapter_report = report(&adapter);
         tracing::info!(?adapter_report, "opening GPU adapter");
+        let has_f64 = adapter.features().contains(wgpu::Features::SHADER_F64);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("trainmesh"),
-            required_features: wgpu::Features::empty(),
+            required_features: if has_f64 {
+                wgpu::Features::SHADER_F64
+            } else {
+                wgpu::Features::empty()
+            },
             required_limits: wgpu::Limits::downlevel_defaults().using_resolution(adapter.limits()),
             ..Default::default()
         }))
@@ -343,8 +394,10 @@ impl GpuDevice {
             dense: pipeline("dense", DENSE_WGSL),
             argmax: pipeline("argmax", ARGMAX_WGSL),
             distance: pipeline("distance", DISTANCE_WGSL),
-            exact: exact_pipelines(&device, false, false),
+            exact: exact_pipelines(&device, FmaPath::Hardware, false, has_f64),
             hardware_fma: true,
+            fma_path: FmaPath::Hardware,
+            has_f64,
             conformed: std::sync::OnceLock::new(),
             device,
             queue,
@@ -358,8 +411,23 @@ impl GpuDevice {
             want.to_bits() == g.to_bits() || (want.is_nan() && g.is_nan())
         });
         if !dev.hardware_fma {
-            tracing::info!(adapter = %dev.adapter.name, "the device's fma is not exact: using fma_soft");
-            dev.exact = exact_pipelines(&dev.device, true, false);
+            // The next path that reproduces detmath::fma on the probe: f64, else integers.
+            dev.fma_path = FmaPath::Integer;
+            if has_f64 {
+                dev.exact = exact_pipelines(&dev.device, FmaPath::F64, false, true);
+                let got = dev.exact_probe(ExactOp::KernelFma, &a, &b)?;
+                let exact = got.iter().enumerate().all(|(i, g)| {
+                    let want = ExactOp::KernelFma.cpu_at(&a, &b, i);
+                    want.to_bits() == g.to_bits() || (want.is_nan() && g.is_nan())
+                });
+                if exact {
+                    dev.fma_path = FmaPath::F64;
+                }
+            }
+            tracing::info!(adapter = %dev.adapter.name, fma = ?dev.fma_path, "the device's fma is not exact");
+            if dev.fma_path == FmaPath::Integer {
+                dev.exact = exact_pipelines(&dev.device, FmaPath::Integer, false, has_f64);
+            }
         }
         Ok(dev)
     }
@@ -463,7 +531,16 @@ impl GpuDevice {
     /// with two roundings), to show that conformance refuses such a device. Tests only.
     #[doc(hidden)]
     pub fn use_unfused_variant_for_tests(&mut self) {
-        self.exact = exact_pipelines(&self.device, !self.hardware_fma, true);
+        self.exact = exact_pipelines(&self.device, self.fma_path, true, self.has_f64);
+        self.conformed = std::sync::OnceLock::new();
+    }
+
+    /// Compiles the exact kernels with another fused multiply-add (tests only: to hold every
+    /// path to the suite on one device). Forgets the conformance digest.
+    pub fn use_fma_path_for_tests(&mut self, path: FmaPath) {
+        assert!(path != FmaPath::F64 || self.has_f64, "the device has no f64");
+        self.fma_path = path;
+        self.exact = exact_pipelines(&self.device, path, false, self.has_f64);
         self.conformed = std::sync::OnceLock::new();
     }
 
@@ -545,6 +622,73 @@ impl GpuDevice {
             let t = Instant::now();
             self.dispatch(&self.matmul, &[&ba, &bb, &bc, &dims], groups);
             self.read(&bc, 4)?;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+    }
+
+    /// `x · w + b` (x: m×k, w: k×n, b: n; row-major) through the exact tiled GEMM the training
+    /// kernels use: each output one fused multiply-add per term, k ascending from the bias — bit
+    /// for bit [`crate::gemm::gemm_acc`] on a conforming device.
+    pub fn exact_gemm(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Vec<f32>, GpuError> {
+        assert_eq!(x.len(), m * k, "x is not m×k");
+        assert_eq!(w.len(), k * n, "w is not k×n");
+        assert_eq!(b.len(), n, "b is not n long");
+        let (bx, bw, bb) = (
+            self.storage(bytemuck::cast_slice(x), false),
+            self.storage(bytemuck::cast_slice(w), false),
+            self.storage(bytemuck::cast_slice(b), false),
+        );
+        let out = self.output(m * n * 4);
+        let (m32, k32, n32) = (size_u32("m", m)?, size_u32("k", k)?, size_u32("n", n)?);
+        let dims = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("gemm dims"),
+                contents: bytemuck::cast_slice(&[m32, n32, k32, k32, 1, n32, 1, 0, 0, 0, 0, 0]),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let groups = (n.div_ceil(64) as u32, m.div_ceil(64) as u32);
+        self.dispatch(&self.exact.dense, &[&bx, &bw, &bb, &out, &dims], groups);
+        let bytes = self.read(&out, m * n * 4)?;
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
+    }
+
+    /// GFLOP/s of [`GpuDevice::exact_gemm`]'s kernel at n³ (best of `reps` timed runs after a
+    /// warm-up; the operands stay on the device).
+    pub fn exact_gemm_gflops(&self, n: usize, reps: usize) -> Result<f64, GpuError> {
+        let a: Vec<f32> = (0..n * n).map(|i| ((i * 7) % 13) as f32 / 13.0).collect();
+        let (ba, bb) = (
+            self.storage(bytemuck::cast_slice(&a), false),
+            self.storage(bytemuck::cast_slice(&a), false),
+        );
+        let bias = self.storage(bytemuck::cast_slice(&vec![0.0f32; n]), false);
+        let out = self.output(n * n * 4);
+        let n32 = size_u32("n", n)?;
+        let dims = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("gemm dims"),
+                contents: bytemuck::cast_slice(&[n32, n32, n32, n32, 1, n32, 1, 0, 0, 0, 0, 0]),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        let groups = (n.div_ceil(64) as u32, n.div_ceil(64) as u32);
+        let buffers = [&ba, &bb, &bias, &out, &dims];
+        self.dispatch(&self.exact.dense, &buffers, groups);
+        self.read(&out, 4)?;
+        let mut best = f64::INFINITY;
+        for _ in 0..reps.max(1) {
+            let t = Instant::now();
+            self.dispatch(&self.exact.dense, &buffers, groups);
+            self.read(&out, 4)?;
             best = best.min(t.elapsed().as_secs_f64());
         }
         Ok(2.0 * (n as f64).powi(3) / best / 1e9)

@@ -74,6 +74,7 @@ struct LayerBuffers {
     y: wgpu::Buffer,
     g: wgpu::Buffer,
     forward_dims: wgpu::Buffer,
+    grad_w_dims: wgpu::Buffer,
     grad_x_dims: wgpu::Buffer,
 }
 
@@ -156,13 +157,23 @@ impl<'a> GpuTrainer<'a> {
             let (w_shape, _) = layer.param_shapes();
             let w_len: usize = w_shape.iter().product();
             // The fields after the shapes hold the exact kernels' run-time zero (always 0).
-            let (kind, forward_dims, grad_x_dims) = match *layer {
+            let (kind, forward_dims, grad_w_dims, grad_x_dims) = match *layer {
                 Layer::Dense { activation, .. } => {
                     let (i32_, o32) = (u32_of("inputs", inputs)?, u32_of("outputs", outputs)?);
+                    // gemm_core.wgsl's shapes: m, n, k, A's row and term strides, B's term and
+                    // column strides, the epilogue's activation, the run-time zero.
+                    let gemm = |m, nn, k, a_rs, a_ks, b_ks, b_cs, act| {
+                        uniform(&[m, nn, k, a_rs, a_ks, b_ks, b_cs, act, 0, 0, 0, 0])
+                    };
                     (
                         LayerKind::Dense,
-                        uniform(&[n32, i32_, o32, act_code(activation), 0, 0, 0, 0]),
-                        uniform(&[n32, i32_, o32, prev_act, 0, 0, 0, 0]),
+                        // y = x·W (+ b, act): batch × outputs over inputs.
+                        gemm(n32, o32, i32_, i32_, 1, o32, 1, act_code(activation)),
+                        // gw = xᵀ·g: inputs × outputs over the batch.
+                        gemm(i32_, o32, n32, 1, i32_, o32, 1, 0),
+                        // gx = g·Wᵀ (· the previous activation's derivative): batch × inputs
+                        // over outputs.
+                        gemm(n32, i32_, o32, o32, 1, 1, o32, prev_act),
                     )
                 }
                 Layer::Conv {
@@ -188,7 +199,7 @@ impl<'a> GpuTrainer<'a> {
                         0,
                     ];
                     let conv = uniform(&dims);
-                    (LayerKind::Conv, conv.clone(), conv)
+                    (LayerKind::Conv, conv.clone(), conv.clone(), conv)
                 }
             };
             let slot = |name: &str| zeros(w_len, name);
@@ -208,6 +219,7 @@ impl<'a> GpuTrainer<'a> {
                 y: zeros(n * outputs, "y"),
                 g: zeros(n * outputs, "g"),
                 forward_dims,
+                grad_w_dims,
                 grad_x_dims,
             });
         }
@@ -375,7 +387,7 @@ impl<'a> GpuTrainer<'a> {
                 ),
             };
             forward.push(self.bind(fwd, &[input, &lb.w, &lb.b, &lb.y, &lb.forward_dims]));
-            grad_w.push(self.bind(gw, &[input, &lb.g, &lb.gw, &lb.gb, &lb.forward_dims]));
+            grad_w.push(self.bind(gw, &[input, &lb.g, &lb.gw, &lb.gb, &lb.grad_w_dims]));
             grad_x.push((l > 0).then(|| {
                 let prev = &self.layers[l - 1];
                 self.bind(gx, &[&lb.g, &lb.w, &prev.y, &prev.g, &lb.grad_x_dims])
@@ -399,7 +411,7 @@ impl<'a> GpuTrainer<'a> {
                 &self.hyper_step,
             ],
         );
-        let groups16 = |v: usize| v.div_ceil(16) as u32;
+        let groups64 = |v: usize| v.div_ceil(64) as u32;
         let groups256 = |v: usize| v.div_ceil(256) as u32;
         let mut x = Vec::with_capacity(n * self.model.input);
         let mut y = Vec::with_capacity(n);
@@ -429,7 +441,7 @@ impl<'a> GpuTrainer<'a> {
                     match lb.kind {
                         LayerKind::Dense => {
                             pass.set_pipeline(&dev.exact.dense);
-                            pass.dispatch_workgroups(groups16(lb.outputs), groups16(n), 1);
+                            pass.dispatch_workgroups(groups64(lb.outputs), groups64(n), 1);
                         }
                         LayerKind::Conv => {
                             pass.set_pipeline(&dev.exact.conv);
@@ -446,11 +458,11 @@ impl<'a> GpuTrainer<'a> {
                         LayerKind::Dense => {
                             pass.set_pipeline(&dev.exact.dense_grad_w);
                             pass.set_bind_group(0, &grad_w[l], &[]);
-                            pass.dispatch_workgroups(groups16(lb.outputs), groups16(lb.inputs), 1);
+                            pass.dispatch_workgroups(groups64(lb.outputs), groups64(lb.inputs), 1);
                             if let Some(bg) = &grad_x[l] {
                                 pass.set_pipeline(&dev.exact.dense_grad_x);
                                 pass.set_bind_group(0, bg, &[]);
-                                pass.dispatch_workgroups(groups16(lb.inputs), groups16(n), 1);
+                                pass.dispatch_workgroups(groups64(lb.inputs), groups64(n), 1);
                             }
                         }
                         LayerKind::Conv => {

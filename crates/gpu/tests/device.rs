@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 use trainmesh_gpu::checkpoint::TrainState;
 use trainmesh_gpu::dataset::{shard_dataset, ShardStore};
-use trainmesh_gpu::device::{discover, exact_operands, ExactOp, GpuDevice};
+use trainmesh_gpu::device::{discover, exact_operands, ExactOp, FmaPath, GpuDevice};
 use trainmesh_gpu::executor;
 use trainmesh_gpu::gpu_train::{GpuTrainer, Replayer};
 use trainmesh_gpu::import::digits_bundled;
@@ -404,12 +404,13 @@ fn exact_functions_on_the_device_equal_the_cpu_bit_for_bit() {
     let Some(dev) = device() else { return };
     let n = 1 << 18;
     println!(
-        "the device's own fma is {}",
+        "the device's own fma is {}; the kernels use {:?}",
         if dev.hardware_fma {
-            "exact: kernels use it"
+            "exact"
         } else {
-            "not exact: kernels use fma_soft"
-        }
+            "not exact"
+        },
+        dev.fma_path
     );
     for op in ExactOp::ALL {
         if op == ExactOp::FusedMulAdd && !dev.hardware_fma {
@@ -459,6 +460,21 @@ fn the_device_conforms_and_a_variant_that_fuses_differently_is_refused() {
     );
     assert_eq!(dev.conformance_digest(), Some(digest.as_str()));
 
+    // Every fused multiply-add the kernels can run on this device reproduces the suite too (on
+    // lavapipe: the f64 one it chose, and the integer one a device without f64 would use).
+    let chosen = dev.fma_path;
+    for path in [FmaPath::Integer, FmaPath::F64] {
+        if path == FmaPath::F64 && chosen != FmaPath::F64 {
+            continue;
+        }
+        dev.use_fma_path_for_tests(path);
+        let r = trainmesh_gpu::conformance::check(&dev).unwrap();
+        assert!(r.passed, "{path:?}: {r:?}");
+        assert_eq!(r.digest, digest, "{path:?}");
+        println!("conformance passes with the {path:?} fused multiply-add");
+    }
+    dev.use_fma_path_for_tests(chosen);
+
     dev.use_unfused_variant_for_tests();
     let refused = trainmesh_gpu::conformance::check(&dev).unwrap();
     println!("{}", serde_json::to_string(&refused).unwrap());
@@ -474,4 +490,66 @@ fn the_device_conforms_and_a_variant_that_fuses_differently_is_refused() {
         None,
         "a refused device has no digest"
     );
+}
+
+/// The tiled exact GEMM under the dense training kernels equals the CPU executor's GEMM bit for
+/// bit at ragged shapes: several 64×64 tiles each way with partial edges, k not a multiple of the
+/// 16-term tile, a single element, and biases of −0 (which an added padding zero would turn +0).
+#[test]
+fn the_tiled_exact_gemm_is_the_cpu_gemm_at_ragged_shapes() {
+    let Some(d) = device() else { return };
+    use trainmesh_gpu::gemm::{gemm_acc, MatRef};
+    for (salt, (m, k, n)) in [
+        (1, 1, 1),
+        (67, 45, 130),
+        (130, 17, 3),
+        (5, 200, 70),
+        (64, 16, 64),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x: Vec<f32> = pseudo(m * k, salt)
+            .into_iter()
+            .map(|v| 2.0 * v - 1.0)
+            .collect();
+        let w: Vec<f32> = pseudo(k * n, salt + 10)
+            .into_iter()
+            .map(|v| 0.5 - v)
+            .collect();
+        let b: Vec<f32> = (0..n)
+            .map(|j| {
+                if j % 3 == 0 {
+                    -0.0
+                } else {
+                    j as f32 * 0.01 - 0.2
+                }
+            })
+            .collect();
+        // Row 0 of x all −0 and column 0 of w positive: y[0][0] = −0 + Σ(−0) stays −0.
+        let mut x = x;
+        x[..k].fill(-0.0);
+        let mut w = w;
+        for r in 0..k {
+            w[r * n] = w[r * n].abs() + 0.125;
+        }
+        let got = d.exact_gemm(&x, &w, &b, m, k, n).unwrap();
+        let mut want: Vec<f32> = (0..m).flat_map(|_| b.iter().copied()).collect();
+        gemm_acc(
+            MatRef::row_major(&x, m, k),
+            MatRef::row_major(&w, k, n),
+            &mut want,
+            1,
+        );
+        let differ = got
+            .iter()
+            .zip(&want)
+            .filter(|(g, w)| g.to_bits() != w.to_bits())
+            .count();
+        assert_eq!(
+            differ, 0,
+            "{m}×{k}×{n}: {differ} outputs differ from the CPU GEMM"
+        );
+        assert_eq!(want[0].to_bits(), (-0.0f32).to_bits());
+    }
 }

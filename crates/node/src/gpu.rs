@@ -54,14 +54,15 @@ fn check() -> anyhow::Result<()> {
     );
     let report: ConformanceReport = conformance::check(&dev)?;
     println!(
-        "conformance: {} (digest {}, device fma {})",
+        "conformance: {} (digest {}, device fma {}, kernels' fma: {:?})",
         if report.passed { "passed" } else { "FAILED" },
         report.digest,
         if report.hardware_fma {
             "exact"
         } else {
-            "not exact: integer fma in the kernels"
-        }
+            "not exact"
+        },
+        report.fma_path
     );
     for c in &report.cases {
         let mark = if c.got == c.expected { "ok" } else { "DIFFERS" };

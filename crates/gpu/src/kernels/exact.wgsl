@@ -10,7 +10,8 @@
 // - `exact_exp`, `exact_ln`, `exact_tanh`, `exact_sigmoid` are detmath.rs's operation sequences,
 //   with its constants as bit patterns (no constant is re-derived by a shader compiler).
 // Fused multiply-adds go through `ffma`: WGSL's `fma` where the device computes it with one
-// rounding (probed when the device is opened), else `fma_soft` in integer arithmetic. The
+// rounding (probed when the device is opened), else `fma_f64` (exact_f64.wgsl) where the device
+// has f64 and it passes the same probe, else `fma_soft` in integer arithmetic. The
 // conformance suite checks all of it on each device.
 
 var<private> EXACT_ZERO: u32;
@@ -18,6 +19,8 @@ var<private> EXACT_ZERO: u32;
 // Set by the host when the device's own `fma` failed the conformance probe (it is unfused, or
 // not correctly rounded): every fused multiply-add then runs in integer arithmetic.
 override SOFT_FMA: bool = false;
+// Set by the host when the device's own `fma` failed and the f64 one (exact_f64.wgsl) passed.
+override F64_FMA: bool = false;
 // A deliberately wrong variant, for the conformance tests only: multiply-adds with two roundings.
 override UNFUSED_VARIANT: bool = false;
 
@@ -340,6 +343,9 @@ fn u64_shr_plain(x: vec2<u32>, s: u32) -> vec2<u32> {
 fn ffma(a: f32, b: f32, c: f32) -> f32 {
     if (UNFUSED_VARIANT) {
         return rn(a * b) + c;
+    }
+    if (F64_FMA) {
+        return fma_f64(a, b, c);
     }
     if (SOFT_FMA) {
         return fma_soft(a, b, c);

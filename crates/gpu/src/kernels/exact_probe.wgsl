@@ -1,6 +1,7 @@
 // Runs one function of exact.wgsl over arrays of operands (as bits), for the conformance suite
 // and the tests that hold the device to the CPU. op: 0 div_rn(a, b), 1 sqrt_rn(a), 2 exact_exp,
-// 3 exact_ln, 4 exact_tanh, 5 exact_sigmoid, 6 rn(a · b) + a (a product rounded before the sum), 7 fma(a, b, a) (the device's), 8 fma_soft(a, b, c) with c the next element of a.
+// 3 exact_ln, 4 exact_tanh, 5 exact_sigmoid, 6 rn(a · b) + a (a product rounded before the sum), 7 fma(a, b, a) (the device's), 8 fma_soft(a, b, c) with c the next element of a, 9 ffma(a, b, c) likewise (the kernels' fused
+// multiply-add, whichever it is on this device).
 struct Probe { op: u32, zero: u32, n: u32, _pad: u32 }
 
 @group(0) @binding(0) var<storage, read> a: array<u32>;
@@ -24,7 +25,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             case 5u: { r = exact_sigmoid(x); }
             case 6u: { r = rn(x * y) + x; }
             case 7u: { r = fma(x, y, x); }
-            default: { r = fma_soft(x, y, bitcast<f32>(a[(i + 1u) % probe.n])); }
+            case 8u: { r = fma_soft(x, y, bitcast<f32>(a[(i + 1u) % probe.n])); }
+            default: { r = ffma(x, y, bitcast<f32>(a[(i + 1u) % probe.n])); }
         }
         out[i] = bitcast<u32>(r);
     }
