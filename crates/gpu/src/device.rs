@@ -538,7 +538,10 @@ impl GpuDevice {
     /// Compiles the exact kernels with another fused multiply-add (tests only: to hold every
     /// path to the suite on one device). Forgets the conformance digest.
     pub fn use_fma_path_for_tests(&mut self, path: FmaPath) {
-        assert!(path != FmaPath::F64 || self.has_f64, "the device has no f64");
+        assert!(
+            path != FmaPath::F64 || self.has_f64,
+            "the device has no f64"
+        );
         self.fma_path = path;
         self.exact = exact_pipelines(&self.device, path, false, self.has_f64);
         self.conformed = std::sync::OnceLock::new();

@@ -13,10 +13,12 @@
 //! compares it exactly ([`crate::verify::Comparison::Exact`]). The per-sample losses come back to
 //! the host, which averages them in f64 as the executor does.
 //!
-//! One step is one command buffer: the batch and the step's hyper-parameters are written to the
-//! queue, every kernel is recorded in one compute pass, and the samples' losses stay on the
-//! device until the end of [`GpuTrainer::run`]; parameters and optimizer state are uploaded at the
-//! start of a run and read back at its end (once per segment of a work unit).
+//! A run's batches, labels and per-step hyper-parameters are gathered on the host and written to
+//! the device together (up to [`RUN_UPLOAD_BYTES`] a submission), and all of its steps are
+//! recorded into one command buffer; the samples' losses stay on the device until the end of
+//! [`GpuTrainer::run`]; parameters and optimizer state are uploaded at the start of a run and
+//! read back at its end (once per segment of a work unit). Nothing crosses between host and
+//! device per step.
 
 use crate::checkpoint::TrainState;
 use crate::dataset::Samples;
@@ -37,6 +39,22 @@ fn act_code(a: Option<Activation>) -> u32 {
         Some(Activation::Tanh) => 2,
         Some(Activation::Sigmoid) => 3,
     }
+}
+
+/// The most bytes of batches, labels and hyper-parameters one submission carries; a run of more
+/// steps is cut into submissions of this size.
+pub const RUN_UPLOAD_BYTES: usize = 64 << 20;
+/// Per-step slots in those buffers start at multiples of this (the largest offset alignment
+/// wgpu lets an adapter require for storage and uniform bindings).
+const SLOT_ALIGN: usize = 256;
+
+/// `size` bytes of `buffer` from `offset`.
+fn at(buffer: &wgpu::Buffer, offset: usize, size: usize) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer,
+        offset: offset as u64,
+        size: std::num::NonZeroU64::new(size as u64),
+    })
 }
 
 /// How a layer runs on the device.
@@ -86,11 +104,9 @@ pub struct GpuTrainer<'a> {
     data: &'a Samples,
     order: DataOrder,
     layers: Vec<LayerBuffers>,
-    x: wgpu::Buffer,
-    labels: wgpu::Buffer,
     xent_dims: wgpu::Buffer,
-    /// The update's hyper-parameters (and the step's slot for its loss).
-    hyper_step: wgpu::Buffer,
+    /// The most bytes of step inputs per submission ([`RUN_UPLOAD_BYTES`] unless set).
+    upload_bytes: usize,
 }
 
 impl std::fmt::Debug for GpuTrainer<'_> {
@@ -223,26 +239,23 @@ impl<'a> GpuTrainer<'a> {
                 grad_x_dims,
             });
         }
-        let hyper_buffer = || {
-            d.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("hyper"),
-                size: 48,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        };
         Ok(GpuTrainer {
             dev,
             model,
             hyper,
             data,
             order: DataOrder::new(hyper.seed, data.len(), n)?,
-            x: zeros(n * model.input, "x"),
-            labels: zeros(n, "labels"),
             xent_dims: uniform(&[n32, model.classes as u32, 0, 0]),
-            hyper_step: hyper_buffer(),
+            upload_bytes: RUN_UPLOAD_BYTES,
             layers,
         })
+    }
+
+    /// Caps the bytes of batches, labels and hyper-parameters one submission carries (at least
+    /// one step's): a run is cut into more submissions, with the same bits.
+    pub fn with_upload_bytes(mut self, bytes: usize) -> Self {
+        self.upload_bytes = bytes;
+        self
     }
 
     pub fn model(&self) -> &Model {
@@ -256,6 +269,28 @@ impl<'a> GpuTrainer<'a> {
             .map(|(i, b)| wgpu::BindGroupEntry {
                 binding: i as u32,
                 resource: b.as_entire_binding(),
+            })
+            .collect();
+        self.dev
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
+    }
+
+    fn bind_resources(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        resources: Vec<wgpu::BindingResource<'_>>,
+    ) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = resources
+            .into_iter()
+            .enumerate()
+            .map(|(i, resource)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource,
             })
             .collect();
         self.dev
@@ -345,153 +380,238 @@ impl<'a> GpuTrainer<'a> {
     }
 
     /// `steps` optimizer steps from `state` on the device; the mean loss of each.
+    ///
+    /// The batches, labels and per-step hyper-parameters of up to [`RUN_UPLOAD_BYTES`] worth of
+    /// steps are gathered on the host, written to the device in one go, and every step of them
+    /// is recorded into one command buffer (one submission): nothing goes back and forth per
+    /// step, and the per-sample losses are read once, at the end of the run.
     pub fn run(&mut self, state: &mut TrainState, steps: u64) -> Result<Vec<f32>, GpuError> {
         if steps == 0 {
             return Ok(Vec::new());
         }
-        let steps32 = u32::try_from(steps).map_err(|_| GpuError::HyperParamsInvalid {
-            reason: format!("{steps} steps in one run"),
-        })?;
+        let steps_usize = usize::try_from(steps)
+            .ok()
+            .filter(|_| u32::try_from(steps).is_ok())
+            .ok_or_else(|| GpuError::HyperParamsInvalid {
+                reason: format!("{steps} steps in one run"),
+            })?;
         self.upload(state)?;
         let dev = self.dev;
         let n = self.hyper.batch;
         // Every sample's loss of every step; the host averages each step's in f64.
         let losses = dev.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("losses"),
-            size: (steps as usize * n * 4) as u64,
+            size: (steps_usize * n * 4) as u64,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        // Bind groups, made once per run.
+        // Per-step slots, aligned for binding at an offset.
+        let x_bytes = n * self.model.input * 4;
+        let (x_slot, y_slot) = (
+            x_bytes.next_multiple_of(SLOT_ALIGN),
+            (n * 4).next_multiple_of(SLOT_ALIGN),
+        );
+        let chunk = (self.upload_bytes / (x_slot + y_slot + SLOT_ALIGN)).clamp(1, steps_usize);
+        let slots = |len: usize, usage: wgpu::BufferUsages, label: &str| {
+            dev.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: len as u64,
+                usage: usage | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let xs = slots(chunk * x_slot, wgpu::BufferUsages::STORAGE, "batches");
+        let ys = slots(chunk * y_slot, wgpu::BufferUsages::STORAGE, "labels");
+        let hs = slots(chunk * SLOT_ALIGN, wgpu::BufferUsages::UNIFORM, "hyper");
+        // Bind groups that do not change from step to step, made once per run.
         let nl = self.layers.len();
+        let kernels = |lb: &LayerBuffers| match lb.kind {
+            LayerKind::Dense => (
+                &dev.exact.dense,
+                &dev.exact.dense_grad_w,
+                &dev.exact.dense_grad_x,
+            ),
+            LayerKind::Conv => (
+                &dev.exact.conv,
+                &dev.exact.conv_grad_w,
+                &dev.exact.conv_grad_x,
+            ),
+        };
         let mut forward = Vec::with_capacity(nl);
         let mut grad_w = Vec::with_capacity(nl);
         let mut grad_x = Vec::with_capacity(nl);
-        let mut update = Vec::with_capacity(2 * nl);
         for (l, lb) in self.layers.iter().enumerate() {
-            let input = if l == 0 {
-                &self.x
+            let (fwd, gw, gx) = kernels(lb);
+            if l == 0 {
+                // The first layer reads the step's batch: bound per step below.
+                forward.push(None);
+                grad_w.push(None);
             } else {
-                &self.layers[l - 1].y
-            };
-            let (fwd, gw, gx) = match lb.kind {
-                LayerKind::Dense => (
-                    &dev.exact.dense,
-                    &dev.exact.dense_grad_w,
-                    &dev.exact.dense_grad_x,
-                ),
-                LayerKind::Conv => (
-                    &dev.exact.conv,
-                    &dev.exact.conv_grad_w,
-                    &dev.exact.conv_grad_x,
-                ),
-            };
-            forward.push(self.bind(fwd, &[input, &lb.w, &lb.b, &lb.y, &lb.forward_dims]));
-            grad_w.push(self.bind(gw, &[input, &lb.g, &lb.gw, &lb.gb, &lb.grad_w_dims]));
+                let input = &self.layers[l - 1].y;
+                forward.push(Some(
+                    self.bind(fwd, &[input, &lb.w, &lb.b, &lb.y, &lb.forward_dims]),
+                ));
+                grad_w.push(Some(
+                    self.bind(gw, &[input, &lb.g, &lb.gw, &lb.gb, &lb.grad_w_dims]),
+                ));
+            }
             grad_x.push((l > 0).then(|| {
                 let prev = &self.layers[l - 1];
                 self.bind(gx, &[&lb.g, &lb.w, &prev.y, &prev.g, &lb.grad_x_dims])
             }));
-            for (t, (p, g)) in [(&lb.w, &lb.gw), (&lb.b, &lb.gb)].into_iter().enumerate() {
-                update.push(self.bind(
-                    &dev.exact.update,
-                    &[p, g, &lb.slots[0][t], &lb.slots[1][t], &self.hyper_step],
-                ));
-            }
         }
         let last = &self.layers[nl - 1];
-        let xent = self.bind(
-            &dev.exact.xent,
-            &[
-                &last.y,
-                &self.labels,
-                &last.g,
-                &losses,
-                &self.xent_dims,
-                &self.hyper_step,
-            ],
-        );
+        let first = &self.layers[0];
+        let (first_fwd, first_gw, _) = kernels(first);
         let groups64 = |v: usize| v.div_ceil(64) as u32;
         let groups256 = |v: usize| v.div_ceil(256) as u32;
-        let mut x = Vec::with_capacity(n * self.model.input);
-        let mut y = Vec::with_capacity(n);
-        for s in 0..steps32 {
-            let step = state.step + u64::from(s);
-            x.clear();
-            y.clear();
-            for &i in self.order.batch(step) {
-                x.extend_from_slice(self.data.row(i));
-                y.push(u32::from(self.data.y[i]));
+        let mut xh: Vec<f32> = Vec::with_capacity(chunk * x_slot / 4);
+        let mut yh: Vec<u32> = Vec::with_capacity(chunk * y_slot / 4);
+        let mut hh: Vec<u32> = Vec::with_capacity(chunk * SLOT_ALIGN / 4);
+        for chunk_start in (0..steps_usize).step_by(chunk) {
+            let count = chunk.min(steps_usize - chunk_start);
+            // Gather the chunk's batches, labels and hyper-parameters on the host.
+            xh.clear();
+            yh.clear();
+            hh.clear();
+            for k in 0..count {
+                let s = chunk_start + k;
+                let step = state.step + s as u64;
+                for &i in self.order.batch(step) {
+                    xh.extend_from_slice(self.data.row(i));
+                    yh.push(u32::from(self.data.y[i]));
+                }
+                xh.resize((k + 1) * x_slot / 4, 0.0);
+                yh.resize((k + 1) * y_slot / 4, 0);
+                hh.extend_from_slice(&self.hyper_bytes(step, s as u32));
+                hh.resize((k + 1) * SLOT_ALIGN / 4, 0);
             }
             let q = &dev.queue;
-            q.write_buffer(&self.x, 0, bytemuck::cast_slice(&x));
-            q.write_buffer(&self.labels, 0, bytemuck::cast_slice(&y));
-            q.write_buffer(
-                &self.hyper_step,
-                0,
-                bytemuck::cast_slice(&self.hyper_bytes(step, s)),
-            );
+            q.write_buffer(&xs, 0, bytemuck::cast_slice(&xh));
+            q.write_buffer(&ys, 0, bytemuck::cast_slice(&yh));
+            q.write_buffer(&hs, 0, bytemuck::cast_slice(&hh));
+            // The chunk's per-step bind groups: the first layer's batch, the labels and the
+            // step's hyper-parameters.
+            let mut per_step = Vec::with_capacity(count);
+            for k in 0..count {
+                let xb = at(&xs, k * x_slot, x_bytes);
+                let hb = || at(&hs, k * SLOT_ALIGN, 48);
+                let fwd = self.bind_resources(
+                    first_fwd,
+                    vec![
+                        xb.clone(),
+                        first.w.as_entire_binding(),
+                        first.b.as_entire_binding(),
+                        first.y.as_entire_binding(),
+                        first.forward_dims.as_entire_binding(),
+                    ],
+                );
+                let gw = self.bind_resources(
+                    first_gw,
+                    vec![
+                        xb,
+                        first.g.as_entire_binding(),
+                        first.gw.as_entire_binding(),
+                        first.gb.as_entire_binding(),
+                        first.grad_w_dims.as_entire_binding(),
+                    ],
+                );
+                let xent = self.bind_resources(
+                    &dev.exact.xent,
+                    vec![
+                        last.y.as_entire_binding(),
+                        at(&ys, k * y_slot, n * 4),
+                        last.g.as_entire_binding(),
+                        losses.as_entire_binding(),
+                        self.xent_dims.as_entire_binding(),
+                        hb(),
+                    ],
+                );
+                let mut update = Vec::with_capacity(2 * nl);
+                for lb in &self.layers {
+                    for (t, (p, g)) in [(&lb.w, &lb.gw), (&lb.b, &lb.gb)].into_iter().enumerate() {
+                        update.push(self.bind_resources(
+                            &dev.exact.update,
+                            vec![
+                                p.as_entire_binding(),
+                                g.as_entire_binding(),
+                                lb.slots[0][t].as_entire_binding(),
+                                lb.slots[1][t].as_entire_binding(),
+                                hb(),
+                            ],
+                        ));
+                    }
+                }
+                per_step.push((fwd, gw, xent, update));
+            }
             let mut enc = dev
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                for (lb, bg) in self.layers.iter().zip(&forward) {
-                    pass.set_bind_group(0, bg, &[]);
-                    match lb.kind {
-                        LayerKind::Dense => {
-                            pass.set_pipeline(&dev.exact.dense);
-                            pass.dispatch_workgroups(groups64(lb.outputs), groups64(n), 1);
-                        }
-                        LayerKind::Conv => {
-                            pass.set_pipeline(&dev.exact.conv);
-                            pass.dispatch_workgroups(groups256(lb.outputs), n as u32, 1);
-                        }
-                    }
-                }
-                pass.set_pipeline(&dev.exact.xent);
-                pass.set_bind_group(0, &xent, &[]);
-                pass.dispatch_workgroups(n.div_ceil(64) as u32, 1, 1);
-                for l in (0..nl).rev() {
-                    let lb = &self.layers[l];
-                    match lb.kind {
-                        LayerKind::Dense => {
-                            pass.set_pipeline(&dev.exact.dense_grad_w);
-                            pass.set_bind_group(0, &grad_w[l], &[]);
-                            pass.dispatch_workgroups(groups64(lb.outputs), groups64(lb.inputs), 1);
-                            if let Some(bg) = &grad_x[l] {
-                                pass.set_pipeline(&dev.exact.dense_grad_x);
-                                pass.set_bind_group(0, bg, &[]);
-                                pass.dispatch_workgroups(groups64(lb.inputs), groups64(n), 1);
+                for (first_fwd_bg, first_gw_bg, xent, update) in &per_step {
+                    for (l, lb) in self.layers.iter().enumerate() {
+                        let bg = forward[l].as_ref().unwrap_or(first_fwd_bg);
+                        pass.set_bind_group(0, bg, &[]);
+                        match lb.kind {
+                            LayerKind::Dense => {
+                                pass.set_pipeline(&dev.exact.dense);
+                                pass.dispatch_workgroups(groups64(lb.outputs), groups64(n), 1);
                             }
-                        }
-                        LayerKind::Conv => {
-                            pass.set_pipeline(&dev.exact.conv_grad_w);
-                            pass.set_bind_group(0, &grad_w[l], &[]);
-                            pass.dispatch_workgroups(groups256(lb.w_len), 1, 1);
-                            if let Some(bg) = &grad_x[l] {
-                                pass.set_pipeline(&dev.exact.conv_grad_x);
-                                pass.set_bind_group(0, bg, &[]);
-                                pass.dispatch_workgroups(groups256(lb.inputs), n as u32, 1);
+                            LayerKind::Conv => {
+                                pass.set_pipeline(&dev.exact.conv);
+                                pass.dispatch_workgroups(groups256(lb.outputs), n as u32, 1);
                             }
                         }
                     }
-                }
-                pass.set_pipeline(&dev.exact.update);
-                for (i, bg) in update.iter().enumerate() {
-                    let lb = &self.layers[i / 2];
-                    let len = if i % 2 == 0 {
-                        lb.w_len
-                    } else {
-                        self.model.layers[i / 2].param_shapes().1.iter().product()
-                    };
-                    pass.set_bind_group(0, bg, &[]);
-                    pass.dispatch_workgroups(len.div_ceil(256).clamp(1, 4096) as u32, 1, 1);
+                    pass.set_pipeline(&dev.exact.xent);
+                    pass.set_bind_group(0, xent, &[]);
+                    pass.dispatch_workgroups(n.div_ceil(64) as u32, 1, 1);
+                    for l in (0..nl).rev() {
+                        let lb = &self.layers[l];
+                        let gw_bg = grad_w[l].as_ref().unwrap_or(first_gw_bg);
+                        match lb.kind {
+                            LayerKind::Dense => {
+                                pass.set_pipeline(&dev.exact.dense_grad_w);
+                                pass.set_bind_group(0, gw_bg, &[]);
+                                pass.dispatch_workgroups(
+                                    groups64(lb.outputs),
+                                    groups64(lb.inputs),
+                                    1,
+                                );
+                                if let Some(bg) = &grad_x[l] {
+                                    pass.set_pipeline(&dev.exact.dense_grad_x);
+                                    pass.set_bind_group(0, bg, &[]);
+                                    pass.dispatch_workgroups(groups64(lb.inputs), groups64(n), 1);
+                                }
+                            }
+                            LayerKind::Conv => {
+                                pass.set_pipeline(&dev.exact.conv_grad_w);
+                                pass.set_bind_group(0, gw_bg, &[]);
+                                pass.dispatch_workgroups(groups256(lb.w_len), 1, 1);
+                                if let Some(bg) = &grad_x[l] {
+                                    pass.set_pipeline(&dev.exact.conv_grad_x);
+                                    pass.set_bind_group(0, bg, &[]);
+                                    pass.dispatch_workgroups(groups256(lb.inputs), n as u32, 1);
+                                }
+                            }
+                        }
+                    }
+                    pass.set_pipeline(&dev.exact.update);
+                    for (i, bg) in update.iter().enumerate() {
+                        let len = if i % 2 == 0 {
+                            self.layers[i / 2].w_len
+                        } else {
+                            self.model.layers[i / 2].param_shapes().1.iter().product()
+                        };
+                        pass.set_bind_group(0, bg, &[]);
+                        pass.dispatch_workgroups(len.div_ceil(256).clamp(1, 4096) as u32, 1, 1);
+                    }
                 }
             }
             dev.queue.submit([enc.finish()]);
         }
-        let out = dev.read(&losses, steps as usize * n * 4)?;
+        let out = dev.read(&losses, steps_usize * n * 4)?;
         let sample_losses: &[f32] = bytemuck::cast_slice(&out);
         self.download(state)?;
         state.step += steps;

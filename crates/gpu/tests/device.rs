@@ -288,6 +288,19 @@ fn device_training_is_bit_identical_to_the_cpu_executor() {
             .run(&mut on_device, 25)
             .unwrap();
         let device_hash = Hash32::of(&on_device.encode(&model));
+        // The same run cut into submissions of one to three steps: the same bytes.
+        let mut cut = start.clone();
+        let bytes_per_step = 4 * (hyper.batch * model.input + hyper.batch) + 3 * 256;
+        GpuTrainer::new(d, &model, hyper, &train)
+            .unwrap()
+            .with_upload_bytes(bytes_per_step * (1 + hyper.seed as usize % 3))
+            .run(&mut cut, 25)
+            .unwrap();
+        assert_eq!(
+            Hash32::of(&cut.encode(&model)),
+            device_hash,
+            "{spec}: cut run"
+        );
         for threads in 1..=3 {
             let mut on_cpu = start.clone();
             let cpu_losses = Trainer::new(&model, hyper, &train)
