@@ -1,8 +1,9 @@
 //! The Evaluator actor: registers the node as an evaluator and verifies every result it was
 //! sampled for: the chain must be the committed one and start where the unit starts (tier 0
 //! also recomputes the metric on the held-out split, which trainers never receive); tier 1
-//! re-executes segments drawn from the audit seed fixed after the result was committed. Then it
-//! publishes its attestation.
+//! re-executes the ledger's draw of segments for this evaluator (the first, the last and its
+//! share of the rest, from the audit seed fixed after the result was committed, its address and
+//! the chain root). Then it publishes its attestation, which names exactly that draw.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,15 +17,15 @@ use trainmesh_gpu::device::GpuDevice;
 use trainmesh_gpu::gpu_train::Replayer;
 use trainmesh_gpu::hash::Hash32 as GpuHash;
 use trainmesh_gpu::train::{CheckpointStore, WorkResult as Chain};
-use trainmesh_gpu::verify::{self, AuditPolicy, Comparison, DEFAULT_AUDIT_SEGMENTS};
+use trainmesh_gpu::verify;
 
 use crate::ledger::LedgerAdvanced;
 use crate::trainer::{ensure_registered, Registration, HEARTBEAT_INTERVAL};
 use crate::wire::BlobKind;
 use crate::work::Outbox;
 use crate::work::{
-    current_units, model_and_hyper, ppm, start_state, worker_peers, WorkContext, WorkError,
-    FETCH_TIMEOUT,
+    audit_draw, current_units, ledger_params, model_and_hyper, ppm, start_state, worker_peers,
+    WorkContext, WorkError, FETCH_TIMEOUT,
 };
 
 pub struct EvaluatorActor {
@@ -96,10 +97,18 @@ impl EvaluatorActor {
             if self.busy.is_some() {
                 continue;
             }
+            // The segments this evaluator must check are the ledger's draw for it; a refusal lists
+            // them too (the contract holds every attestation to the draw).
+            let Ok(params) = ledger_params(&self.work.ledger) else {
+                continue;
+            };
+            let tier = job.spec.tier;
+            let drawn = audit_draw(&params, &unit, &me, tier);
             self.busy = Some(key);
             let work = self.work.clone();
             let device = self.device.clone();
-            let fut = async move { verify_unit(&work, &job, &unit, device).await };
+            let refused_draw = drawn.clone();
+            let fut = async move { verify_unit(&work, &job, &unit, device, drawn).await };
             ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
                 act.busy = None;
                 let attestation = match res {
@@ -109,8 +118,8 @@ impl EvaluatorActor {
                         Attestation {
                             accept: false,
                             metric_ppm: 0,
-                            tier: 0,
-                            segments_checked: Vec::new(),
+                            tier,
+                            segments_checked: refused_draw,
                         }
                     }
                 };
@@ -135,6 +144,7 @@ async fn verify_unit(
     job: &Job,
     unit: &Unit,
     device: Option<Arc<GpuDevice>>,
+    drawn: Vec<u32>,
 ) -> Result<Attestation, WorkError> {
     let result = unit
         .result
@@ -172,16 +182,12 @@ async fn verify_unit(
     }
     let train = work.datasets.load(work, job.spec.dataset, false).await?;
     let heldout = work.datasets.load(work, job.spec.dataset, true).await?;
-    let audited = if job.spec.tier >= 1 {
-        verify::draw_audit(
-            &GpuHash(result.chain_root.0),
-            &GpuHash(unit.audit_seed.0),
-            chain.chain.len(),
-            DEFAULT_AUDIT_SEGMENTS,
-        )
-    } else {
-        Vec::new()
-    };
+    let audited: Vec<usize> = drawn.iter().map(|&i| i as usize).collect();
+    if audited.iter().any(|&i| i >= chain.chain.len()) {
+        return Err(WorkError::Invalid(
+            "the drawn segments do not fit the chain".into(),
+        ));
+    }
     // Fetch every checkpoint the audit and tier 0 need.
     let mut store = CheckpointStore::new();
     store.put(start_bytes);
@@ -206,7 +212,6 @@ async fn verify_unit(
     let tier = job.spec.tier;
     let metric_kind = job.spec.target.metric;
     let committed_root = GpuHash(result.chain_root.0);
-    let beacon = GpuHash(unit.audit_seed.0);
     let end_step = unit.first_step + unit.steps;
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
@@ -217,22 +222,10 @@ async fn verify_unit(
         let measured = verify::tier0(&model, &final_bytes, &chain.final_checkpoint(), &heldout)?;
         let final_state = TrainState::decode(&final_bytes, &model)?;
         let mut accept = final_state.step == end_step;
-        let mut checked = Vec::new();
         if tier >= 1 {
-            // On the device when there is one for this model: the same bits, so still exact.
+            // On the device when there is one: the same bits, so still exact.
             let mut replayer = Replayer::new(device.as_deref(), &model, hyper, &train)?;
-            let report = verify::audit(
-                &model,
-                &chain,
-                &committed_root,
-                &beacon,
-                AuditPolicy {
-                    segments: DEFAULT_AUDIT_SEGMENTS,
-                    comparison: Comparison::Exact,
-                },
-                &store,
-                &mut replayer,
-            )?;
+            let report = verify::audit(&chain, &committed_root, &audited, &store, &mut replayer)?;
             if !report.accepted() {
                 tracing::info!(
                     faults = report.faults.len(),
@@ -241,7 +234,6 @@ async fn verify_unit(
                 );
             }
             accept &= report.accepted();
-            checked = report.checked.iter().map(|&i| i as u32).collect();
         }
         metrics
             .verification_seconds
@@ -253,7 +245,7 @@ async fn verify_unit(
                 Metric::Loss => ppm(measured.loss),
             },
             tier,
-            segments_checked: checked,
+            segments_checked: drawn,
         })
     })
     .await

@@ -26,7 +26,7 @@ use crate::wire::BlobKind;
 use crate::work::Outbox;
 use crate::work::{
     current_units, model_and_hyper, ppm, segment_steps, start_state, worker, WorkContext,
-    WorkError, CHAIN_SEGMENTS_MAX, RESUBMIT_AFTER,
+    WorkError, RESUBMIT_AFTER,
 };
 
 /// How often a worker tells the ledger it is alive.
@@ -225,7 +225,7 @@ async fn run_unit(
             (Some(_), Some(d)) => d.adapter.name.clone(),
             _ => "cpu".to_string(),
         };
-        let seg = segment_steps(steps, CHAIN_SEGMENTS_MAX);
+        let seg = segment_steps(steps);
         let segments = steps / seg;
         let mut blobs = vec![start.encode(&model)];
         let start_hash = trainmesh_gpu::hash::Hash32::of(&blobs[0]);

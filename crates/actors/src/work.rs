@@ -135,6 +135,36 @@ pub fn current_units(ledger: &SharedLedger) -> Result<Vec<(Job, Unit)>, WorkErro
     Ok(out)
 }
 
+/// The ledger's parameters as they stand.
+pub fn ledger_params(
+    ledger: &SharedLedger,
+) -> Result<trainmesh_contracts::params::Params, WorkError> {
+    let l = ledger.read().expect("ledger lock");
+    l.read(keys::PARAMS)
+        .map_err(ledger_err)?
+        .ok_or_else(|| WorkError::Invalid("the ledger has no parameters".into()))
+}
+
+/// The chain segments `evaluator` must re-execute for `unit` at `tier` (the ledger's draw, which
+/// the contract recomputes for its attestation; empty at tier 0 or without a result).
+pub fn audit_draw(
+    params: &trainmesh_contracts::params::Params,
+    unit: &Unit,
+    evaluator: &Address,
+    tier: u8,
+) -> Vec<u32> {
+    match (&unit.result, tier) {
+        (Some(r), 1..) => trainmesh_contracts::sampling::audit_sample(
+            &unit.audit_seed.0,
+            &r.chain_root.0,
+            evaluator,
+            r.segments,
+            trainmesh_contracts::jobs::audit_segments(params),
+        ),
+        _ => Vec::new(),
+    }
+}
+
 pub fn worker(ledger: &SharedLedger, a: &Address) -> Option<Worker> {
     ledger
         .read()
@@ -191,16 +221,11 @@ pub fn model_and_hyper(job: &Job) -> Result<(Model, HyperParams), WorkError> {
     Ok((model, hyper))
 }
 
-/// How a unit of `steps` steps is cut into segments: the smallest segment length that keeps the
-/// chain at most `max_segments` long and divides the unit evenly.
-pub fn segment_steps(steps: u64, max_segments: u64) -> u64 {
-    (1..=steps)
-        .find(|d| steps.is_multiple_of(*d) && steps / d <= max_segments)
-        .unwrap_or(steps)
+/// How many steps each segment of a unit of `steps` steps has: the contract fixes the number of
+/// segments (`trainmesh_contracts::jobs::chain_segments`), not the trainer.
+pub fn segment_steps(steps: u64) -> u64 {
+    steps / u64::from(trainmesh_contracts::jobs::chain_segments(steps)).max(1)
 }
-
-/// The most segments a unit's chain is cut into.
-pub const CHAIN_SEGMENTS_MAX: u64 = 128;
 
 /// The state a unit starts from: the job's seeded initial state for its first unit, else the
 /// previous unit's certified checkpoint, fetched from the trainers and checked against its hash.
@@ -312,10 +337,10 @@ mod tests {
 
     #[test]
     fn segments_divide_the_unit() {
-        assert_eq!(segment_steps(176, 128), 2);
-        assert_eq!(segment_steps(100, 128), 1);
-        assert_eq!(segment_steps(257, 128), 257);
-        assert_eq!(segment_steps(1_000, 128), 8);
+        assert_eq!(segment_steps(176), 1);
+        assert_eq!(segment_steps(2_048), 2);
+        assert_eq!(segment_steps(1_031), 1_031);
+        assert_eq!(segment_steps(10_000), 10);
         assert_eq!(ppm(0.95), 950_000);
     }
 }

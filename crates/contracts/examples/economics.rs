@@ -249,7 +249,7 @@ fn main() {
             let result = WorkResult {
                 checkpoint: Hash32([index as u8; 32]),
                 chain_root: Hash32([3; 32]),
-                segments: 64,
+                segments: jobs::chain_segments(100),
                 loss_trace_ppm: vec![500_000],
                 metric_ppm: 900_000,
             };
@@ -263,6 +263,14 @@ fn main() {
                 .iter()
                 .take(Params::default().attestation_quorum as usize)
             {
+                // Each evaluator names the ledger's draw for it.
+                let segments_checked = trainmesh_contracts::sampling::audit_sample(
+                    &unit.audit_seed.0,
+                    &[3; 32],
+                    e,
+                    jobs::chain_segments(100),
+                    jobs::audit_segments(&Params::default()),
+                );
                 sim.call(
                     *e,
                     Call::Attest {
@@ -271,7 +279,7 @@ fn main() {
                             accept: !cheat,
                             metric_ppm: 900_000,
                             tier: 1,
-                            segments_checked: vec![1, 2, 3],
+                            segments_checked,
                         },
                     },
                 );

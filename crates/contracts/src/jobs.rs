@@ -33,6 +33,29 @@ pub const ACTIVE_JOBS_MAX: usize = 1_000;
 pub const LOSS_TRACE_MAX: usize = 1_024;
 pub const SEGMENTS_MAX: u32 = 4_096;
 pub const SEGMENTS_CHECKED_MAX: usize = 512;
+/// The most segments a unit's checkpoint chain is cut into ([`chain_segments`]): enough that
+/// the panel's audit of a unit of ≥ 1,024 steps costs under a tenth of its training.
+pub const CHAIN_SEGMENTS: u64 = 1_024;
+/// Middle segments the whole panel draws per unit at tier ≥ 1: the least k with
+/// (1 − 0.1)^k ≤ 0.01, so a trainer faking 10% of its segments is missed by every evaluator
+/// together with probability below 0.01 (`docs/design/gpu.md`). Each evaluator draws its share
+/// ([`audit_segments`]) independently, from its own seed.
+pub const AUDIT_DRAWN: u32 = 44;
+
+/// Segments each evaluator re-executes per unit at tier ≥ 1: the first and the last (so a
+/// replaced final checkpoint is never missed) and its share of [`AUDIT_DRAWN`].
+pub fn audit_segments(p: &Params) -> u32 {
+    2 + AUDIT_DRAWN.div_ceil(p.evaluators_per_unit.max(1))
+}
+
+/// How many segments the chain of a unit of `steps` steps has — fixed by the contract, not by
+/// the trainer: the most (up to [`CHAIN_SEGMENTS`]) that divide the unit into equal segments.
+pub fn chain_segments(steps: u64) -> u32 {
+    let len = (1..=steps)
+        .find(|d| steps.is_multiple_of(*d) && steps / d <= CHAIN_SEGMENTS)
+        .unwrap_or(steps.max(1));
+    (steps / len).max(1) as u32
+}
 /// Metrics are parts per million: accuracy 0.95 = 950,000; a loss of 0.1 = 100,000.
 pub const PPM: u32 = 1_000_000;
 
@@ -576,10 +599,11 @@ pub fn submit_result(
             caller: sender,
         });
     }
-    if result.segments == 0 || result.segments > SEGMENTS_MAX {
+    let segments = chain_segments(unit.steps);
+    if result.segments != segments {
         return Err(invalid(format!(
-            "{} segments (1..={SEGMENTS_MAX})",
-            result.segments
+            "{} segments, but a unit of {} steps is cut into {segments}",
+            result.segments, unit.steps
         )));
     }
     if result.loss_trace_ppm.len() > LOSS_TRACE_MAX {
@@ -649,6 +673,31 @@ pub fn attest(
             count: attestation.segments_checked.len(),
             max: SEGMENTS_CHECKED_MAX,
         });
+    }
+    let tier = load_job(state, unit_id.job)?.spec.tier;
+    let p_audit = params::load(state)?;
+    if attestation.tier != tier {
+        return Err(invalid(format!(
+            "an attestation of tier {} for a job of tier {tier}",
+            attestation.tier
+        )));
+    }
+    // The segments this evaluator had to re-execute are the ledger's draw, not its choice.
+    let expected = match (&unit.result, tier) {
+        (Some(r), 1..) => crate::sampling::audit_sample(
+            &unit.audit_seed.0,
+            &r.chain_root.0,
+            &sender,
+            r.segments,
+            audit_segments(&p_audit),
+        ),
+        _ => Vec::new(),
+    };
+    if attestation.segments_checked != expected {
+        return Err(invalid(format!(
+            "segments checked {:?} are not the drawn {expected:?}",
+            attestation.segments_checked
+        )));
     }
     events.push(Event::Attested {
         unit: unit_id,

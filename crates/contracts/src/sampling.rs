@@ -68,9 +68,84 @@ pub fn weighted_sample(
     chosen
 }
 
+/// The chain segments an evaluator re-executes (tier ≥ 1), sorted: always the first (it starts
+/// from the unit's agreed start) and the last (it ends at the checkpoint the unit certifies), and
+/// `k − 2` more drawn uniformly without replacement from the others. The seed mixes the unit's
+/// audit seed (fixed only after the result was committed), the committed chain root and the
+/// evaluator's address: no trainer can shape the draw, and two evaluators check different
+/// middles. The contract recomputes it for every attestation; evaluators run exactly this.
+pub fn audit_sample(
+    audit_seed: &[u8; 32],
+    chain_root: &[u8; 32],
+    evaluator: &Address,
+    segments: u32,
+    k: u32,
+) -> Vec<u32> {
+    if segments <= k.max(2) {
+        return (0..segments).collect();
+    }
+    let mut domain = Vec::with_capacity(96);
+    domain.extend_from_slice(b"trainmesh/audit/v2");
+    domain.extend_from_slice(chain_root);
+    domain.extend_from_slice(&evaluator.0);
+    let mut sampler = Sampler::new(audit_seed, &domain);
+    // A partial Fisher–Yates shuffle of the middle segments 1..segments−1.
+    let mut middle: Vec<u32> = (1..segments - 1).collect();
+    let picks = (k.saturating_sub(2) as usize).min(middle.len());
+    for i in 0..picks {
+        let j = i + sampler.below((middle.len() - i) as u128) as usize;
+        middle.swap(i, j);
+    }
+    let mut chosen: Vec<u32> = middle[..picks].to_vec();
+    chosen.push(0);
+    chosen.push(segments - 1);
+    chosen.sort_unstable();
+    chosen
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_audit_sample_always_holds_the_ends_and_differs_by_evaluator() {
+        let seed = [7u8; 32];
+        let root = [9u8; 32];
+        let (e1, e2) = (Address([1; 32]), Address([2; 32]));
+        for segments in [1u32, 2, 3, 44, 45, 128, 4096] {
+            let s = audit_sample(&seed, &root, &e1, segments, 44);
+            assert_eq!(s.len(), segments.min(44) as usize, "{segments}");
+            assert!(s.windows(2).all(|w| w[0] < w[1]));
+            assert_eq!(s[0], 0);
+            assert_eq!(*s.last().unwrap(), segments - 1);
+            assert_eq!(s, audit_sample(&seed, &root, &e1, segments, 44));
+        }
+        assert_ne!(
+            audit_sample(&seed, &root, &e1, 128, 44),
+            audit_sample(&seed, &root, &e2, 128, 44)
+        );
+        assert_ne!(
+            audit_sample(&seed, &root, &e1, 128, 44),
+            audit_sample(&[8u8; 32], &root, &e1, 128, 44)
+        );
+        // Every middle segment is drawn about equally often.
+        let mut counts = vec![0u32; 128];
+        for i in 0..2_000u32 {
+            let mut s = [0u8; 32];
+            s[..4].copy_from_slice(&i.to_le_bytes());
+            for j in audit_sample(&s, &root, &e1, 128, 44) {
+                counts[j as usize] += 1;
+            }
+        }
+        assert_eq!((counts[0], counts[127]), (2_000, 2_000));
+        let expected = 2_000.0 * 42.0 / 126.0;
+        for c in &counts[1..127] {
+            assert!(
+                (f64::from(*c) - expected).abs() < 0.25 * expected,
+                "{counts:?}"
+            );
+        }
+    }
 
     #[test]
     fn sampling_follows_weights_and_never_repeats() {

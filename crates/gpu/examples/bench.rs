@@ -26,13 +26,31 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
+use trainmesh_contracts::jobs::{audit_segments, chain_segments};
+use trainmesh_contracts::params::Params;
+use trainmesh_contracts::sampling::audit_sample;
+use trainmesh_contracts::types::Address;
 use trainmesh_gpu::checkpoint::TrainState;
 use trainmesh_gpu::device::Compute;
 use trainmesh_gpu::import::{digits_bundled, fashion_mnist, FASHION_MNIST_DIR};
 use trainmesh_gpu::optim::{HyperParams, Optimizer};
 use trainmesh_gpu::spec::{Model, ModelSpec};
 use trainmesh_gpu::train::{evaluate, initial_state, CheckpointStore, Trainer, WorkResult};
-use trainmesh_gpu::verify::{audit, tier0, AuditPolicy, SegmentReplayer, DEFAULT_AUDIT_SEGMENTS};
+use trainmesh_gpu::verify::{audit, tier0, SegmentReplayer};
+
+/// The segments evaluator `e` of the network's panel re-executes (the ledger's draw).
+fn panel_draw(result: &WorkResult, seed: &Hash32, e: u8) -> Vec<usize> {
+    audit_sample(
+        &seed.0,
+        &result.chain_root().0,
+        &Address([e; 32]),
+        result.chain.len() as u32,
+        audit_segments(&Params::default()),
+    )
+    .into_iter()
+    .map(|i| i as usize)
+    .collect()
+}
 use trainmesh_gpu::{GpuError, Hash32};
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -87,9 +105,11 @@ impl SegmentReplayer for Memo<'_> {
     }
 }
 
-/// Detection rate of the default audit against a trainer faking 10% of 440 one-step segments of a
-/// digits MLP, over `audits` beacons.
-fn cheat_detection_rate(audits: u64) -> f64 {
+/// Detection rate of the network's audit (each evaluator of the default panel checks the ledger's
+/// draw for it; the unit is rejected when any finds a fault) against a trainer faking 10% of 440
+/// one-step segments of a digits MLP (`last_only`: replacing only the final segment), over
+/// `audits` audit seeds.
+fn cheat_detection_rate(audits: u64, last_only: bool) -> f64 {
     let data = digits_bundled();
     let model = ModelSpec::from_json(
         br#"{"kind":"mlp","input":64,"classes":10,"hidden":[{"units":16,"activation":"relu"}]}"#,
@@ -104,7 +124,11 @@ fn cheat_detection_rate(audits: u64) -> f64 {
         seed: 3,
     };
     let m = 440usize;
-    let faked: Vec<usize> = (0..m).filter(|i| i % 10 == 7).collect();
+    let faked: Vec<usize> = if last_only {
+        vec![m - 1]
+    } else {
+        (0..m).filter(|i| i % 10 == 7).collect()
+    };
     let mut store = CheckpointStore::new();
     let mut trainer = Trainer::new(&model, hyper, &data).expect("trainer");
     let mut state = initial_state(&model, &hyper);
@@ -131,20 +155,21 @@ fn cheat_detection_rate(audits: u64) -> f64 {
         inner: Trainer::new(&model, hyper, &data).expect("trainer"),
         cache: BTreeMap::new(),
     };
+    let panel = Params::default().evaluators_per_unit as u8;
     let caught = (0..audits)
         .filter(|i| {
-            let beacon = Hash32::of(&i.to_le_bytes());
-            !audit(
-                &model,
-                &result,
-                &result.chain_root(),
-                &beacon,
-                AuditPolicy::default(),
-                &store,
-                &mut memo,
-            )
-            .expect("well-formed result")
-            .accepted()
+            let seed = Hash32::of(&i.to_le_bytes());
+            (1..=panel).any(|e| {
+                !audit(
+                    &result,
+                    &result.chain_root(),
+                    &panel_draw(&result, &seed, e),
+                    &store,
+                    &mut memo,
+                )
+                .expect("well-formed result")
+                .accepted()
+            })
         })
         .count();
     caught as f64 / audits as f64
@@ -424,35 +449,40 @@ fn main() {
 
     // 2. Fashion-MNIST MLP 784-256-128-10, batch 128, Adam.
     // Cheat detection at the default audit rate.
-    let detection = if throughput_only {
-        f64::NAN
+    let (detection, last_detection) = if throughput_only {
+        (f64::NAN, f64::NAN)
     } else {
-        cheat_detection_rate(2000)
+        (
+            cheat_detection_rate(2000, false),
+            cheat_detection_rate(2000, true),
+        )
     };
-    println!("cheat detection (10% of 440 segments faked, 2000 beacons): {detection:.4}");
+    println!("cheat detection by the panel (2000 audit seeds, 440 segments): 10% faked {detection:.4}, only the last replaced {last_detection:.4}");
 
     let (train, test) = match fashion_mnist(Path::new(FASHION_MNIST_DIR)) {
         Ok(Some(d)) => d,
         Ok(None) => {
             println!("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): no training figures");
             let json = serde_json::json!({
-                "adapter": adapter,
-                "matmul_n": matmul_n,
-                "matmul_gflops_wgpu": wgpu_gflops,
-                "matmul_gflops_cpu_baseline": cpu_gflops,
-                "wgpu_train_bit_exact": wgpu_train_bit_exact,
-                "gemm_ratio_vs_torch_gpu": gemm_ratio_vs_torch_gpu,
-                "train_ratio_vs_torch_gpu": train_ratio_vs_torch_gpu,
-                "exact_gemm_n": exact_gemm.map(|(n, _)| n),
-                "exact_gemm_gflops_wgpu": exact_gemm.map(|(_, g)| g),
-                "device_train_samples_per_s": device_train_sps,
-                "pytorch_gpu": torch_gpu,
-                "cpu_threads": threads,
-                "train_samples_per_s": null,
-                "fashion_mnist_test_accuracy": null,
-                "verify_cost_fraction": null,
-                "cheat_detection_rate": detection,
-            });
+                    "adapter": adapter,
+                    "matmul_n": matmul_n,
+                    "matmul_gflops_wgpu": wgpu_gflops,
+                    "matmul_gflops_cpu_baseline": cpu_gflops,
+                    "wgpu_train_bit_exact": wgpu_train_bit_exact,
+                    "gemm_ratio_vs_torch_gpu": gemm_ratio_vs_torch_gpu,
+                    "train_ratio_vs_torch_gpu": train_ratio_vs_torch_gpu,
+                    "exact_gemm_n": exact_gemm.map(|(n, _)| n),
+                    "exact_gemm_gflops_wgpu": exact_gemm.map(|(_, g)| g),
+                    "device_train_samples_per_s": device_train_sps,
+                    "pytorch_gpu": torch_gpu,
+                    "cpu_threads": threads,
+                    "train_samples_per_s": null,
+                    "fashion_mnist_test_accuracy": null,
+                    "verify_cost_fraction": null,
+                    "cheat_detection_rate": detection,
+            "final_segment_detection_rate": last_detection,
+                    "final_segment_detection_rate": last_detection,
+                });
             println!("{json}");
             return;
         }
@@ -474,9 +504,9 @@ fn main() {
     };
     let steps_per_epoch = (train.len() / hyper.batch) as u64;
     let total_steps = steps_per_epoch * epochs as u64;
-    // Segments of 5 steps: ~940 per 10 epochs, so 44 audited segments cost about 5%.
-    let segment_steps = 5u64;
-    let segments = total_steps / segment_steps;
+    // The run as one unit, cut into segments as the contract cuts a unit of that many steps.
+    let segments = u64::from(chain_segments(total_steps));
+    let segment_steps = total_steps / segments;
     println!(
         "train: {} samples, test {} samples, {total_steps} steps of batch {} ({segments} segments of {segment_steps})",
         train.len(),
@@ -612,37 +642,42 @@ fn main() {
         metrics.loss
     );
 
-    // 3. Verification cost: tier 0 on the test split + a default tier-1 audit.
+    // 3. Verification cost as the network runs it: every evaluator of the default panel
+    // recomputes tier 0 on the test split and re-executes the ledger's draw for it.
     let t = Instant::now();
     let final_blob = store
         .get(&result.final_checkpoint())
         .expect("final")
         .to_vec();
-    let m0 = tier0(&model, &final_blob, &result.final_checkpoint(), &test).expect("tier 0");
-    assert_eq!(m0, metrics);
-    let mut evaluator = Trainer::new(&model, hyper, &train)
-        .expect("evaluator")
-        .with_threads(threads);
-    let report = audit(
-        &model,
-        &result,
-        &result.chain_root(),
-        &Hash32::of(b"bench beacon"),
-        AuditPolicy::default(),
-        &store,
-        &mut evaluator,
-    )
-    .expect("audit");
+    let panel = Params::default().evaluators_per_unit as u8;
+    let mut steps_replayed = 0;
+    let mut checked = 0;
+    for e in 1..=panel {
+        let m0 = tier0(&model, &final_blob, &result.final_checkpoint(), &test).expect("tier 0");
+        assert_eq!(m0, metrics);
+        let mut evaluator = Trainer::new(&model, hyper, &train)
+            .expect("evaluator")
+            .with_threads(threads);
+        let report = audit(
+            &result,
+            &result.chain_root(),
+            &panel_draw(&result, &Hash32::of(b"bench audit seed"), e),
+            &store,
+            &mut evaluator,
+        )
+        .expect("audit");
+        assert!(
+            report.accepted(),
+            "honest training rejected: {:?}",
+            report.faults
+        );
+        steps_replayed += report.steps_replayed;
+        checked += report.checked.len();
+    }
     let verify_s = t.elapsed().as_secs_f64();
-    assert!(
-        report.accepted(),
-        "honest training rejected: {:?}",
-        report.faults
-    );
     let verify_cost_fraction = verify_s / train_s;
     println!(
-        "verification: tier 0 + tier 1 ({DEFAULT_AUDIT_SEGMENTS} of {segments} segments, {} steps) in {verify_s:.2} s = {verify_cost_fraction:.3} of training",
-        report.steps_replayed
+        "verification by a panel of {panel}: tier 0 + tier 1 ({checked} segment audits of {segments}, {steps_replayed} of {total_steps} steps) in {verify_s:.2} s = {verify_cost_fraction:.3} of training"
     );
     let _ = TrainState::decode(&final_blob, &model).expect("decodes");
     drop(store);

@@ -10,7 +10,7 @@
 //! executor's operation order (fused multiply-adds in the GEMM's order, the executor's activation,
 //! softmax and update sequences, correctly rounded division and square root), so a segment
 //! trained here has the checkpoint hash of the same segment on the CPU executor and an evaluator
-//! compares it exactly ([`crate::verify::Comparison::Exact`]). The per-sample losses come back to
+//! compares it exactly ([`crate::verify::audit`]). The per-sample losses come back to
 //! the host, which averages them in f64 as the executor does.
 //!
 //! A run's batches, labels and per-step hyper-parameters are gathered on the host and written to

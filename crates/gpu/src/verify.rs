@@ -1,31 +1,29 @@
 //! Verification of useful work (DESIGN §3 step 5).
 //!
 //! - **Tier 0** recomputes the metric on the held-out split from the committed final checkpoint.
-//! - **Tier 1** re-executes segments of the checkpoint chain drawn from a beacon revealed only
-//!   after the chain root was committed, and compares: the exact hash on the deterministic path,
-//!   otherwise a distance bound relative to the size of the segment's update
-//!   (`docs/design/gpu.md` justifies the bound).
+//! - **Tier 1** re-executes segments of the checkpoint chain and compares their end checkpoints'
+//!   hashes exactly: every conforming device computes the CPU executor's bits, so there is no
+//!   tolerance to exploit. Which segments is the ledger's draw (`trainmesh_contracts::sampling::
+//!   audit_sample`: the first, the last, and others drawn from a seed fixed after the result was
+//!   committed, different for each evaluator); this module replays whatever it is given.
 //! - **Tier 2** bisects a disputed segment down to one step ([`Bisection`]), which **the referee**
 //!   ([`referee_step`]) re-runs on the deterministic executor.
 //!
 //! Audit arithmetic: with m segments of which f are faked, re-executing k drawn uniformly without
 //! replacement misses every fake with probability C(m−f, k) / C(m, k) ≤ (1 − f/m)^k. The default
-//! k = 44 catches a trainer that fakes 10% of its segments with probability ≥ 0.99.
+//! k = 44 catches a trainer that fakes 10% of its segments with probability ≥ 0.99; the ledger's
+//! draw always includes the last segment, so a replaced final checkpoint is always caught.
 
 use crate::checkpoint::TrainState;
 use crate::error::GpuError;
 use crate::hash::Hash32;
 use crate::spec::Model;
 use crate::train::{evaluate, CheckpointStore, Metrics, Trainer, WorkResult};
-use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 
 /// Segments an evaluator re-executes per audited result by default: the least k with
 /// (1 − 0.1)^k ≤ 0.01.
 pub const DEFAULT_AUDIT_SEGMENTS: usize = 44;
-/// Default relative distance bound for cross-backend comparison (see `docs/design/gpu.md`).
-pub const DEFAULT_RELATIVE_BOUND: f64 = 0.01;
 
 /// The least k with (1 − cheat_fraction)^k ≤ 1 − detection.
 pub fn audit_segments_for(cheat_fraction: f64, detection: f64) -> usize {
@@ -44,44 +42,6 @@ pub fn miss_probability(m: usize, faked: usize, k: usize) -> f64 {
             p * (m - faked - i) as f64 / (m - i) as f64
         }
     })
-}
-
-/// The segments to re-execute: `k` distinct indices of `0..segments`, drawn from the committed
-/// chain root and a beacon revealed after it (e.g. a later committed leader's digest), sorted.
-pub fn draw_audit(chain_root: &Hash32, beacon: &Hash32, segments: usize, k: usize) -> Vec<usize> {
-    let mut h = blake3::Hasher::new();
-    h.update(b"trainmesh.audit.v1");
-    h.update(&chain_root.0);
-    h.update(&beacon.0);
-    let mut rng = ChaCha20Rng::from_seed(*h.finalize().as_bytes());
-    let mut picked = rand::seq::index::sample(&mut rng, segments, k.min(segments)).into_vec();
-    picked.sort_unstable();
-    picked
-}
-
-/// How re-executed segments are compared with the committed ones.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub enum Comparison {
-    /// Both sides ran the deterministic path: the checkpoint hashes must be equal.
-    Exact,
-    /// Different backends: ‖θ_claimed − θ_replayed‖ ≤ relative · ‖θ_replayed − θ_start‖.
-    Bounded { relative: f64 },
-}
-
-/// How much an evaluator re-executes, and how it compares.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct AuditPolicy {
-    pub segments: usize,
-    pub comparison: Comparison,
-}
-
-impl Default for AuditPolicy {
-    fn default() -> Self {
-        AuditPolicy {
-            segments: DEFAULT_AUDIT_SEGMENTS,
-            comparison: Comparison::Exact,
-        }
-    }
 }
 
 /// Where an evaluator gets checkpoint blobs (the trainer serves them; in memory here).
@@ -122,10 +82,8 @@ pub enum SegmentFault {
     Unavailable { checkpoint: Hash32 },
     /// A served blob is not the committed checkpoint or does not decode.
     Malformed { reason: String },
-    /// Exact comparison: the re-executed checkpoint differs.
+    /// The re-executed checkpoint differs from the committed one.
     HashMismatch { claimed: Hash32, replayed: Hash32 },
-    /// Bounded comparison: too far from the re-executed checkpoint.
-    TooFar { distance: f64, bound: f64 },
 }
 
 /// The outcome of a tier-1 audit.
@@ -143,20 +101,6 @@ impl AuditReport {
     }
 }
 
-/// The L2 distance between the parameters of two states.
-pub fn param_distance(a: &TrainState, b: &TrainState) -> f64 {
-    a.params
-        .iter()
-        .zip(&b.params)
-        .flat_map(|(x, y)| x.data.iter().zip(&y.data))
-        .map(|(&u, &v)| {
-            let d = f64::from(u) - f64::from(v);
-            d * d
-        })
-        .sum::<f64>()
-        .sqrt()
-}
-
 fn fetch_verified(source: &impl CheckpointSource, h: &Hash32) -> Result<Vec<u8>, SegmentFault> {
     let bytes = source
         .fetch(h)
@@ -170,10 +114,8 @@ fn fetch_verified(source: &impl CheckpointSource, h: &Hash32) -> Result<Vec<u8>,
 }
 
 fn audit_segment(
-    model: &Model,
     result: &WorkResult,
     i: usize,
-    comparison: Comparison,
     source: &impl CheckpointSource,
     replayer: &mut impl SegmentReplayer,
 ) -> Result<(), SegmentFault> {
@@ -185,43 +127,22 @@ fn audit_segment(
                 reason: e.to_string(),
             })?;
     let claimed = result.chain[i];
-    match comparison {
-        Comparison::Exact => {
-            let replayed = Hash32::of(&replayed);
-            if replayed == claimed {
-                Ok(())
-            } else {
-                Err(SegmentFault::HashMismatch { claimed, replayed })
-            }
-        }
-        Comparison::Bounded { relative } => {
-            let malformed = |e: GpuError| SegmentFault::Malformed {
-                reason: e.to_string(),
-            };
-            let claimed_bytes = fetch_verified(source, &claimed)?;
-            let claimed = TrainState::decode(&claimed_bytes, model).map_err(malformed)?;
-            let start = TrainState::decode(&start, model).map_err(malformed)?;
-            let replayed = TrainState::decode(&replayed, model).map_err(malformed)?;
-            let distance = param_distance(&claimed, &replayed);
-            let bound = relative * param_distance(&replayed, &start);
-            if distance <= bound && claimed.step == replayed.step {
-                Ok(())
-            } else {
-                Err(SegmentFault::TooFar { distance, bound })
-            }
-        }
+    let replayed = Hash32::of(&replayed);
+    if replayed == claimed {
+        Ok(())
+    } else {
+        Err(SegmentFault::HashMismatch { claimed, replayed })
     }
 }
 
-/// Tier 1: checks that `result` is the one committed under `committed_root`, draws
-/// `policy.segments` segments from `beacon`, re-executes each from the trainer's checkpoint and
-/// compares.
+/// Tier 1: checks that `result` is the one committed under `committed_root` (and well formed),
+/// then re-executes each segment of `checked` (the ledger's draw for this evaluator) with
+/// `replayer` (which trains the unit's model) from the trainer's checkpoint, and compares the
+/// end checkpoint's hash with the committed one.
 pub fn audit(
-    model: &Model,
     result: &WorkResult,
     committed_root: &Hash32,
-    beacon: &Hash32,
-    policy: AuditPolicy,
+    checked: &[usize],
     source: &impl CheckpointSource,
     replayer: &mut impl SegmentReplayer,
 ) -> Result<AuditReport, GpuError> {
@@ -234,18 +155,22 @@ pub fn audit(
             ),
         });
     }
-    let checked = draw_audit(committed_root, beacon, result.chain.len(), policy.segments);
+    if let Some(&bad) = checked.iter().find(|&&i| i >= result.chain.len()) {
+        return Err(GpuError::ResultMalformed {
+            reason: format!("segment {bad} drawn from a chain of {}", result.chain.len()),
+        });
+    }
     let faults = checked
         .iter()
         .filter_map(|&i| {
-            audit_segment(model, result, i, policy.comparison, source, replayer)
+            audit_segment(result, i, source, replayer)
                 .err()
                 .map(|f| (i, f))
         })
         .collect();
     Ok(AuditReport {
         steps_replayed: checked.len() as u64 * result.segment_steps,
-        checked,
+        checked: checked.to_vec(),
         faults,
     })
 }
@@ -354,19 +279,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn draws_are_distinct_sorted_and_depend_on_the_beacon() {
-        let root = Hash32::of(b"root");
-        let a = draw_audit(&root, &Hash32::of(b"b1"), 100, 44);
-        assert_eq!(a.len(), 44);
-        assert!(a.windows(2).all(|w| w[0] < w[1]) && *a.last().unwrap() < 100);
-        assert_ne!(a, draw_audit(&root, &Hash32::of(b"b2"), 100, 44));
-        assert_eq!(a, draw_audit(&root, &Hash32::of(b"b1"), 100, 44));
-        assert_eq!(
-            draw_audit(&root, &Hash32::of(b"b1"), 5, 44),
-            vec![0, 1, 2, 3, 4]
-        );
     }
 }

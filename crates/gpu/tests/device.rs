@@ -12,7 +12,7 @@ use trainmesh_gpu::import::digits_bundled;
 use trainmesh_gpu::optim::{HyperParams, Optimizer};
 use trainmesh_gpu::spec::ModelSpec;
 use trainmesh_gpu::train::{evaluate, initial_state, CheckpointStore, Trainer};
-use trainmesh_gpu::verify::{audit, AuditPolicy, Comparison};
+use trainmesh_gpu::verify::audit;
 use trainmesh_gpu::Hash32;
 
 fn device() -> Option<&'static GpuDevice> {
@@ -357,16 +357,11 @@ fn tier1_exact_comparison_accepts_device_trained_work_replayed_on_the_cpu() {
         let mut gpu = GpuTrainer::new(d, &model, hyper, &train).unwrap();
         let segments = 12u64;
         let (result, _) = gpu.work_unit(&start, segments, 8, &mut store).unwrap();
-        let policy = AuditPolicy {
-            segments: segments as usize,
-            comparison: Comparison::Exact,
-        };
+        let every: Vec<usize> = (0..segments as usize).collect();
         let report = audit(
-            &model,
             &result,
             &result.chain_root(),
-            &Hash32::of(b"beacon"),
-            policy,
+            &every,
             &store,
             &mut Trainer::new(&model, hyper, &train).unwrap(),
         )
@@ -380,11 +375,9 @@ fn tier1_exact_comparison_accepts_device_trained_work_replayed_on_the_cpu() {
         skipped.step += 8;
         cheat.chain[5] = store.put(skipped.encode(&model));
         let report = audit(
-            &model,
             &cheat,
             &cheat.chain_root(),
-            &Hash32::of(b"beacon"),
-            policy,
+            &every,
             &store,
             &mut Trainer::new(&model, hyper, &train).unwrap(),
         )
@@ -397,11 +390,9 @@ fn tier1_exact_comparison_accepts_device_trained_work_replayed_on_the_cpu() {
             let mut on_device = Replayer::new(Some(d), &model, hyper, &train).unwrap();
             assert_ne!(on_device.device_name(), "cpu");
             let report = audit(
-                &model,
                 claimed,
                 &claimed.chain_root(),
-                &Hash32::of(b"beacon"),
-                policy,
+                &every,
                 &store,
                 &mut on_device,
             )

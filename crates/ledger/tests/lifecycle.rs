@@ -136,10 +136,25 @@ impl World {
         WorkResult {
             checkpoint: Hash32([checkpoint; 32]),
             chain_root: Hash32([checkpoint ^ 0xff; 32]),
-            segments: 50,
+            // A unit of 100 steps is cut into 100 segments (the contract's rule).
+            segments: jobs::chain_segments(100),
             loss_trace_ppm: vec![900_000, 500_000, 300_000],
             metric_ppm,
         }
+    }
+
+    /// The segments `evaluator` must name for the unit: the ledger's draw for it.
+    fn drawn(&self, job: JobId, index: u32, evaluator: &Address) -> Vec<u32> {
+        let unit = self.unit(job, index);
+        let params: Params = self.net.ledger.read(keys::PARAMS).unwrap().unwrap();
+        let r = unit.result.expect("a submitted unit");
+        trainmesh_ledger::contracts::sampling::audit_sample(
+            &unit.audit_seed.0,
+            &r.chain_root.0,
+            evaluator,
+            r.segments,
+            jobs::audit_segments(&params),
+        )
     }
 
     /// The assigned trainer submits; every sampled evaluator attests `accept`.
@@ -165,7 +180,7 @@ impl World {
                 accept,
                 metric_ppm,
                 tier: 1,
-                segments_checked: vec![3, 17, 41],
+                segments_checked: self.drawn(job, index, &e),
             };
             match self.net.call(
                 &key,
@@ -552,5 +567,89 @@ fn a_malformed_conformance_digest_is_refused() {
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::WorkerRegistered { who, .. } if *who == newcomer.address())));
+    w.net.check();
+}
+
+/// The trainer does not choose how its chain is cut: a result with another number of segments
+/// than the contract fixes for the unit (fewer, to make each audited segment cheaper to fake
+/// around, or more) is refused; and an evaluator cannot choose what it checked: an attestation
+/// naming other segments than the ledger's draw for it, or another tier than the job's, is
+/// refused with a clear error, and the unit stays open for a proper one.
+#[test]
+fn the_contract_fixes_the_segments_and_each_evaluators_sample() {
+    let mut w = world(Params::default());
+    let deadline = w.net.time_ms + 3_600_000;
+    w.net.ok(
+        &w.researcher,
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    let job = JobId(1);
+    let unit = UnitId { job, index: 0 };
+    let trainer = w.key_of(w.unit(job, 0).trainer.unwrap()).clone();
+    for segments in [1, 50, 4_096] {
+        let r = w
+            .net
+            .call(
+                &trainer,
+                Call::SubmitWorkResult {
+                    unit,
+                    result: WorkResult {
+                        segments,
+                        ..World::result(960_000, 1)
+                    },
+                },
+            )
+            .unwrap_err();
+        assert!(r.message.contains("segments"), "{}", r.message);
+    }
+    w.net.ok(
+        &trainer,
+        Call::SubmitWorkResult {
+            unit,
+            result: World::result(960_000, 1),
+        },
+    );
+    let evaluators = w.unit(job, 0).evaluators.clone();
+    let (e1, e2) = (evaluators[0], evaluators[1]);
+    let (d1, d2) = (w.drawn(job, 0, &e1), w.drawn(job, 0, &e2));
+    assert_ne!(d1, d2, "each evaluator draws its own sample");
+    for d in [&d1, &d2] {
+        assert_eq!(
+            (d[0], *d.last().unwrap()),
+            (0, 99),
+            "the ends are always checked"
+        );
+        assert_eq!(d.len(), 2 + 22);
+    }
+    let key = w.key_of(e1).clone();
+    let attest = |segments_checked: Vec<u32>, tier: u8| Call::Attest {
+        unit,
+        attestation: Attestation {
+            accept: true,
+            metric_ppm: 960_000,
+            tier,
+            segments_checked,
+        },
+    };
+    for (bad, tier) in [
+        (d2.clone(), 1),
+        (d1[1..].to_vec(), 1),
+        (Vec::new(), 1),
+        (d1.clone(), 0),
+    ] {
+        let r = w.net.call(&key, attest(bad, tier)).unwrap_err();
+        assert!(
+            r.message.contains("drawn") || r.message.contains("tier"),
+            "{}",
+            r.message
+        );
+    }
+    assert!(w.unit(job, 0).attestations.is_empty());
+    w.net.ok(&key, attest(d1, 1));
+    let key2 = w.key_of(e2).clone();
+    w.net.ok(&key2, attest(d2, 1));
+    assert_eq!(w.unit(job, 0).state, UnitState::Certified);
     w.net.check();
 }
