@@ -63,6 +63,16 @@ impl BlobStore {
             .cloned()
     }
 
+    /// What this node answers a peer asking for `kind`/`hash`: the blob when its audience
+    /// includes the peer (`evaluator`: the peer is a registered evaluator), else nothing.
+    pub fn serve(&self, kind: BlobKind, hash: &[u8; 32], evaluator: bool) -> Option<Vec<u8>> {
+        match self.get(kind, hash) {
+            Some((b, Audience::Anyone)) => Some(b.to_vec()),
+            Some((b, Audience::Evaluators)) if evaluator => Some(b.to_vec()),
+            _ => None,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.inner.lock().expect("blob store lock").len()
     }
@@ -119,13 +129,16 @@ impl Fetcher {
         }
     }
 
-    /// The blob, from the local store or from `peers`, verified; it is kept locally afterwards.
+    /// The blob, from the local store or from `peers`, verified; it is kept locally afterwards
+    /// and served on to `audience` only — the audience the blob had where it came from (a
+    /// held-out shard an evaluator fetched stays for evaluators: [`Audience::Evaluators`]).
     pub async fn fetch(
         &self,
         kind: BlobKind,
         hash: [u8; 32],
         peers: &[PeerId],
         timeout: Duration,
+        audience: Audience,
     ) -> Result<Arc<Vec<u8>>, FetchError> {
         if let Some((b, _)) = self.local.get(kind, &hash) {
             return Ok(b);
@@ -160,7 +173,7 @@ impl Fetcher {
             let wait = tokio::time::Instant::now() + PEER_ANSWER_TIMEOUT;
             match tokio::time::timeout_at(wait.min(deadline), &mut rx).await {
                 Ok(Ok(bytes)) => {
-                    self.local.put(kind, hash, bytes.to_vec(), Audience::Anyone);
+                    self.local.put(kind, hash, bytes.to_vec(), audience);
                     return Ok(bytes);
                 }
                 Ok(Err(_)) | Err(_) => {
@@ -230,6 +243,42 @@ impl Fetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An evaluator that fetched a held-out shard keeps the shard's audience: it serves it on
+    /// to evaluators only, never to a trainer (or anyone else) asking for it.
+    #[tokio::test]
+    async fn a_fetched_heldout_shard_is_not_served_to_a_trainer() {
+        let (net, mut requests) = mpsc::channel(8);
+        let local = BlobStore::default();
+        let fetcher = Fetcher::new(net, local.clone());
+        let shard = b"held-out shard bytes".to_vec();
+        let hash = *blake3::hash(&shard).as_bytes();
+        let provider = PeerId::random();
+        let f = fetcher.clone();
+        let fetch = tokio::spawn(async move {
+            f.fetch(
+                BlobKind::Shard,
+                hash,
+                &[provider],
+                Duration::from_secs(30),
+                Audience::Evaluators,
+            )
+            .await
+        });
+        // The provider is asked, and answers.
+        let Some(NetworkCommand::SendTo { peer, .. }) = requests.recv().await else {
+            panic!("no request went out");
+        };
+        assert_eq!(peer, provider);
+        assert!(fetcher.deliver(BlobKind::Shard, hash, shard.clone()));
+        assert_eq!(*fetch.await.unwrap().unwrap(), shard);
+        assert_eq!(
+            local.get(BlobKind::Shard, &hash).map(|(_, a)| a),
+            Some(Audience::Evaluators)
+        );
+        assert_eq!(local.serve(BlobKind::Shard, &hash, false), None);
+        assert_eq!(local.serve(BlobKind::Shard, &hash, true), Some(shard));
+    }
 
     #[test]
     fn blobs_are_checked_against_their_hash() {

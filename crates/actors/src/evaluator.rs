@@ -19,6 +19,7 @@ use trainmesh_gpu::hash::Hash32 as GpuHash;
 use trainmesh_gpu::train::{CheckpointStore, WorkResult as Chain};
 use trainmesh_gpu::verify;
 
+use crate::blobs::Audience;
 use crate::ledger::LedgerAdvanced;
 use crate::trainer::{ensure_registered, Registration, HEARTBEAT_INTERVAL};
 use crate::wire::BlobKind;
@@ -159,6 +160,7 @@ async fn verify_unit(
             result.chain_root.0,
             &trainer_peers,
             FETCH_TIMEOUT,
+            Audience::Anyone,
         )
         .await?;
     let chain: Chain = serde_json::from_slice(&chain_bytes)
@@ -204,7 +206,13 @@ async fn verify_unit(
         }
         let b = work
             .fetcher
-            .fetch(BlobKind::Checkpoint, h.0, &trainer_peers, FETCH_TIMEOUT)
+            .fetch(
+                BlobKind::Checkpoint,
+                h.0,
+                &trainer_peers,
+                FETCH_TIMEOUT,
+                Audience::Anyone,
+            )
             .await?;
         store.put(b.to_vec());
     }

@@ -206,7 +206,14 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
         mesh: spec.mesh.clone(),
         metrics: metrics.clone(),
     })?;
-    let peer_id = network::keypair(&network_secret)?.public().to_peer_id();
+    let network_key = network::keypair(&network_secret)?;
+    let peer_id = network_key.public().to_peer_id();
+    // The network key signs this node's account binding, which the worker registration carries.
+    let peer_signature = network_key
+        .sign(&trainmesh_contracts::workers::peer_binding_message(
+            &trainmesh_ledger::AccountKey::from_secret(spec.account_secret).address(),
+        ))
+        .map_err(|e| network::NetworkError::Key(e.to_string()))?;
     let blobs = BlobStore::default();
     let fetcher = Fetcher::new(net.clone(), blobs.clone());
     let chain_id = spec.genesis.chain_id.clone();
@@ -281,6 +288,7 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
         wallet: wallet.clone(),
         metrics: metrics.clone(),
         peer_id,
+        peer_signature,
         datasets: DatasetCache::default(),
     };
     let trained_on = TrainedOn::default();

@@ -166,11 +166,10 @@ impl Router {
                 }
             },
             MeshMessage::BlobRequest { kind, hash } => {
-                let bytes = match self.blobs.get(kind, &hash) {
-                    Some((b, Audience::Anyone)) => Some(b.to_vec()),
-                    Some((b, Audience::Evaluators)) if self.is_evaluator(&from) => Some(b.to_vec()),
-                    _ => None,
-                };
+                let evaluator =
+                    matches!(self.blobs.get(kind, &hash), Some((_, Audience::Evaluators)))
+                        && self.is_evaluator(&from);
+                let bytes = self.blobs.serve(kind, &hash, evaluator);
                 self.reply(from, MeshMessage::BlobResponse { kind, hash, bytes });
                 Ok(())
             }

@@ -59,6 +59,7 @@ pub(crate) fn ensure_registered(
         bond: registration.bond,
         capability: registration.capability.clone(),
         peer_id: work.peer_id.to_string(),
+        peer_signature: work.peer_signature.clone(),
     };
     work.send_call(call, resync);
     false

@@ -18,7 +18,7 @@ use trainmesh_gpu::hash::{merkle_root, Hash32 as GpuHash};
 use trainmesh_gpu::optim::{HyperParams, Optimizer};
 use trainmesh_gpu::spec::{Model, ModelSpec};
 
-use crate::blobs::{BlobStore, Fetcher};
+use crate::blobs::{Audience, BlobStore, Fetcher};
 use crate::ledger::SharedLedger;
 use crate::metrics::NodeMetrics;
 use crate::wallet::Wallet;
@@ -38,6 +38,9 @@ pub struct WorkContext {
     pub wallet: Wallet,
     pub metrics: NodeMetrics,
     pub peer_id: PeerId,
+    /// The network key's signature binding `peer_id` to this node's account
+    /// (`trainmesh_contracts::workers::peer_binding_message`), sent with the registration.
+    pub peer_signature: Vec<u8>,
     pub datasets: DatasetCache,
 }
 
@@ -257,7 +260,13 @@ pub async fn start_state(
     let hash = unit.start_checkpoint.0;
     let bytes = work
         .fetcher
-        .fetch(BlobKind::Checkpoint, hash, &peers, FETCH_TIMEOUT)
+        .fetch(
+            BlobKind::Checkpoint,
+            hash,
+            &peers,
+            FETCH_TIMEOUT,
+            Audience::Anyone,
+        )
         .await?;
     Ok(TrainState::decode_verified(&bytes, &GpuHash(hash), model)?)
 }
@@ -295,7 +304,13 @@ impl DatasetCache {
         let root = dataset.spec.shards_root.0;
         let manifest = work
             .fetcher
-            .fetch(BlobKind::Manifest, root, &peers, FETCH_TIMEOUT)
+            .fetch(
+                BlobKind::Manifest,
+                root,
+                &peers,
+                FETCH_TIMEOUT,
+                Audience::Anyone,
+            )
             .await?;
         let manifest: DatasetManifest = serde_json::from_slice(&manifest)
             .map_err(|e| WorkError::Invalid(format!("manifest: {e}")))?;
@@ -304,16 +319,18 @@ impl DatasetCache {
                 "manifest's held-out split is not the attached one".into(),
             ));
         }
-        let shards = if heldout {
-            &manifest.heldout
+        // What this node fetched it serves on only as its provider does: the held-out split to
+        // registered evaluators, never to a trainer.
+        let (shards, audience) = if heldout {
+            (&manifest.heldout, Audience::Evaluators)
         } else {
-            &manifest.train
+            (&manifest.train, Audience::Anyone)
         };
         let mut parts = Vec::with_capacity(shards.len());
         for h in shards {
             let bytes = work
                 .fetcher
-                .fetch(BlobKind::Shard, h.0, &peers, FETCH_TIMEOUT)
+                .fetch(BlobKind::Shard, h.0, &peers, FETCH_TIMEOUT, audience)
                 .await?;
             parts.push(decode_shard(&bytes, h)?);
         }

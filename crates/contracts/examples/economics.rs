@@ -16,7 +16,7 @@ use trainmesh_contracts::datasets::DatasetSpec;
 use trainmesh_contracts::jobs::{
     self, Attestation, HyperParams, JobSpec, Metric, Optimizer, Target, UnitState, WorkResult,
 };
-use trainmesh_contracts::workers::{Capability, Role};
+use trainmesh_contracts::workers::{self, Capability, Role};
 use trainmesh_contracts::{
     accounts, invariants, Address, Amount, Context, DatasetId, Event, Genesis, GenesisAccount,
     Hash32, JobId, MemState, Params, PaymentReason, TimestampMs, UnitId,
@@ -151,6 +151,12 @@ fn main() {
     ] {
         for a in list {
             sim.roles.insert(*a, name);
+            // Each simulated worker's network key, bound to its account.
+            let key = ed25519_zebra::SigningKey::from(a.0);
+            let public: [u8; 32] = ed25519_zebra::VerificationKey::from(&key).into();
+            let peer_id = workers::ed25519_peer_id(&public);
+            let signature: [u8; 64] = key.sign(&workers::peer_binding_message(a)).into();
+            let peer_signature = signature.to_vec();
             sim.call(
                 *a,
                 Call::RegisterWorker {
@@ -163,7 +169,8 @@ fn main() {
                         gflops: 50,
                         conformance: None,
                     },
-                    peer_id: a.to_hex(),
+                    peer_id,
+                    peer_signature,
                 },
             );
         }

@@ -37,7 +37,11 @@ pub enum Call {
         role: Role,
         bond: Amount,
         capability: Capability,
+        /// The libp2p peer id the worker serves from; its key signs
+        /// [`crate::workers::peer_binding_message`] of the sender (`peer_signature`), so no one
+        /// can register with another node's peer id.
         peer_id: String,
+        peer_signature: Vec<u8>,
     },
     Heartbeat,
     DeregisterWorker,
@@ -121,6 +125,7 @@ pub fn execute(
             bond,
             capability,
             peer_id,
+            peer_signature,
         } => workers::register(
             state,
             ctx,
@@ -130,6 +135,7 @@ pub fn execute(
                 bond,
                 capability,
                 peer_id,
+                peer_signature,
             },
             &mut events,
         )?,

@@ -11,8 +11,11 @@ pub struct Counters {
     pub jobs: u64,
     pub datasets: u64,
     pub proposals: u64,
-    /// Certificates of useful work formed so far (drives the emission decay).
+    /// Certificates of useful work formed so far.
     pub certificates: u64,
+    /// Those of them that earned emission (tier ≥ 1): they drive the emission decay, so that
+    /// unaudited work can neither mint nor spend the schedule.
+    pub emitting_certificates: u64,
 }
 
 pub fn load(state: &(impl State + ?Sized)) -> ContractResult<Counters> {

@@ -822,8 +822,15 @@ fn certify(
             reason: format!("fee share of unit {}", unit.id),
         });
     }
+    // Emission pays for audited work only: a tier-0 job (the metric recomputed, no segment
+    // re-executed) could be a researcher paying itself through a sybil trainer for nothing.
     let mut c = counters::load(state)?;
-    let emission = p.emission_for(c.certificates);
+    let emission = if job.spec.tier >= 1 {
+        c.emitting_certificates += 1;
+        p.emission_for(c.emitting_certificates - 1)
+    } else {
+        Amount::ZERO
+    };
     c.certificates += 1;
     counters::store(state, &c);
     if !emission.is_zero() {

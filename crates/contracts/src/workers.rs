@@ -118,6 +118,53 @@ pub struct Registration {
     pub bond: Amount,
     pub capability: Capability,
     pub peer_id: String,
+    /// The peer id's ed25519 key's signature of [`peer_binding_message`] of the sender.
+    pub peer_signature: Vec<u8>,
+}
+
+/// What a worker's network key signs to bind its peer id to its account: a domain tag and the
+/// account's address.
+pub fn peer_binding_message(account: &Address) -> Vec<u8> {
+    let mut m = b"trainmesh/peer-binding/v1/".to_vec();
+    m.extend_from_slice(&account.0);
+    m
+}
+
+/// The ed25519 public key inside a libp2p peer id (base58 of the identity multihash of the
+/// protobuf-encoded key: `00 24 08 01 12 20` then the 32 key bytes).
+pub fn peer_id_ed25519_key(peer_id: &str) -> Option<[u8; 32]> {
+    let bytes = bs58::decode(peer_id).into_vec().ok()?;
+    let key = bytes.strip_prefix(&[0x00, 0x24, 0x08, 0x01, 0x12, 0x20])?;
+    key.try_into().ok()
+}
+
+/// The libp2p peer id of an ed25519 public key (the inverse of [`peer_id_ed25519_key`]).
+pub fn ed25519_peer_id(public_key: &[u8; 32]) -> String {
+    let mut bytes = vec![0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
+    bytes.extend_from_slice(public_key);
+    bs58::encode(bytes).into_string()
+}
+
+/// Checks that `peer_id` names an ed25519 key that signed `sender`'s binding message: a worker
+/// cannot register (and so be served held-out data, or be asked for checkpoints) under another
+/// node's peer id, and an account cannot claim a network identity it does not hold.
+fn check_peer_binding(peer_id: &str, signature: &[u8], sender: &Address) -> ContractResult<()> {
+    let invalid = |reason: &str| ContractError::Invalid {
+        what: "peer id",
+        reason: reason.into(),
+    };
+    let key =
+        peer_id_ed25519_key(peer_id).ok_or_else(|| invalid("not the peer id of an ed25519 key"))?;
+    let signature: [u8; 64] = signature
+        .try_into()
+        .map_err(|_| invalid("the binding signature is not 64 bytes"))?;
+    let key = ed25519_zebra::VerificationKey::try_from(key)
+        .map_err(|_| invalid("the peer id's key is not a valid ed25519 point"))?;
+    key.verify(
+        &ed25519_zebra::Signature::from(signature),
+        &peer_binding_message(sender),
+    )
+    .map_err(|_| invalid("the peer id's key did not sign this account's binding"))
 }
 
 /// Registers `sender`, bonding `bond` more stake first; its total stake must reach the role's
@@ -134,11 +181,13 @@ pub fn register(
         bond,
         capability,
         peer_id,
+        peer_signature,
     } = registration;
     check_text("adapter bytes", &capability.adapter)?;
     check_text("backend bytes", &capability.backend)?;
     check_conformance(&capability.conformance)?;
     check_text("peer id bytes", &peer_id)?;
+    check_peer_binding(&peer_id, &peer_signature, &sender)?;
     if load(state, &sender)?.is_some() {
         return Err(ContractError::AlreadyRegistered(sender));
     }

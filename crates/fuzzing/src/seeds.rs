@@ -205,6 +205,7 @@ fn job_spec() -> JobSpec {
 
 fn transactions() -> Vec<Vec<u8>> {
     let key = AccountKey::from_seed(1);
+    let (peer_id, peer_signature) = key.peer_binding(&key.secret());
     let calls = [
         Call::Transfer {
             to: Address([9; 32]),
@@ -221,7 +222,8 @@ fn transactions() -> Vec<Vec<u8>> {
                 gflops: 10,
                 conformance: None,
             },
-            peer_id: "peer".into(),
+            peer_id,
+            peer_signature,
         },
         Call::Heartbeat,
     ];

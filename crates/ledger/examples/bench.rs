@@ -113,6 +113,7 @@ fn mixed_batches(
                 },
                 3 if !registered[from] => {
                     registered[from] = true;
+                    let (peer_id, peer_signature) = keys[from].peer_binding(&keys[from].secret());
                     Call::RegisterWorker {
                         role: if from.is_multiple_of(2) {
                             Role::Trainer
@@ -127,7 +128,8 @@ fn mixed_batches(
                             gflops: 30,
                             conformance: None,
                         },
-                        peer_id: format!("peer-{from}"),
+                        peer_id,
+                        peer_signature,
                     }
                 }
                 3 => Call::Heartbeat,

@@ -46,6 +46,21 @@ impl AccountKey {
         Address::from_public_key(&self.public)
     }
 
+    /// A network identity for this account, for worker registration: the libp2p peer id of the
+    /// ed25519 key `network_secret` and its signature of the account's binding message (what a
+    /// node whose network key is `network_secret` registers with). A worker node without a
+    /// separate network key uses its account secret.
+    pub fn peer_binding(&self, network_secret: &[u8; 32]) -> (String, Vec<u8>) {
+        let key = ed25519_zebra::SigningKey::from(*network_secret);
+        let public: [u8; 32] = ed25519_zebra::VerificationKey::from(&key).into();
+        let message = trainmesh_contracts::workers::peer_binding_message(&self.address());
+        let signature: [u8; 64] = key.sign(&message).into();
+        (
+            trainmesh_contracts::workers::ed25519_peer_id(&public),
+            signature.to_vec(),
+        )
+    }
+
     /// Signs a transaction of this account.
     pub fn sign(&self, chain_id: &str, nonce: u64, fee: Amount, call: Call) -> SignedTransaction {
         Transaction {

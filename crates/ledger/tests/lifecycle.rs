@@ -55,7 +55,8 @@ fn world(params: Params) -> World {
                     role,
                     bond: Amount::from_train(500),
                     capability: capability(),
-                    peer_id: format!("peer-{}", k.address()),
+                    peer_id: k.peer_binding(&k.secret()).0,
+                    peer_signature: k.peer_binding(&k.secret()).1,
                 },
             );
         }
@@ -176,11 +177,16 @@ impl World {
         let mut events = Vec::new();
         for e in unit.evaluators.clone() {
             let key = self.key_of(e).clone();
+            let tier = self.job(job).spec.tier;
             let attestation = Attestation {
                 accept,
                 metric_ppm,
-                tier: 1,
-                segments_checked: self.drawn(job, index, &e),
+                tier,
+                segments_checked: if tier >= 1 {
+                    self.drawn(job, index, &e)
+                } else {
+                    Vec::new()
+                },
             };
             match self.net.call(
                 &key,
@@ -546,7 +552,8 @@ fn a_malformed_conformance_digest_is_refused() {
                         conformance: Some(bad.to_string()),
                         ..capability()
                     },
-                    peer_id: "peer-newcomer".into(),
+                    peer_id: newcomer.peer_binding(&newcomer.secret()).0,
+                    peer_signature: newcomer.peer_binding(&newcomer.secret()).1,
                 },
             )
             .unwrap_err();
@@ -561,7 +568,8 @@ fn a_malformed_conformance_digest_is_refused() {
                 conformance: Some("0123456789abcdef".repeat(4)),
                 ..capability()
             },
-            peer_id: "peer-newcomer".into(),
+            peer_id: newcomer.peer_binding(&newcomer.secret()).0,
+            peer_signature: newcomer.peer_binding(&newcomer.secret()).1,
         },
     );
     assert!(events
@@ -651,5 +659,90 @@ fn the_contract_fixes_the_segments_and_each_evaluators_sample() {
     let key2 = w.key_of(e2).clone();
     w.net.ok(&key2, attest(d2, 1));
     assert_eq!(w.unit(job, 0).state, UnitState::Certified);
+    w.net.check();
+}
+
+/// Emission pays for audited work only: a tier-0 job (only the metric recomputed) is certified
+/// and its trainer paid from the researcher's escrow, but no TRAIN is minted for it and the
+/// emission schedule does not advance — a researcher paying itself through a sybil trainer
+/// cannot farm emission with unaudited units. The same unit at tier 1 earns emission.
+#[test]
+fn tier0_earns_no_emission() {
+    let mut w = world(Params::default());
+    let deadline = w.net.time_ms + 3_600_000;
+    let mut spec = job_spec(deadline, 1);
+    spec.tier = 0;
+    w.net.ok(&w.researcher, Call::SubmitJob { spec });
+    let events = w.run_unit(JobId(1), 0, 960_000, true);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::WorkCertified { .. })));
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            Event::Paid {
+                reason: PaymentReason::Emission { .. },
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    let counters: trainmesh_ledger::contracts::counters::Counters =
+        w.net.ledger.read(keys::COUNTERS).unwrap().unwrap();
+    assert_eq!(
+        (counters.certificates, counters.emitting_certificates),
+        (1, 0)
+    );
+
+    w.net.ok(
+        &w.researcher,
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    let events = w.run_unit(JobId(2), 0, 960_000, true);
+    let p = Params::default();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Paid { reason: PaymentReason::Emission { .. }, amount, .. } if *amount == p.emission_for(0)
+    )));
+    w.net.check();
+}
+
+/// A worker's peer id is bound to its account: the peer id's ed25519 key must sign the account's
+/// binding message. Registering under another node's peer id (here an evaluator's, with the
+/// evaluator's own signature replayed, or with a signature of one's own key), with a peer id that
+/// is not an ed25519 key's, or with a truncated signature is refused with a clear error; a
+/// network key of one's own — separate from the account key — is accepted.
+#[test]
+fn a_worker_cannot_register_under_another_nodes_peer_id() {
+    let mut w = world(Params::default());
+    let newcomer = w.researcher.clone();
+    let victim = w.evaluators[0].clone();
+    let (victim_peer, victim_signature) = victim.peer_binding(&victim.secret());
+    let (_, own_signature) = newcomer.peer_binding(&newcomer.secret());
+    let register = |peer_id: String, peer_signature: Vec<u8>| Call::RegisterWorker {
+        role: Role::Evaluator,
+        bond: Amount::from_train(500),
+        capability: capability(),
+        peer_id,
+        peer_signature,
+    };
+    for (peer_id, signature) in [
+        (victim_peer.clone(), victim_signature.clone()),
+        (victim_peer.clone(), own_signature.clone()),
+        ("peer-newcomer".to_string(), own_signature.clone()),
+        (victim_peer, victim_signature[..63].to_vec()),
+    ] {
+        let r = w
+            .net
+            .call(&newcomer, register(peer_id, signature))
+            .unwrap_err();
+        assert!(r.message.contains("peer id"), "{}", r.message);
+    }
+    let network_secret = [42u8; 32];
+    let (peer_id, signature) = newcomer.peer_binding(&network_secret);
+    assert_ne!(peer_id, newcomer.peer_binding(&newcomer.secret()).0);
+    w.net.ok(&newcomer, register(peer_id, signature));
     w.net.check();
 }

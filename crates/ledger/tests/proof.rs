@@ -61,13 +61,15 @@ fn proofs_hold_after_deletions() {
     use trainmesh_ledger::contracts::workers::{Capability, Role};
     let w = AccountKey::from_seed(11);
     let mut net = Net::new(&genesis(&[(&w, 1_000)], &[], Params::default()));
+    let (peer_id, peer_signature) = w.peer_binding(&w.secret());
     net.ok(
         &w,
         Call::RegisterWorker {
             role: Role::Trainer,
             bond: Amount::from_train(200),
             capability: Capability::default(),
-            peer_id: "p".into(),
+            peer_id,
+            peer_signature,
         },
     );
     let key = keys::worker(&w.address());
@@ -121,12 +123,16 @@ fn the_tree_read_back_from_disk_is_the_tree_in_memory() {
                     to: AccountKey::from_seed(10_000 + b * 100 + i as u64).address(),
                     amount: Amount::from_train(1),
                 },
-                1 => Call::RegisterWorker {
-                    role: Role::Trainer,
-                    bond: Amount::from_train(200),
-                    capability: Capability::default(),
-                    peer_id: format!("p{i}"),
-                },
+                1 => {
+                    let (peer_id, peer_signature) = key.peer_binding(&key.secret());
+                    Call::RegisterWorker {
+                        role: Role::Trainer,
+                        bond: Amount::from_train(200),
+                        capability: Capability::default(),
+                        peer_id,
+                        peer_signature,
+                    }
+                }
                 // Deletes the worker record registered the batch before.
                 2 if b > 0 => Call::DeregisterWorker,
                 _ => Call::Transfer {

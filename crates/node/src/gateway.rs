@@ -362,6 +362,7 @@ async fn weights(g: web::Data<Gateway>, id: web::Path<u64>) -> ApiResult {
             job.latest_checkpoint.0,
             &peers,
             std::time::Duration::from_secs(20),
+            trainmesh_actors::blobs::Audience::Anyone,
         )
         .await
         .map_err(|e| ApiError::new(504, "weights_unavailable", e.to_string()))?;
@@ -614,6 +615,7 @@ async fn check_model_fits_dataset(
             d.spec.shards_root.0,
             &[peer],
             MANIFEST_WAIT,
+            trainmesh_actors::blobs::Audience::Anyone,
         )
         .await;
     let Ok(bytes) = fetched else {
