@@ -9,7 +9,7 @@
 #   testnet.sh run DIR [VALIDATORS] [TRAINERS] [EVALUATORS]     all of the above
 #
 # TRAINMESH points at the binary (default: target/release/trainmesh, else `trainmesh` on PATH).
-# BASE_PORT sets the first port (default: random in 20000-39999). Logs: DIR/<node>/node.log.
+# BASE_PORT sets the first port (default: random in 20000-31999). Logs: DIR/<node>/node.log.
 set -euo pipefail
 
 bin="${TRAINMESH:-}"
@@ -27,7 +27,9 @@ init() {
   (( nv >= 4 )) || die "at least 4 validators"
   (( ne >= 2 )) || die "at least 2 evaluators (the attestation quorum)"
   mkdir -p "$dir/keys"
-  local port=${BASE_PORT:-$(( 20000 + RANDOM % 20000 ))}
+  # Below Linux's ephemeral range (32768+), so that no outgoing connection of this or any other
+  # process can hold a port a node of this testnet is about to listen on.
+  local port=${BASE_PORT:-$(( 20000 + RANDOM % 12000 ))}
   local validators=() accounts=() bootstrap=()
   for ((i = 0; i < nv; i++)); do
     "$bin" keys new --out "$dir/keys/validator-$i.account" > "$dir/keys/validator-$i.account.json"

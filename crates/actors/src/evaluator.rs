@@ -3,7 +3,8 @@
 //! also recomputes the metric on the held-out split, which trainers never receive); tier 1
 //! re-executes the ledger's draw of segments for this evaluator (the first, the last and its
 //! share of the rest, from the audit seed fixed after the result was committed, its address and
-//! the chain root). Then it publishes its attestation, which names exactly that draw.
+//! the chain root). Then it commits to its attestation (which names exactly that draw), and
+//! reveals it once every evaluator of the panel committed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use trainmesh_contracts::jobs::{Attestation, Job, Metric, Unit, UnitState};
 use trainmesh_contracts::workers::Role;
-use trainmesh_contracts::{Call, UnitId};
+use trainmesh_contracts::{Call, Hash32, UnitId};
 use trainmesh_gpu::checkpoint::TrainState;
 use trainmesh_gpu::device::GpuDevice;
 use trainmesh_gpu::gpu_train::Replayer;
@@ -35,7 +36,11 @@ pub struct EvaluatorActor {
     /// A device that passed conformance: segments replay on it (the same bits as the CPU).
     device: Option<Arc<GpuDevice>>,
     busy: Option<(UnitId, u32)>,
-    sent: Outbox<Attestation>,
+    /// The attestation (and its salt) of each (unit, attempt) this evaluator verified, and when
+    /// its commitment was last sent.
+    sent: Outbox<(Attestation, Hash32)>,
+    /// When each reveal was last sent.
+    revealed: Outbox<()>,
     registration_sent: Option<Instant>,
 }
 
@@ -59,13 +64,34 @@ impl EvaluatorActor {
             device,
             busy: None,
             sent: Outbox::default(),
+            revealed: Outbox::default(),
             registration_sent: None,
         }
     }
 
-    fn send(&self, unit: UnitId, attestation: Attestation, resync: bool) {
+    /// Commits to `attestation` (its verdict stays hidden until the whole panel committed).
+    fn commit(&self, unit: UnitId, attempt: u32, sealed: &(Attestation, Hash32), resync: bool) {
+        let commitment = trainmesh_contracts::jobs::attestation_commitment(
+            unit,
+            attempt,
+            &self.work.wallet.address,
+            &sealed.0,
+            &sealed.1,
+        );
         self.work
-            .send_call(Call::Attest { unit, attestation }, resync);
+            .send_call(Call::CommitAttestation { unit, commitment }, resync);
+    }
+
+    /// Reveals the attestation committed to.
+    fn reveal(&self, unit: UnitId, sealed: &(Attestation, Hash32), resync: bool) {
+        self.work.send_call(
+            Call::Attest {
+                unit,
+                attestation: sealed.0.clone(),
+                salt: sealed.1,
+            },
+            resync,
+        );
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
@@ -89,9 +115,20 @@ impl EvaluatorActor {
                 continue;
             }
             let key = (unit.id, unit.attempt);
-            if self.sent.contains(&key) {
-                if let Some(a) = self.sent.due(&key) {
-                    self.send(unit.id, a, true);
+            if let Some(sealed) = self.sent.get(&key).cloned() {
+                let committed = unit.commitments.iter().any(|(a, _)| *a == me);
+                if !committed {
+                    if self.sent.due(&key).is_some() {
+                        self.commit(unit.id, unit.attempt, &sealed, true);
+                    }
+                } else if unit.commitments.len() >= unit.evaluators.len() {
+                    // The whole panel committed: reveal (and again while it does not show).
+                    if !self.revealed.contains(&key) {
+                        self.revealed.insert(key, ());
+                        self.reveal(unit.id, &sealed, false);
+                    } else if self.revealed.due(&key).is_some() {
+                        self.reveal(unit.id, &sealed, true);
+                    }
                 }
                 continue;
             }
@@ -130,9 +167,14 @@ impl EvaluatorActor {
                     .verification_outcomes
                     .with_label_values(&[verdict])
                     .inc();
-                tracing::info!(unit = ?key.0, verdict, metric_ppm = attestation.metric_ppm, "attesting");
-                act.sent.insert(key, attestation.clone());
-                act.send(key.0, attestation, false);
+                tracing::info!(unit = ?key.0, verdict, metric_ppm = attestation.metric_ppm, "committing to the verdict");
+                let mut domain = b"trainmesh/attestation-salt/".to_vec();
+                domain.extend_from_slice(&key.0.job.0.to_le_bytes());
+                domain.extend_from_slice(&key.0.index.to_le_bytes());
+                domain.extend_from_slice(&key.1.to_le_bytes());
+                let sealed = (attestation, Hash32(act.work.wallet.derive(&domain)));
+                act.commit(key.0, key.1, &sealed, false);
+                act.sent.insert(key, sealed);
             }));
         }
     }

@@ -78,6 +78,12 @@ impl std::fmt::Debug for Wallet {
 }
 
 impl Wallet {
+    /// A secret derived from this account's key for `domain` (BLAKE3 keyed by the secret): what
+    /// only this node can compute, e.g. the salt of an attestation commitment.
+    pub fn derive(&self, domain: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.secret, domain).as_bytes()
+    }
+
     pub fn new(secret: [u8; 32], chain_id: String, submitter: Submitter) -> Wallet {
         let public = ed25519_zebra::VerificationKey::from(&ed25519_zebra::SigningKey::from(secret));
         let public: [u8; 32] = public.into();

@@ -80,6 +80,10 @@ impl<T: Clone> Outbox<T> {
         self.sent.contains_key(key)
     }
 
+    pub fn get(&self, key: &(UnitId, u32)) -> Option<&T> {
+        self.sent.get(key).map(|(item, _)| item)
+    }
+
     /// The entry to send again, when it was sent at least [`RESUBMIT_AFTER`] ago (its clock
     /// restarts).
     pub fn due(&mut self, key: &(UnitId, u32)) -> Option<T> {

@@ -265,29 +265,50 @@ fn main() {
                 Call::SubmitWorkResult { unit: id, result },
             );
             let unit = jobs::load_unit(&sim.state, id).unwrap();
-            for e in unit
+            // The whole panel commits, then the quorum reveals.
+            let salt = Hash32([7; 32]);
+            let attestations: Vec<(Address, Attestation)> = unit
                 .evaluators
                 .iter()
-                .take(Params::default().attestation_quorum as usize)
-            {
-                // Each evaluator names the ledger's draw for it.
-                let segments_checked = trainmesh_contracts::sampling::audit_sample(
-                    &unit.audit_seed.0,
-                    &[3; 32],
-                    e,
-                    jobs::chain_segments(100),
-                    jobs::audit_segments(&Params::default()),
-                );
+                .map(|e| {
+                    // Each evaluator names the ledger's draw for it.
+                    let segments_checked = trainmesh_contracts::sampling::audit_sample(
+                        &unit.audit_seed.0,
+                        &[3; 32],
+                        e,
+                        jobs::chain_segments(100),
+                        jobs::audit_segments(&Params::default()),
+                    );
+                    let attestation = Attestation {
+                        accept: !cheat,
+                        metric_ppm: 900_000,
+                        tier: 1,
+                        segments_checked,
+                    };
+                    (*e, attestation)
+                })
+                .collect();
+            for (e, attestation) in &attestations {
+                let commitment =
+                    jobs::attestation_commitment(id, unit.attempt, e, attestation, &salt);
                 sim.call(
                     *e,
+                    Call::CommitAttestation {
+                        unit: id,
+                        commitment,
+                    },
+                );
+            }
+            for (e, attestation) in attestations
+                .into_iter()
+                .take(Params::default().attestation_quorum as usize)
+            {
+                sim.call(
+                    e,
                     Call::Attest {
                         unit: id,
-                        attestation: Attestation {
-                            accept: !cheat,
-                            metric_ppm: 900_000,
-                            tier: 1,
-                            segments_checked,
-                        },
+                        attestation,
+                        salt,
                     },
                 );
             }

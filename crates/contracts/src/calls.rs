@@ -12,7 +12,7 @@ use crate::jobs::{self, Attestation, JobSpec, WorkResult};
 use crate::params::ParamUpdate;
 use crate::staking;
 use crate::state::State;
-use crate::types::{Address, Amount, Context, ProposalId, UnitId};
+use crate::types::{Address, Amount, Context, Hash32, ProposalId, UnitId};
 use crate::workers::{self, Capability, Role};
 
 /// The operations, by contract. The variant index is the transaction's call kind on the wire:
@@ -55,9 +55,12 @@ pub enum Call {
         unit: UnitId,
         result: WorkResult,
     },
+    /// An evaluator's reveal: the attestation it committed to (`CommitAttestation`) and the salt
+    /// that opens the commitment. Accepted once every evaluator of the panel committed.
     Attest {
         unit: UnitId,
         attestation: Attestation,
+        salt: Hash32,
     },
     Propose {
         description: String,
@@ -67,6 +70,12 @@ pub enum Call {
     Vote {
         proposal: ProposalId,
         approve: bool,
+    },
+    /// An evaluator's commitment to its attestation
+    /// ([`jobs::attestation_commitment`]), before any evaluator's verdict is visible.
+    CommitAttestation {
+        unit: UnitId,
+        commitment: Hash32,
     },
 }
 
@@ -86,13 +95,14 @@ impl Call {
             Call::SubmitJob { .. } => "submit_job",
             Call::SubmitWorkResult { .. } => "submit_work_result",
             Call::Attest { .. } => "attest",
+            Call::CommitAttestation { .. } => "commit_attestation",
             Call::Propose { .. } => "propose",
             Call::Vote { .. } => "vote",
         }
     }
 
     /// Number of call kinds (for decoding: a kind at or above it is unknown).
-    pub const KINDS: u32 = 14;
+    pub const KINDS: u32 = 15;
 }
 
 /// Runs one call for `sender`. On error the caller discards everything the call wrote.
@@ -150,8 +160,13 @@ pub fn execute(
         Call::SubmitWorkResult { unit, result } => {
             jobs::submit_result(state, ctx, sender, unit, result, &mut events)?
         }
-        Call::Attest { unit, attestation } => {
-            jobs::attest(state, ctx, sender, unit, attestation, &mut events)?
+        Call::Attest {
+            unit,
+            attestation,
+            salt,
+        } => jobs::attest(state, ctx, sender, unit, attestation, &salt, &mut events)?,
+        Call::CommitAttestation { unit, commitment } => {
+            jobs::commit_attestation(state, sender, unit, commitment, &mut events)?
         }
         Call::Propose {
             description,

@@ -49,6 +49,9 @@ pub enum SlashReason {
     RejectedWork { unit: UnitId, certificate: Hash32 },
     /// A validator signed two headers for one round.
     DoubleSign { round: u64 },
+    /// An evaluator committed to an attestation and did not reveal it in time (it may have
+    /// kept it back after seeing the others').
+    WithheldReveal { unit: UnitId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +132,12 @@ pub enum Event {
         unit: UnitId,
         evaluator: Address,
         accept: bool,
+    },
+    /// An evaluator committed to its attestation (its verdict stays hidden until every
+    /// evaluator of the panel committed).
+    AttestationCommitted {
+        unit: UnitId,
+        evaluator: Address,
     },
     /// A quorum of evaluators accepted the unit: a certificate of useful work.
     WorkCertified {

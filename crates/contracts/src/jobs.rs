@@ -36,6 +36,10 @@ pub const SEGMENTS_CHECKED_MAX: usize = 512;
 /// The most segments a unit's checkpoint chain is cut into ([`chain_segments`]): enough that
 /// the panel's audit of a unit of ≥ 1,024 steps costs under a tenth of its training.
 pub const CHAIN_SEGMENTS: u64 = 1_024;
+/// What an evaluator that committed to an attestation and never revealed it loses, in basis
+/// points of the minimum evaluator stake.
+pub const WITHHELD_REVEAL_SLASH_BPS: u32 = 1_000;
+
 /// Middle segments the whole panel draws per unit at tier ≥ 1: the least k with
 /// (1 − 0.1)^k ≤ 0.01, so a trainer faking 10% of its segments is missed by every evaluator
 /// together with probability below 0.01 (`docs/design/gpu.md`). Each evaluator draws its share
@@ -216,6 +220,8 @@ pub struct Unit {
     pub result: Option<WorkResult>,
     pub submitted_at: TimestampMs,
     pub evaluators: Vec<Address>,
+    /// Each panel evaluator's commitment to its attestation; reveals open when all are in.
+    pub commitments: Vec<(Address, Hash32)>,
     pub attestations: Vec<(Address, Attestation)>,
     /// Chooses the audited segments; fixed only after the result is committed.
     pub audit_seed: Hash32,
@@ -418,6 +424,7 @@ fn open_unit(
         result: None,
         submitted_at: ctx.time,
         evaluators: Vec::new(),
+        commitments: Vec::new(),
         attestations: Vec::new(),
         audit_seed: Hash32::default(),
         certificate: None,
@@ -506,6 +513,7 @@ fn assign(
     unit.assigned_at = ctx.time;
     unit.result = None;
     unit.evaluators.clear();
+    unit.commitments.clear();
     unit.attestations.clear();
     events.push(Event::UnitAssigned {
         unit: unit.id,
@@ -568,6 +576,7 @@ fn sample_evaluators(
     let mut sampler = Sampler::new(&ctx.seed, &unit_domain(b"evaluate", unit));
     release_evaluators(state, unit)?;
     unit.evaluators = weighted_sample(pool, p.evaluators_per_unit as usize, &mut sampler);
+    unit.commitments.clear();
     unit.attestations.clear();
     for e in &unit.evaluators {
         workers::adjust_open_units(state, e, 1)?;
@@ -646,12 +655,71 @@ fn certificate_id(unit: &Unit, accept: bool, signers: &[Address]) -> Hash32 {
     Hash32(*h.finalize().as_bytes())
 }
 
+/// What an evaluator commits to before any verdict of its panel is visible: BLAKE3 over a domain
+/// tag, the unit and attempt, the evaluator, the attestation (BCS) and a secret salt. Binding the
+/// evaluator's address means a commitment cannot be copied from another evaluator of the panel.
+pub fn attestation_commitment(
+    unit: UnitId,
+    attempt: u32,
+    evaluator: &Address,
+    attestation: &Attestation,
+    salt: &Hash32,
+) -> Hash32 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"trainmesh/attestation/v1");
+    h.update(&unit.job.0.to_le_bytes());
+    h.update(&unit.index.to_le_bytes());
+    h.update(&attempt.to_le_bytes());
+    h.update(&evaluator.0);
+    h.update(&bcs::to_bytes(attestation).expect("an attestation encodes"));
+    h.update(&salt.0);
+    Hash32(*h.finalize().as_bytes())
+}
+
+/// A panel evaluator commits to its attestation (once per attempt).
+pub fn commit_attestation(
+    state: &mut (impl State + ?Sized),
+    sender: Address,
+    unit_id: UnitId,
+    commitment: Hash32,
+    events: &mut Events,
+) -> ContractResult<()> {
+    let mut unit = load_unit_in(
+        state,
+        unit_id,
+        UnitState::Submitted,
+        "committing an attestation",
+    )?;
+    if !unit.evaluators.contains(&sender) {
+        return Err(ContractError::NotSampledEvaluator {
+            unit: unit_id,
+            caller: sender,
+        });
+    }
+    if unit.commitments.iter().any(|(a, _)| *a == sender) {
+        return Err(ContractError::AlreadyAttested {
+            unit: unit_id,
+            caller: sender,
+        });
+    }
+    unit.commitments.push((sender, commitment));
+    events.push(Event::AttestationCommitted {
+        unit: unit_id,
+        evaluator: sender,
+    });
+    store_unit(state, &unit);
+    Ok(())
+}
+
+/// A panel evaluator reveals the attestation it committed to. Reveals open only once every
+/// evaluator of the panel committed, so none can copy or answer another's verdict.
 pub fn attest(
     state: &mut (impl State + ?Sized),
     ctx: &Context,
     sender: Address,
     unit_id: UnitId,
     attestation: Attestation,
+    salt: &Hash32,
     events: &mut Events,
 ) -> ContractResult<()> {
     let mut unit = load_unit_in(state, unit_id, UnitState::Submitted, "attesting")?;
@@ -666,6 +734,23 @@ pub fn attest(
             unit: unit_id,
             caller: sender,
         });
+    }
+    let Some(&(_, committed)) = unit.commitments.iter().find(|(a, _)| *a == sender) else {
+        return Err(invalid(
+            "an attestation is revealed only after it was committed".into(),
+        ));
+    };
+    if unit.commitments.len() < unit.evaluators.len() {
+        return Err(invalid(format!(
+            "reveals open once every evaluator of the panel committed ({} of {})",
+            unit.commitments.len(),
+            unit.evaluators.len()
+        )));
+    }
+    if attestation_commitment(unit_id, unit.attempt, &sender, &attestation, salt) != committed {
+        return Err(invalid(
+            "the revealed attestation does not open its commitment".into(),
+        ));
     }
     if attestation.segments_checked.len() > SEGMENTS_CHECKED_MAX {
         return Err(ContractError::TooMany {
@@ -1051,6 +1136,17 @@ pub fn on_batch_end(
                             ctx.time,
                             p.reputation_half_life_ms,
                         )?;
+                        // Committed and then kept the verdict back: slashed.
+                        if unit.commitments.iter().any(|(a, _)| a == e) {
+                            staking::slash(
+                                state,
+                                *e,
+                                p.min_evaluator_stake.mul_bps(WITHHELD_REVEAL_SLASH_BPS),
+                                &[],
+                                SlashReason::WithheldReveal { unit: unit.id },
+                                events,
+                            )?;
+                        }
                     }
                 }
                 unit.attempt += 1;

@@ -175,6 +175,8 @@ impl World {
         assert_eq!(unit.state, UnitState::Submitted);
         assert!(!unit.evaluators.contains(&trainer.address()));
         let mut events = Vec::new();
+        // Every evaluator commits first; then each reveals.
+        let mut sealed = Vec::new();
         for e in unit.evaluators.clone() {
             let key = self.key_of(e).clone();
             let tier = self.job(job).spec.tier;
@@ -188,19 +190,50 @@ impl World {
                     Vec::new()
                 },
             };
-            match self.net.call(
-                &key,
-                Call::Attest {
-                    unit: id,
-                    attestation,
-                },
-            ) {
+            events.extend(self.commit(&key, id, &attestation));
+            sealed.push((key, attestation));
+        }
+        for (key, attestation) in sealed {
+            match self.net.call(&key, World::reveal(id, attestation, &key)) {
                 Ok(ev) => events.extend(ev),
                 // Once a quorum decided, the unit moved on: later attestations are refused.
                 Err(r) => assert_eq!(r.code, "contract_error", "{}", r.message),
             }
         }
         events
+    }
+
+    /// The salt an evaluator in these tests seals its attestations with.
+    fn salt(key: &AccountKey) -> Hash32 {
+        Hash32(*blake3::hash(&key.secret()).as_bytes())
+    }
+
+    /// `key` commits to `attestation` for the unit's current attempt.
+    fn commit(&mut self, key: &AccountKey, id: UnitId, attestation: &Attestation) -> Vec<Event> {
+        let attempt = self.unit(id.job, id.index).attempt;
+        let commitment = jobs::attestation_commitment(
+            id,
+            attempt,
+            &key.address(),
+            attestation,
+            &World::salt(key),
+        );
+        self.net.ok(
+            key,
+            Call::CommitAttestation {
+                unit: id,
+                commitment,
+            },
+        )
+    }
+
+    /// The reveal of `attestation` by `key`.
+    fn reveal(id: UnitId, attestation: Attestation, key: &AccountKey) -> Call {
+        Call::Attest {
+            unit: id,
+            attestation,
+            salt: World::salt(key),
+        }
     }
 }
 
@@ -510,10 +543,7 @@ fn only_the_assigned_trainer_and_sampled_evaluators_may_act() {
         .net
         .call(
             &stranger,
-            Call::Attest {
-                unit,
-                attestation: attestation.clone(),
-            },
+            World::reveal(unit, attestation.clone(), &stranger),
         )
         .unwrap_err();
     assert!(r.message.contains("is assigned"), "{}", r.message);
@@ -527,10 +557,21 @@ fn only_the_assigned_trainer_and_sampled_evaluators_may_act() {
     );
     let r = w
         .net
-        .call(&stranger, Call::Attest { unit, attestation })
+        .call(&stranger, World::reveal(unit, attestation, &stranger))
         .unwrap_err();
     assert!(r.message.contains("was not sampled"), "{}", r.message);
     assert_eq!(r.code, "contract_error");
+    let r = w
+        .net
+        .call(
+            &stranger,
+            Call::CommitAttestation {
+                unit,
+                commitment: Hash32([5; 32]),
+            },
+        )
+        .unwrap_err();
+    assert!(r.message.contains("was not sampled"), "{}", r.message);
 }
 
 /// A worker registers with the conformance digest its device reproduced; a digest that is not
@@ -631,34 +672,32 @@ fn the_contract_fixes_the_segments_and_each_evaluators_sample() {
         );
         assert_eq!(d.len(), 2 + 22);
     }
-    let key = w.key_of(e1).clone();
-    let attest = |segments_checked: Vec<u32>, tier: u8| Call::Attest {
-        unit,
-        attestation: Attestation {
-            accept: true,
-            metric_ppm: 960_000,
-            tier,
-            segments_checked,
-        },
+    let (k1, k2) = (w.key_of(e1).clone(), w.key_of(e2).clone());
+    let attestation = |segments_checked: Vec<u32>, tier: u8| Attestation {
+        accept: true,
+        metric_ppm: 960_000,
+        tier,
+        segments_checked,
     };
-    for (bad, tier) in [
-        (d2.clone(), 1),
-        (d1[1..].to_vec(), 1),
-        (Vec::new(), 1),
-        (d1.clone(), 0),
-    ] {
-        let r = w.net.call(&key, attest(bad, tier)).unwrap_err();
-        assert!(
-            r.message.contains("drawn") || r.message.contains("tier"),
-            "{}",
-            r.message
-        );
+    // Each bad attestation, committed and revealed by the first evaluator on its own unit
+    // attempt, is refused at the reveal; the second evaluator's proper one is accepted.
+    let bad = attestation(d2.clone(), 1);
+    w.commit(&k1, unit, &bad);
+    w.commit(&k2, unit, &attestation(d2.clone(), 1));
+    let r = w.net.call(&k1, World::reveal(unit, bad, &k1)).unwrap_err();
+    assert!(r.message.contains("drawn"), "{}", r.message);
+    for (segments, tier) in [(d1[1..].to_vec(), 1), (Vec::new(), 1), (d1.clone(), 0)] {
+        // A commitment to these would be refused alike when revealed: the check runs on what
+        // is revealed, and a commitment cannot be replaced.
+        let r = w
+            .net
+            .call(&k1, World::reveal(unit, attestation(segments, tier), &k1))
+            .unwrap_err();
+        assert!(r.message.contains("does not open"), "{}", r.message);
     }
     assert!(w.unit(job, 0).attestations.is_empty());
-    w.net.ok(&key, attest(d1, 1));
-    let key2 = w.key_of(e2).clone();
-    w.net.ok(&key2, attest(d2, 1));
-    assert_eq!(w.unit(job, 0).state, UnitState::Certified);
+    w.net.ok(&k2, World::reveal(unit, attestation(d2, 1), &k2));
+    assert_eq!(w.unit(job, 0).attestations.len(), 1);
     w.net.check();
 }
 
@@ -744,5 +783,181 @@ fn a_worker_cannot_register_under_another_nodes_peer_id() {
     let (peer_id, signature) = newcomer.peer_binding(&network_secret);
     assert_ne!(peer_id, newcomer.peer_binding(&newcomer.secret()).0);
     w.net.ok(&newcomer, register(peer_id, signature));
+    w.net.check();
+}
+
+/// Evaluators commit before any verdict is visible: a reveal before the whole panel committed is
+/// refused; a second evaluator that copies the first's commitment from the ledger cannot open
+/// it (the commitment binds the evaluator's address), nor can anyone open a commitment with
+/// another salt; and commitments cannot be replaced.
+#[test]
+fn an_evaluator_cannot_copy_or_answer_another_evaluators_verdict() {
+    let mut w = world(Params::default());
+    let deadline = w.net.time_ms + 3_600_000;
+    w.net.ok(
+        &w.researcher,
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    let (job, unit) = (
+        JobId(1),
+        UnitId {
+            job: JobId(1),
+            index: 0,
+        },
+    );
+    let trainer = w.key_of(w.unit(job, 0).trainer.unwrap()).clone();
+    w.net.ok(
+        &trainer,
+        Call::SubmitWorkResult {
+            unit,
+            result: World::result(960_000, 1),
+        },
+    );
+    let evaluators = w.unit(job, 0).evaluators.clone();
+    let (k1, k2) = (
+        w.key_of(evaluators[0]).clone(),
+        w.key_of(evaluators[1]).clone(),
+    );
+    let honest = Attestation {
+        accept: true,
+        metric_ppm: 960_000,
+        tier: 1,
+        segments_checked: w.drawn(job, 0, &k1.address()),
+    };
+    w.commit(&k1, unit, &honest);
+    let r = w
+        .net
+        .call(&k1, World::reveal(unit, honest.clone(), &k1))
+        .unwrap_err();
+    assert!(r.message.contains("every evaluator"), "{}", r.message);
+    // The second copies the first's commitment as it stands on the ledger.
+    let copied = w.unit(job, 0).commitments[0].1;
+    w.net.ok(
+        &k2,
+        Call::CommitAttestation {
+            unit,
+            commitment: copied,
+        },
+    );
+    let r = w
+        .net
+        .call(
+            &k1,
+            Call::CommitAttestation {
+                unit,
+                commitment: Hash32([1; 32]),
+            },
+        )
+        .unwrap_err();
+    assert!(r.message.contains("already"), "{}", r.message);
+    // Another salt does not open the first's commitment.
+    let r = w
+        .net
+        .call(
+            &k1,
+            Call::Attest {
+                unit,
+                attestation: honest.clone(),
+                salt: Hash32([9; 32]),
+            },
+        )
+        .unwrap_err();
+    assert!(r.message.contains("does not open"), "{}", r.message);
+    w.net.ok(&k1, World::reveal(unit, honest.clone(), &k1));
+    // The copier replays the first's reveal, salt and all: it does not open its commitment.
+    let r = w
+        .net
+        .call(
+            &k2,
+            Call::Attest {
+                unit,
+                attestation: honest,
+                salt: World::salt(&k1),
+            },
+        )
+        .unwrap_err();
+    assert!(r.message.contains("does not open"), "{}", r.message);
+    assert_eq!(w.unit(job, 0).attestations.len(), 1);
+    w.net.check();
+}
+
+/// An evaluator that commits and then keeps its verdict back (say, after seeing the other's
+/// reveal) is slashed when the unit times out; the one that revealed is not, and a fresh panel
+/// is drawn.
+#[test]
+fn an_evaluator_withholding_its_reveal_is_slashed() {
+    let mut w = world(Params {
+        unit_timeout_ms: 30_000,
+        ..Params::default()
+    });
+    let deadline = w.net.time_ms + 3_600_000;
+    w.net.ok(
+        &w.researcher,
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    let (job, unit) = (
+        JobId(1),
+        UnitId {
+            job: JobId(1),
+            index: 0,
+        },
+    );
+    let trainer = w.key_of(w.unit(job, 0).trainer.unwrap()).clone();
+    w.net.ok(
+        &trainer,
+        Call::SubmitWorkResult {
+            unit,
+            result: World::result(960_000, 1),
+        },
+    );
+    let evaluators = w.unit(job, 0).evaluators.clone();
+    let (k1, k2) = (
+        w.key_of(evaluators[0]).clone(),
+        w.key_of(evaluators[1]).clone(),
+    );
+    let attest = |w: &World, k: &AccountKey| Attestation {
+        accept: true,
+        metric_ppm: 960_000,
+        tier: 1,
+        segments_checked: w.drawn(job, 0, &k.address()),
+    };
+    let (a1, a2) = (attest(&w, &k1), attest(&w, &k2));
+    w.commit(&k1, unit, &a1);
+    w.commit(&k2, unit, &a2);
+    w.net.ok(&k2, World::reveal(unit, a2, &k2));
+    let stake_before =
+        |w: &World, k: &AccountKey| w.net.ledger.account(&k.address()).unwrap().stake;
+    let (s1, s2) = (stake_before(&w, &k1), stake_before(&w, &k2));
+    let out = w.net.batch(vec![], 31_000);
+    let events: Vec<Event> = out.end_events.clone();
+    let slashed: Vec<Address> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Slashed {
+                who,
+                reason: SlashReason::WithheldReveal { .. },
+                ..
+            } => Some(*who),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(slashed, vec![k1.address()]);
+    let p = Params::default();
+    assert_eq!(
+        stake_before(&w, &k1),
+        s1.checked_sub(
+            p.min_evaluator_stake
+                .mul_bps(jobs::WITHHELD_REVEAL_SLASH_BPS)
+        )
+        .unwrap()
+    );
+    assert_eq!(stake_before(&w, &k2), s2);
+    let unit_now = w.unit(job, 0);
+    assert_eq!(unit_now.attempt, 1);
+    assert!(unit_now.commitments.is_empty() && unit_now.attestations.is_empty());
     w.net.check();
 }
