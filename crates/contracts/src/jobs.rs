@@ -803,8 +803,16 @@ pub fn attest(
         .filter(|(_, a)| !a.accept)
         .map(|(e, _)| *e)
         .collect();
+    // Every engine is exact, so honest evaluators measure the same held-out metric: accepts that
+    // disagree on it certify nothing (one of them did not compute what it claims).
+    let accepted_metrics: std::collections::BTreeSet<u32> = unit
+        .attestations
+        .iter()
+        .filter(|(_, a)| a.accept)
+        .map(|(_, a)| a.metric_ppm)
+        .collect();
     let mut job = load_job(state, unit_id.job)?;
-    if accepts.len() >= p.attestation_quorum as usize {
+    if accepts.len() >= p.attestation_quorum as usize && accepted_metrics.len() == 1 {
         certify(state, ctx, &mut job, &mut unit, &accepts, &p, events)?;
     } else if rejects.len() >= p.attestation_quorum as usize {
         reject(state, ctx, &job, &mut unit, &rejects, &p, events)?;

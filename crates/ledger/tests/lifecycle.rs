@@ -961,3 +961,66 @@ fn an_evaluator_withholding_its_reveal_is_slashed() {
     assert!(unit_now.commitments.is_empty() && unit_now.attestations.is_empty());
     w.net.check();
 }
+
+/// Every engine is exact, so honest evaluators measure the same held-out metric: two accepts
+/// that disagree on it (a lazy evaluator guessing the number it did not compute) certify
+/// nothing, and the unit goes to a fresh panel instead.
+#[test]
+fn accepts_that_disagree_on_the_metric_certify_nothing() {
+    let mut w = world(Params::default());
+    let deadline = w.net.time_ms + 3_600_000;
+    w.net.ok(
+        &w.researcher,
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    let (job, unit) = (
+        JobId(1),
+        UnitId {
+            job: JobId(1),
+            index: 0,
+        },
+    );
+    let trainer = w.key_of(w.unit(job, 0).trainer.unwrap()).clone();
+    w.net.ok(
+        &trainer,
+        Call::SubmitWorkResult {
+            unit,
+            result: World::result(960_000, 1),
+        },
+    );
+    let evaluators = w.unit(job, 0).evaluators.clone();
+    let keys: Vec<AccountKey> = evaluators.iter().map(|e| w.key_of(*e).clone()).collect();
+    let sealed: Vec<(AccountKey, Attestation)> = keys
+        .iter()
+        .zip([960_000, 955_000])
+        .map(|(k, metric_ppm)| {
+            let a = Attestation {
+                accept: true,
+                metric_ppm,
+                tier: 1,
+                segments_checked: w.drawn(job, 0, &k.address()),
+            };
+            (k.clone(), a)
+        })
+        .collect();
+    for (k, a) in &sealed {
+        w.commit(k, unit, a);
+    }
+    let mut events = Vec::new();
+    for (k, a) in sealed {
+        events.extend(w.net.ok(&k, World::reveal(unit, a, &k)));
+    }
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::WorkCertified { .. })),
+        "{events:?}"
+    );
+    let u = w.unit(job, 0);
+    assert_eq!(u.state, UnitState::Submitted);
+    assert_eq!(u.attempt, 1, "a fresh panel for the next attempt");
+    assert!(u.commitments.is_empty() && u.attestations.is_empty());
+    w.net.check();
+}
