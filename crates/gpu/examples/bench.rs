@@ -464,25 +464,24 @@ fn main() {
         Ok(None) => {
             println!("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): no training figures");
             let json = serde_json::json!({
-                    "adapter": adapter,
-                    "matmul_n": matmul_n,
-                    "matmul_gflops_wgpu": wgpu_gflops,
-                    "matmul_gflops_cpu_baseline": cpu_gflops,
-                    "wgpu_train_bit_exact": wgpu_train_bit_exact,
-                    "gemm_ratio_vs_torch_gpu": gemm_ratio_vs_torch_gpu,
-                    "train_ratio_vs_torch_gpu": train_ratio_vs_torch_gpu,
-                    "exact_gemm_n": exact_gemm.map(|(n, _)| n),
-                    "exact_gemm_gflops_wgpu": exact_gemm.map(|(_, g)| g),
-                    "device_train_samples_per_s": device_train_sps,
-                    "pytorch_gpu": torch_gpu,
-                    "cpu_threads": threads,
-                    "train_samples_per_s": null,
-                    "fashion_mnist_test_accuracy": null,
-                    "verify_cost_fraction": null,
-                    "cheat_detection_rate": detection,
-            "final_segment_detection_rate": last_detection,
-                    "final_segment_detection_rate": last_detection,
-                });
+                "adapter": adapter,
+                "matmul_n": matmul_n,
+                "matmul_gflops_wgpu": wgpu_gflops,
+                "matmul_gflops_cpu_baseline": cpu_gflops,
+                "wgpu_train_bit_exact": wgpu_train_bit_exact,
+                "gemm_ratio_vs_torch_gpu": gemm_ratio_vs_torch_gpu,
+                "train_ratio_vs_torch_gpu": train_ratio_vs_torch_gpu,
+                "exact_gemm_n": exact_gemm.map(|(n, _)| n),
+                "exact_gemm_gflops_wgpu": exact_gemm.map(|(_, g)| g),
+                "device_train_samples_per_s": device_train_sps,
+                "pytorch_gpu": torch_gpu,
+                "cpu_threads": threads,
+                "train_samples_per_s": null,
+                "fashion_mnist_test_accuracy": null,
+                "verify_cost_fraction": null,
+                "cheat_detection_rate": detection,
+                "final_segment_detection_rate": last_detection,
+            });
             println!("{json}");
             return;
         }
@@ -720,6 +719,7 @@ fn main() {
         "fashion_mnist_test_accuracy": metrics.accuracy,
         "verify_cost_fraction": verify_cost_fraction,
         "cheat_detection_rate": detection,
+        "final_segment_detection_rate": last_detection,
     });
     println!("{json}");
 }
