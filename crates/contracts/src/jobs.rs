@@ -36,6 +36,23 @@ pub const SEGMENTS_CHECKED_MAX: usize = 512;
 /// The most segments a unit's checkpoint chain is cut into ([`chain_segments`]): enough that
 /// the panel's audit of a unit of ≥ 1,024 steps costs under a tenth of its training.
 pub const CHAIN_SEGMENTS: u64 = 1_024;
+/// How many times the base collateral (stake × `slash_rejected_work_bps`) a trainer locks for a
+/// unit of `steps` steps: what the panel's sample cannot see. Faking one middle segment of m is
+/// caught with probability about `AUDIT_DRAWN / (m − 2)`, so the collateral is the base times
+/// ⌈(m − 2) / AUDIT_DRAWN⌉: the expected slash for faking even one segment is at least the base.
+pub fn collateral_factor(steps: u64) -> u32 {
+    chain_segments(steps)
+        .saturating_sub(2)
+        .div_ceil(AUDIT_DRAWN)
+        .max(1)
+}
+
+/// The collateral a trainer with `stake` locks for a unit of `steps` steps.
+pub fn unit_collateral(p: &Params, stake: Amount, steps: u64) -> Amount {
+    let base = stake.mul_bps(p.slash_rejected_work_bps);
+    Amount(base.0.saturating_mul(u128::from(collateral_factor(steps))))
+}
+
 /// What an evaluator that committed to an attestation and never revealed it loses, in basis
 /// points of the minimum evaluator stake.
 pub const WITHHELD_REVEAL_SLASH_BPS: u32 = 1_000;
@@ -488,14 +505,21 @@ fn assign(
     p: &Params,
     events: &mut Events,
 ) -> ContractResult<()> {
-    let pool = candidates(
+    let pool: Vec<(Address, u128)> = candidates(
         state,
         ctx,
         Role::Trainer,
         job.spec.min_memory_mb,
         &unit.excluded,
         p,
-    )?;
+    )?
+    .into_iter()
+    .filter(|(a, _)| {
+        // Only trainers whose free stake covers this unit's collateral are drawn.
+        accounts::load(state, a)
+            .is_ok_and(|acc| acc.free_stake() >= unit_collateral(p, acc.stake, unit.steps))
+    })
+    .collect();
     let mut sampler = Sampler::new(&ctx.seed, &unit_domain(b"assign", unit));
     let Some(trainer) = weighted_sample(pool, 1, &mut sampler).pop() else {
         unit.state = UnitState::Waiting;
@@ -503,7 +527,7 @@ fn assign(
         return Ok(());
     };
     let mut account = accounts::load(state, &trainer)?;
-    let collateral = account.stake.mul_bps(p.slash_rejected_work_bps);
+    let collateral = unit_collateral(p, account.stake, unit.steps);
     account.locked = account.locked.checked_add(collateral)?;
     accounts::store(state, &trainer, &account);
     workers::adjust_open_units(state, &trainer, 1)?;

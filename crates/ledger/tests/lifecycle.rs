@@ -339,9 +339,10 @@ fn cheating_trainer_is_slashed_and_the_unit_reassigned() {
             _ => None,
         })
         .expect("the cheater is slashed");
+    // The whole collateral: the base times what the sample of a 100-segment unit cannot see.
     assert_eq!(
         slashed,
-        stake_before.mul_bps(Params::default().slash_rejected_work_bps)
+        jobs::unit_collateral(&Params::default(), stake_before, 100)
     );
     let after = w.net.ledger.account(&cheater).unwrap();
     assert_eq!(after.stake, stake_before.checked_sub(slashed).unwrap());
@@ -1022,5 +1023,47 @@ fn accepts_that_disagree_on_the_metric_certify_nothing() {
     assert_eq!(u.state, UnitState::Submitted);
     assert_eq!(u.attempt, 1, "a fresh panel for the next attempt");
     assert!(u.commitments.is_empty() && u.attestations.is_empty());
+    w.net.check();
+}
+
+/// The collateral a trainer locks scales with what the panel's sample cannot see: for a unit of
+/// m segments, the base collateral times ⌈(m − 2)/44⌉, so that faking even one segment (caught
+/// with probability about 44/(m − 2)) costs at least the base in expectation. A trainer whose
+/// free stake does not cover it is not drawn: the unit waits.
+#[test]
+fn collateral_scales_with_what_the_sample_cannot_see() {
+    let p = Params::default();
+    assert_eq!(jobs::chain_segments(100), 100);
+    assert_eq!(jobs::collateral_factor(100), 3);
+    assert_eq!(jobs::collateral_factor(46), 1);
+    assert_eq!(jobs::collateral_factor(1_024), 24);
+    let mut w = world(p.clone());
+    let deadline = w.net.time_ms + 3_600_000;
+    w.net.ok(
+        &w.researcher,
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    let unit = w.unit(JobId(1), 0);
+    let trainer = unit
+        .trainer
+        .expect("a trainer with 500 TRAIN covers 3 × 100");
+    let stake = w.net.ledger.account(&trainer).unwrap().stake;
+    let base = stake.mul_bps(p.slash_rejected_work_bps);
+    assert_eq!(unit.collateral, Amount(base.0 * 3));
+    assert_eq!(
+        w.net.ledger.account(&trainer).unwrap().locked,
+        unit.collateral
+    );
+
+    // Units of 1,024 steps: 24 × the base is more than any trainer here holds.
+    let mut spec = job_spec(deadline, 1);
+    spec.hyper.steps_per_unit = 1_024;
+    spec.hyper.total_steps = 1_024;
+    w.net.ok(&w.researcher, Call::SubmitJob { spec });
+    let big = w.unit(JobId(2), 0);
+    assert_eq!(big.state, UnitState::Waiting, "{big:?}");
+    assert_eq!(big.trainer, None);
     w.net.check();
 }
