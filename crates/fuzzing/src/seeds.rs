@@ -226,6 +226,26 @@ fn transactions() -> Vec<Vec<u8>> {
             peer_signature,
         },
         Call::Heartbeat,
+        Call::CommitAttestation {
+            unit: trainmesh_contracts::UnitId {
+                job: trainmesh_contracts::JobId(1),
+                index: 0,
+            },
+            commitment: trainmesh_contracts::Hash32([4; 32]),
+        },
+        Call::Attest {
+            unit: trainmesh_contracts::UnitId {
+                job: trainmesh_contracts::JobId(1),
+                index: 0,
+            },
+            attestation: trainmesh_contracts::jobs::Attestation {
+                accept: true,
+                metric_ppm: 960_000,
+                tier: 1,
+                segments_checked: vec![0, 17, 99],
+            },
+            salt: trainmesh_contracts::Hash32([5; 32]),
+        },
     ];
     calls
         .into_iter()
