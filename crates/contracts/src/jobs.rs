@@ -783,8 +783,9 @@ pub fn attest(
             max: SEGMENTS_CHECKED_MAX,
         });
     }
-    let tier = load_job(state, unit_id.job)?.spec.tier;
-    let p_audit = params::load(state)?;
+    let mut job = load_job(state, unit_id.job)?;
+    let p = params::load(state)?;
+    let tier = job.spec.tier;
     if attestation.tier != tier {
         return Err(invalid(format!(
             "an attestation of tier {} for a job of tier {tier}",
@@ -798,7 +799,7 @@ pub fn attest(
             &r.chain_root.0,
             &sender,
             r.segments,
-            audit_segments(&p_audit),
+            audit_segments(&p),
         ),
         _ => Vec::new(),
     };
@@ -814,7 +815,6 @@ pub fn attest(
         accept: attestation.accept,
     });
     unit.attestations.push((sender, attestation));
-    let p = params::load(state)?;
     let accepts: Vec<Address> = unit
         .attestations
         .iter()
@@ -835,7 +835,6 @@ pub fn attest(
         .filter(|(_, a)| a.accept)
         .map(|(_, a)| a.metric_ppm)
         .collect();
-    let mut job = load_job(state, unit_id.job)?;
     if accepts.len() >= p.attestation_quorum as usize && accepted_metrics.len() == 1 {
         certify(state, ctx, &mut job, &mut unit, &accepts, &p, events)?;
     } else if rejects.len() >= p.attestation_quorum as usize {

@@ -405,22 +405,13 @@ impl GpuDevice {
         // Does the device's own fma round once? If not, every exact kernel uses fma_soft.
         let a = exact_operands(FMA_PROBE_OPERANDS, 0xf3a);
         let b = exact_operands(FMA_PROBE_OPERANDS, 0xb0b);
-        let got = dev.exact_probe(ExactOp::FusedMulAdd, &a, &b)?;
-        dev.hardware_fma = got.iter().enumerate().all(|(i, g)| {
-            let want = ExactOp::FusedMulAdd.cpu_at(&a, &b, i);
-            want.to_bits() == g.to_bits() || (want.is_nan() && g.is_nan())
-        });
+        dev.hardware_fma = dev.reproduces(ExactOp::FusedMulAdd, &a, &b)?;
         if !dev.hardware_fma {
             // The next path that reproduces detmath::fma on the probe: f64, else integers.
             dev.fma_path = FmaPath::Integer;
             if has_f64 {
                 dev.exact = exact_pipelines(&dev.device, FmaPath::F64, false, true);
-                let got = dev.exact_probe(ExactOp::KernelFma, &a, &b)?;
-                let exact = got.iter().enumerate().all(|(i, g)| {
-                    let want = ExactOp::KernelFma.cpu_at(&a, &b, i);
-                    want.to_bits() == g.to_bits() || (want.is_nan() && g.is_nan())
-                });
-                if exact {
+                if dev.reproduces(ExactOp::KernelFma, &a, &b)? {
                     dev.fma_path = FmaPath::F64;
                 }
             }
@@ -551,6 +542,16 @@ impl GpuDevice {
     /// on it (with its kernels as they are now); `None` before, or when it failed.
     pub fn conformance_digest(&self) -> Option<&str> {
         self.conformed.get().map(String::as_str)
+    }
+
+    /// Whether the device computes `op` over the operands bit for bit as the CPU does (any NaN
+    /// for a NaN: payloads are not part of the contract).
+    fn reproduces(&self, op: ExactOp, a: &[f32], b: &[f32]) -> Result<bool, GpuError> {
+        let got = self.exact_probe(op, a, b)?;
+        Ok(got.iter().enumerate().all(|(i, g)| {
+            let want = op.cpu_at(a, b, i);
+            want.to_bits() == g.to_bits() || (want.is_nan() && g.is_nan())
+        }))
     }
 
     /// `op` over `a` (and `b`, for two-operand functions; the same length) on the device, bit

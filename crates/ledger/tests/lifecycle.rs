@@ -203,6 +203,35 @@ impl World {
         events
     }
 
+    /// Job 1 of one unit submitted, its result in (metric 0.96) and its panel drawn: the job,
+    /// the unit and the panel.
+    fn submitted_unit(&mut self) -> (JobId, UnitId, Vec<Address>) {
+        let deadline = self.net.time_ms + 3_600_000;
+        let researcher = self.researcher.clone();
+        self.net.ok(
+            &researcher,
+            Call::SubmitJob {
+                spec: job_spec(deadline, 1),
+            },
+        );
+        let (job, unit) = (
+            JobId(1),
+            UnitId {
+                job: JobId(1),
+                index: 0,
+            },
+        );
+        let trainer = self.key_of(self.unit(job, 0).trainer.unwrap()).clone();
+        self.net.ok(
+            &trainer,
+            Call::SubmitWorkResult {
+                unit,
+                result: World::result(960_000, 1),
+            },
+        );
+        (job, unit, self.unit(job, 0).evaluators.clone())
+    }
+
     /// The salt an evaluator in these tests seals its attestations with.
     fn salt(key: &AccountKey) -> Hash32 {
         Hash32(*blake3::hash(&key.secret()).as_bytes())
@@ -794,29 +823,7 @@ fn a_worker_cannot_register_under_another_nodes_peer_id() {
 #[test]
 fn an_evaluator_cannot_copy_or_answer_another_evaluators_verdict() {
     let mut w = world(Params::default());
-    let deadline = w.net.time_ms + 3_600_000;
-    w.net.ok(
-        &w.researcher,
-        Call::SubmitJob {
-            spec: job_spec(deadline, 1),
-        },
-    );
-    let (job, unit) = (
-        JobId(1),
-        UnitId {
-            job: JobId(1),
-            index: 0,
-        },
-    );
-    let trainer = w.key_of(w.unit(job, 0).trainer.unwrap()).clone();
-    w.net.ok(
-        &trainer,
-        Call::SubmitWorkResult {
-            unit,
-            result: World::result(960_000, 1),
-        },
-    );
-    let evaluators = w.unit(job, 0).evaluators.clone();
+    let (job, unit, evaluators) = w.submitted_unit();
     let (k1, k2) = (
         w.key_of(evaluators[0]).clone(),
         w.key_of(evaluators[1]).clone(),
@@ -893,29 +900,7 @@ fn an_evaluator_withholding_its_reveal_is_slashed() {
         unit_timeout_ms: 30_000,
         ..Params::default()
     });
-    let deadline = w.net.time_ms + 3_600_000;
-    w.net.ok(
-        &w.researcher,
-        Call::SubmitJob {
-            spec: job_spec(deadline, 1),
-        },
-    );
-    let (job, unit) = (
-        JobId(1),
-        UnitId {
-            job: JobId(1),
-            index: 0,
-        },
-    );
-    let trainer = w.key_of(w.unit(job, 0).trainer.unwrap()).clone();
-    w.net.ok(
-        &trainer,
-        Call::SubmitWorkResult {
-            unit,
-            result: World::result(960_000, 1),
-        },
-    );
-    let evaluators = w.unit(job, 0).evaluators.clone();
+    let (job, unit, evaluators) = w.submitted_unit();
     let (k1, k2) = (
         w.key_of(evaluators[0]).clone(),
         w.key_of(evaluators[1]).clone(),
@@ -969,29 +954,7 @@ fn an_evaluator_withholding_its_reveal_is_slashed() {
 #[test]
 fn accepts_that_disagree_on_the_metric_certify_nothing() {
     let mut w = world(Params::default());
-    let deadline = w.net.time_ms + 3_600_000;
-    w.net.ok(
-        &w.researcher,
-        Call::SubmitJob {
-            spec: job_spec(deadline, 1),
-        },
-    );
-    let (job, unit) = (
-        JobId(1),
-        UnitId {
-            job: JobId(1),
-            index: 0,
-        },
-    );
-    let trainer = w.key_of(w.unit(job, 0).trainer.unwrap()).clone();
-    w.net.ok(
-        &trainer,
-        Call::SubmitWorkResult {
-            unit,
-            result: World::result(960_000, 1),
-        },
-    );
-    let evaluators = w.unit(job, 0).evaluators.clone();
+    let (job, unit, evaluators) = w.submitted_unit();
     let keys: Vec<AccountKey> = evaluators.iter().map(|e| w.key_of(*e).clone()).collect();
     let sealed: Vec<(AccountKey, Attestation)> = keys
         .iter()
