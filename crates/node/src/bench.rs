@@ -371,9 +371,23 @@ impl Handler<Committed> for Sink {
         let t = now().0;
         let mut s = self.stats.lock().expect("stats lock");
         s.commits += 1;
+        // The chain covers each commit byte for byte without re-encoding its payload: a
+        // certificate's digest, computed here from the bytes received, covers its header,
+        // payload and author's signature; its votes are added whole.
+        let d = &msg.0;
+        let certificates: Vec<_> = d
+            .certificates
+            .iter()
+            .map(|c| (c.digest(), c.votes()))
+            .collect();
         let mut h = blake3::Hasher::new();
         h.update(s.chain.last().map_or(&b""[..], |p| p.as_bytes()));
-        h.update(&trainmesh_dag::encoding::encode(&msg.0));
+        h.update(&trainmesh_dag::encoding::encode(&(
+            d.index,
+            &d.leader,
+            d.timestamp,
+            certificates,
+        )));
         s.chain.push(h.finalize().to_hex().to_string());
         let in_window = t >= self.window.0 && t < self.window.1;
         for tx in msg.0.transactions() {
