@@ -26,8 +26,8 @@ use crate::trainer::{ensure_registered, Registration, HEARTBEAT_INTERVAL};
 use crate::wire::BlobKind;
 use crate::work::Outbox;
 use crate::work::{
-    audit_draw, current_units, ledger_params, model_and_hyper, ppm, start_state, worker_peers,
-    WorkContext, WorkError, FETCH_TIMEOUT,
+    audit_draw, current_units, model_and_hyper, ppm, start_state, worker_peers, WorkContext,
+    WorkError, FETCH_TIMEOUT,
 };
 
 pub struct EvaluatorActor {
@@ -137,11 +137,8 @@ impl EvaluatorActor {
             }
             // The segments this evaluator must check are the ledger's draw for it; a refusal lists
             // them too (the contract holds every attestation to the draw).
-            let Ok(params) = ledger_params(&self.work.ledger) else {
-                continue;
-            };
             let tier = job.spec.tier;
-            let drawn = audit_draw(&params, &unit, &me, tier);
+            let drawn = audit_draw(&unit, &me, tier);
             self.busy = Some(key);
             let work = self.work.clone();
             let device = self.device.clone();

@@ -154,22 +154,8 @@ pub fn ledger_params(
 
 /// The chain segments `evaluator` must re-execute for `unit` at `tier` (the ledger's draw, which
 /// the contract recomputes for its attestation; empty at tier 0 or without a result).
-pub fn audit_draw(
-    params: &trainmesh_contracts::params::Params,
-    unit: &Unit,
-    evaluator: &Address,
-    tier: u8,
-) -> Vec<u32> {
-    match (&unit.result, tier) {
-        (Some(r), 1..) => trainmesh_contracts::sampling::audit_sample(
-            &unit.audit_seed.0,
-            &r.chain_root.0,
-            evaluator,
-            r.segments,
-            trainmesh_contracts::jobs::audit_segments(params),
-        ),
-        _ => Vec::new(),
-    }
+pub fn audit_draw(unit: &Unit, evaluator: &Address, tier: u8) -> Vec<u32> {
+    unit.drawn_segments(evaluator, tier)
 }
 
 pub fn worker(ledger: &SharedLedger, a: &Address) -> Option<Worker> {

@@ -66,7 +66,14 @@ pub const AUDIT_DRAWN: u32 = 44;
 /// Segments each evaluator re-executes per unit at tier ≥ 1: the first and the last (so a
 /// replaced final checkpoint is never missed) and its share of [`AUDIT_DRAWN`].
 pub fn audit_segments(p: &Params) -> u32 {
-    2 + AUDIT_DRAWN.div_ceil(p.evaluators_per_unit.max(1))
+    panel_audit_segments(p.evaluators_per_unit as usize)
+}
+
+/// Segments each evaluator of a panel of `panel` re-executes: the first, the last, and its share
+/// of [`AUDIT_DRAWN`]. A unit's draw is sized by the panel it drew ([`Unit::drawn_segments`]),
+/// so a parameter change after the panel was drawn cannot change what its evaluators owe.
+pub fn panel_audit_segments(panel: usize) -> u32 {
+    2 + AUDIT_DRAWN.div_ceil(panel.max(1) as u32)
 }
 
 /// How many segments the chain of a unit of `steps` steps has — fixed by the contract, not by
@@ -244,6 +251,24 @@ pub struct Unit {
     pub audit_seed: Hash32,
     /// The certificate (of useful work, or of rejection) that closed the last attempt.
     pub certificate: Option<Hash32>,
+}
+
+impl Unit {
+    /// The chain segments `evaluator` must re-execute at `tier`: the ledger's draw, from the
+    /// unit's audit seed, its result's chain root and the evaluator's address, sized by the panel
+    /// drawn with the seed (empty at tier 0 or without a result).
+    pub fn drawn_segments(&self, evaluator: &Address, tier: u8) -> Vec<u32> {
+        match (&self.result, tier) {
+            (Some(r), 1..) => crate::sampling::audit_sample(
+                &self.audit_seed.0,
+                &r.chain_root.0,
+                evaluator,
+                r.segments,
+                panel_audit_segments(self.evaluators.len()),
+            ),
+            _ => Vec::new(),
+        }
+    }
 }
 
 fn invalid(reason: String) -> ContractError {
@@ -793,16 +818,7 @@ pub fn attest(
         )));
     }
     // The segments this evaluator had to re-execute are the ledger's draw, not its choice.
-    let expected = match (&unit.result, tier) {
-        (Some(r), 1..) => crate::sampling::audit_sample(
-            &unit.audit_seed.0,
-            &r.chain_root.0,
-            &sender,
-            r.segments,
-            audit_segments(&p),
-        ),
-        _ => Vec::new(),
-    };
+    let expected = unit.drawn_segments(&sender, tier);
     if attestation.segments_checked != expected {
         return Err(invalid(format!(
             "segments checked {:?} are not the drawn {expected:?}",

@@ -147,15 +147,8 @@ impl World {
     /// The segments `evaluator` must name for the unit: the ledger's draw for it.
     fn drawn(&self, job: JobId, index: u32, evaluator: &Address) -> Vec<u32> {
         let unit = self.unit(job, index);
-        let params: Params = self.net.ledger.read(keys::PARAMS).unwrap().unwrap();
-        let r = unit.result.expect("a submitted unit");
-        trainmesh_ledger::contracts::sampling::audit_sample(
-            &unit.audit_seed.0,
-            &r.chain_root.0,
-            evaluator,
-            r.segments,
-            jobs::audit_segments(&params),
-        )
+        assert!(unit.result.is_some(), "a submitted unit");
+        unit.drawn_segments(evaluator, self.job(job).spec.tier)
     }
 
     /// The assigned trainer submits; every sampled evaluator attests `accept`.
@@ -1028,5 +1021,79 @@ fn collateral_scales_with_what_the_sample_cannot_see() {
     let big = w.unit(JobId(2), 0);
     assert_eq!(big.state, UnitState::Waiting, "{big:?}");
     assert_eq!(big.trainer, None);
+    w.net.check();
+}
+
+/// A unit's draw is sized by the panel drawn with it: governance changing the panel size after
+/// the evaluators committed does not change what they owe, so their honest reveals still open
+/// and certify (before, the contract recomputed the draw from the parameters of the day, refused
+/// both reveals, and the withheld-reveal rule then slashed honest evaluators).
+#[test]
+fn a_parameter_change_after_the_commitments_does_not_change_the_draw() {
+    let mut w = world(Params {
+        governance_voting_period_ms: 10_000,
+        governance_timelock_ms: 5_000,
+        ..Params::default()
+    });
+    let (job, unit, evaluators) = w.submitted_unit();
+    assert_eq!(evaluators.len(), 2);
+    let keys: Vec<AccountKey> = evaluators.iter().map(|e| w.key_of(*e).clone()).collect();
+    let honest: Vec<Attestation> = keys
+        .iter()
+        .map(|k| Attestation {
+            accept: true,
+            metric_ppm: 960_000,
+            tier: 1,
+            segments_checked: w.drawn(job, 0, &k.address()),
+        })
+        .collect();
+    assert_eq!(
+        honest[0].segments_checked.len(),
+        jobs::panel_audit_segments(2) as usize
+    );
+    for (k, a) in keys.iter().zip(&honest) {
+        w.commit(k, unit, a);
+    }
+    // Panels of three from now on: each evaluator's share of the draw would shrink.
+    let proposer = w.trainers[0].clone();
+    w.net.ok(
+        &proposer,
+        Call::Propose {
+            description: "panels of three".into(),
+            updates: vec![ParamUpdate::Evaluators {
+                per_unit: 3,
+                quorum: 2,
+            }],
+            deposit: Amount::from_train(10),
+        },
+    );
+    let proposal = trainmesh_ledger::contracts::ProposalId(1);
+    for k in w.trainers.clone().iter().chain(w.evaluators.clone().iter()) {
+        w.net.ok(
+            k,
+            Call::Vote {
+                proposal,
+                approve: true,
+            },
+        );
+    }
+    w.net.batch(vec![], 10_000);
+    let out = w.net.batch(vec![], 6_000);
+    assert!(out
+        .end_events
+        .iter()
+        .any(|e| matches!(e, Event::ProposalExecuted { .. })));
+    let p: Params = w.net.ledger.read(keys::PARAMS).unwrap().unwrap();
+    assert_eq!(p.evaluators_per_unit, 3);
+    assert_ne!(jobs::audit_segments(&p), jobs::panel_audit_segments(2));
+    // The draw the ledger holds the panel to is the one it committed to.
+    assert_eq!(
+        w.drawn(job, 0, &keys[0].address()),
+        honest[0].segments_checked
+    );
+    for (k, a) in keys.iter().zip(honest) {
+        w.net.ok(k, World::reveal(unit, a, k));
+    }
+    assert_eq!(w.unit(job, 0).state, UnitState::Certified);
     w.net.check();
 }
