@@ -77,6 +77,13 @@ pub enum Call {
         unit: UnitId,
         commitment: Hash32,
     },
+    /// A move of the dispute over a unit's verdict ([`crate::disputes`]): the trainer's contest
+    /// and chain openings, the challenger's answers, the validators' referee votes.
+    Dispute {
+        unit: UnitId,
+        #[serde(rename = "move")]
+        mv: crate::disputes::Move,
+    },
 }
 
 impl Call {
@@ -96,13 +103,14 @@ impl Call {
             Call::SubmitWorkResult { .. } => "submit_work_result",
             Call::Attest { .. } => "attest",
             Call::CommitAttestation { .. } => "commit_attestation",
+            Call::Dispute { .. } => "dispute",
             Call::Propose { .. } => "propose",
             Call::Vote { .. } => "vote",
         }
     }
 
     /// Number of call kinds (for decoding: a kind at or above it is unknown).
-    pub const KINDS: u32 = 15;
+    pub const KINDS: u32 = 16;
 }
 
 /// Runs one call for `sender`. On error the caller discards everything the call wrote.
@@ -167,6 +175,9 @@ pub fn execute(
         } => jobs::attest(state, ctx, sender, unit, attestation, &salt, &mut events)?,
         Call::CommitAttestation { unit, commitment } => {
             jobs::commit_attestation(state, sender, unit, commitment, &mut events)?
+        }
+        Call::Dispute { unit, mv } => {
+            crate::disputes::play(state, ctx, sender, unit, mv, &mut events)?
         }
         Call::Propose {
             description,

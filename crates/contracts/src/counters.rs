@@ -16,6 +16,8 @@ pub struct Counters {
     /// Those of them that earned emission (tier ≥ 1): they drive the emission decay, so that
     /// unaudited work can neither mint nor spend the schedule.
     pub emitting_certificates: u64,
+    /// Disputes opened (contested rejections and split panels).
+    pub disputes: u64,
 }
 
 pub fn load(state: &(impl State + ?Sized)) -> ContractResult<Counters> {

@@ -52,6 +52,8 @@ pub enum SlashReason {
     /// An evaluator committed to an attestation and did not reveal it in time (it may have
     /// kept it back after seeing the others').
     WithheldReveal { unit: UnitId },
+    /// An evaluator ended on the losing side of a dispute over the unit.
+    LostDispute { unit: UnitId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +185,25 @@ pub enum Event {
     },
     ProposalExecuted {
         proposal: ProposalId,
+    },
+    /// A unit's verdict is disputed: a contested rejection, or a split panel.
+    DisputeOpened {
+        unit: UnitId,
+        trainer: Address,
+        challenger: Address,
+    },
+    /// A dispute move was played; the interval of steps still in dispute.
+    DisputeAdvanced {
+        unit: UnitId,
+        stage: String,
+        agreed_step: u64,
+        disputed_step: u64,
+    },
+    /// A dispute ended: `trainer_wins`, `trainer_loses` or `void`.
+    DisputeSettled {
+        unit: UnitId,
+        outcome: String,
+        moves: u32,
     },
 }
 

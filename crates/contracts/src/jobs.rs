@@ -214,6 +214,10 @@ pub enum UnitState {
     Submitted,
     Certified,
     Cancelled,
+    /// A quorum rejected; the trainer may contest until the dispute's deadline.
+    Rejected,
+    /// A dispute is under way ([`crate::disputes`]).
+    Disputed,
 }
 
 impl UnitState {
@@ -224,6 +228,8 @@ impl UnitState {
             UnitState::Submitted => "submitted",
             UnitState::Certified => "certified",
             UnitState::Cancelled => "cancelled",
+            UnitState::Rejected => "rejected",
+            UnitState::Disputed => "disputed",
         }
     }
 }
@@ -237,7 +243,8 @@ pub struct Unit {
     pub state: UnitState,
     pub trainer: Option<Address>,
     pub attempt: u32,
-    /// Trainers that failed this unit (rejected or timed out); never drawn again for it.
+    /// Workers that failed this unit (trainers rejected or timed out, evaluators that lost a
+    /// dispute over it); never drawn again for it.
     pub excluded: Vec<Address>,
     pub collateral: Amount,
     pub assigned_at: TimestampMs,
@@ -251,6 +258,8 @@ pub struct Unit {
     pub audit_seed: Hash32,
     /// The certificate (of useful work, or of rejection) that closed the last attempt.
     pub certificate: Option<Hash32>,
+    /// The dispute over the current attempt's verdict, while one is open (or contestable).
+    pub dispute: Option<crate::disputes::Dispute>,
 }
 
 impl Unit {
@@ -367,7 +376,7 @@ fn load_unit_in(
     Ok(unit)
 }
 
-fn store_unit(state: &mut (impl State + ?Sized), unit: &Unit) {
+pub(crate) fn store_unit(state: &mut (impl State + ?Sized), unit: &Unit) {
     state.write(keys::unit(unit.id), unit);
 }
 
@@ -470,6 +479,7 @@ fn open_unit(
         attestations: Vec::new(),
         audit_seed: Hash32::default(),
         certificate: None,
+        dispute: None,
     };
     assign(state, ctx, job, &mut unit, p, events)?;
     store_unit(state, &unit);
@@ -618,6 +628,7 @@ fn sample_evaluators(
     events: &mut Events,
 ) -> ContractResult<()> {
     let mut exclude = vec![unit.trainer.unwrap_or_default()];
+    exclude.extend(unit.excluded.iter().copied());
     if exclude_current {
         exclude.extend(unit.evaluators.iter().copied());
     }
@@ -856,9 +867,15 @@ pub fn attest(
     } else if rejects.len() >= p.attestation_quorum as usize {
         reject(state, ctx, &job, &mut unit, &rejects, &p, events)?;
     } else if unit.attestations.len() == unit.evaluators.len() {
-        // Split verdicts without a quorum: draw a fresh panel (the dispute tier's first step).
-        unit.attempt += 1;
-        sample_evaluators(state, ctx, &mut unit, true, &p, events)?;
+        if !rejects.is_empty() && tier >= 1 {
+            // A split panel goes to dispute: a trainer with one friendly evaluator gets no
+            // free redraws, and whoever is wrong about the chain pays.
+            crate::disputes::open_on_split(state, ctx, &mut unit, &accepts, &rejects, &p, events)?;
+        } else {
+            // Accepts that disagree on the metric, nobody rejecting: nothing to bisect; a
+            // fresh panel.
+            redraw_panel(state, ctx, &mut unit, &p, events)?;
+        }
     }
     store_unit(state, &unit);
     store_job(state, &job);
@@ -1024,12 +1041,12 @@ fn certified_metric(metric: Metric, unit: &Unit, accepts: &[Address]) -> u32 {
     }
 }
 
-/// A quorum rejected: slash the trainer's collateral (the rejecting evaluators share the
-/// reporter's part), exclude it from this unit, and assign the unit again.
+/// A quorum rejected: the rejection certificate, and the contest window
+/// ([`crate::disputes`]); the trainer's collateral stays locked until the rejection is final.
 fn reject(
-    state: &mut (impl State + ?Sized),
+    _state: &mut (impl State + ?Sized),
     ctx: &Context,
-    job: &Job,
+    _job: &Job,
     unit: &mut Unit,
     rejects: &[Address],
     p: &Params,
@@ -1043,13 +1060,35 @@ fn reject(
         trainer,
         certificate,
     });
-    let collateral = unit.collateral;
+    crate::disputes::open_contest_window(ctx, unit, rejects, certificate, p);
+    Ok(())
+}
+
+/// The rejection is final (not contested in time, or the trainer lost its dispute): slash the
+/// trainer's collateral and any dispute bond (the rejecting evaluators share the reporter's
+/// part), exclude it from this unit, and assign the unit again.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn reject_final(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    job: &Job,
+    unit: &mut Unit,
+    rejects: &[Address],
+    certificate: Option<Hash32>,
+    bond: Amount,
+    p: &Params,
+    events: &mut Events,
+) -> ContractResult<()> {
+    let trainer = unit.trainer.expect("a submitted unit has a trainer");
+    let certificate = certificate.unwrap_or_else(|| certificate_id(unit, false, rejects));
+    unit.certificate = Some(certificate);
+    let forfeit = unit.collateral.checked_add(bond)?;
     release_trainer(state, unit)?;
     release_evaluators(state, unit)?;
     staking::slash(
         state,
         trainer,
-        collateral,
+        forfeit,
         rejects,
         SlashReason::RejectedWork {
             unit: unit.id,
@@ -1077,6 +1116,20 @@ fn reject(
     exclude_and_reassign(state, ctx, job, unit, trainer, p, events)
 }
 
+/// The result stands for another look: a fresh panel (the current one excluded), the next
+/// attempt.
+pub(crate) fn redraw_panel(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    unit: &mut Unit,
+    p: &Params,
+    events: &mut Events,
+) -> ContractResult<()> {
+    unit.state = UnitState::Submitted;
+    unit.attempt += 1;
+    sample_evaluators(state, ctx, unit, true, p, events)
+}
+
 /// Ends a job: cancels its open unit, refunds what is left of the escrow.
 fn finish(
     state: &mut (impl State + ?Sized),
@@ -1092,8 +1145,17 @@ fn finish(
     if let Some(mut unit) = state.read::<Unit>(&keys::unit(unit_id))? {
         if matches!(
             unit.state,
-            UnitState::Assigned | UnitState::Submitted | UnitState::Waiting
+            UnitState::Assigned
+                | UnitState::Submitted
+                | UnitState::Waiting
+                | UnitState::Rejected
+                | UnitState::Disputed
         ) {
+            if let Some(d) = unit.dispute.take() {
+                let mut a = accounts::load(state, &d.trainer)?;
+                a.locked = a.locked.saturating_sub(d.bond);
+                accounts::store(state, &d.trainer, &a);
+            }
             release_trainer(state, &mut unit)?;
             release_evaluators(state, &unit)?;
             unit.state = UnitState::Cancelled;
@@ -1198,6 +1260,11 @@ pub fn on_batch_end(
                 }
                 unit.attempt += 1;
                 sample_evaluators(state, ctx, &mut unit, true, &p, events)?;
+            }
+            UnitState::Rejected | UnitState::Disputed => {
+                if !crate::disputes::on_deadline(state, ctx, &mut unit, &p, events)? {
+                    continue;
+                }
             }
             UnitState::Submitted if unit.evaluators.len() < p.attestation_quorum as usize => {
                 // Too few evaluators were live when the result came: try again as they join.

@@ -10,7 +10,9 @@
 //! - [`staking`]: bond, unbond, withdraw, slash (rejected work, double signing)
 //! - [`workers`]: WorkerRegistry; [`datasets`]: DatasetRegistry
 //! - [`jobs`]: JobManager: units, assignment, results, attestations, certificates, settlement
+//! - [`disputes`]: contested verdicts: bisection over a checkpoint chain, refereed by validators
 //! - [`reputation`]: per-worker scores that decay; [`governance`]: proposals and votes
+//! - [`merkle`]: the Merkle tree of checkpoint chains and shard lists (roots, proofs)
 //! - [`sampling`]: stake × reputation weighted draws from a commit's seed
 //! - [`calls`]: the `Call` enum and its dispatcher; [`events`]: what execution reports
 //! - [`genesis`]: the initial state; [`invariants`]: the conservation laws
@@ -19,6 +21,7 @@ pub mod accounts;
 pub mod calls;
 pub mod counters;
 pub mod datasets;
+pub mod disputes;
 pub mod error;
 pub mod events;
 pub mod genesis;
@@ -26,6 +29,7 @@ pub mod governance;
 pub mod invariants;
 pub mod jobs;
 pub mod keys;
+pub mod merkle;
 pub mod params;
 pub mod reputation;
 pub mod sampling;

@@ -40,6 +40,9 @@ pub struct Params {
     pub governance_threshold_bps: u32,
     pub governance_timelock_ms: u64,
     pub governance_min_deposit: Amount,
+    /// The dispute game: contest window, move deadline, bond, evaluator slash.
+    #[serde(default)]
+    pub disputes: crate::disputes::DisputeParams,
 }
 
 impl Default for Params {
@@ -68,6 +71,7 @@ impl Default for Params {
             governance_threshold_bps: 5_000,
             governance_timelock_ms: 3_600_000,
             governance_min_deposit: Amount::from_train(10),
+            disputes: crate::disputes::DisputeParams::default(),
         }
     }
 }
@@ -105,6 +109,7 @@ pub enum ParamUpdate {
         threshold_bps: u32,
         timelock_ms: u64,
     },
+    Disputes(crate::disputes::DisputeParams),
 }
 
 fn invalid(reason: String) -> ContractError {
@@ -116,6 +121,12 @@ fn invalid(reason: String) -> ContractError {
 
 impl Params {
     pub fn validate(&self) -> ContractResult<()> {
+        self.disputes
+            .validate()
+            .map_err(|reason| ContractError::Invalid {
+                what: "parameters",
+                reason,
+            })?;
         let shares = self.fee_share_trainer_bps as u64
             + self.fee_share_evaluators_bps as u64
             + self.fee_share_data_provider_bps as u64
@@ -215,6 +226,7 @@ impl Params {
                 p.governance_threshold_bps = threshold_bps;
                 p.governance_timelock_ms = timelock_ms;
             }
+            ParamUpdate::Disputes(ref d) => p.disputes = d.clone(),
         }
         p.validate()?;
         Ok(p)

@@ -246,6 +246,24 @@ fn transactions() -> Vec<Vec<u8>> {
             },
             salt: trainmesh_contracts::Hash32([5; 32]),
         },
+        Call::Dispute {
+            unit: trainmesh_contracts::UnitId {
+                job: trainmesh_contracts::JobId(1),
+                index: 0,
+            },
+            mv: trainmesh_contracts::disputes::Move::Chain {
+                start: trainmesh_contracts::Hash32([6; 32]),
+                start_proof: None,
+                end: trainmesh_contracts::Hash32([7; 32]),
+                end_proof: trainmesh_contracts::merkle::merkle_proof(
+                    &[
+                        trainmesh_contracts::Hash32([7; 32]),
+                        trainmesh_contracts::Hash32([8; 32]),
+                    ],
+                    0,
+                ),
+            },
+        },
     ];
     calls
         .into_iter()

@@ -1,11 +1,12 @@
 //! Whole contract flows through signed transactions and batches: a job from submission to
-//! settlement, a cheating trainer, a deadline refund, a governance vote.
+//! settlement, a cheating trainer, a deadline refund, a governance vote, disputes.
 
 mod common;
 
 use common::{genesis, Net};
 use trainmesh_ledger::contracts::calls::Call;
 use trainmesh_ledger::contracts::datasets::DatasetSpec;
+use trainmesh_ledger::contracts::disputes::{Move, Stage};
 use trainmesh_ledger::contracts::jobs::{
     self, Attestation, HyperParams, JobSpec, JobState, Metric, Optimizer, Target, UnitState,
     WorkResult,
@@ -20,6 +21,8 @@ use trainmesh_ledger::AccountKey;
 
 struct World {
     net: Net,
+    /// The one validator (it referees disputes).
+    validator: AccountKey,
     researcher: AccountKey,
     provider: AccountKey,
     trainers: Vec<AccountKey>,
@@ -42,7 +45,8 @@ fn world(params: Params) -> World {
     let trainers: Vec<AccountKey> = (200..202).map(AccountKey::from_seed).collect();
     let evaluators: Vec<AccountKey> = (300..303).map(AccountKey::from_seed).collect();
     let validator = AccountKey::from_seed(1);
-    let mut funded: Vec<(&AccountKey, u64)> = vec![(&researcher, 10_000), (&provider, 100)];
+    let mut funded: Vec<(&AccountKey, u64)> =
+        vec![(&researcher, 10_000), (&provider, 100), (&validator, 100)];
     funded.extend(trainers.iter().map(|k| (k, 1_000)));
     funded.extend(evaluators.iter().map(|k| (k, 1_000)));
     let g = genesis(&funded, &[&validator], params);
@@ -69,6 +73,7 @@ fn world(params: Params) -> World {
     );
     World {
         net,
+        validator,
         researcher,
         provider,
         trainers,
@@ -337,7 +342,7 @@ fn job_runs_from_submission_to_settlement() {
 
 #[test]
 fn cheating_trainer_is_slashed_and_the_unit_reassigned() {
-    let mut w = world(Params::default());
+    let mut w = world(quick());
     let deadline = w.net.time_ms + 3_600_000;
     w.net.ok(
         &w.researcher,
@@ -348,7 +353,23 @@ fn cheating_trainer_is_slashed_and_the_unit_reassigned() {
     let job = JobId(1);
     let cheater = w.unit(job, 0).trainer.unwrap();
     let stake_before = w.net.ledger.account(&cheater).unwrap().stake;
-    let events = w.run_unit(job, 0, 990_000, false);
+    let verdict = w.run_unit(job, 0, 990_000, false);
+    assert!(verdict
+        .iter()
+        .any(|e| matches!(e, Event::WorkRejected { trainer, .. } if *trainer == cheater)));
+    // The rejection waits out the contest window: nothing is slashed yet.
+    assert_eq!(w.unit(job, 0).state, UnitState::Rejected);
+    assert_eq!(w.net.ledger.account(&cheater).unwrap().stake, stake_before);
+    let early = w.net.batch(vec![], quick().disputes.window_ms / 2);
+    assert!(!early
+        .end_events
+        .iter()
+        .any(|e| matches!(e, Event::Slashed { .. })));
+    // Not contested: final once the window closes.
+    let events = w
+        .net
+        .batch(vec![], quick().disputes.window_ms / 2 + 1)
+        .end_events;
     let slashed = events
         .iter()
         .find_map(|e| match e {
@@ -1095,5 +1116,568 @@ fn a_parameter_change_after_the_commitments_does_not_change_the_draw() {
         w.net.ok(k, World::reveal(unit, a, k));
     }
     assert_eq!(w.unit(job, 0).state, UnitState::Certified);
+    w.net.check();
+}
+
+// ---- Disputes -------------------------------------------------------------------------------
+
+/// Parameters with dispute windows short enough that workers stay live (heartbeats time out
+/// after 5 minutes) while a test waits one out.
+fn quick() -> Params {
+    Params {
+        disputes: trainmesh_ledger::contracts::disputes::DisputeParams {
+            window_ms: 30_000,
+            move_ms: 30_000,
+            ..Default::default()
+        },
+        ..Params::default()
+    }
+}
+
+/// A unit of 2,062 steps is cut into 2 segments of 1,031 (2,062 = 2 × 1,031): the bisection of a
+/// segment takes ⌈log₂ 1,031⌉ = 11 rounds.
+const DISPUTE_STEPS: u64 = 2_062;
+
+/// The state hash after `step` steps of a unit trained honestly (the tests' stand-in for the
+/// executor: the referee "replays" a step by reading it off).
+fn truth(step: u64) -> Hash32 {
+    Hash32(*blake3::hash(&[b"state/".as_slice(), &step.to_le_bytes()].concat()).as_bytes())
+}
+
+/// What one side of a dispute holds: the true states, forged from step `from` on (`None`: honest).
+#[derive(Clone, Copy)]
+struct Side {
+    forged_from: Option<u64>,
+}
+
+impl Side {
+    const HONEST: Side = Side { forged_from: None };
+
+    fn state(self, step: u64) -> Hash32 {
+        match self.forged_from {
+            Some(f) if step >= f => Hash32(
+                *blake3::hash(&[b"forged/".as_slice(), &step.to_le_bytes()].concat()).as_bytes(),
+            ),
+            _ => truth(step),
+        }
+    }
+}
+
+impl World {
+    /// A job whose unit the assigned trainer completes with the chain `trainer` holds; returns
+    /// the unit, the trainer's key, the chain's leaves and the panel.
+    fn disputable_unit(
+        &mut self,
+        trainer: Side,
+    ) -> (UnitId, AccountKey, Vec<Hash32>, Vec<Address>) {
+        let deadline = self.net.time_ms + 24 * 3_600_000;
+        let mut spec = job_spec(deadline, 1);
+        spec.hyper.steps_per_unit = DISPUTE_STEPS;
+        spec.hyper.total_steps = DISPUTE_STEPS;
+        let researcher = self.researcher.clone();
+        self.net.ok(&researcher, Call::SubmitJob { spec });
+        let id = UnitId {
+            job: JobId(1),
+            index: 0,
+        };
+        let unit = self.unit(id.job, 0);
+        let segments = jobs::chain_segments(DISPUTE_STEPS);
+        assert_eq!(segments, 2);
+        let seg = DISPUTE_STEPS / u64::from(segments);
+        let leaves: Vec<Hash32> = (1..=u64::from(segments))
+            .map(|i| trainer.state(i * seg))
+            .collect();
+        let key = self.key_of(unit.trainer.unwrap()).clone();
+        self.net.ok(
+            &key,
+            Call::SubmitWorkResult {
+                unit: id,
+                result: WorkResult {
+                    checkpoint: *leaves.last().unwrap(),
+                    chain_root: trainmesh_ledger::contracts::merkle::merkle_root(&leaves),
+                    segments,
+                    loss_trace_ppm: vec![900_000, 500_000],
+                    metric_ppm: 960_000,
+                },
+            },
+        );
+        let panel = self.unit(id.job, 0).evaluators.clone();
+        (id, key, leaves, panel)
+    }
+
+    /// Every evaluator of the panel commits to its verdict, then all reveal.
+    fn verdicts(&mut self, id: UnitId, verdicts: &[(Address, bool)]) -> Vec<Event> {
+        let sealed: Vec<(AccountKey, Attestation)> = verdicts
+            .iter()
+            .map(|(e, accept)| {
+                let k = self.key_of(*e).clone();
+                let a = Attestation {
+                    accept: *accept,
+                    metric_ppm: 960_000,
+                    tier: 1,
+                    segments_checked: self.drawn(id.job, id.index, e),
+                };
+                (k, a)
+            })
+            .collect();
+        for (k, a) in &sealed {
+            self.commit(k, id, a);
+        }
+        let mut events = Vec::new();
+        for (k, a) in sealed {
+            events.extend(self.net.ok(&k, World::reveal(id, a, &k)));
+        }
+        events
+    }
+
+    fn dispute(&self, id: UnitId) -> trainmesh_ledger::contracts::disputes::Dispute {
+        self.unit(id.job, id.index).dispute.expect("a dispute")
+    }
+
+    fn play(&mut self, key: &AccountKey, id: UnitId, mv: Move) -> Vec<Event> {
+        self.net.ok(key, Call::Dispute { unit: id, mv })
+    }
+
+    /// Plays an opened dispute to its end: the challenger names `segment`, the trainer opens its
+    /// chain, both answer every midpoint from what they hold, and the validator referees the
+    /// last step. Returns every event from the first move on.
+    fn play_out(
+        &mut self,
+        id: UnitId,
+        trainer: (&AccountKey, Side),
+        challenger: Side,
+        leaves: &[Hash32],
+        segment: u32,
+    ) -> Vec<Event> {
+        let d = self.dispute(id);
+        let challenger_key = self.key_of(d.challenger).clone();
+        let seg = DISPUTE_STEPS / leaves.len() as u64;
+        let base = u64::from(segment) * seg;
+        let mut events = self.play(
+            &challenger_key,
+            id,
+            Move::Segment {
+                segment,
+                end: challenger.state(base + seg),
+            },
+        );
+        let start_proof = (segment > 0).then(|| {
+            trainmesh_ledger::contracts::merkle::merkle_proof(leaves, segment as usize - 1)
+        });
+        let start = if segment == 0 {
+            self.unit(id.job, id.index).start_checkpoint
+        } else {
+            leaves[segment as usize - 1]
+        };
+        events.extend(self.play(
+            trainer.0,
+            id,
+            Move::Chain {
+                start,
+                start_proof,
+                end: leaves[segment as usize],
+                end_proof: trainmesh_ledger::contracts::merkle::merkle_proof(
+                    leaves,
+                    segment as usize,
+                ),
+            },
+        ));
+        while let Some(d) = self.unit(id.job, id.index).dispute {
+            match d.stage {
+                Stage::Midpoint => {
+                    let step = base + d.midpoint();
+                    events.extend(self.play(
+                        trainer.0,
+                        id,
+                        Move::Midpoint {
+                            hash: trainer.1.state(step),
+                        },
+                    ));
+                    let agrees = challenger.state(step) == trainer.1.state(step);
+                    events.extend(self.play(&challenger_key, id, Move::Respond { agrees }));
+                }
+                Stage::Referee => {
+                    assert_eq!(d.disputed.0, d.agreed.0 + 1, "one step is left");
+                    // The referee replays the step from the agreed state.
+                    let validator = self.validator.clone();
+                    events.extend(self.play(
+                        &validator,
+                        id,
+                        Move::Referee {
+                            end: Some(truth(base + d.disputed.0)),
+                        },
+                    ));
+                }
+                other => panic!("the dispute stopped at {other:?}"),
+            }
+        }
+        events
+    }
+
+    fn stake(&self, a: &Address) -> Amount {
+        self.net.ledger.account(a).unwrap().stake
+    }
+}
+
+fn settled(events: &[Event]) -> (String, u32) {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::DisputeSettled { outcome, moves, .. } => Some((outcome.clone(), *moves)),
+            _ => None,
+        })
+        .expect("the dispute settled")
+}
+
+fn slashed_for_lost_dispute(events: &[Event]) -> Vec<Address> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Slashed {
+                who,
+                reason: SlashReason::LostDispute { .. },
+                ..
+            } => Some(*who),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Two evaluators reject honest work together (to split the trainer's collateral). The trainer
+/// contests; the bisection ends at one step, which the validator referees: the evaluators lose,
+/// are slashed with the trainer as reporter, and the unit gets a fresh panel without them. The
+/// trainer keeps its stake and its collateral, gets its bond back, and is paid when the fresh
+/// panel certifies.
+#[test]
+fn colluding_evaluators_rejecting_honest_work_lose_the_dispute() {
+    let mut w = world(quick());
+    let (id, trainer, leaves, panel) = w.disputable_unit(Side::HONEST);
+    let colluders: Vec<(Address, bool)> = panel.iter().map(|e| (*e, false)).collect();
+    w.verdicts(id, &colluders);
+    assert_eq!(w.unit(id.job, 0).state, UnitState::Rejected);
+    let trainer_stake = w.stake(&trainer.address());
+    let collateral = w.unit(id.job, 0).collateral;
+    let evaluator_stakes: Vec<Amount> = panel.iter().map(|e| w.stake(e)).collect();
+    // Only the trainer may contest, and only with a move the dispute waits for.
+    let outsider = w
+        .trainers
+        .iter()
+        .find(|k| k.address() != trainer.address())
+        .unwrap()
+        .clone();
+    let r = w
+        .net
+        .call(
+            &outsider,
+            Call::Dispute {
+                unit: id,
+                mv: Move::Contest,
+            },
+        )
+        .unwrap_err();
+    assert!(r.message.contains("not"), "{}", r.message);
+    let r = w
+        .net
+        .call(
+            &trainer,
+            Call::Dispute {
+                unit: id,
+                mv: Move::Respond { agrees: true },
+            },
+        )
+        .unwrap_err();
+    assert!(r.message.contains("is rejected"), "{}", r.message);
+    let opened = w.play(&trainer, id, Move::Contest);
+    assert!(opened
+        .iter()
+        .any(|e| matches!(e, Event::DisputeOpened { .. })));
+    let bond = quick().disputes.bond;
+    assert_eq!(
+        w.net.ledger.account(&trainer.address()).unwrap().locked,
+        collateral.checked_add(bond).unwrap()
+    );
+    // The colluding challenger claims the second segment ends elsewhere, and denies every state
+    // from step 1,800 on.
+    let events = w.play_out(
+        id,
+        (&trainer, Side::HONEST),
+        Side {
+            forged_from: Some(1_800),
+        },
+        &leaves,
+        1,
+    );
+    let (outcome, moves) = settled(&events);
+    assert_eq!(outcome, "trainer_wins");
+    // Contest, segment, chain, 11 rounds of two moves, one referee vote.
+    assert!(moves <= 1 + 2 + 2 * 11 + 1, "{moves} moves");
+    let mut losers = slashed_for_lost_dispute(&events);
+    losers.sort();
+    let mut expected = panel.clone();
+    expected.sort();
+    assert_eq!(losers, expected);
+    for (e, before) in panel.iter().zip(&evaluator_stakes) {
+        assert_eq!(
+            w.stake(e),
+            before.checked_sub(before.mul_bps(2_000)).unwrap(),
+            "{e} loses a fifth of its stake"
+        );
+    }
+    let rewarded: u128 = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Paid {
+                to,
+                amount,
+                reason: PaymentReason::ReporterReward { .. },
+            } if *to == trainer.address() => Some(amount.0),
+            _ => None,
+        })
+        .sum();
+    assert!(rewarded > 0, "the loser pays the winner's costs");
+    let account = w.net.ledger.account(&trainer.address()).unwrap();
+    assert_eq!(account.stake, trainer_stake);
+    assert_eq!(
+        account.locked, collateral,
+        "the bond is free, the collateral stays on the unit"
+    );
+    let unit = w.unit(id.job, 0);
+    assert_eq!(unit.state, UnitState::Submitted);
+    assert!(
+        unit.evaluators.iter().all(|e| !panel.contains(e)),
+        "a fresh panel"
+    );
+    // A fourth evaluator joins; the fresh panel certifies and the trainer is paid.
+    let newcomer = AccountKey::from_seed(304);
+    let researcher = w.researcher.clone();
+    w.net.ok(
+        &researcher,
+        Call::Transfer {
+            to: newcomer.address(),
+            amount: Amount::from_train(1_000),
+        },
+    );
+    w.net.ok(
+        &newcomer,
+        Call::RegisterWorker {
+            role: Role::Evaluator,
+            bond: Amount::from_train(500),
+            capability: capability(),
+            peer_id: newcomer.peer_binding(&newcomer.secret()).0,
+            peer_signature: newcomer.peer_binding(&newcomer.secret()).1,
+        },
+    );
+    w.evaluators.push(newcomer);
+    w.net.batch(vec![], 1_000);
+    let panel = w.unit(id.job, 0).evaluators.clone();
+    assert_eq!(panel.len(), 2, "{panel:?}");
+    let honest: Vec<(Address, bool)> = panel.iter().map(|e| (*e, true)).collect();
+    let events = w.verdicts(id, &honest);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::WorkCertified { trainer: t, .. } if *t == trainer.address())));
+    assert_eq!(
+        w.net.ledger.account(&trainer.address()).unwrap().locked,
+        Amount::ZERO
+    );
+    w.net.check();
+}
+
+/// A trainer that forged the second half of its chain contests the honest rejection: the
+/// bisection narrows to the first forged step, the referee's replay differs from the trainer's
+/// hash, and the trainer forfeits its collateral and its bond; the unit goes to another trainer.
+#[test]
+fn a_trainer_contesting_a_true_rejection_loses_collateral_and_bond() {
+    let mut w = world(quick());
+    let forger = Side {
+        forged_from: Some(1_500),
+    };
+    let (id, trainer, leaves, panel) = w.disputable_unit(forger);
+    let honest: Vec<(Address, bool)> = panel.iter().map(|e| (*e, false)).collect();
+    w.verdicts(id, &honest);
+    let stake = w.stake(&trainer.address());
+    let collateral = w.unit(id.job, 0).collateral;
+    w.play(&trainer, id, Move::Contest);
+    // A chain opening that does not match the committed root is refused.
+    let d = w.dispute(id);
+    let challenger = w.key_of(d.challenger).clone();
+    w.play(
+        &challenger,
+        id,
+        Move::Segment {
+            segment: 1,
+            end: truth(DISPUTE_STEPS),
+        },
+    );
+    let r = w
+        .net
+        .call(
+            &trainer,
+            Call::Dispute {
+                unit: id,
+                mv: Move::Chain {
+                    start: leaves[0],
+                    start_proof: Some(trainmesh_ledger::contracts::merkle::merkle_proof(
+                        &leaves, 0,
+                    )),
+                    end: truth(DISPUTE_STEPS),
+                    end_proof: trainmesh_ledger::contracts::merkle::merkle_proof(&leaves, 1),
+                },
+            },
+        )
+        .unwrap_err();
+    assert!(r.message.contains("under the chain root"), "{}", r.message);
+    // Replay the dispute from the chain opening on (the segment is already named).
+    let mut events = w.play(
+        &trainer,
+        id,
+        Move::Chain {
+            start: leaves[0],
+            start_proof: Some(trainmesh_ledger::contracts::merkle::merkle_proof(
+                &leaves, 0,
+            )),
+            end: leaves[1],
+            end_proof: trainmesh_ledger::contracts::merkle::merkle_proof(&leaves, 1),
+        },
+    );
+    let base = 1_031;
+    while let Some(d) = w.unit(id.job, 0).dispute {
+        match d.stage {
+            Stage::Midpoint => {
+                let step = base + d.midpoint();
+                events.extend(w.play(
+                    &trainer,
+                    id,
+                    Move::Midpoint {
+                        hash: forger.state(step),
+                    },
+                ));
+                let agrees = truth(step) == forger.state(step);
+                events.extend(w.play(&challenger, id, Move::Respond { agrees }));
+            }
+            Stage::Referee => {
+                assert_eq!(
+                    base + d.agreed.0,
+                    1_499,
+                    "it narrows to the first forged step"
+                );
+                let validator = w.validator.clone();
+                // Only validators referee.
+                let r = w
+                    .net
+                    .call(
+                        &trainer,
+                        Call::Dispute {
+                            unit: id,
+                            mv: Move::Referee {
+                                end: Some(d.disputed.1),
+                            },
+                        },
+                    )
+                    .unwrap_err();
+                assert!(r.message.contains("not a validator"), "{}", r.message);
+                events.extend(w.play(
+                    &validator,
+                    id,
+                    Move::Referee {
+                        end: Some(truth(1_500)),
+                    },
+                ));
+            }
+            other => panic!("stopped at {other:?}"),
+        }
+    }
+    assert_eq!(settled(&events).0, "trainer_loses");
+    let forfeit = collateral.checked_add(quick().disputes.bond).unwrap();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Slashed { who, amount, reason: SlashReason::RejectedWork { .. }, .. }
+            if *who == trainer.address() && *amount == forfeit
+    )));
+    let account = w.net.ledger.account(&trainer.address()).unwrap();
+    assert_eq!(account.stake, stake.checked_sub(forfeit).unwrap());
+    assert_eq!(account.locked, Amount::ZERO);
+    assert!(
+        slashed_for_lost_dispute(&events).is_empty(),
+        "the honest evaluators keep their stake"
+    );
+    let unit = w.unit(id.job, 0);
+    assert_eq!(unit.state, UnitState::Assigned);
+    assert!(unit.excluded.contains(&trainer.address()));
+    w.net.check();
+}
+
+/// A forging trainer's sybil evaluator accepts while the other rejects: the split goes to
+/// dispute, not to a fresh draw. The forger does not open its chain in time and loses; the
+/// evaluator that accepted the forged work is slashed with the challenger as reporter.
+#[test]
+fn a_split_panel_goes_to_dispute_and_the_accepting_sybil_loses() {
+    let mut w = world(quick());
+    let (id, trainer, _leaves, panel) = w.disputable_unit(Side {
+        forged_from: Some(2_000),
+    });
+    let sybil = panel[0];
+    let events = w.verdicts(id, &[(sybil, true), (panel[1], false)]);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::DisputeOpened { challenger, .. } if *challenger == panel[1])));
+    let unit = w.unit(id.job, 0);
+    assert_eq!(unit.state, UnitState::Disputed);
+    assert_eq!(unit.attempt, 0, "no free redraw");
+    let challenger = w.key_of(panel[1]).clone();
+    w.play(
+        &challenger,
+        id,
+        Move::Segment {
+            segment: 1,
+            end: truth(DISPUTE_STEPS),
+        },
+    );
+    let sybil_stake = w.stake(&sybil);
+    let trainer_stake = w.stake(&trainer.address());
+    // The trainer stays silent past the move deadline.
+    let out = w.net.batch(vec![], quick().disputes.move_ms + 1);
+    assert_eq!(settled(&out.end_events).0, "trainer_loses");
+    assert_eq!(slashed_for_lost_dispute(&out.end_events), vec![sybil]);
+    assert_eq!(
+        w.stake(&sybil),
+        sybil_stake.checked_sub(sybil_stake.mul_bps(2_000)).unwrap()
+    );
+    assert!(w.stake(&trainer.address()) < trainer_stake);
+    assert_eq!(w.unit(id.job, 0).state, UnitState::Assigned);
+    w.net.check();
+}
+
+/// A challenger that names a segment whose end it computed the same as the trainer's chain has
+/// nothing to dispute: the trainer wins at the chain opening.
+#[test]
+fn a_challenge_that_agrees_with_the_chain_loses_at_once() {
+    let mut w = world(quick());
+    let (id, trainer, leaves, panel) = w.disputable_unit(Side::HONEST);
+    let rejects: Vec<(Address, bool)> = panel.iter().map(|e| (*e, false)).collect();
+    w.verdicts(id, &rejects);
+    w.play(&trainer, id, Move::Contest);
+    let challenger = w.key_of(w.dispute(id).challenger).clone();
+    w.play(
+        &challenger,
+        id,
+        Move::Segment {
+            segment: 0,
+            end: leaves[0],
+        },
+    );
+    let start = w.unit(id.job, 0).start_checkpoint;
+    let events = w.play(
+        &trainer,
+        id,
+        Move::Chain {
+            start,
+            start_proof: None,
+            end: leaves[0],
+            end_proof: trainmesh_ledger::contracts::merkle::merkle_proof(&leaves, 0),
+        },
+    );
+    assert_eq!(settled(&events), ("trainer_wins".to_string(), 3));
+    assert_eq!(slashed_for_lost_dispute(&events).len(), 2);
     w.net.check();
 }

@@ -123,6 +123,14 @@ fn genesis(roles: &Roles) -> Genesis {
         validators,
         params: Params {
             unit_timeout_ms: 60_000,
+            // A rejection is final 3 s after its certificate unless the trainer contests it;
+            // each dispute move gets 30 s (a midpoint replay of a devnet segment takes well
+            // under a second).
+            disputes: trainmesh_contracts::disputes::DisputeParams {
+                window_ms: 3_000,
+                move_ms: 30_000,
+                ..Default::default()
+            },
             ..Params::default()
         },
         consensus: ConsensusParams::default(),
@@ -595,6 +603,8 @@ async fn report(
         "rejected_results": verdicts.rejected.len(),
         "rejected_honest_results": summary::honest_rejections(&verdicts, tracked),
         "timed_out_units": verdicts.timed_out.len(),
+        "disputes": verdicts.disputes,
+        "evaluators_slashed": verdicts.evaluators_slashed.len(),
         "units_total": job.units_total,
         "committed_rounds": status.last_committed_round.0,
         "ledger_height": v0.ledger.read().expect("ledger lock").height(),

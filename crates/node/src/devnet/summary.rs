@@ -3,7 +3,7 @@
 
 use trainmesh_actors::node::NodeHandle;
 use trainmesh_contracts::jobs::{Job, Unit, UnitState};
-use trainmesh_contracts::{keys as state_keys, Address, Event, UnitId};
+use trainmesh_contracts::{keys as state_keys, Address, Event, SlashReason, UnitId};
 
 /// A tracked account of the devnet: its name, whether it cheats, its address.
 pub(super) struct Tracked {
@@ -19,6 +19,11 @@ pub(super) struct Verdicts {
     pub rejected: Vec<(UnitId, Address)>,
     /// (unit, trainer) of every unit whose trainer did not deliver in time.
     pub timed_out: Vec<(UnitId, Address)>,
+    /// Disputes opened over the job's units (contested rejections, split panels).
+    pub disputes: usize,
+    /// (unit, evaluator) of every evaluator slashed over the job's units: on the losing side
+    /// of a dispute, or for keeping back a committed verdict.
+    pub evaluators_slashed: Vec<(UnitId, Address)>,
 }
 
 impl Verdicts {
@@ -38,6 +43,13 @@ impl Verdicts {
                         Event::UnitTimedOut { unit, trainer } if unit.job == job.id => {
                             v.timed_out.push((*unit, *trainer))
                         }
+                        Event::DisputeOpened { unit, .. } if unit.job == job.id => v.disputes += 1,
+                        Event::Slashed {
+                            who,
+                            reason:
+                                SlashReason::LostDispute { unit } | SlashReason::WithheldReveal { unit },
+                            ..
+                        } if unit.job == job.id => v.evaluators_slashed.push((*unit, *who)),
                         _ => {}
                     }
                 }
