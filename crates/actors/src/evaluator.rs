@@ -5,11 +5,18 @@
 //! share of the rest, from the audit seed fixed after the result was committed, its address and
 //! the chain root). Then it commits to its attestation (which names exactly that draw), and
 //! reveals it once every evaluator of the panel committed.
+//!
+//! When the panel splits, the first rejecting evaluator is the challenger of the dispute
+//! ([`trainmesh_contracts::disputes`]): it names the first segment its replay found faked and the
+//! end hash it computed. A *lazy* evaluator (`--lazy-evaluators` in the devnet) recomputes the
+//! held-out metric but replays nothing, and says it did: the dispute its accept loses is what
+//! catches it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use trainmesh_contracts::disputes::{Move, Stage};
 use trainmesh_contracts::jobs::{Attestation, Job, Metric, Unit, UnitState};
 use trainmesh_contracts::workers::Role;
 use trainmesh_contracts::{Call, Hash32, UnitId};
@@ -41,6 +48,13 @@ pub struct EvaluatorActor {
     sent: Outbox<(Attestation, Hash32)>,
     /// When each reveal was last sent.
     revealed: Outbox<()>,
+    /// The first fault each rejected (unit, attempt) showed: the segment and the end hash the
+    /// replay computed, which a dispute names.
+    faults: Outbox<(u32, Hash32)>,
+    /// When each dispute move was last sent: (stage, moves played before it).
+    moves: Outbox<(Stage, u32)>,
+    /// Replays nothing (a free rider, for demonstrations and tests).
+    lazy: bool,
     registration_sent: Option<Instant>,
 }
 
@@ -57,6 +71,7 @@ impl EvaluatorActor {
         work: WorkContext,
         registration: Registration,
         device: Option<Arc<GpuDevice>>,
+        lazy: bool,
     ) -> Self {
         EvaluatorActor {
             work,
@@ -65,8 +80,47 @@ impl EvaluatorActor {
             busy: None,
             sent: Outbox::default(),
             revealed: Outbox::default(),
+            faults: Outbox::default(),
+            moves: Outbox::default(),
+            lazy,
             registration_sent: None,
         }
+    }
+
+    /// The challenger's moves in a dispute over a unit it rejected: the faked segment it found.
+    /// (A trainer that opens its chain and answers midpoints is answered in turn by the next
+    /// moves; here the challenger names the fault, and a trainer that does not answer loses.)
+    fn challenge(&mut self, unit: &Unit) {
+        let me = self.work.wallet.address;
+        let Some(d) = &unit.dispute else {
+            return;
+        };
+        if d.challenger != me || d.stage != Stage::Segment {
+            return;
+        }
+        let key = (unit.id, unit.attempt);
+        let Some(&(segment, end)) = self.faults.get(&key) else {
+            return;
+        };
+        let mv = (d.stage, d.moves);
+        let resend = match self.moves.get(&key) {
+            Some(sent) if *sent == mv => {
+                if self.moves.due(&key).is_none() {
+                    return;
+                }
+                true
+            }
+            _ => false,
+        };
+        self.moves.insert(key, mv);
+        tracing::info!(unit = ?unit.id, segment, "challenging the trainer's chain");
+        self.work.send_call(
+            Call::Dispute {
+                unit: unit.id,
+                mv: Move::Segment { segment, end },
+            },
+            resend,
+        );
     }
 
     /// Commits to `attestation` (its verdict stays hidden until the whole panel committed).
@@ -108,6 +162,10 @@ impl EvaluatorActor {
         };
         let me = self.work.wallet.address;
         for (job, unit) in units {
+            if unit.state == UnitState::Disputed {
+                self.challenge(&unit);
+                continue;
+            }
             if unit.state != UnitState::Submitted
                 || !unit.evaluators.contains(&me)
                 || unit.attestations.iter().any(|(a, _)| *a == me)
@@ -143,11 +201,17 @@ impl EvaluatorActor {
             let work = self.work.clone();
             let device = self.device.clone();
             let refused_draw = drawn.clone();
-            let fut = async move { verify_unit(&work, &job, &unit, device, drawn).await };
+            let lazy = self.lazy;
+            let fut = async move { verify_unit(&work, &job, &unit, device, drawn, lazy).await };
             ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
                 act.busy = None;
                 let attestation = match res {
-                    Ok(a) => a,
+                    Ok((a, fault)) => {
+                        if let Some(f) = fault {
+                            act.faults.insert(key, f);
+                        }
+                        a
+                    }
                     Err(e) => {
                         tracing::warn!(unit = ?key.0, error = %e, "result refused");
                         Attestation {
@@ -177,15 +241,17 @@ impl EvaluatorActor {
     }
 }
 
-/// Checks one result. `Err` means the result is refused (the reason is logged); a fetch that
-/// times out counts as withheld data, which is refused too.
+/// Checks one result: the attestation, and the first segment found faked with the end hash its
+/// replay gave. `Err` means the result is refused (the reason is logged); a fetch that times out
+/// counts as withheld data, which is refused too. A `lazy` evaluator skips the replays.
 async fn verify_unit(
     work: &WorkContext,
     job: &Job,
     unit: &Unit,
     device: Option<Arc<GpuDevice>>,
     drawn: Vec<u32>,
-) -> Result<Attestation, WorkError> {
+    lazy: bool,
+) -> Result<(Attestation, Option<(u32, Hash32)>), WorkError> {
     let result = unit
         .result
         .clone()
@@ -270,7 +336,8 @@ async fn verify_unit(
         let measured = verify::tier0(&model, &final_bytes, &chain.final_checkpoint(), &heldout)?;
         let final_state = TrainState::decode(&final_bytes, &model)?;
         let mut accept = final_state.step == end_step;
-        if tier >= 1 {
+        let mut fault = None;
+        if tier >= 1 && !lazy {
             // On the device when there is one: the same bits, so still exact.
             let mut replayer = Replayer::new(device.as_deref(), &model, hyper, &train)?;
             let report = verify::audit(&chain, &committed_root, &audited, &store, &mut replayer)?;
@@ -282,11 +349,17 @@ async fn verify_unit(
                 );
             }
             accept &= report.accepted();
+            fault = report.faults.iter().find_map(|(i, f)| match f {
+                verify::SegmentFault::HashMismatch { replayed, .. } => {
+                    Some((*i as u32, Hash32(replayed.0)))
+                }
+                _ => None,
+            });
         }
         metrics
             .verification_seconds
             .observe(started.elapsed().as_secs_f64());
-        Ok::<_, trainmesh_gpu::GpuError>(Attestation {
+        let attestation = Attestation {
             accept,
             metric_ppm: match metric_kind {
                 Metric::Accuracy => ppm(measured.accuracy),
@@ -294,7 +367,8 @@ async fn verify_unit(
             },
             tier,
             segments_checked: drawn,
-        })
+        };
+        Ok::<_, trainmesh_gpu::GpuError>((attestation, fault))
     })
     .await
     .map_err(|e| WorkError::Invalid(format!("verification task: {e}")))?

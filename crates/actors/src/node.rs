@@ -48,7 +48,9 @@ pub struct NodeSpec {
     /// conformance (every model kind; nodes without one use the CPU executor).
     /// Bit-identical either way.
     pub train_device: Option<Arc<GpuDevice>>,
-    pub evaluator: Option<Registration>,
+    /// The evaluator's registration, and whether it is lazy (replays nothing: demonstrations
+    /// and tests of how the network catches it).
+    pub evaluator: Option<(Registration, bool)>,
     pub provider: Option<(Arc<Samples>, DatasetOffer)>,
     /// What this node tunes in its consensus core; the rest comes from the genesis.
     pub local_consensus: LocalConsensusConfig,
@@ -303,8 +305,9 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
         .start();
         ledger_actor.do_send(Subscribe(t.recipient()));
     }
-    if let Some(registration) = spec.evaluator.clone() {
-        let e = EvaluatorActor::new(work.clone(), registration, spec.train_device.clone()).start();
+    if let Some((registration, lazy)) = spec.evaluator.clone() {
+        let e = EvaluatorActor::new(work.clone(), registration, spec.train_device.clone(), lazy)
+            .start();
         ledger_actor.do_send(Subscribe(e.recipient()));
     }
     let provider = match &spec.provider {

@@ -1080,7 +1080,19 @@ pub(crate) fn reject_final(
     events: &mut Events,
 ) -> ContractResult<()> {
     let trainer = unit.trainer.expect("a submitted unit has a trainer");
-    let certificate = certificate.unwrap_or_else(|| certificate_id(unit, false, rejects));
+    let certificate = match certificate {
+        Some(c) => c,
+        None => {
+            // A split panel's dispute went against the trainer: the rejection is certified now.
+            let c = certificate_id(unit, false, rejects);
+            events.push(Event::WorkRejected {
+                unit: unit.id,
+                trainer,
+                certificate: c,
+            });
+            c
+        }
+    };
     unit.certificate = Some(certificate);
     let forfeit = unit.collateral.checked_add(bond)?;
     release_trainer(state, unit)?;

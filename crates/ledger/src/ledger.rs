@@ -29,6 +29,9 @@ use crate::verify::verify_all;
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("batch_receipts");
+/// What the end of each batch did (deadlines, timeouts, disputes settled by default), by height:
+/// only heights where it did something.
+const END_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("batch_end_events");
 
 /// Transactions in one batch.
 pub const BATCH_TRANSACTIONS_MAX: usize = 100_000;
@@ -319,6 +322,7 @@ impl Ledger {
             txn.open_table(JMT_NODES).map_err(storage)?;
             txn.open_table(META).map_err(storage)?;
             txn.open_table(RECEIPTS).map_err(storage)?;
+            txn.open_table(END_EVENTS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         let mut ledger = Ledger {
@@ -631,6 +635,14 @@ impl Ledger {
                 bcs::to_bytes(&receipts).map_err(corrupt)?.as_slice(),
             )
             .map_err(storage)?;
+            if !end_events.is_empty() {
+                let mut et = txn.open_table(END_EVENTS).map_err(storage)?;
+                et.insert(
+                    height,
+                    bcs::to_bytes(&end_events).map_err(corrupt)?.as_slice(),
+                )
+                .map_err(storage)?;
+            }
         }
         txn.commit().map_err(storage)?;
         self.cache.apply(cache_update.nodes);
@@ -702,6 +714,16 @@ impl Ledger {
     pub fn receipts(&self, height: u64) -> LedgerResult<Vec<Receipt>> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(RECEIPTS).map_err(storage)?;
+        match table.get(height).map_err(storage)? {
+            Some(v) => bcs::from_bytes(v.value()).map_err(corrupt),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The events of the end of the batch executed at `height` (none when it did nothing).
+    pub fn end_events(&self, height: u64) -> LedgerResult<Vec<Event>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(END_EVENTS).map_err(storage)?;
         match table.get(height).map_err(storage)? {
             Some(v) => bcs::from_bytes(v.value()).map_err(corrupt),
             None => Ok(Vec::new()),

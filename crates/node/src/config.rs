@@ -68,6 +68,9 @@ pub struct EvaluatorConfig {
     /// Where to replay audited segments: `auto` (the default), `device`, `cpu`; as the trainer's.
     #[serde(default)]
     pub device: crate::gpu::TrainOn,
+    /// Replay nothing and accept (demonstrations of how disputes catch free riders only).
+    #[serde(default)]
+    pub lazy: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,9 +225,14 @@ impl NodeConfig {
                     t.cheat,
                 )
             }),
-            evaluator: self.evaluator.as_ref().map(|e| Registration {
-                bond: Amount::from_train(e.bond),
-                capability: capability.clone(),
+            evaluator: self.evaluator.as_ref().map(|e| {
+                (
+                    Registration {
+                        bond: Amount::from_train(e.bond),
+                        capability: capability.clone(),
+                    },
+                    e.lazy,
+                )
             }),
             provider,
             local_consensus: self.consensus.local(),

@@ -27,7 +27,7 @@ use crate::net::{free_port, loopback};
 mod phases;
 mod summary;
 
-use phases::{follow, submit_job, wait_for_cheater, wait_for_workers};
+use phases::{follow, submit_job, wait_for_cheater, wait_for_panel, wait_for_workers};
 use summary::{Tracked, Verdicts};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -52,6 +52,11 @@ pub struct DevnetArgs {
     pub trainers: usize,
     #[arg(long, default_value_t = 2)]
     pub evaluators: usize,
+    /// Evaluators (on top of `--evaluators`) that replay nothing and accept. With cheaters, one
+    /// of them sits on the cheater's first panel beside an honest evaluator: the panel splits,
+    /// the dispute goes against the cheater, and the lazy accept is slashed.
+    #[arg(long, default_value_t = 0)]
+    pub lazy_evaluators: usize,
     #[arg(long, value_enum, default_value_t = DatasetChoice::Digits)]
     pub dataset: DatasetChoice,
     /// Keep the nodes' data here (default: a temporary directory, removed at exit).
@@ -124,11 +129,11 @@ fn genesis(roles: &Roles) -> Genesis {
         params: Params {
             unit_timeout_ms: 60_000,
             // A rejection is final 3 s after its certificate unless the trainer contests it;
-            // each dispute move gets 30 s (a midpoint replay of a devnet segment takes well
+            // each dispute move gets 10 s (a midpoint replay of a devnet segment takes well
             // under a second).
             disputes: trainmesh_contracts::disputes::DisputeParams {
                 window_ms: 3_000,
-                move_ms: 30_000,
+                move_ms: 10_000,
                 ..Default::default()
             },
             ..Params::default()
@@ -288,7 +293,7 @@ impl Roles {
             trainers: (0..args.trainers)
                 .map(|i| keys::derived(&format!("trainer-{i}")))
                 .collect(),
-            evaluators: (0..args.evaluators)
+            evaluators: (0..args.evaluators + args.lazy_evaluators)
                 .map(|i| keys::derived(&format!("evaluator-{i}")))
                 .collect(),
             provider: keys::derived("provider"),
@@ -296,8 +301,9 @@ impl Roles {
         }
     }
 
-    /// The accounts the summary reports on; the first `cheaters` trainers cheat.
-    fn tracked(&self, cheaters: usize) -> Vec<Tracked> {
+    /// The accounts the summary reports on; the first `cheaters` trainers cheat, evaluators
+    /// from `honest_evaluators` on are lazy.
+    fn tracked(&self, cheaters: usize, honest_evaluators: usize) -> Vec<Tracked> {
         let trainers = self.trainers.iter().enumerate().map(|(i, s)| Tracked {
             name: format!(
                 "trainer-{i}{}",
@@ -307,7 +313,14 @@ impl Roles {
             address: address(s),
         });
         let evaluators = self.evaluators.iter().enumerate().map(|(i, s)| Tracked {
-            name: format!("evaluator-{i}"),
+            name: format!(
+                "evaluator-{i}{}",
+                if i >= honest_evaluators {
+                    " (lazy)"
+                } else {
+                    ""
+                }
+            ),
             cheater: false,
             address: address(s),
         });
@@ -405,9 +418,9 @@ impl Launcher {
         Ok(node::start(s)?)
     }
 
-    fn evaluator(&self, i: usize, secret: &[u8; 32]) -> anyhow::Result<NodeHandle> {
+    fn evaluator(&self, i: usize, secret: &[u8; 32], lazy: bool) -> anyhow::Result<NodeHandle> {
         let mut s = self.spec(format!("evaluator-{i}"), *secret, free_port());
-        s.evaluator = Some(self.registration(WORKER_BOND));
+        s.evaluator = Some((self.registration(WORKER_BOND), lazy));
         // Even evaluators replay on the device, odd ones on the CPU executor: every unit is
         // checked exactly across backends.
         if i.is_multiple_of(2) {
@@ -440,7 +453,7 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
         train_device_name.as_deref().unwrap_or("the CPU executor")
     );
     let launcher = Launcher::new(root.clone(), &roles, train_device);
-    let tracked = roles.tracked(args.cheaters);
+    let tracked = roles.tracked(args.cheaters, args.evaluators);
     let mut nodes = Vec::new();
     for (i, v) in roles.validators.iter().enumerate() {
         nodes.push(launcher.validator(i, v)?);
@@ -449,7 +462,26 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
     // With cheaters, the honest trainers start only once a cheater holds the job's first unit:
     // then the demo shows a cheater caught whatever the draw, not only when the draw favours it.
     let (cheating, honest) = roles.trainers.split_at(args.cheaters);
-    let mut before_job: Vec<&[u8; 32]> = cheating.iter().chain(&roles.evaluators).collect();
+    // With cheaters and lazy evaluators, the cheater's first panel is one lazy and one honest
+    // evaluator (the only ones on the ledger when it is drawn); the others start after it.
+    let evaluators: Vec<(usize, &[u8; 32], bool)> = roles
+        .evaluators
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i, e, i >= args.evaluators))
+        .collect();
+    let (first_panel, held_back): (Vec<_>, Vec<_>) =
+        if cheating.is_empty() || args.lazy_evaluators == 0 {
+            (evaluators, Vec::new())
+        } else {
+            evaluators
+                .into_iter()
+                .partition(|(i, _, _)| *i == 0 || *i == args.evaluators)
+        };
+    let mut before_job: Vec<&[u8; 32]> = cheating
+        .iter()
+        .chain(first_panel.iter().map(|(_, e, _)| *e))
+        .collect();
     for (i, t) in cheating.iter().enumerate() {
         nodes.push(launcher.trainer(i, t, true)?);
     }
@@ -459,8 +491,8 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
         }
         before_job.extend(honest);
     }
-    for (i, e) in roles.evaluators.iter().enumerate() {
-        nodes.push(launcher.evaluator(i, e)?);
+    for (i, e, lazy) in &first_panel {
+        nodes.push(launcher.evaluator(*i, e, *lazy)?);
     }
     nodes.push(launcher.provider(&roles.provider, args.dataset)?);
     let provider = nodes
@@ -509,6 +541,16 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
             let mut served = registries.write().expect("registries lock");
             served.push(trainer.metrics.registry.clone());
             nodes.push(trainer);
+        }
+    }
+    if !held_back.is_empty() {
+        wait_for_panel(&nodes[0], job_id, deadline).await?;
+        eprintln!("devnet: the first panel is drawn; the other evaluators start");
+        for (i, e, lazy) in &held_back {
+            let evaluator = launcher.evaluator(*i, e, *lazy)?;
+            let mut served = registries.write().expect("registries lock");
+            served.push(evaluator.metrics.registry.clone());
+            nodes.push(evaluator);
         }
     }
     let v0 = &nodes[0];

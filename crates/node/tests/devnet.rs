@@ -1,5 +1,6 @@
 //! The main job end to end: `trainmesh devnet --until-done` trains the demo MLP on the digits
-//! to the target held-out accuracy through the whole network, honest and with a cheater.
+//! to the target held-out accuracy through the whole network: honest, with a cheater, and with a
+//! cheater and a lazy evaluator.
 
 use std::process::Command;
 
@@ -77,4 +78,21 @@ fn devnet_catches_and_slashes_a_cheater() {
     assert!(s["cheaters_slashed"].as_f64().unwrap() > 0.0, "{s}");
     assert_eq!(s["trainers_slashed"], s["cheaters_slashed"], "{s}");
     assert_trained_where_it_says(&s);
+}
+
+/// Certain by construction: the cheater holds the first unit, and its panel is the only two
+/// evaluators on the ledger when the panel is drawn, one lazy (it replays nothing and accepts)
+/// and one honest (it rejects). The split goes to dispute, not to a fresh draw; the challenger
+/// names a faked segment, the cheater cannot defend its chain, and loses: its collateral and the
+/// lazy evaluator's accept are slashed. The other evaluators start after, and the job finishes.
+#[test]
+fn devnet_catches_a_lazy_evaluator_in_a_dispute() {
+    let s = devnet(&["--cheaters", "1", "--lazy-evaluators", "1"]);
+    assert_eq!(s["job_status"], "completed");
+    assert!(s["test_accuracy"].as_f64().unwrap() >= 0.95, "{s}");
+    assert!(s["disputes"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["evaluators_slashed"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["cheaters_slashed"].as_f64().unwrap() > 0.0, "{s}");
+    assert_eq!(s["trainers_slashed"], s["cheaters_slashed"], "{s}");
+    assert_eq!(s["rejected_honest_results"], 0, "{s}");
 }

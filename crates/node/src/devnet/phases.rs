@@ -138,6 +138,30 @@ pub(super) async fn wait_for_cheater(
     }
 }
 
+/// Waits until the job's first unit has its first panel of evaluators (drawn when its result
+/// was submitted).
+pub(super) async fn wait_for_panel(
+    n: &NodeHandle,
+    job: JobId,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let first = UnitId { job, index: 0 };
+    loop {
+        let unit = n
+            .ledger
+            .read()
+            .expect("ledger lock")
+            .read::<Unit>(&state_keys::unit(first))?;
+        if unit.is_some_and(|u| u.result.is_some() && !u.evaluators.is_empty()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the first unit's panel was not drawn in time");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Follows the job with a progress bar until it leaves `Running`.
 pub(super) async fn follow(
     n: &NodeHandle,

@@ -31,27 +31,29 @@ impl Verdicts {
         let l = n.ledger.read().expect("ledger lock");
         let mut v = Verdicts::default();
         for height in 1..=l.height() {
+            let mut batch: Vec<Event> = Vec::new();
             for receipt in l.receipts(height)? {
-                let Ok(events) = &receipt.outcome else {
-                    continue;
-                };
-                for e in events {
-                    match e {
-                        Event::WorkRejected { unit, trainer, .. } if unit.job == job.id => {
-                            v.rejected.push((*unit, *trainer))
-                        }
-                        Event::UnitTimedOut { unit, trainer } if unit.job == job.id => {
-                            v.timed_out.push((*unit, *trainer))
-                        }
-                        Event::DisputeOpened { unit, .. } if unit.job == job.id => v.disputes += 1,
-                        Event::Slashed {
-                            who,
-                            reason:
-                                SlashReason::LostDispute { unit } | SlashReason::WithheldReveal { unit },
-                            ..
-                        } if unit.job == job.id => v.evaluators_slashed.push((*unit, *who)),
-                        _ => {}
+                if let Ok(events) = receipt.outcome {
+                    batch.extend(events);
+                }
+            }
+            batch.extend(l.end_events(height)?);
+            for e in &batch {
+                match e {
+                    Event::WorkRejected { unit, trainer, .. } if unit.job == job.id => {
+                        v.rejected.push((*unit, *trainer))
                     }
+                    Event::UnitTimedOut { unit, trainer } if unit.job == job.id => {
+                        v.timed_out.push((*unit, *trainer))
+                    }
+                    Event::DisputeOpened { unit, .. } if unit.job == job.id => v.disputes += 1,
+                    Event::Slashed {
+                        who,
+                        reason:
+                            SlashReason::LostDispute { unit } | SlashReason::WithheldReveal { unit },
+                        ..
+                    } if unit.job == job.id => v.evaluators_slashed.push((*unit, *who)),
+                    _ => {}
                 }
             }
         }
