@@ -8,9 +8,10 @@
 //!
 //! When the panel splits, the first rejecting evaluator is the challenger of the dispute
 //! ([`trainmesh_contracts::disputes`]): it names the first segment its replay found faked and the
-//! end hash it computed. A *lazy* evaluator (`--lazy-evaluators` in the devnet) recomputes the
-//! held-out metric but replays nothing, and says it did: the dispute its accept loses is what
-//! catches it.
+//! end hash it computed (the answers that follow are the [`crate::dispute`] actor's). A *lazy*
+//! evaluator (`--lazy-evaluators` in the devnet) recomputes the held-out metric but replays
+//! nothing, and says it did: the dispute its accept loses is what catches it. A *colluding* one
+//! (`--colluding-evaluators`) rejects everything: the disputes its rejections lose catch it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ use trainmesh_gpu::train::{CheckpointStore, WorkResult as Chain};
 use trainmesh_gpu::verify;
 
 use crate::blobs::Audience;
+use crate::dispute::EvaluatorMode;
 use crate::ledger::LedgerAdvanced;
 use crate::trainer::{ensure_registered, Registration, HEARTBEAT_INTERVAL};
 use crate::wire::BlobKind;
@@ -53,8 +55,8 @@ pub struct EvaluatorActor {
     faults: Outbox<(u32, Hash32)>,
     /// When each dispute move was last sent: (stage, moves played before it).
     moves: Outbox<(Stage, u32)>,
-    /// Replays nothing (a free rider, for demonstrations and tests).
-    lazy: bool,
+    /// How it plays: honest, lazy (replays nothing), colluding (rejects everything).
+    mode: EvaluatorMode,
     registration_sent: Option<Instant>,
 }
 
@@ -71,7 +73,7 @@ impl EvaluatorActor {
         work: WorkContext,
         registration: Registration,
         device: Option<Arc<GpuDevice>>,
-        lazy: bool,
+        mode: EvaluatorMode,
     ) -> Self {
         EvaluatorActor {
             work,
@@ -82,7 +84,7 @@ impl EvaluatorActor {
             revealed: Outbox::default(),
             faults: Outbox::default(),
             moves: Outbox::default(),
-            lazy,
+            mode,
             registration_sent: None,
         }
     }
@@ -201,8 +203,32 @@ impl EvaluatorActor {
             let work = self.work.clone();
             let device = self.device.clone();
             let refused_draw = drawn.clone();
-            let lazy = self.lazy;
-            let fut = async move { verify_unit(&work, &job, &unit, device, drawn, lazy).await };
+            let mode = self.mode;
+            let last_segment = unit
+                .result
+                .as_ref()
+                .map_or(0, |r| r.segments.saturating_sub(1));
+            let fut = async move {
+                if mode == EvaluatorMode::Colluding {
+                    // Rejects without looking, claiming the last segment ends elsewhere.
+                    let attestation = Attestation {
+                        accept: false,
+                        metric_ppm: 0,
+                        tier,
+                        segments_checked: drawn,
+                    };
+                    return Ok((attestation, Some((last_segment, Hash32([0xc0; 32])))));
+                }
+                verify_unit(
+                    &work,
+                    &job,
+                    &unit,
+                    device,
+                    drawn,
+                    mode == EvaluatorMode::Lazy,
+                )
+                .await
+            };
             ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
                 act.busy = None;
                 let attestation = match res {

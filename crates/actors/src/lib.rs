@@ -22,12 +22,15 @@
 //! - [`wallet`]: a node's account: nonces, signing, submission to a mempool
 //! - [`work`]: what trainers and evaluators share (jobs, datasets, checkpoints)
 //! - [`trainer`], [`evaluator`], [`provider`]: the worker roles
+//! - [`dispute`]: every node's part in disputes: the trainer's defence, the challenger's answers,
+//!   the validators' referee
 //! - [`metrics`]: the Prometheus metrics every actor records
 //! - [`node`]: one node, its roles wired together
 
 pub mod blobs;
 pub mod consensus;
 pub mod coordinator;
+pub mod dispute;
 pub mod evaluator;
 pub mod frame;
 pub mod inbound;

@@ -48,9 +48,9 @@ pub struct NodeSpec {
     /// conformance (every model kind; nodes without one use the CPU executor).
     /// Bit-identical either way.
     pub train_device: Option<Arc<GpuDevice>>,
-    /// The evaluator's registration, and whether it is lazy (replays nothing: demonstrations
-    /// and tests of how the network catches it).
-    pub evaluator: Option<(Registration, bool)>,
+    /// The evaluator's registration, and how it plays (anything but honest: demonstrations and
+    /// tests of how the network catches it).
+    pub evaluator: Option<(Registration, crate::dispute::EvaluatorMode)>,
     pub provider: Option<(Arc<Samples>, DatasetOffer)>,
     /// What this node tunes in its consensus core; the rest comes from the genesis.
     pub local_consensus: LocalConsensusConfig,
@@ -305,8 +305,15 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
         .start();
         ledger_actor.do_send(Subscribe(t.recipient()));
     }
-    if let Some((registration, lazy)) = spec.evaluator.clone() {
-        let e = EvaluatorActor::new(work.clone(), registration, spec.train_device.clone(), lazy)
+    let parts = crate::dispute::Parts {
+        honest_trainer: spec.trainer.as_ref().is_some_and(|(_, cheat)| !cheat),
+        evaluator: spec.evaluator.as_ref().map(|(_, mode)| *mode),
+    };
+    let dispute =
+        crate::dispute::DisputeActor::new(work.clone(), spec.train_device.clone(), parts).start();
+    ledger_actor.do_send(Subscribe(dispute.recipient()));
+    if let Some((registration, mode)) = spec.evaluator.clone() {
+        let e = EvaluatorActor::new(work.clone(), registration, spec.train_device.clone(), mode)
             .start();
         ledger_actor.do_send(Subscribe(e.recipient()));
     }

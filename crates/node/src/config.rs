@@ -68,9 +68,10 @@ pub struct EvaluatorConfig {
     /// Where to replay audited segments: `auto` (the default), `device`, `cpu`; as the trainer's.
     #[serde(default)]
     pub device: crate::gpu::TrainOn,
-    /// Replay nothing and accept (demonstrations of how disputes catch free riders only).
+    /// `honest` (the default); `lazy` (replay nothing, accept) and `colluding` (reject
+    /// everything) are for demonstrations of how disputes catch them.
     #[serde(default)]
-    pub lazy: bool,
+    pub mode: trainmesh_actors::dispute::EvaluatorMode,
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,7 +232,7 @@ impl NodeConfig {
                         bond: Amount::from_train(e.bond),
                         capability: capability.clone(),
                     },
-                    e.lazy,
+                    e.mode,
                 )
             }),
             provider,

@@ -29,6 +29,7 @@ mod summary;
 
 use phases::{follow, submit_job, wait_for_cheater, wait_for_panel, wait_for_workers};
 use summary::{Tracked, Verdicts};
+use trainmesh_actors::dispute::EvaluatorMode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DatasetChoice {
@@ -57,6 +58,11 @@ pub struct DevnetArgs {
     /// the dispute goes against the cheater, and the lazy accept is slashed.
     #[arg(long, default_value_t = 0)]
     pub lazy_evaluators: usize,
+    /// Evaluators (on top of the others) that reject everything and disagree with every
+    /// midpoint. One of them sits on the first panel beside an honest evaluator: the honest
+    /// trainer wins the dispute at the validators' referee, and the colluder is slashed.
+    #[arg(long, default_value_t = 0)]
+    pub colluding_evaluators: usize,
     #[arg(long, value_enum, default_value_t = DatasetChoice::Digits)]
     pub dataset: DatasetChoice,
     /// Keep the nodes' data here (default: a temporary directory, removed at exit).
@@ -293,7 +299,7 @@ impl Roles {
             trainers: (0..args.trainers)
                 .map(|i| keys::derived(&format!("trainer-{i}")))
                 .collect(),
-            evaluators: (0..args.evaluators + args.lazy_evaluators)
+            evaluators: (0..args.evaluators + args.lazy_evaluators + args.colluding_evaluators)
                 .map(|i| keys::derived(&format!("evaluator-{i}")))
                 .collect(),
             provider: keys::derived("provider"),
@@ -301,9 +307,9 @@ impl Roles {
         }
     }
 
-    /// The accounts the summary reports on; the first `cheaters` trainers cheat, evaluators
-    /// from `honest_evaluators` on are lazy.
-    fn tracked(&self, cheaters: usize, honest_evaluators: usize) -> Vec<Tracked> {
+    /// The accounts the summary reports on; the first `cheaters` trainers cheat, evaluators play
+    /// as `mode_of` says.
+    fn tracked(&self, cheaters: usize, mode_of: impl Fn(usize) -> EvaluatorMode) -> Vec<Tracked> {
         let trainers = self.trainers.iter().enumerate().map(|(i, s)| Tracked {
             name: format!(
                 "trainer-{i}{}",
@@ -315,10 +321,10 @@ impl Roles {
         let evaluators = self.evaluators.iter().enumerate().map(|(i, s)| Tracked {
             name: format!(
                 "evaluator-{i}{}",
-                if i >= honest_evaluators {
-                    " (lazy)"
-                } else {
-                    ""
+                match mode_of(i) {
+                    EvaluatorMode::Honest => "",
+                    EvaluatorMode::Lazy => " (lazy)",
+                    EvaluatorMode::Colluding => " (colluding)",
                 }
             ),
             cheater: false,
@@ -418,9 +424,14 @@ impl Launcher {
         Ok(node::start(s)?)
     }
 
-    fn evaluator(&self, i: usize, secret: &[u8; 32], lazy: bool) -> anyhow::Result<NodeHandle> {
+    fn evaluator(
+        &self,
+        i: usize,
+        secret: &[u8; 32],
+        mode: EvaluatorMode,
+    ) -> anyhow::Result<NodeHandle> {
         let mut s = self.spec(format!("evaluator-{i}"), *secret, free_port());
-        s.evaluator = Some((self.registration(WORKER_BOND), lazy));
+        s.evaluator = Some((self.registration(WORKER_BOND), mode));
         // Even evaluators replay on the device, odd ones on the CPU executor: every unit is
         // checked exactly across backends.
         if i.is_multiple_of(2) {
@@ -453,7 +464,7 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
         train_device_name.as_deref().unwrap_or("the CPU executor")
     );
     let launcher = Launcher::new(root.clone(), &roles, train_device);
-    let tracked = roles.tracked(args.cheaters, args.evaluators);
+    let tracked = roles.tracked(args.cheaters, |i| args.evaluator_mode(i));
     let mut nodes = Vec::new();
     for (i, v) in roles.validators.iter().enumerate() {
         nodes.push(launcher.validator(i, v)?);
@@ -462,22 +473,29 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
     // With cheaters, the honest trainers start only once a cheater holds the job's first unit:
     // then the demo shows a cheater caught whatever the draw, not only when the draw favours it.
     let (cheating, honest) = roles.trainers.split_at(args.cheaters);
-    // With cheaters and lazy evaluators, the cheater's first panel is one lazy and one honest
-    // evaluator (the only ones on the ledger when it is drawn); the others start after it.
-    let evaluators: Vec<(usize, &[u8; 32], bool)> = roles
+    // With lazy evaluators and a cheater, or with colluding evaluators, the first panel is one
+    // of them and one honest evaluator (the only ones on the ledger when it is drawn); the
+    // others start after it.
+    let evaluators: Vec<(usize, &[u8; 32], EvaluatorMode)> = roles
         .evaluators
         .iter()
         .enumerate()
-        .map(|(i, e)| (i, e, i >= args.evaluators))
+        .map(|(i, e)| (i, e, args.evaluator_mode(i)))
         .collect();
-    let (first_panel, held_back): (Vec<_>, Vec<_>) =
-        if cheating.is_empty() || args.lazy_evaluators == 0 {
-            (evaluators, Vec::new())
-        } else {
-            evaluators
-                .into_iter()
-                .partition(|(i, _, _)| *i == 0 || *i == args.evaluators)
-        };
+    let odd_one = evaluators
+        .iter()
+        .find(|(_, _, m)| match m {
+            EvaluatorMode::Lazy => !cheating.is_empty(),
+            EvaluatorMode::Colluding => true,
+            EvaluatorMode::Honest => false,
+        })
+        .map(|(i, _, _)| *i);
+    let (first_panel, held_back): (Vec<_>, Vec<_>) = match odd_one {
+        None => (evaluators, Vec::new()),
+        Some(odd) => evaluators
+            .into_iter()
+            .partition(|(i, _, _)| *i == 0 || *i == odd),
+    };
     let mut before_job: Vec<&[u8; 32]> = cheating
         .iter()
         .chain(first_panel.iter().map(|(_, e, _)| *e))
@@ -491,8 +509,8 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
         }
         before_job.extend(honest);
     }
-    for (i, e, lazy) in &first_panel {
-        nodes.push(launcher.evaluator(*i, e, *lazy)?);
+    for (i, e, mode) in &first_panel {
+        nodes.push(launcher.evaluator(*i, e, *mode)?);
     }
     nodes.push(launcher.provider(&roles.provider, args.dataset)?);
     let provider = nodes
@@ -546,8 +564,8 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
     if !held_back.is_empty() {
         wait_for_panel(&nodes[0], job_id, deadline).await?;
         eprintln!("devnet: the first panel is drawn; the other evaluators start");
-        for (i, e, lazy) in &held_back {
-            let evaluator = launcher.evaluator(*i, e, *lazy)?;
+        for (i, e, mode) in &held_back {
+            let evaluator = launcher.evaluator(*i, e, *mode)?;
             let mut served = registries.write().expect("registries lock");
             served.push(evaluator.metrics.registry.clone());
             nodes.push(evaluator);
@@ -646,6 +664,15 @@ async fn report(
         "rejected_honest_results": summary::honest_rejections(&verdicts, tracked),
         "timed_out_units": verdicts.timed_out.len(),
         "disputes": verdicts.disputes,
+        "dispute_outcomes": verdicts
+            .settled
+            .iter()
+            .map(|(unit, outcome, moves)| serde_json::json!({
+                "unit": unit.to_string(),
+                "outcome": outcome,
+                "moves": moves,
+            }))
+            .collect::<Vec<_>>(),
         "evaluators_slashed": verdicts.evaluators_slashed.len(),
         "units_total": job.units_total,
         "committed_rounds": status.last_committed_round.0,
@@ -663,6 +690,17 @@ async fn report(
 }
 
 impl DevnetArgs {
+    /// Evaluator `i`: the honest ones first, then the lazy ones, then the colluding ones.
+    fn evaluator_mode(&self, i: usize) -> EvaluatorMode {
+        if i < self.evaluators {
+            EvaluatorMode::Honest
+        } else if i < self.evaluators + self.lazy_evaluators {
+            EvaluatorMode::Lazy
+        } else {
+            EvaluatorMode::Colluding
+        }
+    }
+
     fn dataset_name(&self) -> &'static str {
         match self.dataset {
             DatasetChoice::Digits => "MLP 64-64-10 on UCI digits",

@@ -1,6 +1,6 @@
 //! The main job end to end: `trainmesh devnet --until-done` trains the demo MLP on the digits
 //! to the target held-out accuracy through the whole network: honest, with a cheater, and with a
-//! cheater and a lazy evaluator.
+//! cheater and a lazy evaluator, and with a colluding evaluator.
 
 use std::process::Command;
 
@@ -95,4 +95,25 @@ fn devnet_catches_a_lazy_evaluator_in_a_dispute() {
     assert!(s["cheaters_slashed"].as_f64().unwrap() > 0.0, "{s}");
     assert_eq!(s["trainers_slashed"], s["cheaters_slashed"], "{s}");
     assert_eq!(s["rejected_honest_results"], 0, "{s}");
+}
+
+/// Certain by construction: the first panel is one colluding evaluator (it rejects everything)
+/// and one honest one. The split goes to dispute; the colluder names a segment and claims it
+/// ends elsewhere; the honest trainer opens its chain, and the validators replay the disputed
+/// step from the state both sides agree on: the trainer wins, the colluder is slashed, and a
+/// fresh panel certifies the work. No trainer loses anything.
+#[test]
+fn devnet_defeats_a_colluding_evaluator_at_the_referee() {
+    let s = devnet(&["--colluding-evaluators", "1"]);
+    assert_eq!(s["job_status"], "completed");
+    assert!(s["disputes"].as_u64().unwrap() >= 1, "{s}");
+    let outcomes = s["dispute_outcomes"].as_array().expect("dispute outcomes");
+    assert!(!outcomes.is_empty(), "{s}");
+    assert!(
+        outcomes.iter().all(|o| o["outcome"] == "trainer_wins"),
+        "{s}"
+    );
+    assert!(s["evaluators_slashed"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["trainers_slashed"], 0.0, "{s}");
+    assert_eq!(s["rejected_results"], 0, "{s}");
 }

@@ -21,6 +21,8 @@ pub(super) struct Verdicts {
     pub timed_out: Vec<(UnitId, Address)>,
     /// Disputes opened over the job's units (contested rejections, split panels).
     pub disputes: usize,
+    /// (unit, outcome, moves) of every dispute settled.
+    pub settled: Vec<(UnitId, String, u32)>,
     /// (unit, evaluator) of every evaluator slashed over the job's units: on the losing side
     /// of a dispute, or for keeping back a committed verdict.
     pub evaluators_slashed: Vec<(UnitId, Address)>,
@@ -47,6 +49,11 @@ impl Verdicts {
                         v.timed_out.push((*unit, *trainer))
                     }
                     Event::DisputeOpened { unit, .. } if unit.job == job.id => v.disputes += 1,
+                    Event::DisputeSettled {
+                        unit,
+                        outcome,
+                        moves,
+                    } if unit.job == job.id => v.settled.push((*unit, outcome.clone(), *moves)),
                     Event::Slashed {
                         who,
                         reason:
@@ -126,6 +133,13 @@ pub(super) fn print_units(
             "  unit {}: result of {} rejected → slashed, unit reassigned",
             unit.index,
             name_of(tracked, trainer)
+        );
+    }
+    for (unit, outcome, moves) in &verdicts.settled {
+        println!(
+            "  unit {}: dispute settled after {moves} moves: {}",
+            unit.index,
+            outcome.replace('_', " ")
         );
     }
     for (unit, trainer) in &verdicts.timed_out {
