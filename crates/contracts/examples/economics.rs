@@ -1,8 +1,16 @@
 //! Economics simulation: the real contracts, driven through many days of jobs, with a share of
-//! cheating trainers. Prints the supply over time and what each role earned; the last line is one
-//! JSON object.
+//! cheating trainers and of lazy evaluators. Prints the supply over time and what each role
+//! earned; the last line is one JSON object.
 //!
-//! `cargo run --release -p trainmesh-contracts --example economics -- --days 30 --units-per-day 200 --cheat-percent 5`
+//! `cargo run --release -p trainmesh-contracts --example economics -- --days 30 --units-per-day 200 --cheat-percent 5 --lazy-percent 20`
+//!
+//! Cheaters fake every result (honest evaluators reject it; a rejection is final once the contest
+//! window passes, a cheater never contests). Lazy evaluators accept everything without checking:
+//! on a panel with an honest evaluator and a cheater's result the panel splits, the dispute goes
+//! against the cheater (it cannot open a chain that holds up) and the lazy accept is slashed; on
+//! a panel of two lazy evaluators a cheat is certified. The JSON line reports what that costs and
+//! pays: income and slashes per honest and per lazy evaluator (net of `--audit-cost`, the
+//! compute an honest evaluator spends per audit, in TRAIN), and the cheats certified.
 //!
 //! Every number comes from executing the contracts (`calls::execute` over an in-memory state):
 //! escrow, fee shares, emission and its decay, slashing, refunds. Change the parameters with the
@@ -28,9 +36,15 @@ struct Args {
     days: u64,
     #[arg(long, default_value_t = 200)]
     units_per_day: u64,
-    /// Share of results that are fake (rejected by the evaluators), in percent.
+    /// Share of the trainers that fake their results, in percent.
     #[arg(long, default_value_t = 5)]
     cheat_percent: u64,
+    /// Share of the evaluators that accept without checking, in percent.
+    #[arg(long, default_value_t = 20)]
+    lazy_percent: u64,
+    /// What an honest audit costs its evaluator, in milli-TRAIN (compute, not on the ledger).
+    #[arg(long, default_value_t = 500)]
+    audit_cost_milli: u64,
     #[arg(long, default_value_t = 20)]
     trainers: u64,
     #[arg(long, default_value_t = 10)]
@@ -56,6 +70,10 @@ struct Sim {
     earned: BTreeMap<&'static str, u128>,
     slashed: u128,
     roles: BTreeMap<Address, &'static str>,
+    /// Paid to and slashed from each address.
+    paid_to: BTreeMap<Address, u128>,
+    slashed_from: BTreeMap<Address, u128>,
+    disputes: u64,
 }
 
 impl Sim {
@@ -75,7 +93,20 @@ impl Sim {
         let mut events = execute(&mut self.state, &ctx, sender, call)
             .unwrap_or_else(|e| panic!("{name} failed: {e}"));
         events.extend(on_batch_end(&mut self.state, &ctx).expect("batch end"));
-        for e in &events {
+        self.record(&events);
+        events
+    }
+
+    /// A batch with no transactions: deadlines pass.
+    fn tick(&mut self) -> Vec<Event> {
+        let ctx = self.ctx();
+        let events = on_batch_end(&mut self.state, &ctx).expect("batch end");
+        self.record(&events);
+        events
+    }
+
+    fn record(&mut self, events: &[Event]) {
+        for e in events {
             match e {
                 Event::Paid { to, amount, reason } => {
                     let role = match reason {
@@ -84,12 +115,16 @@ impl Sim {
                         _ => self.roles.get(to).copied().unwrap_or("other"),
                     };
                     *self.earned.entry(role).or_default() += amount.0;
+                    *self.paid_to.entry(*to).or_default() += amount.0;
                 }
-                Event::Slashed { amount, .. } => self.slashed += amount.0,
+                Event::Slashed { who, amount, .. } => {
+                    self.slashed += amount.0;
+                    *self.slashed_from.entry(*who).or_default() += amount.0;
+                }
+                Event::DisputeOpened { .. } => self.disputes += 1,
                 _ => {}
             }
         }
-        events
     }
 }
 
@@ -105,6 +140,13 @@ fn main() {
         emission_decay_interval: args.decay_interval,
         unit_timeout_ms: u64::MAX / 4,
         heartbeat_timeout_ms: u64::MAX / 4,
+        // Every simulated batch is 1 s later: a rejection is final at the next batch, and a
+        // dispute party has one batch for its move.
+        disputes: trainmesh_contracts::disputes::DisputeParams {
+            window_ms: 1,
+            move_ms: 1_001,
+            ..Default::default()
+        },
         ..Params::default()
     };
     let researcher = address("researcher", 0);
@@ -142,7 +184,24 @@ fn main() {
         earned: BTreeMap::new(),
         slashed: 0,
         roles: BTreeMap::new(),
+        paid_to: BTreeMap::new(),
+        slashed_from: BTreeMap::new(),
+        disputes: 0,
     };
+    // The first `cheat_percent`% of the trainers cheat, the first `lazy_percent`% of the
+    // evaluators are lazy.
+    let cheaters: Vec<Address> = trainers
+        .iter()
+        .take((args.trainers * args.cheat_percent).div_ceil(100) as usize)
+        .copied()
+        .collect();
+    let lazy: Vec<Address> = evaluators
+        .iter()
+        .take((args.evaluators * args.lazy_percent).div_ceil(100) as usize)
+        .copied()
+        .collect();
+    let mut audits: BTreeMap<Address, u64> = BTreeMap::new();
+    let mut cheats_certified = 0u64;
     genesis.apply(&mut sim.state).expect("genesis");
     sim.roles.insert(provider, "data provider");
     for (list, role, name) in [
@@ -249,10 +308,7 @@ fn main() {
                 UnitState::Assigned,
                 "enough trainers are registered"
             );
-            let cheat = blake3::hash(&(certified + rejected).to_le_bytes()).as_bytes()[0] as u64
-                * 100
-                / 256
-                < args.cheat_percent;
+            let cheat = cheaters.contains(&unit.trainer.unwrap());
             let result = WorkResult {
                 checkpoint: Hash32([index as u8; 32]),
                 chain_root: Hash32([3; 32]),
@@ -279,8 +335,11 @@ fn main() {
                         jobs::chain_segments(100),
                         jobs::audit_segments(&Params::default()),
                     );
+                    if !lazy.contains(e) {
+                        *audits.entry(*e).or_default() += 1;
+                    }
                     let attestation = Attestation {
-                        accept: !cheat,
+                        accept: !cheat || lazy.contains(e),
                         metric_ppm: 900_000,
                         tier: 1,
                         segments_checked,
@@ -299,23 +358,52 @@ fn main() {
                     },
                 );
             }
+            let mut outcome = Vec::new();
             for (e, attestation) in attestations
                 .into_iter()
                 .take(Params::default().attestation_quorum as usize)
             {
-                sim.call(
+                outcome.extend(sim.call(
                     e,
                     Call::Attest {
                         unit: id,
                         attestation,
                         salt,
                     },
+                ));
+            }
+            let unit = jobs::load_unit(&sim.state, id).unwrap();
+            if let (UnitState::Disputed, Some(d)) = (unit.state, &unit.dispute) {
+                // The honest challenger names the faked segment; the cheater cannot open a
+                // chain that holds up and stays silent: it loses at the next batch.
+                sim.call(
+                    d.challenger,
+                    Call::Dispute {
+                        unit: id,
+                        mv: trainmesh_contracts::disputes::Move::Segment {
+                            segment: 0,
+                            end: Hash32([9; 32]),
+                        },
+                    },
                 );
             }
-            if cheat {
-                rejected += 1
-            } else {
-                certified += 1
+            // The contest window (or the dispute's moves) pass.
+            while matches!(
+                jobs::load_unit(&sim.state, id).unwrap().state,
+                UnitState::Rejected | UnitState::Disputed
+            ) {
+                sim.tick();
+            }
+            let certified_now = outcome
+                .iter()
+                .any(|e| matches!(e, Event::WorkCertified { .. }));
+            match (cheat, certified_now) {
+                (true, true) => cheats_certified += 1,
+                (true, false) => rejected += 1,
+                _ => {}
+            }
+            if certified_now {
+                certified += 1;
             }
         }
         let s = accounts::supply(&sim.state).unwrap();
@@ -348,12 +436,56 @@ fn main() {
         " slashed: {} TRAIN over {rejected} rejected results",
         train(sim.slashed)
     );
+    // Per evaluator, honest and lazy: paid, slashed, and (honest only) what its audits cost.
+    let per = |group: &[Address], audited: bool| {
+        let n = group.len().max(1) as f64;
+        let paid: u128 = group
+            .iter()
+            .map(|a| sim.paid_to.get(a).copied().unwrap_or(0))
+            .sum();
+        let slashed: u128 = group
+            .iter()
+            .map(|a| sim.slashed_from.get(a).copied().unwrap_or(0))
+            .sum();
+        let cost: u64 = if audited {
+            group
+                .iter()
+                .map(|a| audits.get(a).copied().unwrap_or(0))
+                .sum::<u64>()
+                * args.audit_cost_milli
+        } else {
+            0
+        };
+        let net = paid as f64 / 1e9 - slashed as f64 / 1e9 - cost as f64 / 1e3;
+        (paid as f64 / 1e9 / n, slashed as f64 / 1e9 / n, net / n)
+    };
+    let honest_evaluators: Vec<Address> = evaluators
+        .iter()
+        .filter(|e| !lazy.contains(e))
+        .copied()
+        .collect();
+    let (honest_paid, honest_slashed, honest_net) = per(&honest_evaluators, true);
+    let (lazy_paid, lazy_slashed, lazy_net) = per(&lazy, false);
+    println!(
+        " per honest evaluator: paid {honest_paid:.1}, slashed {honest_slashed:.1}, net of audits {honest_net:.1} TRAIN"
+    );
+    println!(
+        " per lazy evaluator: paid {lazy_paid:.1}, slashed {lazy_slashed:.1}, net {lazy_net:.1} TRAIN; {cheats_certified} cheats certified by lazy panels"
+    );
     println!(
         "{}",
         serde_json::json!({
             "days": args.days,
             "certificates": certified,
             "rejected": rejected,
+            "disputes": sim.disputes,
+            "cheats_certified": cheats_certified,
+            "honest_evaluator_paid_train": honest_paid,
+            "honest_evaluator_slashed_train": honest_slashed,
+            "honest_evaluator_net_train": honest_net,
+            "lazy_evaluator_paid_train": lazy_paid,
+            "lazy_evaluator_slashed_train": lazy_slashed,
+            "lazy_evaluator_net_train": lazy_net,
             "supply_start_train": supply0.expected_total().0 as f64 / 1e9,
             "supply_end_train": s.expected_total().0 as f64 / 1e9,
             "emitted_train": s.emitted.0 as f64 / 1e9,
