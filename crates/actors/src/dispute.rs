@@ -8,6 +8,8 @@
 //!   [`EvaluatorActor`](crate::evaluator::EvaluatorActor)'s, which found it.)
 //! - As a validator: referees the last step: fetches the agreed state from the trainer, replays
 //!   one step on the deterministic executor, and votes the hash (or that it was not served).
+//!   When a challenger says the trainer withholds the agreed state, votes whether the trainer
+//!   serves it (and then serves it too, so the challenger can fetch it from the validators).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +89,7 @@ impl DisputeActor {
     fn played(d: &Dispute) -> (Stage, u32) {
         match d.stage {
             Stage::Referee => (Stage::Referee, 0),
+            Stage::Available => (Stage::Available, 0),
             stage => (stage, d.moves),
         }
     }
@@ -139,7 +142,9 @@ impl DisputeActor {
                     d.trainer == me && self.parts.honest_trainer
                 }
                 Stage::Respond => d.challenger == me && self.parts.evaluator.is_some(),
-                Stage::Referee => validator && !d.votes.iter().any(|(v, _)| *v == me),
+                Stage::Referee | Stage::Available => {
+                    validator && !d.votes.iter().any(|(v, _)| *v == me)
+                }
                 Stage::Segment => false,
             };
             if !mine || !self.fresh(&unit, &d) {
@@ -154,7 +159,7 @@ impl DisputeActor {
                 Stage::Respond if self.parts.evaluator == Some(EvaluatorMode::Colluding) => {
                     self.send(&unit, &d, Move::Respond { agrees: false })
                 }
-                Stage::Midpoint | Stage::Respond | Stage::Referee => {
+                Stage::Midpoint | Stage::Respond | Stage::Referee | Stage::Available => {
                     // A replay: off this thread, one at a time.
                     self.busy = true;
                     let (work, device) = (self.work.clone(), self.device.clone());
@@ -225,7 +230,11 @@ async fn replay_move(
     d: &Dispute,
 ) -> Result<Move, WorkError> {
     let (model, hyper) = model_and_hyper(job)?;
-    let peers = worker_peers(&work.ledger, Role::Trainer, Some(&d.trainer));
+    let mut peers = worker_peers(&work.ledger, Role::Trainer, Some(&d.trainer));
+    if d.unserved {
+        // The validators found the agreed state served, and serve it too.
+        peers.extend(validator_peers(work));
+    }
     let fetch = |hash: Hash32| {
         let peers = peers.clone();
         async move {
@@ -240,6 +249,22 @@ async fn replay_move(
                 .await
         }
     };
+    if d.stage == Stage::Available {
+        return Ok(match fetch(d.agreed.1).await {
+            Ok(b) if GpuHash::of(&b).0 == d.agreed.1 .0 => {
+                work.blobs.put(
+                    BlobKind::Checkpoint,
+                    d.agreed.1 .0,
+                    b.to_vec(),
+                    Audience::Anyone,
+                );
+                Move::Referee {
+                    end: Some(d.agreed.1),
+                }
+            }
+            _ => Move::Referee { end: None },
+        });
+    }
     // Where the replay starts, and how many steps it runs.
     let (from_hash, steps) = match d.stage {
         Stage::Referee => (d.agreed.1, d.disputed.0 - d.agreed.0),
@@ -257,6 +282,10 @@ async fn replay_move(
             Err(e) if d.stage == Stage::Referee => {
                 tracing::info!(error = %e, "the agreed state was not served");
                 return Ok(Move::Referee { end: None });
+            }
+            Err(e) if d.stage == Stage::Respond && !d.unserved => {
+                tracing::info!(error = %e, "the trainer withholds the agreed state");
+                return Ok(Move::Unserved);
             }
             Err(e) => return Err(e.into()),
         }
@@ -293,6 +322,20 @@ async fn replay_move(
         },
         _ => Move::Referee { end: Some(end) },
     })
+}
+
+/// The validators' network peers (their consensus keys are their network keys).
+fn validator_peers(work: &WorkContext) -> Vec<libp2p::PeerId> {
+    let l = work.ledger.read().expect("ledger lock");
+    l.read::<Vec<trainmesh_contracts::staking::ValidatorInfo>>(
+        trainmesh_contracts::keys::VALIDATORS,
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default()
+    .iter()
+    .filter_map(|v| crate::network::peer_id(&v.consensus_key).ok())
+    .collect()
 }
 
 impl Actor for DisputeActor {

@@ -240,6 +240,9 @@ impl EvaluatorActor {
                     }
                     Err(e) => {
                         tracing::warn!(unit = ?key.0, error = %e, "result refused");
+                        // What was refused cannot be replayed: a dispute names the first
+                        // segment, and asks the validators whether the trainer serves it.
+                        act.faults.insert(key, (0, Hash32::default()));
                         Attestation {
                             accept: false,
                             metric_ppm: 0,
@@ -375,12 +378,23 @@ async fn verify_unit(
                 );
             }
             accept &= report.accepted();
-            fault = report.faults.iter().find_map(|(i, f)| match f {
-                verify::SegmentFault::HashMismatch { replayed, .. } => {
-                    Some((*i as u32, Hash32(replayed.0)))
-                }
-                _ => None,
-            });
+            // The segment a dispute names: the first faked one, with the end the replay gave;
+            // else the first whose start was not served (its end unknown).
+            fault = report
+                .faults
+                .iter()
+                .find_map(|(i, f)| match f {
+                    verify::SegmentFault::HashMismatch { replayed, .. } => {
+                        Some((*i as u32, Hash32(replayed.0)))
+                    }
+                    _ => None,
+                })
+                .or_else(|| {
+                    report
+                        .faults
+                        .first()
+                        .map(|(i, _)| (*i as u32, Hash32::default()))
+                });
         }
         metrics
             .verification_seconds

@@ -88,6 +88,10 @@ pub enum Stage {
     Respond,
     /// One step is left: the validators replay it.
     Referee,
+    /// The challenger says the trainer does not serve the agreed state: the validators say
+    /// whether it does (then the challenger answers again, fetching it from them) or not (then
+    /// the trainer loses).
+    Available,
 }
 
 impl Stage {
@@ -99,6 +103,7 @@ impl Stage {
             Stage::Midpoint => "midpoint",
             Stage::Respond => "respond",
             Stage::Referee => "referee",
+            Stage::Available => "available",
         }
     }
 }
@@ -126,6 +131,9 @@ pub struct Dispute {
     pub disputed: (u64, Hash32),
     /// The trainer's hash at the midpoint, while the challenger's answer is awaited.
     pub pending: Hash32,
+    /// The challenger said a state was not served (once per dispute: after the validators
+    /// fetched it, the challenger fetches it from them).
+    pub unserved: bool,
     /// Transactions played so far.
     pub moves: u32,
     /// Validators' referee votes: the end hash each computed, or `None` (state not served).
@@ -176,8 +184,11 @@ pub enum Move {
     Midpoint { hash: Hash32 },
     /// The challenger's answer to the midpoint hash.
     Respond { agrees: bool },
-    /// A validator's replay of the last step.
+    /// A validator's replay of the last step (at `Referee`), or whether it could fetch the agreed
+    /// state, `Some` of its hash or `None` (at `Available`).
     Referee { end: Option<Hash32> },
+    /// The challenger cannot fetch the agreed state from the trainer (at `Respond`).
+    Unserved,
 }
 
 impl Move {
@@ -189,6 +200,7 @@ impl Move {
             Move::Midpoint { .. } => Some(Stage::Midpoint),
             Move::Respond { .. } => Some(Stage::Respond),
             Move::Referee { .. } => None,
+            Move::Unserved => Some(Stage::Respond),
         }
     }
 }
@@ -224,6 +236,7 @@ pub(crate) fn open_contest_window(
         agreed: (0, Hash32::default()),
         disputed: (0, Hash32::default()),
         pending: Hash32::default(),
+        unserved: false,
         moves: 0,
         votes: Vec::new(),
     });
@@ -255,6 +268,7 @@ pub(crate) fn open_on_split(
         agreed: (0, Hash32::default()),
         disputed: (0, Hash32::default()),
         pending: Hash32::default(),
+        unserved: false,
         moves: 0,
         votes: Vec::new(),
     });
@@ -322,8 +336,10 @@ pub fn play(
                 stage.name()
             )));
         }
-    } else if d.stage != Stage::Referee {
-        return Err(invalid("the referee votes once one step is left"));
+    } else if !matches!(d.stage, Stage::Referee | Stage::Available) {
+        return Err(invalid(
+            "validators vote once one step is left, or on whether a state is served",
+        ));
     }
     if ctx.time >= d.deadline {
         return Err(invalid("the move's deadline passed"));
@@ -426,12 +442,32 @@ pub fn play(
             let quorum = validators.len() * 2 / 3 + 1;
             let same = d.votes.iter().filter(|(_, e)| *e == end).count();
             if same >= quorum {
-                settled = Some(if end == Some(d.disputed.1) {
-                    Verdict::TrainerWins
-                } else {
-                    Verdict::TrainerLoses
-                });
+                match d.stage {
+                    Stage::Available if end == Some(d.agreed.1) => {
+                        // Served: the challenger answers again (the validators hold it too).
+                        d.votes.clear();
+                        d.stage = Stage::Respond;
+                    }
+                    Stage::Available => settled = Some(Verdict::TrainerLoses),
+                    _ => {
+                        settled = Some(if end == Some(d.disputed.1) {
+                            Verdict::TrainerWins
+                        } else {
+                            Verdict::TrainerLoses
+                        })
+                    }
+                }
             }
+        }
+        Move::Unserved => {
+            if d.unserved {
+                return Err(invalid(
+                    "the validators found the agreed state served: fetch it from them",
+                ));
+            }
+            d.unserved = true;
+            d.votes.clear();
+            d.stage = Stage::Available;
         }
     }
     d.moves += 1;
@@ -481,7 +517,7 @@ pub(crate) fn on_deadline(
         Stage::Contestable => Verdict::TrainerLoses,
         Stage::Chain | Stage::Midpoint => Verdict::TrainerLoses,
         Stage::Segment | Stage::Respond => Verdict::TrainerWins,
-        Stage::Referee => Verdict::Void,
+        Stage::Referee | Stage::Available => Verdict::Void,
     };
     settle(state, ctx, unit, verdict, p, events)?;
     Ok(true)

@@ -1681,3 +1681,79 @@ fn a_challenge_that_agrees_with_the_chain_loses_at_once() {
     assert_eq!(slashed_for_lost_dispute(&events).len(), 2);
     w.net.check();
 }
+
+/// A trainer contests, then keeps the agreed state from the challenger so that it cannot answer
+/// (a challenger that times out loses). The challenger says so; the validators try to fetch the
+/// state themselves. Served to them: the challenger answers again (once). Not served: the
+/// trainer loses.
+#[test]
+fn withholding_the_agreed_state_is_settled_by_the_validators() {
+    for served in [true, false] {
+        let mut w = world(quick());
+        let forger = Side {
+            forged_from: Some(1_500),
+        };
+        let (id, trainer, leaves, panel) = w.disputable_unit(forger);
+        let rejects: Vec<(Address, bool)> = panel.iter().map(|e| (*e, false)).collect();
+        w.verdicts(id, &rejects);
+        w.play(&trainer, id, Move::Contest);
+        let challenger = w.key_of(w.dispute(id).challenger).clone();
+        w.play(
+            &challenger,
+            id,
+            Move::Segment {
+                segment: 1,
+                end: truth(DISPUTE_STEPS),
+            },
+        );
+        w.play(
+            &trainer,
+            id,
+            Move::Chain {
+                start: leaves[0],
+                start_proof: Some(trainmesh_ledger::contracts::merkle::merkle_proof(
+                    &leaves, 0,
+                )),
+                end: leaves[1],
+                end_proof: trainmesh_ledger::contracts::merkle::merkle_proof(&leaves, 1),
+            },
+        );
+        let step = 1_031 + w.dispute(id).midpoint();
+        w.play(
+            &trainer,
+            id,
+            Move::Midpoint {
+                hash: forger.state(step),
+            },
+        );
+        w.play(&challenger, id, Move::Unserved);
+        assert_eq!(w.dispute(id).stage, Stage::Available);
+        let agreed = w.dispute(id).agreed.1;
+        let validator = w.validator.clone();
+        let events = w.play(
+            &validator,
+            id,
+            Move::Referee {
+                end: served.then_some(agreed),
+            },
+        );
+        if served {
+            assert_eq!(w.dispute(id).stage, Stage::Respond);
+            let r = w
+                .net
+                .call(
+                    &challenger,
+                    Call::Dispute {
+                        unit: id,
+                        mv: Move::Unserved,
+                    },
+                )
+                .unwrap_err();
+            assert!(r.message.contains("fetch it from them"), "{}", r.message);
+        } else {
+            assert_eq!(settled(&events).0, "trainer_loses");
+            assert_eq!(w.unit(id.job, 0).state, UnitState::Assigned);
+        }
+        w.net.check();
+    }
+}
