@@ -133,8 +133,10 @@ pub fn withdraw(
     Ok(total)
 }
 
-/// Takes up to `amount` from `offender` (locked collateral first, then free stake, then unbonding
-/// entries), pays the reporters' share equally among `reporters`, burns the rest.
+/// Takes up to `amount` from `offender` (stake, then unbonding entries), pays the reporters'
+/// share equally among `reporters`, burns the rest. The caller frees the lock the offence is
+/// about first (a unit's collateral, a dispute bond); other locks stay, capped at what stake is
+/// left, so that a worker slashed on one unit cannot unbond the collateral of another.
 pub fn slash(
     state: &mut (impl State + ?Sized),
     offender: Address,
@@ -148,7 +150,7 @@ pub fn slash(
     let mut s = accounts::supply(state)?;
     let from_stake = amount.min(a.stake);
     a.stake = a.stake.checked_sub(from_stake)?;
-    a.locked = a.locked.saturating_sub(from_stake).min(a.stake);
+    a.locked = a.locked.min(a.stake);
     s.staked = s.staked.checked_sub(from_stake)?;
     let mut taken = from_stake;
     for u in a.unbonding.iter_mut() {
