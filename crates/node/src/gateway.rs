@@ -403,13 +403,21 @@ async fn history(g: web::Data<Gateway>, a: web::Path<String>) -> ApiResult {
     let top = l.height();
     let mut out = Vec::new();
     for height in (top.saturating_sub(HISTORY_HEIGHTS_MAX)..=top).rev() {
+        // The batch's transactions, then what its end did (deadlines, timeouts, disputes
+        // settled by default: no transaction hash).
+        let mut batch: Vec<(Option<[u8; 32]>, Vec<Event>)> = Vec::new();
         for r in l.receipts(height).map_err(ApiError::internal)? {
-            let Ok(events) = &r.outcome else { continue };
+            if let Ok(events) = r.outcome {
+                batch.push((r.tx_hash, events));
+            }
+        }
+        batch.push((None, l.end_events(height).map_err(ApiError::internal)?));
+        for (tx_hash, events) in &batch {
             for e in events {
                 let entry = match e {
                     Event::Paid { to, amount, reason } if *to == a => serde_json::json!({
                         "height": height, "kind": "payment", "amount": amount, "reason": reason,
-                        "tx_hash": r.tx_hash.map(hex::encode),
+                        "tx_hash": tx_hash.map(hex::encode),
                     }),
                     Event::Slashed {
                         who,
@@ -418,7 +426,7 @@ async fn history(g: web::Data<Gateway>, a: web::Path<String>) -> ApiResult {
                         reason,
                     } if *who == a => serde_json::json!({
                         "height": height, "kind": "slash", "amount": amount, "burned": burned,
-                        "reason": reason, "tx_hash": r.tx_hash.map(hex::encode),
+                        "reason": reason, "tx_hash": tx_hash.map(hex::encode),
                     }),
                     _ => continue,
                 };
