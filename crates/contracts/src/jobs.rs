@@ -36,8 +36,8 @@ pub const SEGMENTS_CHECKED_MAX: usize = 512;
 /// The most segments a unit's checkpoint chain is cut into ([`chain_segments`]): enough that
 /// the panel's audit of a unit of ≥ 1,024 steps costs under a tenth of its training.
 pub const CHAIN_SEGMENTS: u64 = 1_024;
-/// How many times the base collateral (stake × `slash_rejected_work_bps`) a trainer locks for a
-/// unit of `steps` steps: what the panel's sample cannot see. Faking one middle segment of m is
+/// How many times the base collateral ([`unit_collateral`]) a trainer locks for a unit of
+/// `steps` steps: what the panel's sample cannot see. Faking one middle segment of m is
 /// caught with probability about `AUDIT_DRAWN / (m − 2)`, so the collateral is the base times
 /// ⌈(m − 2) / AUDIT_DRAWN⌉: the expected slash for faking even one segment is at least the base.
 pub fn collateral_factor(steps: u64) -> u32 {
@@ -47,9 +47,14 @@ pub fn collateral_factor(steps: u64) -> u32 {
         .max(1)
 }
 
-/// The collateral a trainer with `stake` locks for a unit of `steps` steps.
-pub fn unit_collateral(p: &Params, stake: Amount, steps: u64) -> Amount {
-    let base = stake.mul_bps(p.slash_rejected_work_bps);
+/// The collateral a trainer locks for a unit of `steps` steps: the base, the minimum trainer
+/// stake × `slash_rejected_work_bps`, times [`collateral_factor`]. The base is the network's, not
+/// a share of the trainer's own stake: a share of its own stake times a factor above
+/// 10,000 / `slash_rejected_work_bps` (5 by default, units of more than 222 segments) would
+/// exceed any stake, and no trainer could take such a unit. A trainer with more stake takes more
+/// units at once.
+pub fn unit_collateral(p: &Params, steps: u64) -> Amount {
+    let base = p.min_trainer_stake.mul_bps(p.slash_rejected_work_bps);
     Amount(base.0.saturating_mul(u128::from(collateral_factor(steps))))
 }
 
@@ -551,8 +556,7 @@ fn assign(
     .into_iter()
     .filter(|(a, _)| {
         // Only trainers whose free stake covers this unit's collateral are drawn.
-        accounts::load(state, a)
-            .is_ok_and(|acc| acc.free_stake() >= unit_collateral(p, acc.stake, unit.steps))
+        accounts::load(state, a).is_ok_and(|acc| acc.free_stake() >= unit_collateral(p, unit.steps))
     })
     .collect();
     let mut sampler = Sampler::new(&ctx.seed, &unit_domain(b"assign", unit));
@@ -562,7 +566,7 @@ fn assign(
         return Ok(());
     };
     let mut account = accounts::load(state, &trainer)?;
-    let collateral = unit_collateral(p, account.stake, unit.steps);
+    let collateral = unit_collateral(p, unit.steps);
     account.locked = account.locked.checked_add(collateral)?;
     accounts::store(state, &trainer, &account);
     workers::adjust_open_units(state, &trainer, 1)?;

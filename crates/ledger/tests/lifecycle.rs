@@ -383,10 +383,7 @@ fn cheating_trainer_is_slashed_and_the_unit_reassigned() {
         })
         .expect("the cheater is slashed");
     // The whole collateral: the base times what the sample of a 100-segment unit cannot see.
-    assert_eq!(
-        slashed,
-        jobs::unit_collateral(&Params::default(), stake_before, 100)
-    );
+    assert_eq!(slashed, jobs::unit_collateral(&Params::default(), 100));
     let after = w.net.ledger.account(&cheater).unwrap();
     assert_eq!(after.stake, stake_before.checked_sub(slashed).unwrap());
     assert_eq!(after.locked, Amount::ZERO);
@@ -1025,23 +1022,33 @@ fn collateral_scales_with_what_the_sample_cannot_see() {
     let unit = w.unit(JobId(1), 0);
     let trainer = unit
         .trainer
-        .expect("a trainer with 500 TRAIN covers 3 × 100");
-    let stake = w.net.ledger.account(&trainer).unwrap().stake;
-    let base = stake.mul_bps(p.slash_rejected_work_bps);
+        .expect("a trainer with 500 TRAIN covers 3 × 20");
+    // The base is the network's: the minimum trainer stake × the rejected-work slash.
+    let base = p.min_trainer_stake.mul_bps(p.slash_rejected_work_bps);
+    assert_eq!(base, Amount::from_train(20));
     assert_eq!(unit.collateral, Amount(base.0 * 3));
     assert_eq!(
         w.net.ledger.account(&trainer).unwrap().locked,
         unit.collateral
     );
 
-    // Units of 1,024 steps: 24 × the base is more than any trainer here holds.
+    // A unit of 1,024 segments (the most a chain has, the audit at its cheapest) locks 24 × the
+    // base, 480 TRAIN: the other trainer, with 500 free, takes it (before, the base was a share
+    // of the trainer's own stake, and 24 × 20% of any stake is more than that stake).
     let mut spec = job_spec(deadline, 1);
     spec.hyper.steps_per_unit = 1_024;
     spec.hyper.total_steps = 1_024;
-    w.net.ok(&w.researcher, Call::SubmitJob { spec });
+    w.net
+        .ok(&w.researcher, Call::SubmitJob { spec: spec.clone() });
     let big = w.unit(JobId(2), 0);
-    assert_eq!(big.state, UnitState::Waiting, "{big:?}");
-    assert_eq!(big.trainer, None);
+    assert_eq!(big.state, UnitState::Assigned, "{big:?}");
+    assert_ne!(big.trainer, Some(trainer));
+    assert_eq!(big.collateral, Amount(base.0 * 24));
+    // A third such unit waits: neither trainer has 480 TRAIN free.
+    w.net.ok(&w.researcher, Call::SubmitJob { spec });
+    let third = w.unit(JobId(3), 0);
+    assert_eq!(third.state, UnitState::Waiting, "{third:?}");
+    assert_eq!(third.trainer, None);
     w.net.check();
 }
 
