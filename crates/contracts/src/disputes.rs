@@ -212,6 +212,38 @@ fn invalid(reason: impl Into<String>) -> ContractError {
     }
 }
 
+impl Dispute {
+    /// A dispute of `unit`'s trainer against the first of `rejecters`, waiting at `stage` until
+    /// `deadline`.
+    fn open(
+        unit: &Unit,
+        accepters: &[Address],
+        rejecters: &[Address],
+        certificate: Option<Hash32>,
+        stage: Stage,
+        deadline: TimestampMs,
+    ) -> Dispute {
+        Dispute {
+            trainer: unit.trainer.expect("a submitted unit has a trainer"),
+            challenger: rejecters[0],
+            accepters: accepters.to_vec(),
+            rejecters: rejecters.to_vec(),
+            certificate,
+            bond: Amount::ZERO,
+            stage,
+            deadline,
+            segment: 0,
+            claimed_end: Hash32::default(),
+            agreed: (0, Hash32::default()),
+            disputed: (0, Hash32::default()),
+            pending: Hash32::default(),
+            unserved: false,
+            moves: 0,
+            votes: Vec::new(),
+        }
+    }
+}
+
 /// A quorum rejected: the rejection waits out the contest window before it is final.
 pub(crate) fn open_contest_window(
     ctx: &Context,
@@ -220,26 +252,16 @@ pub(crate) fn open_contest_window(
     certificate: Hash32,
     p: &Params,
 ) {
-    let trainer = unit.trainer.expect("a submitted unit has a trainer");
+    let deadline = TimestampMs(ctx.time.0.saturating_add(p.disputes.window_ms));
+    unit.dispute = Some(Dispute::open(
+        unit,
+        &[],
+        rejecters,
+        Some(certificate),
+        Stage::Contestable,
+        deadline,
+    ));
     unit.state = UnitState::Rejected;
-    unit.dispute = Some(Dispute {
-        trainer,
-        challenger: rejecters[0],
-        accepters: Vec::new(),
-        rejecters: rejecters.to_vec(),
-        certificate: Some(certificate),
-        bond: Amount::ZERO,
-        stage: Stage::Contestable,
-        deadline: TimestampMs(ctx.time.0.saturating_add(p.disputes.window_ms)),
-        segment: 0,
-        claimed_end: Hash32::default(),
-        agreed: (0, Hash32::default()),
-        disputed: (0, Hash32::default()),
-        pending: Hash32::default(),
-        unserved: false,
-        moves: 0,
-        votes: Vec::new(),
-    });
 }
 
 /// The panel split (no quorum either way, some rejecting): a dispute, not a free redraw.
@@ -252,26 +274,16 @@ pub(crate) fn open_on_split(
     p: &Params,
     events: &mut Events,
 ) -> ContractResult<()> {
-    let trainer = unit.trainer.expect("a submitted unit has a trainer");
+    let deadline = TimestampMs(ctx.time.0.saturating_add(p.disputes.move_ms));
+    unit.dispute = Some(Dispute::open(
+        unit,
+        accepters,
+        rejecters,
+        None,
+        Stage::Segment,
+        deadline,
+    ));
     unit.state = UnitState::Disputed;
-    unit.dispute = Some(Dispute {
-        trainer,
-        challenger: rejecters[0],
-        accepters: accepters.to_vec(),
-        rejecters: rejecters.to_vec(),
-        certificate: None,
-        bond: Amount::ZERO,
-        stage: Stage::Segment,
-        deadline: TimestampMs(ctx.time.0.saturating_add(p.disputes.move_ms)),
-        segment: 0,
-        claimed_end: Hash32::default(),
-        agreed: (0, Hash32::default()),
-        disputed: (0, Hash32::default()),
-        pending: Hash32::default(),
-        unserved: false,
-        moves: 0,
-        votes: Vec::new(),
-    });
     opened(state, unit, events)
 }
 

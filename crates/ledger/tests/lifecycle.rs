@@ -254,6 +254,39 @@ impl World {
         )
     }
 
+    /// The first trainer proposes `updates`; every worker votes yes. Returns the proposal.
+    fn propose_and_approve(
+        &mut self,
+        description: &str,
+        updates: Vec<ParamUpdate>,
+    ) -> trainmesh_ledger::contracts::ProposalId {
+        let proposer = self.trainers[0].clone();
+        self.net.ok(
+            &proposer,
+            Call::Propose {
+                description: description.into(),
+                updates,
+                deposit: Amount::from_train(10),
+            },
+        );
+        let proposal = trainmesh_ledger::contracts::ProposalId(1);
+        for k in self
+            .trainers
+            .clone()
+            .iter()
+            .chain(self.evaluators.clone().iter())
+        {
+            self.net.ok(
+                k,
+                Call::Vote {
+                    proposal,
+                    approve: true,
+                },
+            );
+        }
+        proposal
+    }
+
     /// The reveal of `attestation` by `key`.
     fn reveal(id: UnitId, attestation: Attestation, key: &AccountKey) -> Call {
         Call::Attest {
@@ -481,24 +514,10 @@ fn governance_vote_changes_a_real_parameter() {
     let new_emission = Amount::from_train(25);
     // A trainer proposes; most stake votes yes.
     let proposer = w.trainers[0].clone();
-    w.net.ok(
-        &proposer,
-        Call::Propose {
-            description: "raise the reward for useful work".into(),
-            updates: vec![ParamUpdate::EmissionPerCertificate(new_emission)],
-            deposit: Amount::from_train(10),
-        },
+    let proposal = w.propose_and_approve(
+        "raise the reward for useful work",
+        vec![ParamUpdate::EmissionPerCertificate(new_emission)],
     );
-    let proposal = trainmesh_ledger::contracts::ProposalId(1);
-    for k in w.trainers.clone().iter().chain(w.evaluators.clone().iter()) {
-        w.net.ok(
-            k,
-            Call::Vote {
-                proposal,
-                approve: true,
-            },
-        );
-    }
     // A second vote by the same account is refused.
     let again = w.net.call(
         &proposer,
@@ -1083,28 +1102,13 @@ fn a_parameter_change_after_the_commitments_does_not_change_the_draw() {
         w.commit(k, unit, a);
     }
     // Panels of three from now on: each evaluator's share of the draw would shrink.
-    let proposer = w.trainers[0].clone();
-    w.net.ok(
-        &proposer,
-        Call::Propose {
-            description: "panels of three".into(),
-            updates: vec![ParamUpdate::Evaluators {
-                per_unit: 3,
-                quorum: 2,
-            }],
-            deposit: Amount::from_train(10),
-        },
+    w.propose_and_approve(
+        "panels of three",
+        vec![ParamUpdate::Evaluators {
+            per_unit: 3,
+            quorum: 2,
+        }],
     );
-    let proposal = trainmesh_ledger::contracts::ProposalId(1);
-    for k in w.trainers.clone().iter().chain(w.evaluators.clone().iter()) {
-        w.net.ok(
-            k,
-            Call::Vote {
-                proposal,
-                approve: true,
-            },
-        );
-    }
     w.net.batch(vec![], 10_000);
     let out = w.net.batch(vec![], 6_000);
     assert!(out
