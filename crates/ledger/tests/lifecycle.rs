@@ -1249,6 +1249,29 @@ impl World {
         self.net.ok(key, Call::Dispute { unit: id, mv })
     }
 
+    /// The trainer's opening of its chain (`leaves`) at `segment`: start and end with their
+    /// Merkle proofs (segment 0 starts at the unit's start checkpoint).
+    fn chain_opening(&self, id: UnitId, leaves: &[Hash32], segment: u32) -> Move {
+        let s = segment as usize;
+        let (start, start_proof) = if s == 0 {
+            (self.unit(id.job, id.index).start_checkpoint, None)
+        } else {
+            (
+                leaves[s - 1],
+                Some(trainmesh_ledger::contracts::merkle::merkle_proof(
+                    leaves,
+                    s - 1,
+                )),
+            )
+        };
+        Move::Chain {
+            start,
+            start_proof,
+            end: leaves[s],
+            end_proof: trainmesh_ledger::contracts::merkle::merkle_proof(leaves, s),
+        }
+    }
+
     /// Plays an opened dispute to its end: the challenger names `segment`, the trainer opens its
     /// chain, both answer every midpoint from what they hold, and the validator referees the
     /// last step. Returns every event from the first move on.
@@ -1272,27 +1295,8 @@ impl World {
                 end: challenger.state(base + seg),
             },
         );
-        let start_proof = (segment > 0).then(|| {
-            trainmesh_ledger::contracts::merkle::merkle_proof(leaves, segment as usize - 1)
-        });
-        let start = if segment == 0 {
-            self.unit(id.job, id.index).start_checkpoint
-        } else {
-            leaves[segment as usize - 1]
-        };
-        events.extend(self.play(
-            trainer.0,
-            id,
-            Move::Chain {
-                start,
-                start_proof,
-                end: leaves[segment as usize],
-                end_proof: trainmesh_ledger::contracts::merkle::merkle_proof(
-                    leaves,
-                    segment as usize,
-                ),
-            },
-        ));
+        let opening = self.chain_opening(id, leaves, segment);
+        events.extend(self.play(trainer.0, id, opening));
         while let Some(d) = self.unit(id.job, id.index).dispute {
             match d.stage {
                 Stage::Midpoint => {
@@ -1539,18 +1543,8 @@ fn a_trainer_contesting_a_true_rejection_loses_collateral_and_bond() {
         .unwrap_err();
     assert!(r.message.contains("under the chain root"), "{}", r.message);
     // Replay the dispute from the chain opening on (the segment is already named).
-    let mut events = w.play(
-        &trainer,
-        id,
-        Move::Chain {
-            start: leaves[0],
-            start_proof: Some(trainmesh_ledger::contracts::merkle::merkle_proof(
-                &leaves, 0,
-            )),
-            end: leaves[1],
-            end_proof: trainmesh_ledger::contracts::merkle::merkle_proof(&leaves, 1),
-        },
-    );
+    let opening = w.chain_opening(id, &leaves, 1);
+    let mut events = w.play(&trainer, id, opening);
     let base = 1_031;
     while let Some(d) = w.unit(id.job, 0).dispute {
         match d.stage {
@@ -1677,17 +1671,8 @@ fn a_challenge_that_agrees_with_the_chain_loses_at_once() {
             end: leaves[0],
         },
     );
-    let start = w.unit(id.job, 0).start_checkpoint;
-    let events = w.play(
-        &trainer,
-        id,
-        Move::Chain {
-            start,
-            start_proof: None,
-            end: leaves[0],
-            end_proof: trainmesh_ledger::contracts::merkle::merkle_proof(&leaves, 0),
-        },
-    );
+    let opening = w.chain_opening(id, &leaves, 0);
+    let events = w.play(&trainer, id, opening);
     assert_eq!(settled(&events), ("trainer_wins".to_string(), 3));
     assert_eq!(slashed_for_lost_dispute(&events).len(), 2);
     w.net.check();
@@ -1717,18 +1702,8 @@ fn withholding_the_agreed_state_is_settled_by_the_validators() {
                 end: truth(DISPUTE_STEPS),
             },
         );
-        w.play(
-            &trainer,
-            id,
-            Move::Chain {
-                start: leaves[0],
-                start_proof: Some(trainmesh_ledger::contracts::merkle::merkle_proof(
-                    &leaves, 0,
-                )),
-                end: leaves[1],
-                end_proof: trainmesh_ledger::contracts::merkle::merkle_proof(&leaves, 1),
-            },
-        );
+        let opening = w.chain_opening(id, &leaves, 1);
+        w.play(&trainer, id, opening);
         let step = 1_031 + w.dispute(id).midpoint();
         w.play(
             &trainer,
