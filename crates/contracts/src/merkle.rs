@@ -32,6 +32,18 @@ fn node(l: &Hash32, r: &Hash32) -> Hash32 {
     Hash32(*hasher.finalize().as_bytes())
 }
 
+/// The level above `level`: pairs hashed into nodes, an odd last node promoted unchanged.
+fn parents(level: &[Hash32]) -> Vec<Hash32> {
+    level
+        .chunks(2)
+        .map(|pair| match pair {
+            [l, r] => node(l, r),
+            [single] => *single,
+            _ => unreachable!("chunks(2) yields one or two"),
+        })
+        .collect()
+}
+
 /// The Merkle root over `leaves`, in order.
 pub fn merkle_root(leaves: &[Hash32]) -> Hash32 {
     if leaves.is_empty() {
@@ -39,14 +51,7 @@ pub fn merkle_root(leaves: &[Hash32]) -> Hash32 {
     }
     let mut level: Vec<Hash32> = leaves.iter().map(leaf).collect();
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [l, r] => node(l, r),
-                [single] => *single,
-                _ => unreachable!("chunks(2) yields one or two"),
-            })
-            .collect();
+        level = parents(&level);
     }
     level[0]
 }
@@ -69,14 +74,7 @@ pub fn merkle_proof(leaves: &[Hash32], index: usize) -> MerkleProof {
     while level.len() > 1 {
         let sibling = i ^ 1;
         siblings.push(level.get(sibling).copied());
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [l, r] => node(l, r),
-                [single] => *single,
-                _ => unreachable!("chunks(2) yields one or two"),
-            })
-            .collect();
+        level = parents(&level);
         i /= 2;
     }
     MerkleProof {

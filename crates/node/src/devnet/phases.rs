@@ -105,6 +105,32 @@ pub(super) async fn submit_job(
     }
 }
 
+/// Polls the job's first unit until `ready` says what it waited for; past `deadline`, fails
+/// with `timed_out`.
+async fn wait_for_first_unit<T>(
+    n: &NodeHandle,
+    job: JobId,
+    deadline: Instant,
+    timed_out: &str,
+    ready: impl Fn(&Unit) -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let first = UnitId { job, index: 0 };
+    loop {
+        let unit = n
+            .ledger
+            .read()
+            .expect("ledger lock")
+            .read::<Unit>(&state_keys::unit(first))?;
+        if let Some(found) = unit.as_ref().map(&ready).transpose()?.flatten() {
+            return Ok(found);
+        }
+        if Instant::now() > deadline {
+            bail!("{timed_out}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Waits until the job's first unit is assigned, and checks that a cheater holds it (it must:
 /// the cheaters are the only trainers on the ledger yet). Returns the cheater.
 pub(super) async fn wait_for_cheater(
@@ -113,29 +139,20 @@ pub(super) async fn wait_for_cheater(
     cheaters: &[Address],
     deadline: Instant,
 ) -> anyhow::Result<Address> {
-    let first = UnitId { job, index: 0 };
-    loop {
-        let unit = n
-            .ledger
-            .read()
-            .expect("ledger lock")
-            .read::<Unit>(&state_keys::unit(first))?;
-        if let Some(Unit {
-            state: UnitState::Assigned,
-            trainer: Some(t),
-            ..
-        }) = unit
-        {
-            if !cheaters.contains(&t) {
-                bail!("unit 0 went to {t}, who is not a cheater");
+    wait_for_first_unit(
+        n,
+        job,
+        deadline,
+        "no cheater was assigned the first unit in time",
+        |u| match (u.state, u.trainer) {
+            (UnitState::Assigned, Some(t)) if !cheaters.contains(&t) => {
+                bail!("unit 0 went to {t}, who is not a cheater")
             }
-            return Ok(t);
-        }
-        if Instant::now() > deadline {
-            bail!("no cheater was assigned the first unit in time");
-        }
-        tokio::time::sleep(POLL).await;
-    }
+            (UnitState::Assigned, Some(t)) => Ok(Some(t)),
+            _ => Ok(None),
+        },
+    )
+    .await
 }
 
 /// Waits until the job's first unit has its first panel of evaluators (drawn when its result
@@ -145,21 +162,14 @@ pub(super) async fn wait_for_panel(
     job: JobId,
     deadline: Instant,
 ) -> anyhow::Result<()> {
-    let first = UnitId { job, index: 0 };
-    loop {
-        let unit = n
-            .ledger
-            .read()
-            .expect("ledger lock")
-            .read::<Unit>(&state_keys::unit(first))?;
-        if unit.is_some_and(|u| u.result.is_some() && !u.evaluators.is_empty()) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the first unit's panel was not drawn in time");
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    wait_for_first_unit(
+        n,
+        job,
+        deadline,
+        "the first unit's panel was not drawn in time",
+        |u| Ok((u.result.is_some() && !u.evaluators.is_empty()).then_some(())),
+    )
+    .await
 }
 
 /// Follows the job with a progress bar until it leaves `Running`.
