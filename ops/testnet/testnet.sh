@@ -46,7 +46,7 @@ init() {
     accounts+=(--account "$dir/keys/$w.key:10000")
   done
   "$bin" genesis new --chain-id trainmesh-testnet --unit-timeout-ms 60000 \
-    "${validators[@]}" "${accounts[@]}" --out "$dir/genesis.json" > /dev/null
+    "${validators[@]}" "${accounts[@]}" --beacon-out "$dir/keys" --out "$dir/genesis.json" > /dev/null
   local boot
   boot=$(IFS=,; echo "${bootstrap[*]}")
   local n=0
@@ -64,7 +64,7 @@ init() {
   }
   for ((i = 0; i < nv; i++)); do
     write "validator-$i" $((port + i)) "../keys/validator-$i.account" \
-      "consensus_key = \"../keys/validator-$i.consensus\"\n"
+      "consensus_key = \"../keys/validator-$i.consensus\"\nbeacon_key = \"../keys/beacon-$i.key\"\n"
   done
   n=$nv
   for ((i = 0; i < nt; i++)); do

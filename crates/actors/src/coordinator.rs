@@ -27,6 +27,7 @@ use crate::network::NetworkCommand;
 use crate::reputation::classify;
 use crate::sync_server::ServeCertificates;
 use crate::wire::{self, SyncedBatch};
+use trainmesh_ledger::beacon::{BeaconSecret, BeaconShare};
 
 /// A consensus message from a validator peer (the channel byte already removed).
 #[derive(Message, Debug)]
@@ -70,13 +71,31 @@ pub const PRUNE_EVERY_COMMITS: u64 = 32;
 #[rtype(result = "()")]
 pub struct Committed(pub CommittedSubDag);
 
-/// A committed sub-DAG as the ledger and followers see it.
+/// A committed sub-DAG as the ledger and followers see it: its transactions, and apart from them
+/// the beacon shares, each attributed to the author of the certificate that carried it (only an
+/// author's own certificates can speak for it). Entries tagged as shares that do not decode are
+/// dropped, as are all but the first share of one author for one commit.
 pub fn synced_batch(sub_dag: &CommittedSubDag) -> SyncedBatch {
+    let mut transactions = Vec::new();
+    let mut beacon_shares = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &sub_dag.certificates {
+        let author = c.author().0;
+        for t in &c.header().payload {
+            if !BeaconShare::is_share(t) {
+                transactions.push(t.to_vec());
+            } else if let Some(share) = BeaconShare::decode(t) {
+                if seen.insert((author, share.commit)) {
+                    beacon_shares.push((author, t.to_vec()));
+                }
+            }
+        }
+    }
     SyncedBatch {
         index: sub_dag.index,
         timestamp_ms: sub_dag.timestamp.0,
-        seed: sub_dag.seed(),
-        transactions: sub_dag.transactions().map(|t| t.to_vec()).collect(),
+        transactions,
+        beacon_shares,
     }
 }
 
@@ -94,6 +113,9 @@ pub struct CoordinatorWiring {
     pub replay_from: u64,
     /// Executed commits kept in the store for followers.
     pub retain_commits: u64,
+    /// This validator's beacon share: it signs every commit it sees committed (none in the
+    /// consensus benchmark, which runs no ledger).
+    pub beacon: Option<BeaconSecret>,
     pub metrics: NodeMetrics,
 }
 
@@ -107,6 +129,7 @@ pub struct Coordinator<S: ConsensusStore + Unpin + 'static> {
     sync: Option<Recipient<ServeCertificates>>,
     replay_from: u64,
     retain_commits: u64,
+    beacon: Option<BeaconSecret>,
     /// Commits below this index are pruned from the store.
     pruned_below: u64,
     timer: Option<SpawnHandle>,
@@ -148,6 +171,7 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
             sync: wiring.sync,
             replay_from: wiring.replay_from,
             retain_commits: wiring.retain_commits,
+            beacon: wiring.beacon,
             pruned_below: 0,
             timer: None,
             metrics: wiring.metrics,
@@ -269,6 +293,7 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
                         .set(sub_dag.leader.round.0 as i64);
                     let lag = now().0.saturating_sub(sub_dag.timestamp.0);
                     self.metrics.commit_latency.observe(lag as f64 / 1_000.0);
+                    self.sign_beacon(sub_dag.index);
                     self.ledger.do_send(Committed(sub_dag));
                 }
                 Action::EquivocationDetected(evidence) => {
@@ -286,6 +311,18 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
         self.metrics.round.set(status.proposed_round.0 as i64);
         self.metrics.mempool_bytes.set(status.mempool_bytes as i64);
         self.schedule(ctx);
+    }
+
+    /// Proposes this validator's beacon share of a commit, ahead of the mempool: the commit
+    /// executes only once enough shares are committed after it.
+    fn sign_beacon(&mut self, index: u64) {
+        let Some(secret) = &self.beacon else {
+            return;
+        };
+        let share = secret.sign(index).encode();
+        if let Err(e) = self.core.submit_own_transaction(Bytes::from(share)) {
+            tracing::error!(index, error = %e, "could not propose a beacon share");
+        }
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>) {
@@ -340,6 +377,8 @@ impl<S: ConsensusStore + Unpin + 'static> Actor for Coordinator<S> {
                     );
                 }
                 for s in replay {
+                    // The shares of commits not yet executed may never have been proposed.
+                    self.sign_beacon(s.index);
                     self.ledger.do_send(Committed(s));
                 }
             }
@@ -437,6 +476,12 @@ impl<S: ConsensusStore + Unpin + 'static> Handler<SubmitTransactions> for Coordi
 
     fn handle(&mut self, msg: SubmitTransactions, ctx: &mut Context<Self>) -> Result<(), String> {
         let n = msg.0.len() as u64;
+        // Whatever enters this validator's headers speaks for it: only the coordinator itself
+        // proposes its beacon shares.
+        if msg.0.iter().any(|t| BeaconShare::is_share(t)) {
+            self.metrics.mempool_refused.inc_by(n);
+            return Err("a beacon share is proposed only by its validator".into());
+        }
         match self.core.submit_transactions(msg.0) {
             Ok(()) => {
                 self.metrics.mempool_accepted.inc_by(n);
@@ -634,6 +679,7 @@ mod tests {
             sync: None,
             replay_from: 0,
             retain_commits: u64::MAX,
+            beacon: None,
             metrics: NodeMetrics::new(),
         };
         let coordinator = Coordinator::new(core, startup, wiring).start();

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use trainmesh_contracts::TimestampMs;
 use trainmesh_dag::{AuthorityIndex, Committee, StakeAggregator};
+use trainmesh_ledger::beacon::{BeaconGate, BeaconKey, BeaconShare, PendingBatch};
 use trainmesh_ledger::{Batch, Ledger};
 
 use crate::consensus::PeerBook;
@@ -67,6 +68,8 @@ enum Mode {
 
 pub struct LedgerActor {
     ledger: SharedLedger,
+    /// Committed batches wait here until the beacon shares committed after them make their seed.
+    gate: BeaconGate,
     mode: Mode,
     subscribers: Vec<Recipient<LedgerAdvanced>>,
     net: mpsc::Sender<NetworkCommand>,
@@ -83,11 +86,14 @@ impl LedgerActor {
     /// The ledger of a validator: it executes what the local Coordinator commits.
     pub fn validator(
         ledger: SharedLedger,
+        beacon: BeaconKey,
         net: mpsc::Sender<NetworkCommand>,
         metrics: NodeMetrics,
     ) -> Self {
+        let next = ledger.read().expect("ledger lock").next_index();
         LedgerActor {
             ledger,
+            gate: BeaconGate::new(beacon, next),
             mode: Mode::Validator,
             subscribers: Vec::new(),
             net,
@@ -98,13 +104,16 @@ impl LedgerActor {
     /// The ledger of a follower: it syncs from the committee.
     pub fn follower(
         ledger: SharedLedger,
+        beacon: BeaconKey,
         committee: Committee,
         net: mpsc::Sender<NetworkCommand>,
         metrics: NodeMetrics,
     ) -> Result<Self, crate::network::NetworkError> {
         let peers = PeerBook::new(&committee)?;
+        let next = ledger.read().expect("ledger lock").next_index();
         Ok(LedgerActor {
             ledger,
+            gate: BeaconGate::new(beacon, next),
             mode: Mode::Follower {
                 committee,
                 peers,
@@ -115,6 +124,19 @@ impl LedgerActor {
             net,
             metrics,
         })
+    }
+
+    /// Passes a committed batch through the beacon gate and executes whatever that makes ready.
+    fn admit(&mut self, batch: SyncedBatch, ctx: &mut Context<Self>) {
+        match self.gate.push(pending(batch)) {
+            Ok(ready) => {
+                for b in ready {
+                    self.execute(b, ctx);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "commit out of order; ignored until replayed"),
+        }
+        self.metrics.beacon_waiting.set(self.gate.waiting() as i64);
     }
 
     fn execute(&mut self, batch: Batch, ctx: &mut Context<Self>) {
@@ -190,7 +212,7 @@ impl LedgerActor {
     }
 
     fn request_sync(&mut self) {
-        let next = self.ledger.read().expect("ledger lock").next_index();
+        let next = self.gate.expected();
         if let Mode::Follower {
             peers,
             committee,
@@ -214,12 +236,16 @@ impl LedgerActor {
     }
 }
 
-fn to_batch(b: SyncedBatch) -> Batch {
-    Batch {
+fn pending(b: SyncedBatch) -> PendingBatch {
+    PendingBatch {
         index: b.index,
         timestamp: TimestampMs(b.timestamp_ms),
-        seed: b.seed,
         transactions: b.transactions.into_iter().map(Bytes::from).collect(),
+        shares: b
+            .beacon_shares
+            .iter()
+            .filter_map(|(author, bytes)| Some((*author, BeaconShare::decode(bytes)?)))
+            .collect(),
     }
 }
 
@@ -246,17 +272,7 @@ impl Handler<Committed> for LedgerActor {
     type Result = ();
 
     fn handle(&mut self, msg: Committed, ctx: &mut Context<Self>) {
-        let batch = to_batch(synced_batch(&msg.0));
-        let next = self.ledger.read().expect("ledger lock").next_index();
-        if batch.index > next {
-            tracing::error!(
-                index = batch.index,
-                next,
-                "commit out of order; ignored until replayed"
-            );
-            return;
-        }
-        self.execute(batch, ctx);
+        self.admit(synced_batch(&msg.0), ctx);
     }
 }
 
@@ -273,7 +289,7 @@ impl Handler<SyncResponseFrom> for LedgerActor {
             else {
                 return;
             };
-            let mut next = self.ledger.read().expect("ledger lock").next_index();
+            let mut next = self.gate.expected();
             for b in msg.batches {
                 if b.index < next || b.index >= next + SYNC_WINDOW {
                     continue;
@@ -301,7 +317,7 @@ impl Handler<SyncResponseFrom> for LedgerActor {
             votes.retain(|i, _| *i >= next);
         }
         for b in ready {
-            self.execute(to_batch(b), ctx);
+            self.admit(b, ctx);
         }
         if full {
             self.request_sync();

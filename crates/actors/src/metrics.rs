@@ -21,6 +21,8 @@ pub struct NodeMetrics {
     pub mempool_refused: IntCounter,
     // Ledger.
     pub ledger_height: IntGauge,
+    /// Committed batches waiting for their beacon value.
+    pub beacon_waiting: IntGauge,
     /// Jobs by state ("running", "finished"), from the ledger after every batch.
     pub jobs: prometheus::IntGaugeVec,
     /// Certificates of useful work formed so far (the ledger's counter).
@@ -166,6 +168,11 @@ impl NodeMetrics {
                 "Transactions refused by the mempool",
             ),
             ledger_height: gauge(&r, "trainmesh_ledger_height", "Batches executed"),
+            beacon_waiting: gauge(
+                &r,
+                "trainmesh_beacon_waiting_batches",
+                "Committed batches waiting for enough beacon shares to execute",
+            ),
             jobs: {
                 let g = prometheus::IntGaugeVec::new(
                     Opts::new("trainmesh_jobs", "Jobs by state"),

@@ -13,6 +13,7 @@ use trainmesh_dag::{
     Validator,
 };
 use trainmesh_gpu::dataset::Samples;
+use trainmesh_ledger::beacon::{BeaconKey, BeaconSecret};
 use trainmesh_ledger::Ledger;
 
 use crate::blobs::{BlobStore, Fetcher};
@@ -41,6 +42,8 @@ pub struct NodeSpec {
     /// validator (then the consensus key is, so that peers know it from the committee).
     pub account_secret: [u8; 32],
     pub consensus_secret: Option<[u8; 32]>,
+    /// A validator's share of the randomness beacon, dealt with the genesis.
+    pub beacon_secret: Option<[u8; 32]>,
     pub listen: Multiaddr,
     pub bootstrap: Vec<(PeerId, Multiaddr)>,
     pub trainer: Option<(Registration, bool)>,
@@ -163,6 +166,17 @@ pub fn committee_of(genesis: &Genesis) -> Result<Committee, NodeError> {
     Ok(Committee::new(Epoch(0), authorities)?)
 }
 
+/// The genesis' randomness beacon: every node needs it to execute commits.
+pub fn beacon_key(genesis: &Genesis) -> Result<BeaconKey, NodeError> {
+    let setup = genesis.beacon.as_ref().ok_or_else(|| {
+        NodeError::Genesis(
+            "the genesis has no randomness beacon (deal one with `trainmesh genesis new`)".into(),
+        )
+    })?;
+    BeaconKey::new(setup, &genesis.chain_id, genesis.validators.len())
+        .map_err(|e| NodeError::Genesis(e.to_string()))
+}
+
 /// The ed25519 public key of a secret.
 pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
     KeyPair::from_secret_bytes(secret).public().0
@@ -176,6 +190,7 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
     let committee = committee_of(&spec.genesis)?;
     let peers = PeerBook::new(&committee)?;
     let metrics = NodeMetrics::for_node(&spec.name);
+    let beacon = beacon_key(&spec.genesis)?;
 
     let mut ledger = Ledger::open(spec.data_dir.join("ledger.redb"))?;
     if !ledger.is_initialized() {
@@ -227,6 +242,7 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
             ValidatorParts {
                 me,
                 secret,
+                beacon: beacon.clone(),
                 committee: committee.clone(),
                 peers: peers.clone(),
                 ledger: ledger.clone(),
@@ -243,6 +259,7 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
         None => {
             let actor = LedgerActor::follower(
                 ledger.clone(),
+                beacon,
                 committee.clone(),
                 net.clone(),
                 metrics.clone(),
@@ -349,6 +366,7 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
 struct ValidatorParts {
     me: trainmesh_dag::AuthorityIndex,
     secret: [u8; 32],
+    beacon: BeaconKey,
     committee: Committee,
     peers: PeerBook,
     ledger: SharedLedger,
@@ -377,7 +395,17 @@ fn start_validator(
         arbiters.push(arbiter);
         handle
     }
-    let actor = LedgerActor::validator(parts.ledger, parts.net.clone(), parts.metrics.clone());
+    let secret = spec.beacon_secret.ok_or_else(|| {
+        NodeError::Genesis("a validator needs its beacon share (beacon_key in its config)".into())
+    })?;
+    let beacon_secret = BeaconSecret::new(&parts.beacon, parts.me.as_usize(), &secret)
+        .map_err(|e| NodeError::Genesis(e.to_string()))?;
+    let actor = LedgerActor::validator(
+        parts.ledger,
+        parts.beacon,
+        parts.net.clone(),
+        parts.metrics.clone(),
+    );
     let ledger = LedgerActor::start_in_arbiter(&on_thread(arbiters), |_| actor);
     let store = RedbStore::open(spec.data_dir.join("dag.redb"))?;
     let dag = store.reader();
@@ -406,6 +434,7 @@ fn start_validator(
         sync: Some(sync.clone().recipient()),
         replay_from: parts.replay_from,
         retain_commits: spec.mesh.retain_commits,
+        beacon: Some(beacon_secret),
         metrics: parts.metrics,
     };
     let coordinator = Coordinator::new(core, startup, wiring);
@@ -442,6 +471,7 @@ mod tests {
             validators: vec![],
             params: Params::default(),
             consensus,
+            beacon: None,
         };
         let local = LocalConsensusConfig {
             max_header_delay_ms: 11,

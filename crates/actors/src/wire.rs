@@ -42,8 +42,10 @@ pub enum BlobKind {
 pub struct SyncedBatch {
     pub index: u64,
     pub timestamp_ms: u64,
-    pub seed: [u8; 32],
     pub transactions: Vec<Vec<u8>>,
+    /// The beacon shares the commit's certificates carried: (author's committee position,
+    /// encoded share), the first per author and signed commit. They seed earlier commits.
+    pub beacon_shares: Vec<(u32, Vec<u8>)>,
 }
 
 impl SyncedBatch {
@@ -54,7 +56,13 @@ impl SyncedBatch {
     }
 
     pub fn encoded_len(&self) -> usize {
-        self.transactions.iter().map(|t| t.len() + 4).sum::<usize>() + 64
+        self.transactions.iter().map(|t| t.len() + 4).sum::<usize>()
+            + self
+                .beacon_shares
+                .iter()
+                .map(|(_, s)| s.len() + 8)
+                .sum::<usize>()
+            + 64
     }
 }
 

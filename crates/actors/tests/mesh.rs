@@ -66,6 +66,7 @@ struct Testnet {
     genesis: Genesis,
     accounts: Vec<[u8; 32]>,
     consensus: Vec<[u8; 32]>,
+    beacon: Vec<[u8; 32]>,
     ports: Vec<u16>,
     bootstrap: Vec<(libp2p::PeerId, libp2p::Multiaddr)>,
 }
@@ -74,7 +75,7 @@ impl Testnet {
     fn new(n: usize) -> Testnet {
         let accounts: Vec<[u8; 32]> = (0..n).map(|i| secret(&format!("account-{i}"))).collect();
         let consensus: Vec<[u8; 32]> = (0..n).map(|i| secret(&format!("consensus-{i}"))).collect();
-        let genesis = Genesis {
+        let mut genesis = Genesis {
             chain_id: "mesh-test".into(),
             genesis_time_ms: 0,
             accounts: vec![GenesisAccount {
@@ -93,7 +94,12 @@ impl Testnet {
                 leader_timeout_ms: 500,
                 ..ConsensusParams::default()
             },
+            beacon: None,
         };
+        let threshold = trainmesh_dag::beacon_threshold(&genesis.consensus_stakes()).unwrap();
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(n as u64);
+        let (setup, beacon) = trainmesh_ledger::beacon::deal(n, threshold, &mut rng).unwrap();
+        genesis.beacon = Some(setup);
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let bootstrap = (0..n)
             .map(|i| {
@@ -107,6 +113,7 @@ impl Testnet {
             genesis,
             accounts,
             consensus,
+            beacon,
             ports,
             bootstrap,
         }
@@ -119,6 +126,7 @@ impl Testnet {
             genesis: self.genesis.clone(),
             account_secret: account,
             consensus_secret: None,
+            beacon_secret: None,
             listen: addr(port),
             bootstrap: self.bootstrap.clone(),
             trainer: None,
@@ -140,6 +148,7 @@ impl Testnet {
                     self.ports[i],
                 );
                 s.consensus_secret = Some(self.consensus[i]);
+                s.beacon_secret = Some(self.beacon[i]);
                 s.mesh = mesh.clone();
                 node::start(s).unwrap()
             })

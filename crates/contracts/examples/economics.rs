@@ -176,6 +176,7 @@ fn main() {
         validators: vec![],
         params,
         consensus: trainmesh_dag::ConsensusParams::default(),
+        beacon: None,
     };
     let mut sim = Sim {
         state: MemState::default(),

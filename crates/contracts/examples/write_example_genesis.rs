@@ -41,6 +41,7 @@ fn main() {
         validators,
         params: Params::default(),
         consensus: trainmesh_dag::ConsensusParams::default(),
+        beacon: None,
     };
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),

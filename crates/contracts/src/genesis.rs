@@ -29,6 +29,21 @@ pub struct GenesisValidator {
     pub stake: Amount,
 }
 
+/// The public side of the randomness beacon, dealt with the genesis: a threshold BLS key on
+/// BLS12-381 (signatures in G1, keys in G2) with one share per validator, share `i + 1` to the
+/// validator at position `i`. `public` holds the commitments to the sharing polynomial's
+/// coefficients (hex of compressed G2 points, lowest degree first): the first is the group key,
+/// and together they give every share's public key. The ledger crate checks the points.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeaconSetup {
+    /// Shares that make a beacon value: `threshold` = `public.len()`.
+    pub threshold: u16,
+    pub public: Vec<String>,
+}
+
+/// Hex characters of one compressed G2 point.
+pub const BEACON_POINT_HEX_LEN: usize = 192;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Genesis {
     pub chain_id: String,
@@ -40,6 +55,10 @@ pub struct Genesis {
     /// `CoreConfig::default()`).
     #[serde(default)]
     pub consensus: ConsensusParams,
+    /// The randomness beacon: required to run validators (a ledger executed without consensus,
+    /// as in tests, needs none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beacon: Option<BeaconSetup>,
 }
 
 impl Genesis {
@@ -85,6 +104,52 @@ impl Genesis {
             }
             if !keys_seen.insert(v.consensus_key) {
                 return Err(invalid("two validators share a consensus key".into()));
+            }
+        }
+        if let Some(b) = &self.beacon {
+            self.validate_beacon(b)?;
+        }
+        Ok(())
+    }
+
+    /// The consensus stake of each validator: whole TRAIN, at least 1.
+    pub fn consensus_stakes(&self) -> Vec<u64> {
+        self.validators
+            .iter()
+            .map(|v| ((v.stake.0 / crate::types::UNITS_PER_TRAIN) as u64).max(1))
+            .collect()
+    }
+
+    /// The beacon's threshold is the one the validators' stakes call for, with one commitment
+    /// per coefficient, each a well-formed hex point.
+    fn validate_beacon(&self, b: &BeaconSetup) -> ContractResult<()> {
+        let invalid = |reason: String| ContractError::Invalid {
+            what: "genesis beacon",
+            reason,
+        };
+        let expected =
+            trainmesh_dag::beacon_threshold(&self.consensus_stakes()).ok_or_else(|| {
+                invalid("validator stakes are too uneven for one beacon share per validator".into())
+            })?;
+        if b.threshold != expected {
+            return Err(invalid(format!(
+                "threshold {} but {} validators with these stakes need {expected}",
+                b.threshold,
+                self.validators.len()
+            )));
+        }
+        if b.public.len() != b.threshold as usize {
+            return Err(invalid(format!(
+                "{} coefficient commitments for threshold {}",
+                b.public.len(),
+                b.threshold
+            )));
+        }
+        for (i, p) in b.public.iter().enumerate() {
+            if p.len() != BEACON_POINT_HEX_LEN || hex::decode(p).is_err() {
+                return Err(invalid(format!(
+                    "commitment {i} is not {BEACON_POINT_HEX_LEN} hex characters"
+                )));
             }
         }
         Ok(())

@@ -41,7 +41,7 @@ pub mod workers;
 pub use calls::{execute, on_batch_end, Call};
 pub use error::{ContractError, ContractResult};
 pub use events::{Event, PaymentReason, SlashReason};
-pub use genesis::{Genesis, GenesisAccount, GenesisValidator};
+pub use genesis::{BeaconSetup, Genesis, GenesisAccount, GenesisValidator};
 pub use params::{ParamUpdate, Params};
 pub use state::{MemState, Overlay, State, StateExt};
 pub use types::{

@@ -125,6 +125,43 @@ impl Committee {
     }
 }
 
+/// The share threshold of a randomness beacon with one share per authority: one more than the
+/// most authorities whose stakes together stay below the validity threshold (so that no coalition
+/// a quorum tolerates holds enough shares), provided every set holding the rest of the stake (the
+/// honest authorities at the least) still holds that many. `None` when stakes are too uneven for
+/// one share per authority to satisfy both.
+pub fn beacon_threshold(stakes: &[Stake]) -> Option<u16> {
+    let total: u128 = stakes.iter().map(|&s| s as u128).sum();
+    if stakes.is_empty() || total == 0 {
+        return None;
+    }
+    let faulty = validity_threshold(total as Stake) as u128 - 1;
+    let mut ascending: Vec<u128> = stakes.iter().map(|&s| s as u128).collect();
+    ascending.sort_unstable();
+    // The most authorities a faulty coalition may be: the smallest stakes first.
+    let mut sum = 0u128;
+    let mut most_faulty = 0usize;
+    for s in &ascending {
+        sum += s;
+        if sum > faulty {
+            break;
+        }
+        most_faulty += 1;
+    }
+    let threshold = most_faulty + 1;
+    // The fewest authorities holding all but `faulty` stake: the largest stakes first.
+    let mut sum = 0u128;
+    let mut fewest_honest = 0usize;
+    for s in ascending.iter().rev() {
+        sum += s;
+        fewest_honest += 1;
+        if sum >= total - faulty {
+            break;
+        }
+    }
+    (threshold <= fewest_honest).then(|| u16::try_from(threshold).ok())?
+}
+
 /// ⌊2·total/3⌋ + 1.
 pub fn quorum_threshold(total: Stake) -> Stake {
     ((2 * total as u128) / 3 + 1) as Stake
@@ -247,6 +284,16 @@ mod tests {
         assert!(agg.reached(c.quorum_threshold()));
     }
 
+    #[test]
+    fn beacon_threshold_is_f_plus_one_for_equal_stakes_and_refuses_lopsided_ones() {
+        for (n, t) in [(1, 1), (4, 2), (7, 3), (10, 4), (31, 11)] {
+            assert_eq!(beacon_threshold(&vec![100; n]), Some(t), "n={n}");
+        }
+        // Three small authorities can stay under f while the honest rest may be only two.
+        assert_eq!(beacon_threshold(&[5, 1, 1, 1]), None);
+        assert_eq!(beacon_threshold(&[]), None);
+    }
+
     proptest! {
         /// Two quorums always intersect in more than the faulty stake f = total - quorum... i.e.
         /// q + q > total + f where f = the largest stake the protocol tolerates (total - q).
@@ -264,6 +311,32 @@ mod tests {
             prop_assert!(v > f);
             // Liveness: the honest stake (total - f) reaches a quorum.
             prop_assert!(total - f >= q);
+        }
+
+        /// Every coalition under the validity threshold holds fewer shares than the threshold,
+        /// and every coalition holding the rest of the stake holds at least that many (checked
+        /// over all subsets).
+        #[test]
+        fn beacon_threshold_separates_faulty_from_honest(
+            stakes in proptest::collection::vec(1u64..20, 1..9),
+        ) {
+            let total: u64 = stakes.iter().sum();
+            let faulty = validity_threshold(total) - 1;
+            if let Some(t) = beacon_threshold(&stakes) {
+                for mask in 0u32..(1 << stakes.len()) {
+                    let members = mask.count_ones() as u16;
+                    let stake: u64 = (0..stakes.len())
+                        .filter(|i| mask & (1 << i) != 0)
+                        .map(|i| stakes[i])
+                        .sum();
+                    if stake <= faulty {
+                        prop_assert!(members < t);
+                    }
+                    if stake >= total - faulty {
+                        prop_assert!(members >= t);
+                    }
+                }
+            }
         }
 
         #[test]

@@ -202,6 +202,21 @@ impl<S: ConsensusStore> Core<S> {
         Ok(())
     }
 
+    /// A transaction of the validator's own that must not wait behind, or be refused by, a full
+    /// mempool (its beacon share of a commit: one per commit, so bounded by the commit rate):
+    /// proposed first, whatever the mempool holds.
+    pub fn submit_own_transaction(&mut self, transaction: Transaction) -> DagResult<()> {
+        if transaction.len() > self.config.transaction_bytes_max {
+            return Err(DagError::TransactionTooLarge {
+                len_bytes: transaction.len(),
+                max_bytes: self.config.transaction_bytes_max,
+            });
+        }
+        self.mempool_bytes += transaction.len();
+        self.mempool.push_front(transaction);
+        Ok(())
+    }
+
     /// Dispatches a verified message from `from`.
     pub fn handle_message(
         &mut self,

@@ -161,8 +161,15 @@ fn mesh_frame() -> Vec<Vec<u8>> {
             batches: vec![SyncedBatch {
                 index: 1,
                 timestamp_ms: 1_000,
-                seed: [7; 32],
                 transactions: transactions(),
+                beacon_shares: vec![(
+                    2,
+                    trainmesh_ledger::beacon::BeaconShare {
+                        commit: 0,
+                        signature: [7; 48],
+                    }
+                    .encode(),
+                )],
             }],
         },
         MeshMessage::BlobRequest {

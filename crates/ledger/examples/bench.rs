@@ -49,6 +49,7 @@ fn genesis(keys: &[AccountKey]) -> Genesis {
         validators: vec![],
         params: Params::default(),
         consensus: trainmesh_dag::ConsensusParams::default(),
+        beacon: None,
     }
 }
 

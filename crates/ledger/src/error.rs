@@ -40,6 +40,8 @@ pub enum LedgerError {
     NoGenesis,
     #[error("invalid genesis: {reason}")]
     InvalidGenesis { reason: String },
+    #[error("randomness beacon: {reason}")]
+    InvalidBeacon { reason: String },
     #[error("storage failed: {reason}")]
     Storage { reason: String },
     #[error("stored state is corrupt: {reason}")]
@@ -86,6 +88,7 @@ impl LedgerError {
             LedgerError::GenesisMismatch { .. } => "genesis_mismatch",
             LedgerError::NoGenesis => "no_genesis",
             LedgerError::InvalidGenesis { .. } => "invalid_genesis",
+            LedgerError::InvalidBeacon { .. } => "invalid_beacon",
             LedgerError::Storage { .. } => "storage",
             LedgerError::Corrupt { .. } => "corrupt",
         }

@@ -7,12 +7,15 @@
 //! - [`verify`]: batch signature verification on every core
 //! - [`ledger`]: `Ledger` (genesis, `execute(batch)`, queries, proofs) over redb
 //! - `tree`: the Merkle tree's records in redb (the latest tree, one record per path)
+//! - [`beacon`]: the threshold-BLS randomness beacon that seeds every draw, and the gate that
+//!   holds a committed batch until its seed is known
 //! - [`account_key`]: an account's signing key
 //! - [`error`]: `LedgerError`, one variant per rule, with stable codes
 //!
 //! The state machines themselves (accounts, staking, jobs, ...) live in `trainmesh-contracts`.
 
 pub mod account_key;
+pub mod beacon;
 pub mod error;
 pub mod ledger;
 pub mod transaction;

@@ -124,6 +124,7 @@ fn genesis(a: &ConsensusArgs) -> Genesis {
             leader_timeout_ms: a.leader_timeout_ms,
             ..ConsensusParams::default()
         },
+        beacon: None,
     }
 }
 
@@ -516,6 +517,7 @@ async fn run_validator<S: ConsensusStore + Unpin + Send + 'static>(
         sync: None,
         replay_from: 0,
         retain_commits: u64::MAX,
+        beacon: None,
         metrics: NodeMetrics::new(),
     };
     let coordinator = Coordinator::new(core, startup, wiring);

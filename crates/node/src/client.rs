@@ -302,6 +302,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         genesis,
         account_secret: secret,
         consensus_secret: None,
+        beacon_secret: None,
         listen: loopback(free_port()),
         bootstrap: args
             .bootstrap

@@ -31,6 +31,8 @@ pub struct NodeConfig {
     pub listen: String,
     pub account_key: PathBuf,
     pub consensus_key: Option<PathBuf>,
+    /// A validator's share of the randomness beacon (`trainmesh genesis new --beacon-out`).
+    pub beacon_key: Option<PathBuf>,
     /// `/ip4/…/tcp/…/p2p/<peer id>` of peers to dial first (the validators, usually).
     #[serde(default)]
     pub bootstrap: Vec<String>,
@@ -166,7 +168,7 @@ impl NodeConfig {
                 *p = base.join(&*p);
             }
         }
-        if let Some(p) = &mut c.consensus_key {
+        for p in [&mut c.consensus_key, &mut c.beacon_key].into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -204,6 +206,11 @@ impl NodeConfig {
             account_secret: crate::keys::read(&self.account_key)?,
             consensus_secret: self
                 .consensus_key
+                .as_ref()
+                .map(|p| crate::keys::read(p))
+                .transpose()?,
+            beacon_secret: self
+                .beacon_key
                 .as_ref()
                 .map(|p| crate::keys::read(p))
                 .transpose()?,

@@ -102,7 +102,7 @@ fn address(secret: &[u8; 32]) -> Address {
 
 /// The devnet's genesis: funded workers, provider and researcher, staked validators, and the
 /// default economics with a short unit timeout (a stuck unit moves on within the demo).
-fn genesis(roles: &Roles) -> Genesis {
+fn genesis(roles: &Roles) -> (Genesis, Vec<[u8; 32]>) {
     let mut accounts = Vec::new();
     for s in roles.trainers.iter().chain(&roles.evaluators) {
         accounts.push(GenesisAccount {
@@ -127,7 +127,7 @@ fn genesis(roles: &Roles) -> Genesis {
             stake: Amount::from_train(100_000),
         })
         .collect();
-    Genesis {
+    let mut genesis = Genesis {
         chain_id: "trainmesh-devnet".into(),
         genesis_time_ms: 0,
         accounts,
@@ -145,7 +145,10 @@ fn genesis(roles: &Roles) -> Genesis {
             ..Params::default()
         },
         consensus: ConsensusParams::default(),
-    }
+        beacon: None,
+    };
+    let shares = crate::genesis::deal_beacon(&mut genesis).expect("equal stakes deal a beacon");
+    (genesis, shares)
 }
 
 /// The demo job: an MLP on the chosen dataset, target held-out accuracy.
@@ -347,6 +350,8 @@ impl Roles {
 struct Launcher {
     root: PathBuf,
     genesis: Genesis,
+    /// Each validator's beacon share, by position (the devnet deals them itself).
+    beacon_shares: Vec<[u8; 32]>,
     ports: Vec<u16>,
     bootstrap: Vec<(libp2p::PeerId, libp2p::Multiaddr)>,
     capability: Capability,
@@ -371,9 +376,11 @@ impl Launcher {
                 (peer, loopback(*port))
             })
             .collect();
+        let (genesis, beacon_shares) = genesis(roles);
         Launcher {
             root,
-            genesis: genesis(roles),
+            genesis,
+            beacon_shares,
             ports,
             bootstrap,
             capability: local_capability(train_device.as_deref()),
@@ -388,6 +395,7 @@ impl Launcher {
             genesis: self.genesis.clone(),
             account_secret: account,
             consensus_secret: None,
+            beacon_secret: None,
             listen: loopback(port),
             bootstrap: self.bootstrap.clone(),
             trainer: None,
@@ -413,6 +421,7 @@ impl Launcher {
     ) -> anyhow::Result<NodeHandle> {
         let mut s = self.spec(format!("validator-{i}"), *account, self.ports[i]);
         s.consensus_secret = Some(*consensus);
+        s.beacon_secret = Some(self.beacon_shares[i]);
         Ok(node::start(s)?)
     }
 

@@ -24,6 +24,24 @@ pub struct GenesisArgs {
     pub unit_timeout_ms: Option<u64>,
     #[arg(long)]
     pub out: PathBuf,
+    /// Where each validator's share of the randomness beacon goes: `beacon-<i>.key`, `i` its
+    /// position in `--validator` order. Give validator `i` its file (`beacon_key` in its config)
+    /// and delete the rest: whoever holds a threshold of them can predict every draw.
+    #[arg(long)]
+    pub beacon_out: PathBuf,
+}
+
+/// Deals the genesis' randomness beacon (threshold from the validators' stakes), fresh from the
+/// OS: returns each validator's share, by position.
+pub fn deal_beacon(genesis: &mut Genesis) -> anyhow::Result<Vec<[u8; 32]>> {
+    use rand::SeedableRng;
+    let threshold = trainmesh_dag::beacon_threshold(&genesis.consensus_stakes())
+        .context("validator stakes are too uneven for one beacon share per validator")?;
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let (setup, shares) =
+        trainmesh_ledger::beacon::deal(genesis.validators.len(), threshold, &mut rng)?;
+    genesis.beacon = Some(setup);
+    Ok(shares)
 }
 
 /// A public key: 64 hex characters, or the public key of a key file.
@@ -53,7 +71,8 @@ fn amount(s: &str) -> anyhow::Result<Amount> {
     Ok(Amount::from_train(train))
 }
 
-pub fn build(args: &GenesisArgs) -> anyhow::Result<Genesis> {
+/// The genesis the arguments describe, and its validators' beacon shares.
+pub fn build(args: &GenesisArgs) -> anyhow::Result<(Genesis, Vec<[u8; 32]>)> {
     let mut validators = Vec::new();
     for v in &args.validators {
         let parts: Vec<&str> = v.rsplitn(3, ':').collect();
@@ -86,22 +105,27 @@ pub fn build(args: &GenesisArgs) -> anyhow::Result<Genesis> {
     if let Some(t) = args.unit_timeout_ms {
         params.unit_timeout_ms = t;
     }
-    let genesis = Genesis {
+    let mut genesis = Genesis {
         chain_id: args.chain_id.clone(),
         genesis_time_ms: 0,
         accounts,
         validators,
         params,
         consensus: trainmesh_dag::ConsensusParams::default(),
+        beacon: None,
     };
+    let shares = deal_beacon(&mut genesis)?;
     genesis
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid genesis: {e}"))?;
-    Ok(genesis)
+    Ok((genesis, shares))
 }
 
 pub fn new(args: GenesisArgs) -> anyhow::Result<()> {
-    let genesis = build(&args)?;
+    let (genesis, shares) = build(&args)?;
+    for (i, share) in shares.iter().enumerate() {
+        crate::keys::write(&args.beacon_out.join(format!("beacon-{i}.key")), share)?;
+    }
     std::fs::write(&args.out, genesis.to_json())
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("{}", hex::encode(genesis.hash()));

@@ -44,6 +44,7 @@ pub fn genesis(
             .collect(),
         params,
         consensus: trainmesh_dag::ConsensusParams::default(),
+        beacon: None,
     }
 }
 
