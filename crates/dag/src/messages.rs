@@ -311,11 +311,6 @@ pub struct CommittedSubDag {
 }
 
 impl CommittedSubDag {
-    /// Randomness every node derives identically from this commit (e.g. for assigning work).
-    pub fn seed(&self) -> [u8; 32] {
-        *blake3::keyed_hash(&self.leader.digest.0, &self.index.to_le_bytes()).as_bytes()
-    }
-
     pub fn transactions(&self) -> impl Iterator<Item = &Transaction> {
         self.certificates
             .iter()

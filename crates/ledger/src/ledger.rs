@@ -54,19 +54,10 @@ pub struct Batch {
     /// The consensus commit index: batches execute in this order, without gaps.
     pub index: u64,
     pub timestamp: TimestampMs,
+    /// What every draw of this batch derives from: the beacon value of its commit
+    /// ([`crate::beacon`]), fixed only after the commit's content was.
     pub seed: [u8; 32],
     pub transactions: Vec<Bytes>,
-}
-
-impl Batch {
-    pub fn from_committed(sub_dag: &trainmesh_dag::CommittedSubDag) -> Batch {
-        Batch {
-            index: sub_dag.index,
-            timestamp: TimestampMs(sub_dag.timestamp.0),
-            seed: sub_dag.seed(),
-            transactions: sub_dag.transactions().cloned().collect(),
-        }
-    }
 }
 
 /// A batch whose transactions are decoded and signature-checked, ready to execute.

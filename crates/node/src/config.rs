@@ -168,7 +168,10 @@ impl NodeConfig {
                 *p = base.join(&*p);
             }
         }
-        for p in [&mut c.consensus_key, &mut c.beacon_key].into_iter().flatten() {
+        for p in [&mut c.consensus_key, &mut c.beacon_key]
+            .into_iter()
+            .flatten()
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
