@@ -1,9 +1,11 @@
 //! Disputes over a unit's verdict, played out as transactions and refereed by the validators.
 //!
 //! A dispute opens when a trainer contests a rejection (within [`DisputeParams::window_ms`], with a
-//! bond locked from its free stake) or, without a bond, when the panel splits (some evaluators
-//! accept, some reject: no fresh draw for free). The first rejecting evaluator is the
-//! challenger; the trainer defends its checkpoint chain.
+//! bond locked from its free stake) or when, on audited work, any evaluator of the panel rejects
+//! while the others accept: the panel split (no fresh draw for free), or a dissenter contests the
+//! acceptance of a quorum (it is not outvoted; its stake is its bond). The first rejecting
+//! evaluator is the challenger; the trainer defends its checkpoint chain, and the accepting
+//! evaluators stand or fall with it.
 //!
 //! 1. **Segment**: the challenger names a segment of the chain and the end hash its replay gave.
 //! 2. **Chain**: the trainer opens its chain there: the segment's start and end hashes with
@@ -22,7 +24,8 @@
 //! referee that reaches no quorum voids the dispute). The loser pays: a losing trainer forfeits
 //! its collateral and its bond to the rejecting evaluators, and the evaluators that accepted its
 //! faulty work are slashed; losing rejecting evaluators are slashed with the trainer as reporter,
-//! and the unit gets a fresh panel.
+//! and the unit is certified by its accepting evaluators when they are a quorum, or gets a fresh
+//! panel.
 
 use serde::{Deserialize, Serialize};
 
@@ -495,7 +498,9 @@ pub fn play(
     });
     unit.dispute = Some(d);
     if let Some(v) = settled {
-        settle(state, ctx, &mut unit, v, &p, events)?;
+        let mut job = jobs::load_job(state, unit.id.job)?;
+        settle(state, ctx, &mut job, &mut unit, v, &p, events)?;
+        jobs::store_job(state, &job);
     }
     jobs::store_unit(state, &unit);
     Ok(())
@@ -514,6 +519,7 @@ fn next_stage(d: &Dispute) -> Stage {
 pub(crate) fn on_deadline(
     state: &mut (impl State + ?Sized),
     ctx: &Context,
+    job: &mut jobs::Job,
     unit: &mut Unit,
     p: &Params,
     events: &mut Events,
@@ -531,7 +537,7 @@ pub(crate) fn on_deadline(
         Stage::Segment | Stage::Respond => Verdict::TrainerWins,
         Stage::Referee | Stage::Available => Verdict::Void,
     };
-    settle(state, ctx, unit, verdict, p, events)?;
+    settle(state, ctx, job, unit, verdict, p, events)?;
     Ok(true)
 }
 
@@ -539,6 +545,7 @@ pub(crate) fn on_deadline(
 fn settle(
     state: &mut (impl State + ?Sized),
     ctx: &Context,
+    job: &mut jobs::Job,
     unit: &mut Unit,
     verdict: Verdict,
     p: &Params,
@@ -557,7 +564,6 @@ fn settle(
     let mut a = accounts::load(state, &d.trainer)?;
     a.locked = a.locked.saturating_sub(d.bond);
     accounts::store(state, &d.trainer, &a);
-    let job = jobs::load_job(state, unit.id.job)?;
     match verdict {
         Verdict::TrainerLoses => {
             for e in &d.accepters {
@@ -567,7 +573,7 @@ fn settle(
             jobs::reject_final(
                 state,
                 ctx,
-                &job,
+                job,
                 unit,
                 &d.rejecters,
                 d.certificate,
@@ -581,7 +587,9 @@ fn settle(
                 slash_evaluator(state, ctx, *e, &[d.trainer], unit.id, p, events)?;
                 unit.excluded.push(*e);
             }
-            jobs::redraw_panel(state, ctx, unit, p, events)?;
+            // An accepting quorum whose acceptance was contested certifies now; a split panel
+            // gets a fresh one.
+            jobs::certify_or_redraw(state, ctx, job, unit, &d.accepters, p, events)?;
         }
         Verdict::Void => jobs::redraw_panel(state, ctx, unit, p, events)?,
     }

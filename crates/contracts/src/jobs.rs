@@ -353,7 +353,7 @@ pub fn load_job(state: &(impl State + ?Sized), id: JobId) -> ContractResult<Job>
         .ok_or(ContractError::UnknownJob(id))
 }
 
-fn store_job(state: &mut (impl State + ?Sized), job: &Job) {
+pub(crate) fn store_job(state: &mut (impl State + ?Sized), job: &Job) {
     state.write(keys::job(job.id), job);
 }
 
@@ -846,40 +846,27 @@ pub fn attest(
         accept: attestation.accept,
     });
     unit.attestations.push((sender, attestation));
-    let accepts: Vec<Address> = unit
-        .attestations
-        .iter()
-        .filter(|(_, a)| a.accept)
-        .map(|(e, _)| *e)
-        .collect();
-    let rejects: Vec<Address> = unit
-        .attestations
-        .iter()
-        .filter(|(_, a)| !a.accept)
-        .map(|(e, _)| *e)
-        .collect();
-    // Every engine is exact, so honest evaluators measure the same held-out metric: accepts that
-    // disagree on it certify nothing (one of them did not compute what it claims).
-    let accepted_metrics: std::collections::BTreeSet<u32> = unit
-        .attestations
-        .iter()
-        .filter(|(_, a)| a.accept)
-        .map(|(_, a)| a.metric_ppm)
-        .collect();
-    if accepts.len() >= p.attestation_quorum as usize && accepted_metrics.len() == 1 {
-        certify(state, ctx, &mut job, &mut unit, &accepts, &p, events)?;
-    } else if rejects.len() >= p.attestation_quorum as usize {
-        reject(state, ctx, &job, &mut unit, &rejects, &p, events)?;
-    } else if unit.attestations.len() == unit.evaluators.len() {
-        if !rejects.is_empty() && tier >= 1 {
-            // A split panel goes to dispute: a trainer with one friendly evaluator gets no
-            // free redraws, and whoever is wrong about the chain pays.
-            crate::disputes::open_on_split(state, ctx, &mut unit, &accepts, &rejects, &p, events)?;
-        } else {
-            // Accepts that disagree on the metric, nobody rejecting: nothing to bisect; a
-            // fresh panel.
-            redraw_panel(state, ctx, &mut unit, &p, events)?;
+    let t = tally(&unit);
+    let all_in = unit.attestations.len() == unit.evaluators.len();
+    let quorum = p.attestation_quorum as usize;
+    if t.rejects.len() >= quorum {
+        reject(state, ctx, &job, &mut unit, &t.rejects, &p, events)?;
+    } else if tier >= 1 && !t.rejects.is_empty() {
+        // Dissent on audited work: once the whole panel has spoken, a dispute — the dissenters
+        // contest the acceptance, or the panel split. A trainer with one friendly evaluator gets
+        // no free redraws, an evaluator that saw a fault is not outvoted, and whoever is wrong
+        // about the chain pays.
+        if all_in {
+            crate::disputes::open_on_split(
+                state, ctx, &mut unit, &t.accepts, &t.rejects, &p, events,
+            )?;
         }
+    } else if t.accepts.len() >= quorum && t.metrics_agree && (all_in || tier == 0) {
+        certify(state, ctx, &mut job, &mut unit, &t.accepts, &p, events)?;
+    } else if all_in {
+        // Accepts that disagree on the metric, or a split over an unaudited tier: nothing to
+        // bisect; a fresh panel.
+        redraw_panel(state, ctx, &mut unit, &p, events)?;
     }
     store_unit(state, &unit);
     store_job(state, &job);
@@ -899,6 +886,61 @@ fn pay(
     accounts::credit(state, &to, amount)?;
     events.push(Event::Paid { to, amount, reason });
     Ok(())
+}
+
+/// A panel's attestations so far.
+struct Tally {
+    accepts: Vec<Address>,
+    rejects: Vec<Address>,
+    /// Every engine is exact, so honest evaluators measure the same held-out metric: accepts
+    /// that disagree on it certify nothing (one of them did not compute what it claims).
+    metrics_agree: bool,
+}
+
+fn tally(unit: &Unit) -> Tally {
+    let verdict = |accept: bool| -> Vec<Address> {
+        unit.attestations
+            .iter()
+            .filter(|(_, a)| a.accept == accept)
+            .map(|(e, _)| *e)
+            .collect()
+    };
+    let metrics: std::collections::BTreeSet<u32> = unit
+        .attestations
+        .iter()
+        .filter(|(_, a)| a.accept)
+        .map(|(_, a)| a.metric_ppm)
+        .collect();
+    Tally {
+        accepts: verdict(true),
+        rejects: verdict(false),
+        metrics_agree: metrics.len() <= 1,
+    }
+}
+
+/// A dispute over a unit found the trainer right: the evaluators that accepted certify it when
+/// they are a quorum agreeing on the metric (a dissenter contested their acceptance and lost);
+/// otherwise a fresh panel looks again.
+pub(crate) fn certify_or_redraw(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    job: &mut Job,
+    unit: &mut Unit,
+    accepters: &[Address],
+    p: &Params,
+    events: &mut Events,
+) -> ContractResult<()> {
+    let metrics: std::collections::BTreeSet<u32> = unit
+        .attestations
+        .iter()
+        .filter(|(e, a)| a.accept && accepters.contains(e))
+        .map(|(_, a)| a.metric_ppm)
+        .collect();
+    if accepters.len() >= p.attestation_quorum as usize && metrics.len() == 1 {
+        certify(state, ctx, job, unit, accepters, p, events)
+    } else {
+        redraw_panel(state, ctx, unit, p, events)
+    }
 }
 
 /// A quorum accepted: the certificate of useful work. Pays from escrow, emits, updates
@@ -1274,11 +1316,25 @@ pub fn on_batch_end(
                         }
                     }
                 }
-                unit.attempt += 1;
-                sample_evaluators(state, ctx, &mut unit, true, &p, events)?;
+                // Those who spoke decide when they can: an accepting quorum certifies (or, with
+                // a dissenter, goes to dispute); otherwise a fresh panel.
+                let t = tally(&unit);
+                let quorum = p.attestation_quorum as usize;
+                if job.spec.tier >= 1 && t.accepts.len() >= quorum && t.metrics_agree {
+                    if t.rejects.is_empty() {
+                        certify(state, ctx, &mut job, &mut unit, &t.accepts, &p, events)?;
+                    } else {
+                        crate::disputes::open_on_split(
+                            state, ctx, &mut unit, &t.accepts, &t.rejects, &p, events,
+                        )?;
+                    }
+                } else {
+                    unit.attempt += 1;
+                    sample_evaluators(state, ctx, &mut unit, true, &p, events)?;
+                }
             }
             UnitState::Rejected | UnitState::Disputed => {
-                if !crate::disputes::on_deadline(state, ctx, &mut unit, &p, events)? {
+                if !crate::disputes::on_deadline(state, ctx, &mut job, &mut unit, &p, events)? {
                     continue;
                 }
             }

@@ -1743,3 +1743,100 @@ fn withholding_the_agreed_state_is_settled_by_the_validators() {
         w.net.check();
     }
 }
+
+/// Panels of three with a quorum of two: a dissenter can be outvoted unless it may contest.
+fn panels_of_three() -> Params {
+    Params {
+        evaluators_per_unit: 3,
+        attestation_quorum: 2,
+        ..quick()
+    }
+}
+
+/// A forger's two friendly evaluators accept its work; the third evaluator rejects. A quorum
+/// accepted, but the dissenter contests the acceptance: the bisection over the chain ends at one
+/// step, the validator referees it, and the forger loses its collateral while both accepting
+/// evaluators are slashed with the dissenter as reporter. Nothing is certified or paid.
+#[test]
+fn an_evaluator_contests_an_acceptance_and_wins() {
+    let mut w = world(panels_of_three());
+    let forger = Side {
+        forged_from: Some(2_000),
+    };
+    let (id, trainer, leaves, panel) = w.disputable_unit(forger);
+    assert_eq!(panel.len(), 3);
+    let (friends, dissenter) = ([panel[0], panel[1]], panel[2]);
+    let events = w.verdicts(
+        id,
+        &[(friends[0], true), (friends[1], true), (dissenter, false)],
+    );
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::WorkCertified { .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::DisputeOpened { challenger, .. } if *challenger == dissenter)));
+    assert_eq!(w.unit(id.job, 0).state, UnitState::Disputed);
+    let friend_stakes: Vec<Amount> = friends.iter().map(|f| w.stake(f)).collect();
+    let trainer_stake = w.stake(&trainer.address());
+    let events = w.play_out(id, (&trainer, forger), Side::HONEST, &leaves, 1);
+    let (outcome, moves) = settled(&events);
+    assert_eq!(outcome, "trainer_loses");
+    assert!(moves <= 2 + 2 * 11 + 1, "{moves} moves");
+    let mut slashed = slashed_for_lost_dispute(&events);
+    slashed.sort();
+    let mut expected = friends.to_vec();
+    expected.sort();
+    assert_eq!(slashed, expected);
+    for (f, before) in friends.iter().zip(friend_stakes) {
+        assert_eq!(
+            w.stake(f),
+            before.checked_sub(before.mul_bps(2_000)).unwrap()
+        );
+    }
+    assert!(w.stake(&trainer.address()) < trainer_stake);
+    let unit = w.unit(id.job, 0);
+    assert_ne!(unit.state, UnitState::Certified);
+    assert!(unit.excluded.contains(&trainer.address()));
+    w.net.check();
+}
+
+/// The mirror: honest work, two evaluators accept, one rejects to stall it (or to win the
+/// trainer's collateral). Its contest of the acceptance is played out and lost: it is slashed
+/// with the trainer as reporter, and the accepting quorum certifies the unit at once — no
+/// fresh panel, no second wait.
+#[test]
+fn a_dissent_against_honest_work_loses_and_the_quorum_certifies() {
+    let mut w = world(panels_of_three());
+    let (id, trainer, leaves, panel) = w.disputable_unit(Side::HONEST);
+    let (accepters, dissenter) = ([panel[0], panel[1]], panel[2]);
+    w.verdicts(
+        id,
+        &[
+            (accepters[0], true),
+            (accepters[1], true),
+            (dissenter, false),
+        ],
+    );
+    assert_eq!(w.unit(id.job, 0).state, UnitState::Disputed);
+    let dissenter_stake = w.stake(&dissenter);
+    let liar = Side {
+        forged_from: Some(1_500),
+    };
+    let events = w.play_out(id, (&trainer, Side::HONEST), liar, &leaves, 1);
+    assert_eq!(settled(&events).0, "trainer_wins");
+    assert_eq!(slashed_for_lost_dispute(&events), vec![dissenter]);
+    assert_eq!(
+        w.stake(&dissenter),
+        dissenter_stake
+            .checked_sub(dissenter_stake.mul_bps(2_000))
+            .unwrap()
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::WorkCertified { trainer: t, .. } if *t == trainer.address())));
+    let unit = w.unit(id.job, 0);
+    assert_eq!(unit.state, UnitState::Certified);
+    assert_eq!(unit.attempt, 0, "certified by the first panel");
+    w.net.check();
+}
