@@ -84,6 +84,17 @@ pub enum Call {
         #[serde(rename = "move")]
         mv: crate::disputes::Move,
     },
+    /// The assigned trainer seals a secret for its unit ([`crate::plants::seal_of`]); the batch
+    /// that executes it decides, with the secret, whether the unit is a planted fault.
+    SealPlant {
+        unit: UnitId,
+        seal: Hash32,
+    },
+    /// The trainer opens its seal once every evaluator committed ([`crate::plants`]).
+    OpenPlant {
+        unit: UnitId,
+        secret: Hash32,
+    },
 }
 
 impl Call {
@@ -104,13 +115,15 @@ impl Call {
             Call::Attest { .. } => "attest",
             Call::CommitAttestation { .. } => "commit_attestation",
             Call::Dispute { .. } => "dispute",
+            Call::SealPlant { .. } => "seal_plant",
+            Call::OpenPlant { .. } => "open_plant",
             Call::Propose { .. } => "propose",
             Call::Vote { .. } => "vote",
         }
     }
 
     /// Number of call kinds (for decoding: a kind at or above it is unknown).
-    pub const KINDS: u32 = 16;
+    pub const KINDS: u32 = 18;
 }
 
 /// Runs one call for `sender`. On error the caller discards everything the call wrote.
@@ -174,10 +187,16 @@ pub fn execute(
             salt,
         } => jobs::attest(state, ctx, sender, unit, attestation, &salt, &mut events)?,
         Call::CommitAttestation { unit, commitment } => {
-            jobs::commit_attestation(state, sender, unit, commitment, &mut events)?
+            jobs::commit_attestation(state, ctx, sender, unit, commitment, &mut events)?
         }
         Call::Dispute { unit, mv } => {
             crate::disputes::play(state, ctx, sender, unit, mv, &mut events)?
+        }
+        Call::SealPlant { unit, seal } => {
+            crate::plants::seal(state, ctx, sender, unit, seal, &mut events)?
+        }
+        Call::OpenPlant { unit, secret } => {
+            crate::plants::open(state, sender, unit, secret, &mut events)?
         }
         Call::Propose {
             description,

@@ -18,6 +18,9 @@ pub struct Counters {
     pub emitting_certificates: u64,
     /// Disputes opened (contested rejections and split panels).
     pub disputes: u64,
+    /// Planted faults opened, and the verdicts that accepted one.
+    pub plants: u64,
+    pub plants_accepted: u64,
 }
 
 pub fn load(state: &(impl State + ?Sized)) -> ContractResult<Counters> {

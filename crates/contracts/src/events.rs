@@ -54,6 +54,10 @@ pub enum SlashReason {
     WithheldReveal { unit: UnitId },
     /// An evaluator ended on the losing side of a dispute over the unit.
     LostDispute { unit: UnitId },
+    /// An evaluator accepted a planted fault ([`crate::plants`]).
+    AcceptedPlant { unit: UnitId },
+    /// A trainer drawn for a plant did not plant it, or did not open its seal in time.
+    SkippedPlant { unit: UnitId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +208,21 @@ pub enum Event {
         unit: UnitId,
         outcome: String,
         moves: u32,
+    },
+    /// The trainer sealed its plant secret for the unit.
+    PlantSealed {
+        unit: UnitId,
+    },
+    /// The seal was opened: `clear`, `planted` or `skipped`.
+    PlantOpened {
+        unit: UnitId,
+        outcome: String,
+    },
+    /// A plant's verdicts are in: who rejected it (`caught`) and who accepted it (`missed`).
+    PlantResolved {
+        unit: UnitId,
+        caught: Vec<Address>,
+        missed: Vec<Address>,
     },
 }
 

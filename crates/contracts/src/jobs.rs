@@ -265,6 +265,10 @@ pub struct Unit {
     pub certificate: Option<Hash32>,
     /// The dispute over the current attempt's verdict, while one is open (or contestable).
     pub dispute: Option<crate::disputes::Dispute>,
+    /// The trainer's sealed plant secret for the current result ([`crate::plants`]).
+    pub plant: Option<crate::plants::Plant>,
+    /// Whether a plant of this unit was opened already: a unit is planted at most once.
+    pub planted: bool,
 }
 
 impl Unit {
@@ -485,6 +489,8 @@ fn open_unit(
         audit_seed: Hash32::default(),
         certificate: None,
         dispute: None,
+        plant: None,
+        planted: false,
     };
     assign(state, ctx, job, &mut unit, p, events)?;
     store_unit(state, &unit);
@@ -571,6 +577,7 @@ fn assign(
     accounts::store(state, &trainer, &account);
     workers::adjust_open_units(state, &trainer, 1)?;
     unit.trainer = Some(trainer);
+    unit.plant = None;
     unit.collateral = collateral;
     unit.state = UnitState::Assigned;
     unit.assigned_at = ctx.time;
@@ -642,6 +649,12 @@ fn sample_evaluators(
     unit.evaluators = weighted_sample(pool, p.evaluators_per_unit as usize, &mut sampler);
     unit.commitments.clear();
     unit.attestations.clear();
+    if let Some(plant) = &mut unit.plant {
+        if plant.opened.is_none() {
+            // A fresh panel commits afresh: the opening's deadline restarts with it.
+            plant.committed_at = None;
+        }
+    }
     for e in &unit.evaluators {
         workers::adjust_open_units(state, e, 1)?;
     }
@@ -687,6 +700,12 @@ pub fn submit_result(
         });
     }
     let p = params::load(state)?;
+    let tier = load_job(state, unit_id.job)?.spec.tier;
+    if crate::plants::required(&unit, tier, &p) && unit.plant.is_none() {
+        return Err(invalid(
+            "seal a plant secret for the unit (SealPlant) before submitting its result".into(),
+        ));
+    }
     events.push(Event::ResultSubmitted {
         unit: unit_id,
         trainer: sender,
@@ -743,6 +762,7 @@ pub fn attestation_commitment(
 /// A panel evaluator commits to its attestation (once per attempt).
 pub fn commit_attestation(
     state: &mut (impl State + ?Sized),
+    ctx: &Context,
     sender: Address,
     unit_id: UnitId,
     commitment: Hash32,
@@ -767,6 +787,9 @@ pub fn commit_attestation(
         });
     }
     unit.commitments.push((sender, commitment));
+    if unit.commitments.len() == unit.evaluators.len() {
+        crate::plants::on_commitments_complete(ctx, &mut unit);
+    }
     events.push(Event::AttestationCommitted {
         unit: unit_id,
         evaluator: sender,
@@ -811,6 +834,11 @@ pub fn attest(
             unit.evaluators.len()
         )));
     }
+    if crate::plants::reveals_wait(&unit) {
+        return Err(invalid(
+            "reveals open once the trainer opened its plant seal (or its deadline passed)".into(),
+        ));
+    }
     if attestation_commitment(unit_id, unit.attempt, &sender, &attestation, salt) != committed {
         return Err(invalid(
             "the revealed attestation does not open its commitment".into(),
@@ -845,11 +873,18 @@ pub fn attest(
         evaluator: sender,
         accept: attestation.accept,
     });
+    let accepted = attestation.accept;
     unit.attestations.push((sender, attestation));
     let t = tally(&unit);
     let all_in = unit.attestations.len() == unit.evaluators.len();
     let quorum = p.attestation_quorum as usize;
-    if t.rejects.len() >= quorum {
+    if crate::plants::is_planted(&unit) {
+        // A plant: each verdict is judged against the known fault; no certificate, no dispute.
+        crate::plants::judge(state, ctx, &unit, sender, accepted, &p, events)?;
+        if all_in {
+            crate::plants::resolve(state, ctx, &mut unit, events)?;
+        }
+    } else if t.rejects.len() >= quorum {
         reject(state, ctx, &job, &mut unit, &t.rejects, &p, events)?;
     } else if tier >= 1 && !t.rejects.is_empty() {
         // Dissent on audited work: once the whole panel has spoken, a dispute — the dissenters
@@ -1176,6 +1211,24 @@ pub(crate) fn reject_final(
 
 /// The result stands for another look: a fresh panel (the current one excluded), the next
 /// attempt.
+/// A resolved plant: the unit goes back to its trainer (collateral still locked, a fresh
+/// deadline) for its true result.
+pub(crate) fn return_to_trainer(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    unit: &mut Unit,
+) -> ContractResult<()> {
+    release_evaluators(state, unit)?;
+    unit.evaluators.clear();
+    unit.commitments.clear();
+    unit.attestations.clear();
+    unit.result = None;
+    unit.plant = None;
+    unit.state = UnitState::Assigned;
+    unit.assigned_at = ctx.time;
+    Ok(())
+}
+
 pub(crate) fn redraw_panel(
     state: &mut (impl State + ?Sized),
     ctx: &Context,
@@ -1264,6 +1317,14 @@ pub fn on_batch_end(
         };
         let mut unit = load_unit(state, unit_id)?;
         let overdue = |since: TimestampMs| ctx.time.0.saturating_sub(since.0) > p.unit_timeout_ms;
+        if unit.state == UnitState::Submitted
+            && !overdue(unit.submitted_at)
+            && crate::plants::on_deadline(state, ctx, &mut unit, &p, events)?
+        {
+            // The trainer kept its seal shut: penalised, and the reveals open without it.
+            store_unit(state, &unit);
+            continue;
+        }
         match unit.state {
             UnitState::Waiting => {
                 assign(state, ctx, &job, &mut unit, &p, &mut Events::default())?;
@@ -1320,7 +1381,9 @@ pub fn on_batch_end(
                 // a dissenter, goes to dispute); otherwise a fresh panel.
                 let t = tally(&unit);
                 let quorum = p.attestation_quorum as usize;
-                if job.spec.tier >= 1 && t.accepts.len() >= quorum && t.metrics_agree {
+                if crate::plants::is_planted(&unit) {
+                    crate::plants::resolve(state, ctx, &mut unit, events)?;
+                } else if job.spec.tier >= 1 && t.accepts.len() >= quorum && t.metrics_agree {
                     if t.rejects.is_empty() {
                         certify(state, ctx, &mut job, &mut unit, &t.accepts, &p, events)?;
                     } else {

@@ -11,6 +11,7 @@
 //! - [`workers`]: WorkerRegistry; [`datasets`]: DatasetRegistry
 //! - [`jobs`]: JobManager: units, assignment, results, attestations, certificates, settlement
 //! - [`disputes`]: contested verdicts: bisection over a checkpoint chain, refereed by validators
+//! - [`plants`]: planted faults, sealed by trainers, that measure evaluators' diligence
 //! - [`reputation`]: per-worker scores that decay; [`governance`]: proposals and votes
 //! - [`merkle`]: the Merkle tree of checkpoint chains and shard lists (roots, proofs)
 //! - [`sampling`]: stake × reputation weighted draws from a commit's seed
@@ -31,6 +32,7 @@ pub mod jobs;
 pub mod keys;
 pub mod merkle;
 pub mod params;
+pub mod plants;
 pub mod reputation;
 pub mod sampling;
 pub mod staking;

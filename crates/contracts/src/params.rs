@@ -43,6 +43,9 @@ pub struct Params {
     /// The dispute game: contest window, move deadline, bond, evaluator slash.
     #[serde(default)]
     pub disputes: crate::disputes::DisputeParams,
+    /// Planted faults: rate, opening deadline, evaluator slash, skip penalty.
+    #[serde(default)]
+    pub plants: crate::plants::PlantParams,
 }
 
 impl Default for Params {
@@ -72,6 +75,7 @@ impl Default for Params {
             governance_timelock_ms: 3_600_000,
             governance_min_deposit: Amount::from_train(10),
             disputes: crate::disputes::DisputeParams::default(),
+            plants: crate::plants::PlantParams::default(),
         }
     }
 }
@@ -110,6 +114,7 @@ pub enum ParamUpdate {
         timelock_ms: u64,
     },
     Disputes(crate::disputes::DisputeParams),
+    Plants(crate::plants::PlantParams),
 }
 
 fn invalid(reason: String) -> ContractError {
@@ -123,6 +128,7 @@ impl Params {
     pub fn validate(&self) -> ContractResult<()> {
         self.disputes
             .validate()
+            .and_then(|()| self.plants.validate())
             .map_err(|reason| ContractError::Invalid {
                 what: "parameters",
                 reason,
@@ -227,6 +233,7 @@ impl Params {
                 p.governance_timelock_ms = timelock_ms;
             }
             ParamUpdate::Disputes(ref d) => p.disputes = d.clone(),
+            ParamUpdate::Plants(ref d) => p.plants = d.clone(),
         }
         p.validate()?;
         Ok(p)

@@ -1840,3 +1840,268 @@ fn a_dissent_against_honest_work_loses_and_the_quorum_certifies() {
     assert_eq!(unit.attempt, 0, "certified by the first panel");
     w.net.check();
 }
+
+// ---- Planted faults -----------------------------------------------------------------------------
+
+use trainmesh_ledger::contracts::plants::{self, PlantParams};
+
+fn with_plants() -> Params {
+    Params {
+        plants: PlantParams {
+            rate_ppm: plants::PPM / 2,
+            open_ms: 20_000,
+            ..PlantParams::default()
+        },
+        ..quick()
+    }
+}
+
+impl World {
+    /// A job of one unit; its trainer seals a secret chosen so that the unit is (or is not) a
+    /// plant. The seed is the next batch's, which the test harness derives from the index (a
+    /// trainer cannot know it: it comes from the beacon).
+    fn sealed_unit(&mut self, plant: bool) -> (UnitId, AccountKey, Hash32) {
+        let deadline = self.net.time_ms + 24 * 3_600_000;
+        let researcher = self.researcher.clone();
+        self.net.ok(
+            &researcher,
+            Call::SubmitJob {
+                spec: job_spec(deadline, 1),
+            },
+        );
+        let id = UnitId {
+            job: JobId(
+                self.net
+                    .ledger
+                    .read::<trainmesh_ledger::contracts::counters::Counters>(keys::COUNTERS)
+                    .unwrap()
+                    .unwrap()
+                    .jobs,
+            ),
+            index: 0,
+        };
+        let unit = self.unit(id.job, 0);
+        let trainer = self.key_of(unit.trainer.unwrap()).clone();
+        let batch_seed = *blake3::hash(&self.net.ledger.next_index().to_le_bytes()).as_bytes();
+        let seed = plants::plant_seed(&batch_seed, id, unit.attempt);
+        let rate = with_plants().plants.rate_ppm;
+        let secret = (0u8..=255)
+            .map(|i| Hash32([i; 32]))
+            .find(|s| plants::is_plant(s, &seed, rate) == plant)
+            .expect("half of all secrets draw each way");
+        self.net.ok(
+            &trainer,
+            Call::SealPlant {
+                unit: id,
+                seal: plants::seal_of(&secret),
+            },
+        );
+        assert_eq!(self.unit(id.job, 0).plant.unwrap().seed, seed);
+        (id, trainer, secret)
+    }
+
+    fn submit(&mut self, trainer: &AccountKey, id: UnitId, checkpoint: Hash32) {
+        let mut result = World::result(960_000, 0);
+        result.checkpoint = checkpoint;
+        self.net
+            .ok(trainer, Call::SubmitWorkResult { unit: id, result });
+    }
+
+    /// Each evaluator of the panel commits to `accept`; returns the sealed reveals.
+    fn commit_all(
+        &mut self,
+        id: UnitId,
+        accept: &[(Address, bool)],
+    ) -> Vec<(AccountKey, Attestation)> {
+        let sealed: Vec<(AccountKey, Attestation)> = accept
+            .iter()
+            .map(|(e, a)| {
+                let k = self.key_of(*e).clone();
+                let att = Attestation {
+                    accept: *a,
+                    metric_ppm: 960_000,
+                    tier: 1,
+                    segments_checked: self.drawn(id.job, id.index, e),
+                };
+                (k, att)
+            })
+            .collect();
+        for (k, a) in &sealed {
+            self.commit(k, id, a);
+        }
+        sealed
+    }
+}
+
+/// A lazy evaluator accepts without replaying; the trainer was drawn for a plant and planted
+/// its last segment's end. The diligent evaluator rejects it. The seal opens after both
+/// committed: the lazy one loses stake and reputation (the trainer reports it), the diligent one
+/// keeps its stake, and the unit goes back to its trainer, whose true result a fresh panel
+/// certifies.
+#[test]
+fn a_lazy_evaluator_is_caught_by_a_planted_fault_and_slashed() {
+    let mut w = world(with_plants());
+    let (id, trainer, secret) = w.sealed_unit(true);
+    let planted = plants::planted_checkpoint(&secret, id);
+    w.submit(&trainer, id, planted);
+    let panel = w.unit(id.job, 0).evaluators.clone();
+    let (lazy, diligent) = (panel[0], panel[1]);
+    let sealed = w.commit_all(id, &[(lazy, true), (diligent, false)]);
+    // Reveals wait for the opening: nobody learns the verdicts before the plant is known.
+    let early = w.net.call(
+        &sealed[0].0,
+        World::reveal(id, sealed[0].1.clone(), &sealed[0].0),
+    );
+    assert!(early.unwrap_err().message.contains("plant seal"));
+    // A wrong secret does not open the seal.
+    assert!(w
+        .net
+        .call(
+            &trainer,
+            Call::OpenPlant {
+                unit: id,
+                secret: Hash32([0xAB; 32])
+            }
+        )
+        .is_err());
+    let events = w.net.ok(&trainer, Call::OpenPlant { unit: id, secret });
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::PlantOpened { outcome, .. } if outcome == "planted")));
+    let (lazy_stake, diligent_stake) = (w.stake(&lazy), w.stake(&diligent));
+    let trainer_balance = w.net.balance(&trainer.address());
+    let mut events = Vec::new();
+    for (k, a) in sealed {
+        events.extend(w.net.ok(&k, World::reveal(id, a, &k)));
+    }
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Slashed { who, reason: SlashReason::AcceptedPlant { .. }, .. } if *who == lazy
+    )));
+    assert_eq!(
+        w.stake(&lazy),
+        lazy_stake.checked_sub(lazy_stake.mul_bps(2_000)).unwrap()
+    );
+    assert_eq!(w.stake(&diligent), diligent_stake);
+    assert!(
+        w.net.balance(&trainer.address()) > trainer_balance,
+        "the trainer is the reporter"
+    );
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::PlantResolved { caught, missed, .. } if caught == &vec![diligent] && missed == &vec![lazy]
+    )));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::WorkCertified { .. })));
+    // Back to its trainer, planted once: the true result needs no seal and certifies.
+    let unit = w.unit(id.job, 0);
+    assert_eq!(unit.state, UnitState::Assigned);
+    assert_eq!(unit.trainer, Some(trainer.address()));
+    assert!(unit.planted && unit.plant.is_none());
+    let counters: trainmesh_ledger::contracts::counters::Counters =
+        w.net.ledger.read(keys::COUNTERS).unwrap().unwrap();
+    assert_eq!((counters.plants, counters.plants_accepted), (1, 1));
+    let events = w.run_unit(id.job, 0, 960_000, true);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::WorkCertified { .. })));
+    w.net.check();
+}
+
+/// The griefing attack: a trainer drawn for a plant submits honest work, lets the evaluators
+/// accept it, and opens its seal hoping to have them slashed. The ledger sees no planted end:
+/// the trainer pays the skip penalty, nobody else loses anything, and the unit certifies.
+#[test]
+fn a_trainer_cannot_claim_a_plant_on_honest_work() {
+    let mut w = world(with_plants());
+    let (id, trainer, secret) = w.sealed_unit(true);
+    w.submit(&trainer, id, World::result(960_000, 0).checkpoint);
+    let panel = w.unit(id.job, 0).evaluators.clone();
+    let sealed = w.commit_all(id, &[(panel[0], true), (panel[1], true)]);
+    let stakes: Vec<Amount> = panel.iter().map(|e| w.stake(e)).collect();
+    let trainer_stake = w.stake(&trainer.address());
+    let events = w.net.ok(&trainer, Call::OpenPlant { unit: id, secret });
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::PlantOpened { outcome, .. } if outcome == "skipped")));
+    assert_eq!(
+        w.stake(&trainer.address()),
+        trainer_stake
+            .checked_sub(with_plants().plants.skip_penalty)
+            .unwrap()
+    );
+    let mut events = Vec::new();
+    for (k, a) in sealed {
+        events.extend(w.net.ok(&k, World::reveal(id, a, &k)));
+    }
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::WorkCertified { .. })));
+    assert_eq!(panel.iter().map(|e| w.stake(e)).collect::<Vec<_>>(), stakes);
+    w.net.check();
+}
+
+/// A unit not drawn for a plant opens `clear` and runs as usual; a result without a seal is
+/// refused while plants are on; a trainer that keeps its seal shut past the deadline pays the
+/// skip penalty and the reveals open without it.
+#[test]
+fn seals_are_required_and_a_silent_trainer_pays() {
+    let mut w = world(with_plants());
+    let (id, trainer, secret) = w.sealed_unit(false);
+    w.submit(&trainer, id, World::result(960_000, 0).checkpoint);
+    let panel = w.unit(id.job, 0).evaluators.clone();
+    let sealed = w.commit_all(id, &[(panel[0], true), (panel[1], true)]);
+    let events = w.net.ok(&trainer, Call::OpenPlant { unit: id, secret });
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::PlantOpened { outcome, .. } if outcome == "clear")));
+    for (k, a) in sealed {
+        w.net.ok(&k, World::reveal(id, a, &k));
+    }
+    assert_eq!(w.unit(id.job, 0).state, UnitState::Certified);
+
+    // Unsealed: refused.
+    let deadline = w.net.time_ms + 24 * 3_600_000;
+    let researcher = w.researcher.clone();
+    w.net.ok(
+        &researcher,
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    let id2 = UnitId {
+        job: JobId(id.job.0 + 1),
+        index: 0,
+    };
+    let t2 = w.key_of(w.unit(id2.job, 0).trainer.unwrap()).clone();
+    let refused = w.net.call(
+        &t2,
+        Call::SubmitWorkResult {
+            unit: id2,
+            result: World::result(960_000, 0),
+        },
+    );
+    assert!(refused.unwrap_err().message.contains("SealPlant"));
+
+    // Sealed, then silent after the commitments.
+    let (id3, t3, _) = w.sealed_unit(true);
+    w.submit(&t3, id3, World::result(960_000, 0).checkpoint);
+    let panel = w.unit(id3.job, 0).evaluators.clone();
+    let sealed = w.commit_all(id3, &[(panel[0], true), (panel[1], true)]);
+    let stake = w.stake(&t3.address());
+    let out = w.net.batch(vec![], with_plants().plants.open_ms + 1);
+    assert!(out.end_events.iter().any(|e| matches!(
+        e,
+        Event::Slashed {
+            reason: SlashReason::SkippedPlant { .. },
+            ..
+        }
+    )));
+    assert!(w.stake(&t3.address()) < stake);
+    for (k, a) in sealed {
+        w.net.ok(&k, World::reveal(id3, a, &k));
+    }
+    assert_eq!(w.unit(id3.job, 0).state, UnitState::Certified);
+    w.net.check();
+}
