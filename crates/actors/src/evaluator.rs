@@ -181,8 +181,11 @@ impl EvaluatorActor {
                     if self.sent.due(&key).is_some() {
                         self.commit(unit.id, unit.attempt, &sealed, true);
                     }
-                } else if unit.commitments.len() >= unit.evaluators.len() {
-                    // The whole panel committed: reveal (and again while it does not show).
+                } else if unit.commitments.len() >= unit.evaluators.len()
+                    && !trainmesh_contracts::plants::reveals_wait(&unit)
+                {
+                    // The whole panel committed and the trainer opened its plant seal (if it
+                    // sealed one): reveal (and again while it does not show).
                     if !self.revealed.contains(&key) {
                         self.revealed.insert(key, ());
                         self.reveal(unit.id, &sealed, false);
@@ -285,6 +288,16 @@ async fn verify_unit(
         .result
         .clone()
         .ok_or_else(|| WorkError::Invalid("submitted unit without result".into()))?;
+    if lazy {
+        // Runs nothing and says it did, guessing the metric from the trainer's report.
+        let attestation = Attestation {
+            accept: true,
+            metric_ppm: result.metric_ppm,
+            tier: job.spec.tier,
+            segments_checked: drawn,
+        };
+        return Ok((attestation, None));
+    }
     let (model, hyper) = model_and_hyper(job)?;
     let trainer_peers = worker_peers(&work.ledger, Role::Trainer, unit.trainer.as_ref());
     let chain_bytes = work
@@ -327,9 +340,17 @@ async fn verify_unit(
     // Fetch every checkpoint the audit and tier 0 need.
     let mut store = CheckpointStore::new();
     store.put(start_bytes);
-    // The final checkpoint (tier 0) and the start of every drawn segment: a replay is compared
-    // with the committed end by its hash, so the end checkpoints need not travel.
-    let mut wanted: Vec<GpuHash> = vec![chain.final_checkpoint()];
+    // The start of every drawn segment: a replay is compared with the committed end by its hash,
+    // so the end checkpoints need not travel. Tier 0 measures the final checkpoint; tier ≥ 1
+    // measures its own replay of the last segment (always drawn), since trainers keep the final
+    // checkpoint of audited work until it is certified (a planted fault has none to serve, and a
+    // plant must look like any result).
+    let tier = job.spec.tier;
+    let mut wanted: Vec<GpuHash> = if tier == 0 {
+        vec![chain.final_checkpoint()]
+    } else {
+        Vec::new()
+    };
     for &i in &audited {
         wanted.push(chain.segment_start(i));
     }
@@ -352,21 +373,22 @@ async fn verify_unit(
         store.put(b.to_vec());
     }
     let metrics = work.metrics.clone();
-    let tier = job.spec.tier;
     let metric_kind = job.spec.target.metric;
     let committed_root = GpuHash(result.chain_root.0);
     let end_step = unit.first_step + unit.steps;
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let final_bytes = store
-            .get(&chain.final_checkpoint())
-            .expect("fetched above")
-            .to_vec();
-        let measured = verify::tier0(&model, &final_bytes, &chain.final_checkpoint(), &heldout)?;
-        let final_state = TrainState::decode(&final_bytes, &model)?;
-        let mut accept = final_state.step == end_step;
         let mut fault = None;
-        if tier >= 1 && !lazy {
+        let (measured, accept) = if tier == 0 {
+            let final_bytes = store
+                .get(&chain.final_checkpoint())
+                .expect("fetched above")
+                .to_vec();
+            let measured =
+                verify::tier0(&model, &final_bytes, &chain.final_checkpoint(), &heldout)?;
+            let final_state = TrainState::decode(&final_bytes, &model)?;
+            (measured, final_state.step == end_step)
+        } else {
             // On the device when there is one: the same bits, so still exact.
             let mut replayer = Replayer::new(device.as_deref(), &model, hyper, &train)?;
             let report = verify::audit(&chain, &committed_root, &audited, &store, &mut replayer)?;
@@ -377,7 +399,6 @@ async fn verify_unit(
                     "audit found faked segments"
                 );
             }
-            accept &= report.accepted();
             // The segment a dispute names: the first faked one, with the end the replay gave;
             // else the first whose start was not served (its end unknown).
             fault = report
@@ -395,7 +416,16 @@ async fn verify_unit(
                         .first()
                         .map(|(i, _)| (*i as u32, Hash32::default()))
                 });
-        }
+            // The held-out metric of this evaluator's own replay of the last segment.
+            let last = report.last_end.as_deref().ok_or_else(|| {
+                trainmesh_gpu::GpuError::ResultMalformed {
+                    reason: "the last segment could not be replayed".into(),
+                }
+            })?;
+            let last_state = TrainState::decode(last, &model)?;
+            let measured = trainmesh_gpu::train::evaluate(&model, &last_state.params, &heldout)?;
+            (measured, report.accepted() && last_state.step == end_step)
+        };
         metrics
             .verification_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -3,12 +3,21 @@
 //! passed conformance and the model is dense, else on the CPU executor, with the same bits — keeps
 //! and serves the checkpoint chain, and publishes the result.
 //!
+//! **Planted faults** ([`trainmesh_contracts::plants`]). For audited work (tier ≥ 1, while the
+//! network plants) the trainer seals a secret per unit and attempt as soon as the unit is
+//! assigned (derived from its account key, so a restart finds it again). Once the seal is
+//! executed it knows whether the unit is a plant; if so it submits its chain with the last
+//! segment's end replaced by the planted hash, opens its seal once every evaluator committed,
+//! and afterwards submits the true result, which it kept. The final checkpoint of audited work
+//! is served only once the unit is certified: a plant has none, and must look like any result.
+//!
 //! A trainer built with `cheat` fakes every segment of every unit (claims the steps without
 //! running them): the devnet uses it to show that evaluators catch it and the ledger slashes it.
 //! Faking every segment makes the catch certain: whichever segments the audit draws, each one
 //! replays to another checkpoint than the claimed one. (A cheater that fakes only some segments
 //! is caught with the audit's probability; `trainmesh_gpu::verify::miss_probability` gives it.)
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -96,9 +105,24 @@ pub struct TrainerActor {
     device: Option<Arc<GpuDevice>>,
     trained_on: TrainedOn,
     busy: Option<(UnitId, u32)>,
+    /// Units trained, by unit (its start, steps and data fix what it is): the true result,
+    /// kept for a submission after a plant, and the final checkpoint until it may be served.
+    trained: BTreeMap<UnitId, Trained>,
     /// Results sent, by (unit, attempt).
     sent: Outbox<WorkResult>,
+    /// Plant seals and openings sent, by (unit, attempt).
+    seals: Outbox<()>,
+    openings: Outbox<()>,
     registration_sent: Option<Instant>,
+}
+
+/// A unit this trainer trained.
+#[derive(Clone, Debug)]
+struct Trained {
+    result: WorkResult,
+    chain: Chain,
+    /// The final checkpoint, held back until the unit is certified (audited work).
+    held: Option<(Hash32, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for TrainerActor {
@@ -125,8 +149,78 @@ impl TrainerActor {
             device,
             trained_on,
             busy: None,
+            trained: BTreeMap::new(),
             sent: Outbox::default(),
+            seals: Outbox::default(),
+            openings: Outbox::default(),
             registration_sent: None,
+        }
+    }
+
+    /// The plant secret of a unit's attempt: derived from the account key, never stored.
+    fn plant_secret(&self, unit: UnitId, attempt: u32) -> Hash32 {
+        let mut domain = b"trainmesh/plant-secret/".to_vec();
+        domain.extend_from_slice(&unit.job.0.to_le_bytes());
+        domain.extend_from_slice(&unit.index.to_le_bytes());
+        domain.extend_from_slice(&attempt.to_le_bytes());
+        Hash32(self.work.wallet.derive(&domain))
+    }
+
+    /// Sends `call` once per (unit, attempt), and again while its effect does not show.
+    fn send_once(outbox: &mut Outbox<()>, work: &WorkContext, key: (UnitId, u32), call: Call) {
+        if !outbox.contains(&key) {
+            outbox.insert(key, ());
+            work.send_call(call, false);
+        } else if outbox.due(&key).is_some() {
+            work.send_call(call, true);
+        }
+    }
+
+    /// The planted version of a trained unit: its chain with the last end replaced by the
+    /// planted hash (served as the chain blob; the planted end itself has no checkpoint).
+    fn planted_result(&self, t: &Trained, secret: &Hash32, unit: UnitId) -> WorkResult {
+        let planted = trainmesh_contracts::plants::planted_checkpoint(secret, unit);
+        let mut chain = t.chain.clone();
+        if let Some(last) = chain.chain.last_mut() {
+            *last = trainmesh_gpu::hash::Hash32(planted.0);
+        }
+        let root = chain.chain_root();
+        let json = serde_json::to_vec(&chain).expect("chains serialize");
+        self.work
+            .blobs
+            .put(BlobKind::Chain, root.0, json, Audience::Anyone);
+        WorkResult {
+            checkpoint: planted,
+            chain_root: Hash32(root.0),
+            ..t.result.clone()
+        }
+    }
+
+    /// Serves the final checkpoints of units now certified; forgets units no longer its own.
+    fn release_finals(&mut self) {
+        let me = self.work.wallet.address;
+        let ledger = self.work.ledger.read().expect("ledger lock");
+        let mut done = Vec::new();
+        for (id, t) in &mut self.trained {
+            let unit: Option<Unit> = ledger
+                .read(&trainmesh_contracts::keys::unit(*id))
+                .ok()
+                .flatten();
+            let Some(unit) = unit else { continue };
+            if unit.state == UnitState::Certified {
+                if let Some((hash, bytes)) = t.held.take() {
+                    self.work
+                        .blobs
+                        .put(BlobKind::Checkpoint, hash.0, bytes, Audience::Anyone);
+                }
+                done.push(*id);
+            } else if unit.trainer != Some(me) || unit.state == UnitState::Cancelled {
+                done.push(*id);
+            }
+        }
+        drop(ledger);
+        for id in done {
+            self.trained.remove(&id);
         }
     }
 
@@ -144,19 +238,75 @@ impl TrainerActor {
         ) {
             return;
         }
+        self.release_finals();
         let Ok(units) = current_units(&self.work.ledger) else {
             return;
         };
+        let params: trainmesh_contracts::Params = match self
+            .work
+            .ledger
+            .read()
+            .expect("ledger lock")
+            .read(trainmesh_contracts::keys::PARAMS)
+        {
+            Ok(Some(p)) => p,
+            _ => return,
+        };
         let me = self.work.wallet.address;
         for (job, unit) in units {
-            if unit.state != UnitState::Assigned || unit.trainer != Some(me) {
+            if unit.trainer != Some(me) {
                 continue;
             }
             let key = (unit.id, unit.attempt);
+            if unit.state == UnitState::Submitted {
+                // Open the plant seal once every verdict is committed.
+                if let Some(p) = &unit.plant {
+                    if p.opened.is_none() && p.committed_at.is_some() {
+                        let secret = self.plant_secret(unit.id, unit.attempt);
+                        let call = Call::OpenPlant {
+                            unit: unit.id,
+                            secret,
+                        };
+                        Self::send_once(&mut self.openings, &self.work, key, call);
+                    }
+                }
+                continue;
+            }
+            if unit.state != UnitState::Assigned {
+                continue;
+            }
+            let plants = trainmesh_contracts::plants::required(&unit, job.spec.tier, &params);
+            if plants && unit.plant.is_none() {
+                let seal =
+                    trainmesh_contracts::plants::seal_of(&self.plant_secret(unit.id, unit.attempt));
+                let call = Call::SealPlant {
+                    unit: unit.id,
+                    seal,
+                };
+                Self::send_once(&mut self.seals, &self.work, key, call);
+            }
             if self.sent.contains(&key) {
                 if let Some(result) = self.sent.due(&key) {
                     self.send_result(unit.id, result, true);
                 }
+                continue;
+            }
+            if let Some(t) = self.trained.get(&unit.id) {
+                let result = if plants {
+                    // The seal must be executed first: it decides whether this is a plant.
+                    let Some(p) = &unit.plant else { continue };
+                    let secret = self.plant_secret(unit.id, unit.attempt);
+                    if trainmesh_contracts::plants::is_plant(&secret, &p.seed, p.rate_ppm) {
+                        tracing::info!(unit = ?unit.id, "submitting a planted fault");
+                        self.planted_result(t, &secret, unit.id)
+                    } else {
+                        t.result.clone()
+                    }
+                } else {
+                    t.result.clone()
+                };
+                self.sent.insert(key, result.clone());
+                self.send_result(unit.id, result, false);
                 continue;
             }
             if self.busy.is_some() {
@@ -167,17 +317,17 @@ impl TrainerActor {
             let cheat = self.cheat;
             let device = self.device.clone();
             let fut = async move { run_unit(work, job, unit, cheat, device).await };
-            ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
+            ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
                 act.busy = None;
                 match res {
-                    Ok((result, device)) => {
+                    Ok((trained, device)) => {
                         act.trained_on.push(UnitTrained {
                             unit: key.0,
                             attempt: key.1,
                             device,
                         });
-                        act.sent.insert(key, result.clone());
-                        act.send_result(key.0, result, false);
+                        act.trained.insert(key.0, trained);
+                        act.poll(ctx);
                     }
                     Err(e) => tracing::warn!(unit = ?key.0, error = %e, "work unit failed"),
                 }
@@ -195,7 +345,7 @@ async fn run_unit(
     unit: Unit,
     cheat: bool,
     device: Option<Arc<GpuDevice>>,
-) -> Result<(WorkResult, String), WorkError> {
+) -> Result<(Trained, String), WorkError> {
     let (model, hyper) = model_and_hyper(&job)?;
     let train = work.datasets.load(&work, job.spec.dataset, false).await?;
     let start = start_state(&work, &job, &unit, &model, &hyper).await?;
@@ -266,6 +416,15 @@ async fn run_unit(
     })
     .await
     .map_err(|e| WorkError::Invalid(format!("training task: {e}")))??;
+    let mut blobs = blobs;
+    // Audited work keeps its final checkpoint until certified (see the module's notes).
+    let held = if job.spec.tier >= 1 {
+        blobs
+            .pop()
+            .map(|b| (Hash32(*blake3::hash(&b).as_bytes()), b))
+    } else {
+        None
+    };
     for b in blobs {
         let h = *blake3::hash(&b).as_bytes();
         work.blobs.put(BlobKind::Checkpoint, h, b, Audience::Anyone);
@@ -289,7 +448,14 @@ async fn run_unit(
         loss_trace_ppm,
         metric_ppm: ppm(metric),
     };
-    Ok((result, trained_on))
+    Ok((
+        Trained {
+            result,
+            chain,
+            held,
+        },
+        trained_on,
+    ))
 }
 
 impl Actor for TrainerActor {

@@ -1226,6 +1226,8 @@ pub(crate) fn return_to_trainer(
     unit.plant = None;
     unit.state = UnitState::Assigned;
     unit.assigned_at = ctx.time;
+    // A new attempt: commitments and results of the plant's round are of another attempt.
+    unit.attempt += 1;
     Ok(())
 }
 

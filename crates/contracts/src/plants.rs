@@ -68,11 +68,10 @@ impl Default for PlantParams {
 
 impl PlantParams {
     pub fn validate(&self) -> Result<(), String> {
-        if self.rate_ppm > PPM / 2 {
+        if self.rate_ppm > PPM {
             return Err(format!(
-                "plants.rate_ppm {} exceeds half of all units ({})",
-                self.rate_ppm,
-                PPM / 2
+                "plants.rate_ppm {} exceeds every unit ({PPM})",
+                self.rate_ppm
             ));
         }
         if self.open_ms == 0 {

@@ -93,6 +93,10 @@ pub struct AuditReport {
     pub faults: Vec<(usize, SegmentFault)>,
     /// Steps re-executed, for cost accounting.
     pub steps_replayed: u64,
+    /// The end checkpoint the replay of the chain's last segment gave, when it was checked and
+    /// its start was served: what the held-out metric is measured on, so that the final
+    /// checkpoint itself need not travel before the verdict.
+    pub last_end: Option<Vec<u8>>,
 }
 
 impl AuditReport {
@@ -118,6 +122,7 @@ fn audit_segment(
     i: usize,
     source: &impl CheckpointSource,
     replayer: &mut impl SegmentReplayer,
+    last_end: &mut Option<Vec<u8>>,
 ) -> Result<(), SegmentFault> {
     let start = fetch_verified(source, &result.segment_start(i))?;
     let replayed =
@@ -127,7 +132,11 @@ fn audit_segment(
                 reason: e.to_string(),
             })?;
     let claimed = result.chain[i];
-    let replayed = Hash32::of(&replayed);
+    let hash = Hash32::of(&replayed);
+    if i + 1 == result.chain.len() {
+        *last_end = Some(replayed);
+    }
+    let replayed = hash;
     if replayed == claimed {
         Ok(())
     } else {
@@ -160,10 +169,11 @@ pub fn audit(
             reason: format!("segment {bad} drawn from a chain of {}", result.chain.len()),
         });
     }
+    let mut last_end = None;
     let faults = checked
         .iter()
         .filter_map(|&i| {
-            audit_segment(result, i, source, replayer)
+            audit_segment(result, i, source, replayer, &mut last_end)
                 .err()
                 .map(|f| (i, f))
         })
@@ -172,6 +182,7 @@ pub fn audit(
         steps_replayed: checked.len() as u64 * result.segment_steps,
         checked: checked.to_vec(),
         faults,
+        last_end,
     })
 }
 

@@ -63,6 +63,11 @@ pub struct DevnetArgs {
     /// trainer wins the dispute at the validators' referee, and the colluder is slashed.
     #[arg(long, default_value_t = 0)]
     pub colluding_evaluators: usize,
+    /// Chance, in parts per million, that a unit is a planted fault (each unit at most once):
+    /// its trainer plants a provably wrong last segment, and evaluators that accept it are
+    /// slashed. With lazy evaluators, one of them sits on the first panel beside an honest one.
+    #[arg(long, default_value_t = 0)]
+    pub plant_rate_ppm: u32,
     #[arg(long, value_enum, default_value_t = DatasetChoice::Digits)]
     pub dataset: DatasetChoice,
     /// Keep the nodes' data here (default: a temporary directory, removed at exit).
@@ -102,7 +107,7 @@ fn address(secret: &[u8; 32]) -> Address {
 
 /// The devnet's genesis: funded workers, provider and researcher, staked validators, and the
 /// default economics with a short unit timeout (a stuck unit moves on within the demo).
-fn genesis(roles: &Roles) -> (Genesis, Vec<[u8; 32]>) {
+fn genesis(roles: &Roles, plant_rate_ppm: u32) -> (Genesis, Vec<[u8; 32]>) {
     let mut accounts = Vec::new();
     for s in roles.trainers.iter().chain(&roles.evaluators) {
         accounts.push(GenesisAccount {
@@ -140,6 +145,12 @@ fn genesis(roles: &Roles) -> (Genesis, Vec<[u8; 32]>) {
             disputes: trainmesh_contracts::disputes::DisputeParams {
                 window_ms: 3_000,
                 move_ms: 10_000,
+                ..Default::default()
+            },
+            // A trainer opens its seal within 30 s of the last commitment.
+            plants: trainmesh_contracts::plants::PlantParams {
+                rate_ppm: plant_rate_ppm,
+                open_ms: 30_000,
                 ..Default::default()
             },
             ..Params::default()
@@ -364,6 +375,7 @@ impl Launcher {
         root: PathBuf,
         roles: &Roles,
         train_device: Option<std::sync::Arc<trainmesh_gpu::device::GpuDevice>>,
+        plant_rate_ppm: u32,
     ) -> Launcher {
         let ports: Vec<u16> = roles.validators.iter().map(|_| free_port()).collect();
         let bootstrap = roles
@@ -376,7 +388,7 @@ impl Launcher {
                 (peer, loopback(*port))
             })
             .collect();
-        let (genesis, beacon_shares) = genesis(roles);
+        let (genesis, beacon_shares) = genesis(roles, plant_rate_ppm);
         Launcher {
             root,
             genesis,
@@ -472,7 +484,7 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
         "devnet: trainers train on {}",
         train_device_name.as_deref().unwrap_or("the CPU executor")
     );
-    let launcher = Launcher::new(root.clone(), &roles, train_device);
+    let launcher = Launcher::new(root.clone(), &roles, train_device, args.plant_rate_ppm);
     let tracked = roles.tracked(args.cheaters, |i| args.evaluator_mode(i));
     let mut nodes = Vec::new();
     for (i, v) in roles.validators.iter().enumerate() {
@@ -494,7 +506,7 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
     let odd_one = evaluators
         .iter()
         .find(|(_, _, m)| match m {
-            EvaluatorMode::Lazy => !cheating.is_empty(),
+            EvaluatorMode::Lazy => !cheating.is_empty() || args.plant_rate_ppm > 0,
             EvaluatorMode::Colluding => true,
             EvaluatorMode::Honest => false,
         })
@@ -683,6 +695,8 @@ async fn report(
             }))
             .collect::<Vec<_>>(),
         "evaluators_slashed": verdicts.evaluators_slashed.len(),
+        "plants": verdicts.plants,
+        "plants_accepted": verdicts.plants_accepted,
         "units_total": job.units_total,
         "committed_rounds": status.last_committed_round.0,
         "ledger_height": v0.ledger.read().expect("ledger lock").height(),

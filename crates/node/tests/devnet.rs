@@ -117,3 +117,20 @@ fn devnet_defeats_a_colluding_evaluator_at_the_referee() {
     assert_eq!(s["trainers_slashed"], 0.0, "{s}");
     assert_eq!(s["rejected_results"], 0, "{s}");
 }
+
+/// Certain by construction: every unit is planted once (rate 1,000,000 ppm), and the first
+/// panel is the lazy evaluator and an honest one. The honest trainer of the first unit plants a
+/// provably wrong last segment; the lazy evaluator accepts it without replaying, the honest one
+/// rejects it; the seal opens and the lazy one is slashed (the trainer is its reporter). Every
+/// trainer then submits its true result, and the job completes; no trainer loses anything.
+#[test]
+fn devnet_catches_a_lazy_evaluator_with_a_planted_fault() {
+    let s = devnet(&["--lazy-evaluators", "1", "--plant-rate-ppm", "1000000"]);
+    assert_eq!(s["job_status"], "completed");
+    assert!(s["test_accuracy"].as_f64().unwrap() >= 0.95, "{s}");
+    assert!(s["plants"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["plants_accepted"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["evaluators_slashed"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["trainers_slashed"], 0.0, "{s}");
+    assert_eq!(s["rejected_results"], 0, "{s}");
+}

@@ -26,6 +26,9 @@ pub(super) struct Verdicts {
     /// (unit, evaluator) of every evaluator slashed over the job's units: on the losing side
     /// of a dispute, or for keeping back a committed verdict.
     pub evaluators_slashed: Vec<(UnitId, Address)>,
+    /// Planted faults opened over the job's units, and the verdicts that accepted one.
+    pub plants: usize,
+    pub plants_accepted: usize,
 }
 
 impl Verdicts {
@@ -49,6 +52,10 @@ impl Verdicts {
                         v.timed_out.push((*unit, *trainer))
                     }
                     Event::DisputeOpened { unit, .. } if unit.job == job.id => v.disputes += 1,
+                    Event::PlantResolved { unit, missed, .. } if unit.job == job.id => {
+                        v.plants += 1;
+                        v.plants_accepted += missed.len();
+                    }
                     Event::DisputeSettled {
                         unit,
                         outcome,
@@ -57,7 +64,9 @@ impl Verdicts {
                     Event::Slashed {
                         who,
                         reason:
-                            SlashReason::LostDispute { unit } | SlashReason::WithheldReveal { unit },
+                            SlashReason::LostDispute { unit }
+                            | SlashReason::WithheldReveal { unit }
+                            | SlashReason::AcceptedPlant { unit },
                         ..
                     } if unit.job == job.id => v.evaluators_slashed.push((*unit, *who)),
                     _ => {}
