@@ -9,9 +9,13 @@
 //! When the panel splits, the first rejecting evaluator is the challenger of the dispute
 //! ([`trainmesh_contracts::disputes`]): it names the first segment its replay found faked and the
 //! end hash it computed (the answers that follow are the [`crate::dispute`] actor's). A *lazy*
-//! evaluator (`--lazy-evaluators` in the devnet) recomputes the held-out metric but replays
-//! nothing, and says it did: the dispute its accept loses is what catches it. A *colluding* one
+//! evaluator (`--lazy-evaluators` in the devnet) runs nothing, accepts, and reports the metric the
+//! trainer claimed: the disputes its accepts lose, and the planted faults it accepts, catch it. A *colluding* one
 //! (`--colluding-evaluators`) rejects everything: the disputes its rejections lose catch it.
+//!
+//! At tier ≥ 1 the held-out metric is measured on this evaluator's own replay of the last
+//! segment (trainers keep the final checkpoint of audited work until it is certified), and
+//! reveals wait until the trainer opened its plant seal ([`trainmesh_contracts::plants`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -12,6 +12,12 @@
 //! pays: income and slashes per honest and per lazy evaluator (net of `--audit-cost`, the
 //! compute an honest evaluator spends per audit, in TRAIN), and the cheats certified.
 //!
+//! Planted faults (`--plant-ppm`, parts per million of units): every trainer seals a secret per
+//! unit; a unit the draw makes a plant is submitted with a provably wrong last segment, honest
+//! evaluators reject it, lazy ones accept it and are slashed, and the true result follows. The
+//! JSON line adds the plants and how many lazy accepts they caught: that is what makes laziness
+//! cost more than the audits it saves, even when no trainer cheats.
+//!
 //! Every number comes from executing the contracts (`calls::execute` over an in-memory state):
 //! escrow, fee shares, emission and its decay, slashing, refunds. Change the parameters with the
 //! flags to see their effect before proposing them to governance.
@@ -57,6 +63,9 @@ struct Args {
     decay_bps: u32,
     #[arg(long, default_value_t = 1_000)]
     decay_interval: u64,
+    /// Chance that a unit is a planted fault, in parts per million.
+    #[arg(long, default_value_t = 20_000)]
+    plant_ppm: u32,
 }
 
 fn address(tag: &str, i: u64) -> Address {
@@ -74,6 +83,7 @@ struct Sim {
     paid_to: BTreeMap<Address, u128>,
     slashed_from: BTreeMap<Address, u128>,
     disputes: u64,
+    plants_accepted: u64,
 }
 
 impl Sim {
@@ -122,10 +132,15 @@ impl Sim {
                     *self.slashed_from.entry(*who).or_default() += amount.0;
                 }
                 Event::DisputeOpened { .. } => self.disputes += 1,
+                Event::PlantResolved { missed, .. } => self.plants_accepted += missed.len() as u64,
                 _ => {}
             }
         }
     }
+}
+
+fn params_now(sim: &Sim) -> Params {
+    trainmesh_contracts::params::load(&sim.state).expect("parameters")
 }
 
 fn train(n: u128) -> String {
@@ -145,6 +160,10 @@ fn main() {
         disputes: trainmesh_contracts::disputes::DisputeParams {
             window_ms: 1,
             move_ms: 1_001,
+            ..Default::default()
+        },
+        plants: trainmesh_contracts::plants::PlantParams {
+            rate_ppm: args.plant_ppm,
             ..Default::default()
         },
         ..Params::default()
@@ -188,6 +207,7 @@ fn main() {
         paid_to: BTreeMap::new(),
         slashed_from: BTreeMap::new(),
         disputes: 0,
+        plants_accepted: 0,
     };
     // The first `cheat_percent`% of the trainers cheat, the first `lazy_percent`% of the
     // evaluators are lazy.
@@ -203,6 +223,7 @@ fn main() {
         .collect();
     let mut audits: BTreeMap<Address, u64> = BTreeMap::new();
     let mut cheats_certified = 0u64;
+    let mut plants = 0u64;
     genesis.apply(&mut sim.state).expect("genesis");
     sim.roles.insert(provider, "data provider");
     for (list, role, name) in [
@@ -310,101 +331,127 @@ fn main() {
                 "enough trainers are registered"
             );
             let cheat = cheaters.contains(&unit.trainer.unwrap());
-            let result = WorkResult {
-                checkpoint: Hash32([index as u8; 32]),
-                chain_root: Hash32([3; 32]),
-                segments: jobs::chain_segments(100),
-                loss_trace_ppm: vec![500_000],
-                metric_ppm: 900_000,
-            };
-            sim.call(
-                unit.trainer.unwrap(),
-                Call::SubmitWorkResult { unit: id, result },
-            );
-            let unit = jobs::load_unit(&sim.state, id).unwrap();
-            // The whole panel commits, then the quorum reveals.
-            let salt = Hash32([7; 32]);
-            let attestations: Vec<(Address, Attestation)> = unit
-                .evaluators
-                .iter()
-                .map(|e| {
-                    // Each evaluator names the ledger's draw for it.
-                    let segments_checked = trainmesh_contracts::sampling::audit_sample(
-                        &unit.audit_seed.0,
-                        &[3; 32],
-                        e,
-                        jobs::chain_segments(100),
-                        jobs::audit_segments(&Params::default()),
-                    );
-                    if !lazy.contains(e) {
-                        *audits.entry(*e).or_default() += 1;
-                    }
-                    let attestation = Attestation {
-                        accept: !cheat || lazy.contains(e),
-                        metric_ppm: 900_000,
-                        tier: 1,
-                        segments_checked,
-                    };
-                    (*e, attestation)
-                })
-                .collect();
-            for (e, attestation) in &attestations {
-                let commitment =
-                    jobs::attestation_commitment(id, unit.attempt, e, attestation, &salt);
-                sim.call(
-                    *e,
-                    Call::CommitAttestation {
-                        unit: id,
-                        commitment,
-                    },
-                );
-            }
-            let mut outcome = Vec::new();
-            for (e, attestation) in attestations
-                .into_iter()
-                .take(Params::default().attestation_quorum as usize)
-            {
-                outcome.extend(sim.call(
-                    e,
-                    Call::Attest {
-                        unit: id,
-                        attestation,
-                        salt,
-                    },
-                ));
-            }
-            let unit = jobs::load_unit(&sim.state, id).unwrap();
-            if let (UnitState::Disputed, Some(d)) = (unit.state, &unit.dispute) {
-                // The honest challenger names the faked segment; the cheater cannot open a
-                // chain that holds up and stays silent: it loses at the next batch.
-                sim.call(
-                    d.challenger,
-                    Call::Dispute {
-                        unit: id,
-                        mv: trainmesh_contracts::disputes::Move::Segment {
-                            segment: 0,
-                            end: Hash32([9; 32]),
+            // At most two rounds: a plant (if the draw makes the unit one), then the result.
+            loop {
+                let unit = jobs::load_unit(&sim.state, id).unwrap();
+                let trainer = unit.trainer.unwrap();
+                let secret =
+                    Hash32(*blake3::hash(format!("{id}/{}", unit.attempt).as_bytes()).as_bytes());
+                let mut planted = false;
+                if trainmesh_contracts::plants::required(&unit, 1, &params_now(&sim)) {
+                    sim.call(
+                        trainer,
+                        Call::SealPlant {
+                            unit: id,
+                            seal: trainmesh_contracts::plants::seal_of(&secret),
                         },
+                    );
+                    let p = jobs::load_unit(&sim.state, id).unwrap().plant.unwrap();
+                    planted = trainmesh_contracts::plants::is_plant(&secret, &p.seed, p.rate_ppm);
+                }
+                let result = WorkResult {
+                    checkpoint: if planted {
+                        trainmesh_contracts::plants::planted_checkpoint(&secret, id)
+                    } else {
+                        Hash32([index as u8; 32])
                     },
-                );
-            }
-            // The contest window (or the dispute's moves) pass.
-            while matches!(
-                jobs::load_unit(&sim.state, id).unwrap().state,
-                UnitState::Rejected | UnitState::Disputed
-            ) {
-                sim.tick();
-            }
-            let certified_now = outcome
-                .iter()
-                .any(|e| matches!(e, Event::WorkCertified { .. }));
-            match (cheat, certified_now) {
-                (true, true) => cheats_certified += 1,
-                (true, false) => rejected += 1,
-                _ => {}
-            }
-            if certified_now {
-                certified += 1;
+                    chain_root: Hash32([3; 32]),
+                    segments: jobs::chain_segments(100),
+                    loss_trace_ppm: vec![500_000],
+                    metric_ppm: 900_000,
+                };
+                sim.call(trainer, Call::SubmitWorkResult { unit: id, result });
+                let unit = jobs::load_unit(&sim.state, id).unwrap();
+                // The whole panel commits, then the trainer opens its seal, then all reveal.
+                let salt = Hash32([7; 32]);
+                let faulty = cheat || planted;
+                let attestations: Vec<(Address, Attestation)> = unit
+                    .evaluators
+                    .iter()
+                    .map(|e| {
+                        // Each evaluator names the ledger's draw for it.
+                        let segments_checked = trainmesh_contracts::sampling::audit_sample(
+                            &unit.audit_seed.0,
+                            &[3; 32],
+                            e,
+                            jobs::chain_segments(100),
+                            jobs::audit_segments(&Params::default()),
+                        );
+                        if !lazy.contains(e) {
+                            *audits.entry(*e).or_default() += 1;
+                        }
+                        let attestation = Attestation {
+                            accept: !faulty || lazy.contains(e),
+                            metric_ppm: 900_000,
+                            tier: 1,
+                            segments_checked,
+                        };
+                        (*e, attestation)
+                    })
+                    .collect();
+                for (e, attestation) in &attestations {
+                    let commitment =
+                        jobs::attestation_commitment(id, unit.attempt, e, attestation, &salt);
+                    sim.call(
+                        *e,
+                        Call::CommitAttestation {
+                            unit: id,
+                            commitment,
+                        },
+                    );
+                }
+                if unit.plant.is_some() {
+                    sim.call(trainer, Call::OpenPlant { unit: id, secret });
+                }
+                let mut outcome = Vec::new();
+                for (e, attestation) in attestations {
+                    outcome.extend(sim.call(
+                        e,
+                        Call::Attest {
+                            unit: id,
+                            attestation,
+                            salt,
+                        },
+                    ));
+                }
+                if planted {
+                    plants += 1;
+                    continue;
+                }
+                let unit = jobs::load_unit(&sim.state, id).unwrap();
+                if let (UnitState::Disputed, Some(d)) = (unit.state, &unit.dispute) {
+                    // The honest challenger names the faked segment; the cheater cannot open a
+                    // chain that holds up and stays silent: it loses at the next batch.
+                    sim.call(
+                        d.challenger,
+                        Call::Dispute {
+                            unit: id,
+                            mv: trainmesh_contracts::disputes::Move::Segment {
+                                segment: 0,
+                                end: Hash32([9; 32]),
+                            },
+                        },
+                    );
+                }
+                // The contest window (or the dispute's moves) pass.
+                while matches!(
+                    jobs::load_unit(&sim.state, id).unwrap().state,
+                    UnitState::Rejected | UnitState::Disputed
+                ) {
+                    sim.tick();
+                }
+                let certified_now = outcome
+                    .iter()
+                    .any(|e| matches!(e, Event::WorkCertified { .. }));
+                match (cheat, certified_now) {
+                    (true, true) => cheats_certified += 1,
+                    (true, false) => rejected += 1,
+                    _ => {}
+                }
+                if certified_now {
+                    certified += 1;
+                }
+                break;
             }
         }
         let s = accounts::supply(&sim.state).unwrap();
@@ -481,6 +528,8 @@ fn main() {
             "rejected": rejected,
             "disputes": sim.disputes,
             "cheats_certified": cheats_certified,
+            "plants": plants,
+            "plants_accepted": sim.plants_accepted,
             "honest_evaluator_paid_train": honest_paid,
             "honest_evaluator_slashed_train": honest_slashed,
             "honest_evaluator_net_train": honest_net,
