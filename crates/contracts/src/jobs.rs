@@ -880,9 +880,9 @@ pub fn attest(
     let quorum = p.attestation_quorum as usize;
     if crate::plants::is_planted(&unit) {
         // A plant: each verdict is judged against the known fault; no certificate, no dispute.
-        crate::plants::judge(state, ctx, &unit, sender, accepted, &p, events)?;
+        crate::plants::judge(state, ctx, sender, accepted, &p)?;
         if all_in {
-            crate::plants::resolve(state, ctx, &mut unit, events)?;
+            crate::plants::resolve(state, ctx, &mut unit, &p, events)?;
         }
     } else if t.rejects.len() >= quorum {
         reject(state, ctx, &job, &mut unit, &t.rejects, &p, events)?;
@@ -1384,7 +1384,7 @@ pub fn on_batch_end(
                 let t = tally(&unit);
                 let quorum = p.attestation_quorum as usize;
                 if crate::plants::is_planted(&unit) {
-                    crate::plants::resolve(state, ctx, &mut unit, events)?;
+                    crate::plants::resolve(state, ctx, &mut unit, &p, events)?;
                 } else if job.spec.tier >= 1 && t.accepts.len() >= quorum && t.metrics_agree {
                     if t.rejects.is_empty() {
                         certify(state, ctx, &mut job, &mut unit, &t.accepts, &p, events)?;

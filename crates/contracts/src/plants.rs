@@ -17,8 +17,8 @@
 //!    posts `OpenPlant` with the secret; reveals open only after that (or after
 //!    [`PlantParams::open_ms`], when the silent trainer is penalised). The ledger recomputes the
 //!    draw and checks the planted end: a plant is provably faulty, so an evaluator that accepts
-//!    it loses [`PlantParams::evaluator_slash_bps`] of its stake (the trainer as reporter) and
-//!    reputation; one that rejects it gains reputation. The unit then goes back to its trainer,
+//!    it loses [`PlantParams::evaluator_slash_bps`] of its stake (the evaluators that caught it
+//!    and the trainer are the reporters) and reputation; one that rejects it gains reputation. The unit then goes back to its trainer,
 //!    which submits its true result to a fresh panel. A unit is planted at most once.
 //!
 //! A trainer cannot fake a plant on honest work to slash the evaluators who accepted it (the
@@ -353,30 +353,15 @@ pub fn is_planted(unit: &Unit) -> bool {
         .is_some_and(|p| p.opened == Some(Opening::Planted))
 }
 
-/// An evaluator revealed its verdict on a plant: accepting it is provably wrong.
+/// An evaluator revealed its verdict on a plant: accepting it is provably wrong, rejecting it is
+/// diligence (its reputation shows which; the stake is settled in [`resolve`]).
 pub(crate) fn judge(
     state: &mut (impl State + ?Sized),
     ctx: &Context,
-    unit: &Unit,
     evaluator: Address,
     accepted: bool,
     p: &Params,
-    events: &mut Events,
 ) -> ContractResult<()> {
-    if accepted {
-        let stake = accounts::load(state, &evaluator)?.stake;
-        staking::slash(
-            state,
-            evaluator,
-            stake.mul_bps(p.plants.evaluator_slash_bps),
-            &[unit.trainer.expect("a submitted unit has a trainer")],
-            SlashReason::AcceptedPlant { unit: unit.id },
-            events,
-        )?;
-        let mut c = crate::counters::load(state)?;
-        c.plants_accepted += 1;
-        crate::counters::store(state, &c);
-    }
     reputation::record(
         state,
         &evaluator,
@@ -391,12 +376,16 @@ pub(crate) fn judge(
     Ok(())
 }
 
-/// The plant's verdicts are in (or their deadline passed): the unit goes back to its trainer,
-/// which submits its true result to a fresh panel.
+/// The plant's verdicts are in (or their deadline passed): every evaluator that accepted it loses
+/// [`PlantParams::evaluator_slash_bps`] of its stake, the reporters' share going to the
+/// evaluators that caught it and to the trainer that planted it (so checking pays whatever the
+/// verdict); then the unit goes back to its trainer, which submits its true result to a fresh
+/// panel.
 pub(crate) fn resolve(
     state: &mut (impl State + ?Sized),
     ctx: &Context,
     unit: &mut Unit,
+    p: &Params,
     events: &mut Events,
 ) -> ContractResult<()> {
     let caught: Vec<Address> = unit
@@ -411,6 +400,22 @@ pub(crate) fn resolve(
         .filter(|(_, a)| a.accept)
         .map(|(e, _)| *e)
         .collect();
+    let mut reporters = caught.clone();
+    reporters.push(unit.trainer.expect("a submitted unit has a trainer"));
+    for e in &missed {
+        let stake = accounts::load(state, e)?.stake;
+        staking::slash(
+            state,
+            *e,
+            stake.mul_bps(p.plants.evaluator_slash_bps),
+            &reporters,
+            SlashReason::AcceptedPlant { unit: unit.id },
+            events,
+        )?;
+    }
+    let mut c = crate::counters::load(state)?;
+    c.plants_accepted += missed.len() as u64;
+    crate::counters::store(state, &c);
     events.push(Event::PlantResolved {
         unit: unit.id,
         caught,

@@ -1970,6 +1970,7 @@ fn a_lazy_evaluator_is_caught_by_a_planted_fault_and_slashed() {
         .any(|e| matches!(e, Event::PlantOpened { outcome, .. } if outcome == "planted")));
     let (lazy_stake, diligent_stake) = (w.stake(&lazy), w.stake(&diligent));
     let trainer_balance = w.net.balance(&trainer.address());
+    let diligent_balance = w.net.balance(&diligent);
     let mut events = Vec::new();
     for (k, a) in sealed {
         events.extend(w.net.ok(&k, World::reveal(id, a, &k)));
@@ -1985,7 +1986,11 @@ fn a_lazy_evaluator_is_caught_by_a_planted_fault_and_slashed() {
     assert_eq!(w.stake(&diligent), diligent_stake);
     assert!(
         w.net.balance(&trainer.address()) > trainer_balance,
-        "the trainer is the reporter"
+        "the trainer is a reporter"
+    );
+    assert!(
+        w.net.balance(&diligent) > diligent_balance.checked_sub(Amount(1_000)).unwrap(),
+        "the diligent evaluator is paid for catching it (beyond its fee)"
     );
     assert!(events.iter().any(|e| matches!(
         e,
