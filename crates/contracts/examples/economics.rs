@@ -153,12 +153,14 @@ fn main() {
         emission_per_certificate: Amount::from_train(args.emission),
         emission_decay_bps: args.decay_bps,
         emission_decay_interval: args.decay_interval,
-        unit_timeout_ms: u64::MAX / 4,
-        heartbeat_timeout_ms: u64::MAX / 4,
+        // The longest the bounds allow: a simulated day is far shorter (one second per call),
+        // and every worker heartbeats once per simulated day.
+        unit_timeout_ms: 7 * 24 * 3_600_000,
+        heartbeat_timeout_ms: 24 * 3_600_000,
         // Every simulated batch is 1 s later: a rejection is final at the next batch, and a
         // dispute party has one batch for its move.
         disputes: trainmesh_contracts::disputes::DisputeParams {
-            window_ms: 1,
+            window_ms: 1_000,
             move_ms: 1_001,
             ..Default::default()
         },
@@ -283,6 +285,9 @@ fn main() {
     let mut rejected = 0u64;
     let mut current: Option<JobId> = None;
     for day in 1..=args.days {
+        for a in trainers.iter().chain(&evaluators) {
+            sim.call(*a, Call::Heartbeat);
+        }
         for _ in 0..args.units_per_day {
             let job = match current {
                 Some(j)

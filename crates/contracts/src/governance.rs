@@ -99,6 +99,8 @@ pub fn propose(
     for u in &updates {
         check = check.updated(u)?;
     }
+    // Within the hard bounds, and no further from today's values than one proposal may go.
+    p.check_change(&check)?;
     if deposit < p.governance_min_deposit {
         return Err(ContractError::InsufficientBalance {
             available: deposit,
@@ -239,7 +241,8 @@ pub fn on_batch_end(
             }
             ProposalState::Passed if p.execute_at.is_some_and(|t| ctx.time >= t) => {
                 // Parameters may have changed since the vote: apply in order, all or nothing.
-                let mut next = params::load(state)?;
+                let now = params::load(state)?;
+                let mut next = now.clone();
                 let mut result = Ok(());
                 for u in &p.updates {
                     match next.updated(u) {
@@ -249,6 +252,9 @@ pub fn on_batch_end(
                             break;
                         }
                     }
+                }
+                if result.is_ok() {
+                    result = now.check_change(&next);
                 }
                 match result {
                     Ok(()) => {

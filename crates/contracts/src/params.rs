@@ -124,68 +124,180 @@ fn invalid(reason: String) -> ContractError {
     }
 }
 
+/// A governed parameter's hard bounds, and how far one proposal may move it: to at most twice or
+/// at least half its current value, or by `step`, whichever allows more (so that a value at 0
+/// can move at all). No vote can leave the bounds; collapsing a safeguard takes one proposal per
+/// halving, each with its own vote and timelock, in plain sight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    pub name: &'static str,
+    pub min: u128,
+    pub max: u128,
+    pub step: u128,
+}
+
+const TRAIN: u128 = crate::types::UNITS_PER_TRAIN;
+const SECOND: u128 = 1_000;
+const MINUTE: u128 = 60 * SECOND;
+const HOUR: u128 = 60 * MINUTE;
+const DAY: u128 = 24 * HOUR;
+
+const fn bound(name: &'static str, min: u128, max: u128, step: u128) -> Bound {
+    Bound {
+        name,
+        min,
+        max,
+        step,
+    }
+}
+
+/// Every governed scalar, in the order of [`Params::scalars`] (documented in
+/// `docs/design/ledger.md`).
+pub const BOUNDS: [Bound; 34] = [
+    bound("emission_per_certificate", 0, 1_000 * TRAIN, TRAIN),
+    bound("emission_decay_bps", 1, 5_000, 10),
+    bound("emission_decay_interval", 1, 1_000_000, 100),
+    bound("fee_share_trainer_bps", 1_000, 9_000, 500),
+    bound("fee_share_evaluators_bps", 500, 5_000, 250),
+    bound("fee_share_data_provider_bps", 0, 5_000, 250),
+    bound("fee_share_burn_bps", 0, 5_000, 250),
+    bound("min_trainer_stake", TRAIN, 1_000_000 * TRAIN, TRAIN),
+    bound("min_evaluator_stake", TRAIN, 1_000_000 * TRAIN, TRAIN),
+    bound("slash_rejected_work_bps", 500, 10_000, 250),
+    bound("slash_double_sign_bps", 1_000, 10_000, 500),
+    bound("slash_reporter_share_bps", 0, 5_000, 250),
+    bound("unbonding_delay_ms", SECOND, 90 * DAY, HOUR),
+    bound("evaluators_per_unit", 2, 16, 1),
+    bound("attestation_quorum", 2, 16, 1),
+    bound("unit_timeout_ms", SECOND, 7 * DAY, MINUTE),
+    bound("heartbeat_timeout_ms", SECOND, DAY, MINUTE),
+    bound("reputation_half_life_ms", MINUTE, 365 * DAY, DAY),
+    bound("governance_voting_period_ms", SECOND, 30 * DAY, HOUR),
+    bound("governance_quorum_bps", 2_000, 10_000, 250),
+    bound("governance_threshold_bps", 5_000, 10_000, 250),
+    bound("governance_timelock_ms", SECOND, 30 * DAY, HOUR),
+    bound("governance_min_deposit", TRAIN, 1_000_000 * TRAIN, TRAIN),
+    bound("disputes.window_ms", SECOND, 7 * DAY, MINUTE),
+    bound("disputes.move_ms", SECOND, DAY, MINUTE),
+    bound("disputes.bond", 0, 1_000_000 * TRAIN, TRAIN),
+    bound("disputes.evaluator_slash_bps", 500, 10_000, 250),
+    bound("plants.rate_ppm", 0, crate::plants::PPM as u128, 10_000),
+    bound("plants.open_ms", SECOND, DAY, MINUTE),
+    bound("plants.evaluator_slash_bps", 500, 10_000, 250),
+    bound("plants.skip_penalty", 0, 1_000_000 * TRAIN, TRAIN),
+    // Derived: the most TRAIN emission can ever mint (see `Params::emission_total_max`).
+    bound(
+        "emission_total_max_train",
+        0,
+        EMISSION_TOTAL_MAX_TRAIN,
+        100_000,
+    ),
+    bound("fee shares in total (bps)", 10_000, 10_000, 0),
+    bound("attestation quorum beyond the panel", 0, 0, 0),
+];
+
+/// The most TRAIN all emission together may ever mint: the geometric series of the schedule.
+pub const EMISSION_TOTAL_MAX_TRAIN: u128 = 1_000_000_000;
+
 impl Params {
+    /// Each governed scalar with its value, in the order of [`BOUNDS`].
+    pub fn scalars(&self) -> [u128; 34] {
+        [
+            self.emission_per_certificate.0,
+            self.emission_decay_bps.into(),
+            self.emission_decay_interval.into(),
+            self.fee_share_trainer_bps.into(),
+            self.fee_share_evaluators_bps.into(),
+            self.fee_share_data_provider_bps.into(),
+            self.fee_share_burn_bps.into(),
+            self.min_trainer_stake.0,
+            self.min_evaluator_stake.0,
+            self.slash_rejected_work_bps.into(),
+            self.slash_double_sign_bps.into(),
+            self.slash_reporter_share_bps.into(),
+            self.unbonding_delay_ms.into(),
+            self.evaluators_per_unit.into(),
+            self.attestation_quorum.into(),
+            self.unit_timeout_ms.into(),
+            self.heartbeat_timeout_ms.into(),
+            self.reputation_half_life_ms.into(),
+            self.governance_voting_period_ms.into(),
+            self.governance_quorum_bps.into(),
+            self.governance_threshold_bps.into(),
+            self.governance_timelock_ms.into(),
+            self.governance_min_deposit.0,
+            self.disputes.window_ms.into(),
+            self.disputes.move_ms.into(),
+            self.disputes.bond.0,
+            self.disputes.evaluator_slash_bps.into(),
+            self.plants.rate_ppm.into(),
+            self.plants.open_ms.into(),
+            self.plants.evaluator_slash_bps.into(),
+            self.plants.skip_penalty.0,
+            self.emission_total_max_train(),
+            u128::from(self.fee_share_trainer_bps)
+                + u128::from(self.fee_share_evaluators_bps)
+                + u128::from(self.fee_share_data_provider_bps)
+                + u128::from(self.fee_share_burn_bps),
+            // A quorum larger than the panel could never certify.
+            u128::from(
+                self.attestation_quorum
+                    .saturating_sub(self.evaluators_per_unit),
+            ),
+        ]
+    }
+
+    /// The most TRAIN the emission schedule can mint in all: each interval of
+    /// `emission_decay_interval` certificates pays at most the previous one's rate, decaying by
+    /// `emission_decay_bps`, so the total is below `first × interval × 10000 / decay_bps`.
+    pub fn emission_total_max_train(&self) -> u128 {
+        let per = self.emission_per_certificate.0 / TRAIN + 1;
+        per.saturating_mul(u128::from(self.emission_decay_interval))
+            .saturating_mul(10_000)
+            / u128::from(self.emission_decay_bps.max(1))
+    }
+
+    /// Every scalar within its hard bounds.
+    pub fn check_bounds(&self) -> ContractResult<()> {
+        for (b, v) in BOUNDS.iter().zip(self.scalars()) {
+            if v < b.min || v > b.max {
+                return Err(invalid(format!(
+                    "{} = {v} is outside its bounds {}..={}",
+                    b.name, b.min, b.max
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// What one proposal may do to the parameters: every scalar moves at most to twice or half
+    /// its value, or by its step, whichever allows more.
+    pub fn check_change(&self, next: &Params) -> ContractResult<()> {
+        for ((b, old), new) in BOUNDS.iter().zip(self.scalars()).zip(next.scalars()) {
+            let high = old.saturating_mul(2).max(old.saturating_add(b.step));
+            let low = (old / 2).min(old.saturating_sub(b.step));
+            if new > high || new < low {
+                return Err(invalid(format!(
+                    "{} from {old} to {new}: one proposal moves it within {low}..={high}",
+                    b.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every scalar within its bounds ([`BOUNDS`]: they cover the fee shares' sum, a quorum
+    /// no larger than the panel, no zero timeouts or slashes), and the dispute and plant
+    /// parameters coherent.
     pub fn validate(&self) -> ContractResult<()> {
+        self.check_bounds()?;
         self.disputes
             .validate()
             .and_then(|()| self.plants.validate())
             .map_err(|reason| ContractError::Invalid {
                 what: "parameters",
                 reason,
-            })?;
-        let shares = self.fee_share_trainer_bps as u64
-            + self.fee_share_evaluators_bps as u64
-            + self.fee_share_data_provider_bps as u64
-            + self.fee_share_burn_bps as u64;
-        if shares != 10_000 {
-            return Err(invalid(format!(
-                "fee shares add up to {shares} bps, not 10000"
-            )));
-        }
-        for (name, bps) in [
-            ("emission_decay_bps", self.emission_decay_bps),
-            ("slash_rejected_work_bps", self.slash_rejected_work_bps),
-            ("slash_double_sign_bps", self.slash_double_sign_bps),
-            ("slash_reporter_share_bps", self.slash_reporter_share_bps),
-            ("governance_quorum_bps", self.governance_quorum_bps),
-            ("governance_threshold_bps", self.governance_threshold_bps),
-        ] {
-            if bps > 10_000 {
-                return Err(invalid(format!("{name} = {bps} exceeds 10000")));
-            }
-        }
-        if self.emission_decay_interval == 0 {
-            return Err(invalid("emission_decay_interval is 0".into()));
-        }
-        if self.evaluators_per_unit == 0
-            || self.attestation_quorum == 0
-            || self.attestation_quorum > self.evaluators_per_unit
-            || self.evaluators_per_unit > 16
-        {
-            return Err(invalid(format!(
-                "need 0 < attestation_quorum ({}) ≤ evaluators_per_unit ({}) ≤ 16",
-                self.attestation_quorum, self.evaluators_per_unit
-            )));
-        }
-        if self.slash_rejected_work_bps == 0 {
-            return Err(invalid(
-                "slash_rejected_work_bps is 0: cheating would be free".into(),
-            ));
-        }
-        for (name, ms) in [
-            ("unit_timeout_ms", self.unit_timeout_ms),
-            ("heartbeat_timeout_ms", self.heartbeat_timeout_ms),
-            ("reputation_half_life_ms", self.reputation_half_life_ms),
-            (
-                "governance_voting_period_ms",
-                self.governance_voting_period_ms,
-            ),
-        ] {
-            if ms == 0 {
-                return Err(invalid(format!("{name} is 0")));
-            }
-        }
-        Ok(())
+            })
     }
 
     /// Applies one update to a copy and validates the result.

@@ -511,7 +511,7 @@ fn governance_vote_changes_a_real_parameter() {
         governance_timelock_ms: 5_000,
         ..Params::default()
     });
-    let new_emission = Amount::from_train(25);
+    let new_emission = Amount::from_train(20);
     // A trainer proposes; most stake votes yes.
     let proposer = w.trainers[0].clone();
     let proposal = w.propose_and_approve(
@@ -2109,4 +2109,99 @@ fn seals_are_required_and_a_silent_trainer_pays() {
     }
     assert_eq!(w.unit(id3.job, 0).state, UnitState::Certified);
     w.net.check();
+}
+
+// ---- Governance floors ----------------------------------------------------------------------
+
+/// The attack: one proposal that removes every safeguard (quorum, threshold, timelock, minimum
+/// stakes, unbonding delay, slashes to 0; emission without bound). Each is refused at the
+/// proposal with the reason; a move within one proposal's reach passes; and repeated halvings
+/// stop at the hard floor.
+#[test]
+fn governance_cannot_remove_a_safeguard_in_one_proposal() {
+    let w = world(Params::default());
+    let p = Params::default();
+    let refused = [
+        ParamUpdate::Governance {
+            voting_period_ms: p.governance_voting_period_ms,
+            quorum_bps: 0,
+            threshold_bps: p.governance_threshold_bps,
+            timelock_ms: p.governance_timelock_ms,
+        },
+        ParamUpdate::Governance {
+            voting_period_ms: p.governance_voting_period_ms,
+            quorum_bps: p.governance_quorum_bps,
+            threshold_bps: 1,
+            timelock_ms: p.governance_timelock_ms,
+        },
+        ParamUpdate::Governance {
+            voting_period_ms: p.governance_voting_period_ms,
+            quorum_bps: p.governance_quorum_bps,
+            threshold_bps: p.governance_threshold_bps,
+            timelock_ms: 0,
+        },
+        ParamUpdate::MinTrainerStake(Amount::ZERO),
+        ParamUpdate::MinEvaluatorStake(Amount::from_train(1)),
+        ParamUpdate::UnbondingDelayMs(0),
+        ParamUpdate::SlashRejectedWorkBps(0),
+        ParamUpdate::SlashDoubleSignBps(100),
+        ParamUpdate::EmissionPerCertificate(Amount::from_train(1_000)),
+        ParamUpdate::EmissionDecay {
+            bps: 0,
+            interval: p.emission_decay_interval,
+        },
+        ParamUpdate::Evaluators {
+            per_unit: 1,
+            quorum: 1,
+        },
+    ];
+    let proposer = w.trainers[0].clone();
+    let mut net = w.net;
+    for u in refused {
+        let r = net.call(
+            &proposer,
+            Call::Propose {
+                description: "remove a safeguard".into(),
+                updates: vec![u.clone()],
+                deposit: Amount::from_train(10),
+            },
+        );
+        let e = r.expect_err(&format!("{u:?} was accepted"));
+        assert!(
+            e.message.contains("bounds") || e.message.contains("one proposal moves"),
+            "{u:?}: {}",
+            e.message
+        );
+    }
+    // Within reach: halving the timelock passes.
+    let halved = p.updated(&ParamUpdate::Governance {
+        voting_period_ms: p.governance_voting_period_ms,
+        quorum_bps: p.governance_quorum_bps,
+        threshold_bps: p.governance_threshold_bps,
+        timelock_ms: p.governance_timelock_ms / 2,
+    });
+    assert!(p.check_change(&halved.unwrap()).is_ok());
+    // Halving again and again reaches the floor, never 0.
+    let mut q = p.clone();
+    for _ in 0..64 {
+        let next = q.updated(&ParamUpdate::SlashRejectedWorkBps(
+            q.slash_rejected_work_bps / 2,
+        ));
+        match next {
+            Ok(n) => {
+                q.check_change(&n).unwrap();
+                q = n;
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("bounds"), "{e}");
+                break;
+            }
+        }
+    }
+    assert!(
+        q.slash_rejected_work_bps >= 500,
+        "{}",
+        q.slash_rejected_work_bps
+    );
+    net.check();
 }
