@@ -58,6 +58,8 @@ pub enum SlashReason {
     AcceptedPlant { unit: UnitId },
     /// A trainer drawn for a plant did not plant it, or did not open its seal in time.
     SkippedPlant { unit: UnitId },
+    /// A trainer let its unit time out.
+    TimedOut { unit: UnitId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

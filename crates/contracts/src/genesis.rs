@@ -174,6 +174,7 @@ impl Genesis {
             validators.push(ValidatorInfo {
                 address: v.address,
                 consensus_key: v.consensus_key.0,
+                committee_stake: v.stake,
             });
         }
         accounts::store_supply(state, &supply);

@@ -1298,6 +1298,12 @@ fn finish(
     Ok(())
 }
 
+/// Part of a unit's collateral a trainer loses when it lets the unit time out.
+pub const TIMEOUT_SLASH_BPS: u32 = 1_000;
+
+/// How many unit timeouts past its job's deadline a submitted result still has to settle.
+pub const SETTLE_GRACE_TIMEOUTS: u64 = 4;
+
 /// Once per batch: expire jobs past their deadline, retry waiting units, reassign units whose
 /// trainer went silent, and draw new evaluators for results nobody evaluated in time.
 pub fn on_batch_end(
@@ -1308,16 +1314,26 @@ pub fn on_batch_end(
     let p = params::load(state)?;
     for id in active_jobs(state)? {
         let mut job = load_job(state, id)?;
-        if job.deadline() <= ctx.time {
-            finish(state, ctx, &mut job, JobState::Expired, events)?;
-            store_job(state, &job);
-            continue;
-        }
         let unit_id = UnitId {
             job: id,
             index: job.current_unit,
         };
         let mut unit = load_unit(state, unit_id)?;
+        if job.deadline() <= ctx.time {
+            // A result that came before the deadline is settled (paid or disputed) past it: a
+            // researcher cannot time its deadline to take the last unit's work for free. The
+            // grace is bounded: SETTLE_GRACE_TIMEOUTS unit timeouts.
+            let grace = p.unit_timeout_ms.saturating_mul(SETTLE_GRACE_TIMEOUTS);
+            let in_flight = matches!(
+                unit.state,
+                UnitState::Submitted | UnitState::Rejected | UnitState::Disputed
+            );
+            if !in_flight || ctx.time.0 >= job.deadline().0.saturating_add(grace) {
+                finish(state, ctx, &mut job, JobState::Expired, events)?;
+                store_job(state, &job);
+                continue;
+            }
+        }
         let overdue = |since: TimestampMs| ctx.time.0.saturating_sub(since.0) > p.unit_timeout_ms;
         if unit.state == UnitState::Submitted
             && !overdue(unit.submitted_at)
@@ -1346,7 +1362,19 @@ pub fn on_batch_end(
                     unit: unit.id,
                     trainer,
                 });
+                // Holding a unit and not delivering costs a share of its collateral: a trainer
+                // that keeps timing out (to squat units, or because it took more than it can
+                // run) pays each time.
+                let penalty = unit.collateral.mul_bps(TIMEOUT_SLASH_BPS);
                 release_trainer(state, &mut unit)?;
+                staking::slash(
+                    state,
+                    trainer,
+                    penalty,
+                    &[],
+                    SlashReason::TimedOut { unit: unit.id },
+                    events,
+                )?;
                 reputation::record(
                     state,
                     &trainer,

@@ -21,6 +21,9 @@ pub const UNBONDING_ENTRIES_MAX: usize = 32;
 pub struct ValidatorInfo {
     pub address: Address,
     pub consensus_key: [u8; 32],
+    /// The stake its consensus power rests on: locked while the committee lasts (the committee
+    /// is the genesis'), so that a validator cannot unbond and keep its vote.
+    pub committee_stake: Amount,
 }
 
 pub fn validators(state: &(impl State + ?Sized)) -> ContractResult<Vec<ValidatorInfo>> {
@@ -71,6 +74,16 @@ pub fn unbond(
             available: a.free_stake(),
             required: amount,
         });
+    }
+    if let Some(v) = validators(state)?.into_iter().find(|v| v.address == who) {
+        let left = a.stake.checked_sub(amount)?;
+        if left < v.committee_stake {
+            return Err(ContractError::StakeBelowMinimum {
+                role: "validator",
+                stake: left,
+                minimum: v.committee_stake,
+            });
+        }
     }
     if let Some(w) = workers::load(state, &who)? {
         let minimum = workers::minimum_stake(&p, w.role);
@@ -217,6 +230,11 @@ pub fn slash_double_sign(
         ));
     }
     let offender = validators[evidence.first.author().as_usize()].address;
+    if reporter == offender {
+        return Err(ContractError::InvalidEvidence(
+            "a validator cannot report its own double signing".into(),
+        ));
+    }
     let round = evidence.first.round().0;
     let mut id = blake3::Hasher::new();
     id.update(b"double-sign");

@@ -64,3 +64,105 @@ fn a_slash_leaves_the_other_units_collateral_locked() {
     )
     .unwrap();
 }
+
+/// Validators 0..4 with consensus keys `KeyPair::from_seed(i)`, each funded beyond its stake.
+fn validator_world() -> (MemState, Vec<trainmesh_contracts::Address>) {
+    use trainmesh_contracts::{Address, GenesisAccount, GenesisValidator, Hash32, Params};
+    let addresses: Vec<Address> = (0..4u8)
+        .map(|i| Address::from_public_key(&[i + 1; 32]))
+        .collect();
+    let g = Genesis {
+        chain_id: "slashing".into(),
+        genesis_time_ms: 0,
+        accounts: addresses
+            .iter()
+            .map(|a| GenesisAccount {
+                address: *a,
+                balance: Amount::from_train(1_000),
+            })
+            .collect(),
+        validators: addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| GenesisValidator {
+                address: *a,
+                consensus_key: Hash32(trainmesh_dag::KeyPair::from_seed(i as u64).public().0),
+                stake: Amount::from_train(100_000),
+            })
+            .collect(),
+        params: Params::default(),
+        consensus: trainmesh_dag::ConsensusParams::default(),
+        beacon: None,
+    };
+    let mut state = MemState::default();
+    g.apply(&mut state).unwrap();
+    (state, addresses)
+}
+
+/// The attack: a validator unbonds its stake while the (fixed) committee keeps its vote. Only
+/// what it bonded beyond its committee stake may leave.
+#[test]
+fn a_validator_cannot_unbond_its_committee_stake() {
+    let (mut state, v) = validator_world();
+    let ctx = trainmesh_contracts::Context {
+        height: 1,
+        time: trainmesh_contracts::TimestampMs(1_000),
+        seed: [0; 32],
+    };
+    let mut events = Events::default();
+    staking::bond(&mut state, v[0], Amount::from_train(500), &mut events).unwrap();
+    staking::unbond(&mut state, &ctx, v[0], Amount::from_train(500), &mut events).unwrap();
+    let err = staking::unbond(&mut state, &ctx, v[0], Amount::from_train(1), &mut events)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("validator"), "{err}");
+    assert_eq!(
+        accounts::load(&state, &v[0]).unwrap().stake,
+        Amount::from_train(100_000)
+    );
+}
+
+/// Two headers of one round signed by validator `author`.
+fn equivocation(author: u32) -> trainmesh_dag::EquivocationEvidence {
+    use trainmesh_dag::{AuthorityIndex, Epoch, Header, KeyPair, Round, SignedHeader, TimestampMs};
+    let key = KeyPair::from_seed(u64::from(author));
+    let header = |payload: u8| Header {
+        epoch: Epoch(0),
+        round: Round(7),
+        author: AuthorityIndex(author),
+        created_at: TimestampMs(1),
+        parents: vec![],
+        payload: vec![bytes::Bytes::from(vec![payload])],
+    };
+    trainmesh_dag::EquivocationEvidence {
+        first: SignedHeader::new(header(1), &key),
+        second: SignedHeader::new(header(2), &key),
+    }
+}
+
+/// The attack: a validator that double-signed reports itself to collect the reporter's share.
+/// Refused; reported by another, it is slashed.
+#[test]
+fn a_validator_reporting_its_own_double_sign_gets_nothing() {
+    let (mut state, v) = validator_world();
+    let mut events = Events::default();
+    let evidence = equivocation(0);
+    let err = staking::slash_double_sign(&mut state, v[0], &evidence, &mut events)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("own double signing"), "{err}");
+    let before = accounts::load(&state, &v[0]).unwrap().stake;
+    let taken = staking::slash_double_sign(&mut state, v[1], &evidence, &mut events).unwrap();
+    assert!(taken > Amount::ZERO);
+    assert_eq!(
+        accounts::load(&state, &v[0]).unwrap().stake,
+        before.checked_sub(taken).unwrap()
+    );
+    invariants::check(
+        state
+            .entries
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice())),
+    )
+    .unwrap();
+}

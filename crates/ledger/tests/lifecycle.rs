@@ -492,11 +492,21 @@ fn silent_trainer_times_out_and_the_unit_moves_on() {
     );
     let job = JobId(1);
     let silent = w.unit(job, 0).trainer.unwrap();
+    let collateral = w.unit(job, 0).collateral;
+    let stake = w.stake(&silent);
     let out = w.net.batch(vec![], 31_000);
     assert!(out
         .end_events
         .iter()
         .any(|e| matches!(e, Event::UnitTimedOut { trainer, .. } if *trainer == silent)));
+    // Timing out is not free: a tenth of the unit's collateral.
+    assert_eq!(
+        w.stake(&silent),
+        stake
+            .checked_sub(collateral.mul_bps(jobs::TIMEOUT_SLASH_BPS))
+            .unwrap()
+    );
+    assert_eq!(w.net.ledger.account(&silent).unwrap().locked, Amount::ZERO);
     let unit = w.unit(job, 0);
     assert_eq!(unit.state, UnitState::Assigned);
     assert_ne!(unit.trainer, Some(silent));
@@ -2204,4 +2214,90 @@ fn governance_cannot_remove_a_safeguard_in_one_proposal() {
         q.slash_rejected_work_bps
     );
     net.check();
+}
+
+// ---- Deadlines --------------------------------------------------------------------------------
+
+/// The attack: a researcher sets its deadline just after its last unit's result lands, so that
+/// the job expires before the evaluators certify it: the escrow comes back and the trainer's
+/// work was free. The result is settled past the deadline instead: certified, paid, and only
+/// then does the job end.
+#[test]
+fn a_researcher_cannot_take_the_last_unit_for_free() {
+    let mut w = world(Params::default());
+    let deadline = w.net.time_ms + 10_000;
+    w.net.ok(
+        &w.researcher.clone(),
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    let job = JobId(1);
+    let id = UnitId { job, index: 0 };
+    let trainer = w.key_of(w.unit(job, 0).trainer.unwrap()).clone();
+    let before = w.net.balance(&trainer.address());
+    w.net.ok(
+        &trainer,
+        Call::SubmitWorkResult {
+            unit: id,
+            result: World::result(960_000, 0),
+        },
+    );
+    // The deadline passes before any evaluator speaks.
+    let out = w.net.batch(vec![], 20_000);
+    assert!(!out
+        .end_events
+        .iter()
+        .any(|e| matches!(e, Event::JobFinished { .. })));
+    assert_eq!(w.unit(job, 0).state, UnitState::Submitted);
+    let panel = w.unit(job, 0).evaluators.clone();
+    let sealed = w.commit_all(id, &[(panel[0], true), (panel[1], true)]);
+    let mut events = Vec::new();
+    for (k, a) in sealed {
+        events.extend(w.net.ok(&k, World::reveal(id, a, &k)));
+    }
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::WorkCertified { .. })));
+    assert!(
+        w.net.balance(&trainer.address()) > before,
+        "the trainer is paid"
+    );
+    assert_ne!(w.job(job).state, JobState::Expired);
+    w.net.check();
+}
+
+/// The grace is bounded: a result nobody settles does not keep an expired job open forever.
+#[test]
+fn an_unsettled_result_does_not_keep_a_job_past_its_grace() {
+    let mut w = world(Params::default());
+    let deadline = w.net.time_ms + 10_000;
+    w.net.ok(
+        &w.researcher.clone(),
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    let job = JobId(1);
+    let trainer = w.key_of(w.unit(job, 0).trainer.unwrap()).clone();
+    w.net.ok(
+        &trainer,
+        Call::SubmitWorkResult {
+            unit: UnitId { job, index: 0 },
+            result: World::result(960_000, 0),
+        },
+    );
+    let grace = Params::default().unit_timeout_ms * jobs::SETTLE_GRACE_TIMEOUTS;
+    w.net.batch(vec![], 20_000);
+    assert_ne!(w.job(job).state, JobState::Expired);
+    let out = w.net.batch(vec![], grace);
+    assert!(out
+        .end_events
+        .iter()
+        .any(|e| matches!(e, Event::JobFinished { state, .. } if state == "expired")));
+    assert_eq!(
+        w.net.ledger.account(&trainer.address()).unwrap().locked,
+        Amount::ZERO
+    );
+    w.net.check();
 }

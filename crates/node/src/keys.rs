@@ -21,14 +21,27 @@ pub fn write(path: &Path, secret: &[u8; 32]) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(path, format!("{}\n", hex::encode(secret)))
-        .with_context(|| format!("writing {}", path.display()))?;
+    // Created owner-only (never readable for a moment under the umask), and restricted again
+    // when it existed before.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("restricting {}", path.display()))?;
     }
+    use std::io::Write;
+    file.write_all(format!("{}\n", hex::encode(secret)).as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -63,5 +76,22 @@ mod tests {
         assert!(parse(&"00".repeat(31)).is_err());
         assert!(read(&dir.path().join("missing")).is_err());
         assert_ne!(derived("a"), derived("b"));
+    }
+
+    /// A key file is owner-only from its creation, whatever the umask, and one that existed
+    /// with wider permissions is restricted when written again.
+    #[cfg(unix)]
+    #[test]
+    fn key_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        write(&p, &generate()).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write(&p, &generate()).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }
