@@ -30,6 +30,20 @@ use crate::workers::{self, Role};
 pub const MODEL_SPEC_BYTES_MAX: usize = 16 * 1024;
 pub const UNITS_PER_JOB_MAX: u64 = 10_000;
 pub const ACTIVE_JOBS_MAX: usize = 1_000;
+/// Active jobs one owner may hold: nobody takes every slot.
+pub const ACTIVE_JOBS_PER_OWNER_MAX: usize = 16;
+/// The furthest deadline a job may set: a slot is not held indefinitely.
+pub const JOB_DEADLINE_MAX_MS: u64 = 90 * 24 * 3_600_000;
+/// The least a job pays per unit: a slot costs something.
+pub const UNIT_PRICE_MIN: Amount = Amount(crate::types::UNITS_PER_TRAIN);
+/// Bounds on what a job asks of a worker, checked before anything is allocated.
+pub const STEPS_PER_UNIT_MAX: u64 = 1_000_000;
+pub const BATCH_SIZE_MAX: u32 = 65_536;
+/// The most memory a job may require or a worker may declare (1 TiB): beyond it a requirement
+/// only selects a worker that declared the impossible.
+pub const MEMORY_MB_MAX: u64 = 1 << 20;
+/// How many unit timeouts a unit may wait for a capable trainer before its job expires.
+pub const WAITING_TIMEOUTS_MAX: u64 = 10;
 pub const LOSS_TRACE_MAX: usize = 1_024;
 pub const SEGMENTS_MAX: u32 = 4_096;
 pub const SEGMENTS_CHECKED_MAX: usize = 512;
@@ -317,6 +331,22 @@ impl JobSpec {
                 "batch size and learning rate must be positive".into(),
             ));
         }
+        if h.steps_per_unit > STEPS_PER_UNIT_MAX || h.batch_size > BATCH_SIZE_MAX {
+            return Err(invalid(format!(
+                "at most {STEPS_PER_UNIT_MAX} steps per unit and batches of {BATCH_SIZE_MAX}"
+            )));
+        }
+        if self.min_memory_mb > MEMORY_MB_MAX {
+            return Err(invalid(format!(
+                "a unit cannot require more than {MEMORY_MB_MAX} MB"
+            )));
+        }
+        if self.deadline.0 > now.0.saturating_add(JOB_DEADLINE_MAX_MS) {
+            return Err(invalid(format!(
+                "the deadline is more than {} days away",
+                JOB_DEADLINE_MAX_MS / 86_400_000
+            )));
+        }
         let units = self.units();
         if units > UNITS_PER_JOB_MAX {
             return Err(ContractError::TooMany {
@@ -412,12 +442,31 @@ pub fn submit(
             required: dataset.spec.price_per_use,
         });
     }
+    if price_per_unit < UNIT_PRICE_MIN {
+        return Err(ContractError::BudgetTooSmall {
+            per_unit: price_per_unit,
+            required: UNIT_PRICE_MIN,
+        });
+    }
     let mut active = active_jobs(state)?;
     if active.len() >= ACTIVE_JOBS_MAX {
         return Err(ContractError::TooMany {
             what: "active jobs",
             count: active.len() + 1,
             max: ACTIVE_JOBS_MAX,
+        });
+    }
+    let mut owned = 0;
+    for id in &active {
+        if load_job(state, *id)?.owner == owner {
+            owned += 1;
+        }
+    }
+    if owned >= ACTIVE_JOBS_PER_OWNER_MAX {
+        return Err(ContractError::TooMany {
+            what: "active jobs of one owner",
+            count: owned + 1,
+            max: ACTIVE_JOBS_PER_OWNER_MAX,
         });
     }
     accounts::debit(state, &owner, spec.budget)?;
@@ -542,6 +591,14 @@ fn unit_domain(tag: &[u8], unit: &Unit) -> Vec<u8> {
     d
 }
 
+/// Who is paid by a job besides its workers — its owner and its dataset's provider — and so is
+/// never drawn to train or evaluate it: a job's owner cannot pay itself emission through its own
+/// worker account. (Accounts the ledger cannot tell apart are one party it cannot see; the
+/// emission cap in `certify` bounds what such a party gains.)
+fn parties(state: &(impl State + ?Sized), job: &Job) -> ContractResult<[Address; 2]> {
+    Ok([job.owner, datasets::load(state, job.spec.dataset)?.provider])
+}
+
 /// Draws a trainer for a waiting unit and locks its collateral; leaves the unit waiting if none.
 fn assign(
     state: &mut (impl State + ?Sized),
@@ -551,12 +608,14 @@ fn assign(
     p: &Params,
     events: &mut Events,
 ) -> ContractResult<()> {
+    let mut exclude = unit.excluded.clone();
+    exclude.extend(parties(state, job)?);
     let pool: Vec<(Address, u128)> = candidates(
         state,
         ctx,
         Role::Trainer,
         job.spec.min_memory_mb,
-        &unit.excluded,
+        &exclude,
         p,
     )?
     .into_iter()
@@ -567,6 +626,10 @@ fn assign(
     .collect();
     let mut sampler = Sampler::new(&ctx.seed, &unit_domain(b"assign", unit));
     let Some(trainer) = weighted_sample(pool, 1, &mut sampler).pop() else {
+        if unit.state != UnitState::Waiting {
+            // Waiting from now: the wait's limit counts from here.
+            unit.assigned_at = ctx.time;
+        }
         unit.state = UnitState::Waiting;
         events.push(Event::UnitWaiting { unit: unit.id });
         return Ok(());
@@ -640,6 +703,7 @@ fn sample_evaluators(
 ) -> ContractResult<()> {
     let mut exclude = vec![unit.trainer.unwrap_or_default()];
     exclude.extend(unit.excluded.iter().copied());
+    exclude.extend(parties(state, &load_job(state, unit.id.job)?)?);
     if exclude_current {
         exclude.extend(unit.evaluators.iter().copied());
     }
@@ -1055,9 +1119,14 @@ fn certify(
     // Emission pays for audited work only: a tier-0 job (the metric recomputed, no segment
     // re-executed) could be a researcher paying itself through a sybil trainer for nothing.
     let mut c = counters::load(state)?;
+    // Emission follows paid work: at most what the payment gave away to parties the trainer
+    // does not choose (the evaluators' share and the burn), so that a researcher paying its own
+    // sybil trainer (and its own dataset) mints at most what it loses.
+    let emission_cap = payment.mul_bps(p.fee_share_evaluators_bps + p.fee_share_burn_bps);
     let emission = if job.spec.tier >= 1 {
         c.emitting_certificates += 1;
         p.emission_for(c.emitting_certificates - 1)
+            .min(emission_cap)
     } else {
         Amount::ZERO
     };
@@ -1344,6 +1413,16 @@ pub fn on_batch_end(
             continue;
         }
         match unit.state {
+            UnitState::Waiting
+                if ctx.time.0.saturating_sub(unit.assigned_at.0)
+                    > p.unit_timeout_ms.saturating_mul(WAITING_TIMEOUTS_MAX) =>
+            {
+                // Nobody could take it for that long: the job ends and its escrow goes back,
+                // rather than holding a slot (and a scan per batch) indefinitely.
+                finish(state, ctx, &mut job, JobState::Expired, events)?;
+                store_job(state, &job);
+                continue;
+            }
             UnitState::Waiting => {
                 assign(state, ctx, &job, &mut unit, &p, &mut Events::default())?;
                 if unit.state == UnitState::Assigned {

@@ -186,6 +186,16 @@ pub fn register(
     check_text("adapter bytes", &capability.adapter)?;
     check_text("backend bytes", &capability.backend)?;
     check_conformance(&capability.conformance)?;
+    if capability.memory_mb > crate::jobs::MEMORY_MB_MAX {
+        return Err(ContractError::Invalid {
+            what: "capability",
+            reason: format!(
+                "{} MB declared; at most {} MB",
+                capability.memory_mb,
+                crate::jobs::MEMORY_MB_MAX
+            ),
+        });
+    }
     check_text("peer id bytes", &peer_id)?;
     check_peer_binding(&peer_id, &peer_signature, &sender)?;
     if load(state, &sender)?.is_some() {

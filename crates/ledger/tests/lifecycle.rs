@@ -2301,3 +2301,150 @@ fn an_unsettled_result_does_not_keep_a_job_past_its_grace() {
     );
     w.net.check();
 }
+
+// ---- Emission farming and job slots -------------------------------------------------------------
+
+/// The attack: a researcher registers its own trainer with most of the trainer stake (and, with
+/// the old rules, requires more memory than anyone else declared), then posts jobs whose
+/// emission it collects. Its trainer is never drawn for its own jobs; the memory trick is
+/// refused on both sides.
+#[test]
+fn a_job_owner_cannot_train_its_own_job() {
+    let mut w = world(Params::default());
+    let researcher = w.researcher.clone();
+    w.net.ok(
+        &researcher,
+        Call::RegisterWorker {
+            role: Role::Trainer,
+            bond: Amount::from_train(5_000),
+            capability: capability(),
+            peer_id: researcher.peer_binding(&researcher.secret()).0,
+            peer_signature: researcher.peer_binding(&researcher.secret()).1,
+        },
+    );
+    let deadline = w.net.time_ms + 24 * 3_600_000;
+    for job in 1..=8u64 {
+        w.net.ok(
+            &researcher,
+            Call::SubmitJob {
+                spec: job_spec(deadline, 1),
+            },
+        );
+        let trainer = w.unit(JobId(job), 0).trainer.expect("assigned");
+        assert_ne!(trainer, researcher.address(), "job {job}");
+    }
+    let mut greedy = job_spec(deadline, 1);
+    greedy.min_memory_mb = u64::MAX;
+    let refused = w.net.call(&researcher, Call::SubmitJob { spec: greedy });
+    assert!(refused.unwrap_err().message.contains("MB"));
+    let liar = w.provider.clone();
+    let mut huge = capability();
+    huge.memory_mb = u64::MAX;
+    let refused = w.net.call(
+        &liar,
+        Call::RegisterWorker {
+            role: Role::Evaluator,
+            bond: Amount::from_train(1),
+            capability: huge,
+            peer_id: liar.peer_binding(&liar.secret()).0,
+            peer_signature: liar.peer_binding(&liar.secret()).1,
+        },
+    );
+    assert!(refused.unwrap_err().message.contains("MB"));
+    w.net.check();
+}
+
+/// The attack: many cheap certificates to mint the emission schedule. A certificate mints at
+/// most what its payment gave to the evaluators and the burn (20% by default), so a sybil
+/// trainer paid by its own researcher mints at most what that researcher lost.
+#[test]
+fn emission_is_capped_by_what_the_payment_gave_away() {
+    let mut w = world(Params::default());
+    let deadline = w.net.time_ms + 24 * 3_600_000;
+    let mut spec = job_spec(deadline, 1);
+    spec.budget = Amount::from_train(10);
+    w.net.ok(&w.researcher.clone(), Call::SubmitJob { spec });
+    let events = w.run_unit(JobId(1), 0, 990_000, true);
+    let minted: Amount = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Paid {
+                reason: PaymentReason::Emission { .. },
+                amount,
+                ..
+            } => Some(*amount),
+            _ => None,
+        })
+        .fold(Amount::ZERO, |a, b| a.checked_add(b).unwrap());
+    let p = Params::default();
+    let cap = Amount::from_train(10).mul_bps(p.fee_share_evaluators_bps + p.fee_share_burn_bps);
+    assert_eq!(minted, cap, "the schedule's 10 TRAIN, capped at 2");
+    assert!(minted < p.emission_per_certificate);
+    w.net.check();
+}
+
+/// The attack: one account fills every job slot for months with jobs that pay nothing, each
+/// re-running candidate selection every batch. Per-owner limit, a minimum price per unit, a
+/// maximum deadline and bounded steps refuse it; a unit nobody can take ends its job.
+#[test]
+fn job_slots_cannot_be_squatted() {
+    let mut w = world(Params::default());
+    let researcher = w.researcher.clone();
+    let deadline = w.net.time_ms + 24 * 3_600_000;
+    let far = w.net.time_ms + jobs::JOB_DEADLINE_MAX_MS + 10_000;
+    let refused = w.net.call(
+        &researcher,
+        Call::SubmitJob {
+            spec: job_spec(far, 1),
+        },
+    );
+    assert!(refused.unwrap_err().message.contains("days away"));
+    let mut cheap = job_spec(deadline, 100);
+    cheap.budget = Amount::from_train(50);
+    assert!(w
+        .net
+        .call(&researcher, Call::SubmitJob { spec: cheap })
+        .is_err());
+    let mut endless = job_spec(deadline, 1);
+    endless.hyper.steps_per_unit = jobs::STEPS_PER_UNIT_MAX + 1;
+    endless.hyper.total_steps = endless.hyper.steps_per_unit;
+    let refused = w.net.call(&researcher, Call::SubmitJob { spec: endless });
+    assert!(refused.unwrap_err().message.contains("steps per unit"));
+    // A unit no worker can take (more memory than any declared) ends its job after the wait.
+    let mut unservable = job_spec(deadline, 1);
+    unservable.min_memory_mb = jobs::MEMORY_MB_MAX;
+    let before = w.net.balance(&researcher.address());
+    w.net.ok(&researcher, Call::SubmitJob { spec: unservable });
+    assert_eq!(w.unit(JobId(1), 0).state, UnitState::Waiting);
+    let wait = Params::default().unit_timeout_ms * jobs::WAITING_TIMEOUTS_MAX;
+    // Workers stay live meanwhile (heartbeats time out after 5 minutes).
+    let mut waited = 0;
+    while waited <= wait {
+        for k in w.trainers.clone().iter().chain(w.evaluators.clone().iter()) {
+            w.net.ok(k, Call::Heartbeat);
+        }
+        w.net.batch(vec![], 120_000);
+        waited += 120_000;
+    }
+    assert_eq!(w.job(JobId(1)).state, JobState::Expired);
+    assert!(
+        w.net.balance(&researcher.address()) > before.checked_sub(Amount::from_train(1)).unwrap()
+    );
+    // The per-owner limit.
+    for _ in 0..jobs::ACTIVE_JOBS_PER_OWNER_MAX {
+        w.net.ok(
+            &researcher,
+            Call::SubmitJob {
+                spec: job_spec(deadline, 1),
+            },
+        );
+    }
+    let refused = w.net.call(
+        &researcher,
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    assert!(refused.unwrap_err().message.contains("one owner"));
+    w.net.check();
+}
