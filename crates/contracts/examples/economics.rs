@@ -18,6 +18,13 @@
 //! JSON line adds the plants and how many lazy accepts they caught: that is what makes laziness
 //! cost more than the audits it saves, even when no trainer cheats.
 //!
+//! Attacks (run on a copy of the network the simulation leaves, so that they change none of its
+//! figures): **emission farming** — a researcher pays its own sybil trainer, holding most of the
+//! trainer stake, on its own zero-price dataset, with the cheapest units allowed — and **slot
+//! squatting** — one account submits as many jobs nobody can take as it may. The JSON line's
+//! `attacks` lists each with the attacker's profit in TRAIN (contract flows; transaction fees,
+//! which only lower it, are not simulated).
+//!
 //! Every number comes from executing the contracts (`calls::execute` over an in-memory state):
 //! escrow, fee shares, emission and its decay, slashing, refunds. Change the parameters with the
 //! flags to see their effect before proposing them to governance.
@@ -72,6 +79,7 @@ fn address(tag: &str, i: u64) -> Address {
     Address::from_public_key(blake3::hash(format!("{tag}-{i}").as_bytes()).as_bytes())
 }
 
+#[derive(Clone)]
 struct Sim {
     state: MemState,
     time: u64,
@@ -141,6 +149,326 @@ impl Sim {
 
 fn params_now(sim: &Sim) -> Params {
     trainmesh_contracts::params::load(&sim.state).expect("parameters")
+}
+
+/// What became of one unit.
+#[derive(Default)]
+struct UnitOutcome {
+    certified: bool,
+    plants: u64,
+}
+
+/// Runs a unit to its end: the trainer seals (a plant first if the draw makes it one), submits,
+/// the panel commits, the seal opens, all reveal, a dispute plays out, the contest window passes.
+/// Honest evaluators reject faulty work (a cheat or a plant); lazy ones accept everything.
+fn run_unit(
+    sim: &mut Sim,
+    id: UnitId,
+    cheat: bool,
+    lazy: &[Address],
+    audits: &mut BTreeMap<Address, u64>,
+) -> UnitOutcome {
+    let index = id.index;
+    let mut out = UnitOutcome::default();
+    // At most two rounds: a plant (if the draw makes the unit one), then the result.
+    loop {
+        let unit = jobs::load_unit(&sim.state, id).unwrap();
+        let trainer = unit.trainer.unwrap();
+        let secret = Hash32(*blake3::hash(format!("{id}/{}", unit.attempt).as_bytes()).as_bytes());
+        let mut planted = false;
+        if trainmesh_contracts::plants::required(&unit, 1, &params_now(sim)) {
+            sim.call(
+                trainer,
+                Call::SealPlant {
+                    unit: id,
+                    seal: trainmesh_contracts::plants::seal_of(&secret),
+                },
+            );
+            let p = jobs::load_unit(&sim.state, id).unwrap().plant.unwrap();
+            planted = trainmesh_contracts::plants::is_plant(&secret, &p.seed, p.rate_ppm);
+        }
+        let result = WorkResult {
+            checkpoint: if planted {
+                trainmesh_contracts::plants::planted_checkpoint(&secret, id)
+            } else {
+                Hash32([index as u8; 32])
+            },
+            chain_root: Hash32([3; 32]),
+            segments: jobs::chain_segments(100),
+            loss_trace_ppm: vec![500_000],
+            metric_ppm: 900_000,
+        };
+        sim.call(trainer, Call::SubmitWorkResult { unit: id, result });
+        let unit = jobs::load_unit(&sim.state, id).unwrap();
+        // The whole panel commits, then the trainer opens its seal, then all reveal.
+        let salt = Hash32([7; 32]);
+        let faulty = cheat || planted;
+        let attestations: Vec<(Address, Attestation)> = unit
+            .evaluators
+            .iter()
+            .map(|e| {
+                // Each evaluator names the ledger's draw for it.
+                let segments_checked = trainmesh_contracts::sampling::audit_sample(
+                    &unit.audit_seed.0,
+                    &[3; 32],
+                    e,
+                    jobs::chain_segments(100),
+                    jobs::audit_segments(&Params::default()),
+                );
+                if !lazy.contains(e) {
+                    *audits.entry(*e).or_default() += 1;
+                }
+                let attestation = Attestation {
+                    accept: !faulty || lazy.contains(e),
+                    metric_ppm: 900_000,
+                    tier: 1,
+                    segments_checked,
+                };
+                (*e, attestation)
+            })
+            .collect();
+        for (e, attestation) in &attestations {
+            let commitment = jobs::attestation_commitment(id, unit.attempt, e, attestation, &salt);
+            sim.call(
+                *e,
+                Call::CommitAttestation {
+                    unit: id,
+                    commitment,
+                },
+            );
+        }
+        if unit.plant.is_some() {
+            sim.call(trainer, Call::OpenPlant { unit: id, secret });
+        }
+        let mut outcome = Vec::new();
+        for (e, attestation) in attestations {
+            outcome.extend(sim.call(
+                e,
+                Call::Attest {
+                    unit: id,
+                    attestation,
+                    salt,
+                },
+            ));
+        }
+        if planted {
+            out.plants += 1;
+            continue;
+        }
+        let unit = jobs::load_unit(&sim.state, id).unwrap();
+        if let (UnitState::Disputed, Some(d)) = (unit.state, &unit.dispute) {
+            // The honest challenger names the faked segment; the cheater cannot open a
+            // chain that holds up and stays silent: it loses at the next batch.
+            sim.call(
+                d.challenger,
+                Call::Dispute {
+                    unit: id,
+                    mv: trainmesh_contracts::disputes::Move::Segment {
+                        segment: 0,
+                        end: Hash32([9; 32]),
+                    },
+                },
+            );
+        }
+        // The contest window (or the dispute's moves) pass.
+        while matches!(
+            jobs::load_unit(&sim.state, id).unwrap().state,
+            UnitState::Rejected | UnitState::Disputed
+        ) {
+            sim.tick();
+        }
+        out.certified = outcome
+            .iter()
+            .any(|e| matches!(e, Event::WorkCertified { .. }));
+        return out;
+    }
+}
+
+/// Registers `a` as a worker of `role` with `bond`, its network key bound to its account.
+fn register(sim: &mut Sim, a: Address, role: Role, bond: Amount) {
+    let key = ed25519_zebra::SigningKey::from(a.0);
+    let public: [u8; 32] = ed25519_zebra::VerificationKey::from(&key).into();
+    let peer_id = workers::ed25519_peer_id(&public);
+    let signature: [u8; 64] = key.sign(&workers::peer_binding_message(&a)).into();
+    sim.call(
+        a,
+        Call::RegisterWorker {
+            role,
+            bond,
+            capability: Capability {
+                adapter: "sim".into(),
+                backend: "cpu".into(),
+                memory_mb: 8_192,
+                gflops: 50,
+                conformance: None,
+            },
+            peer_id,
+            peer_signature: signature.to_vec(),
+        },
+    );
+}
+
+/// What a group of accounts holds: balances, stake and unbonding, in base units.
+fn worth(sim: &Sim, who: &[Address]) -> i128 {
+    who.iter()
+        .map(|a| {
+            let acc = accounts::load(&sim.state, a).unwrap();
+            (acc.balance.0 + acc.stake.0 + acc.unbonding_total().0) as i128
+        })
+        .sum()
+}
+
+fn job_spec(dataset: DatasetId, units: u64, budget: Amount, deadline: TimestampMs) -> JobSpec {
+    JobSpec {
+        model: "{\"kind\":\"mlp\"}".into(),
+        dataset,
+        hyper: HyperParams {
+            optimizer: Optimizer::Adam,
+            learning_rate_ppm: 1_000,
+            batch_size: 64,
+            total_steps: 100 * units,
+            steps_per_unit: 100,
+            seed: 1,
+        },
+        target: Target {
+            metric: Metric::Accuracy,
+            threshold_ppm: 990_000,
+        },
+        budget,
+        deadline,
+        tier: 1,
+        min_memory_mb: 0,
+    }
+}
+
+/// Emission farming: a researcher pays its own sybil trainer (with most of the trainer stake,
+/// so that it wins most draws) on its own zero-price dataset, with the cheapest units allowed.
+/// Its profit is what the three accounts together hold after the job, less before.
+fn emission_farming(
+    sim: &mut Sim,
+    funder: Address,
+    lazy: &[Address],
+    audits: &mut BTreeMap<Address, u64>,
+) -> serde_json::Value {
+    let farmer = address("farmer", 0);
+    let trainer = address("farmer-trainer", 0);
+    let provider = address("farmer-provider", 0);
+    for (a, train) in [(farmer, 1_000), (trainer, 200_000), (provider, 10)] {
+        sim.call(
+            funder,
+            Call::Transfer {
+                to: a,
+                amount: Amount::from_train(train),
+            },
+        );
+    }
+    register(sim, trainer, Role::Trainer, Amount::from_train(150_000));
+    let events = sim.call(
+        provider,
+        Call::AttachDataset {
+            spec: DatasetSpec {
+                name: "own".into(),
+                shards_root: Hash32([11; 32]),
+                shard_sizes: vec![1_000],
+                heldout_root: Hash32([12; 32]),
+                heldout_samples: 100,
+                licence: "own".into(),
+                price_per_use: Amount::ZERO,
+                peer_id: "12D3KooWFarmer".into(),
+            },
+        },
+    );
+    let dataset = events
+        .iter()
+        .find_map(|e| match e {
+            Event::DatasetAttached { dataset, .. } => Some(*dataset),
+            _ => None,
+        })
+        .expect("attached");
+    let coalition = [farmer, trainer, provider];
+    let before = worth(sim, &coalition);
+    let units = 50;
+    let deadline = TimestampMs(sim.time + 30 * 24 * 3_600_000);
+    let events = sim.call(
+        farmer,
+        Call::SubmitJob {
+            spec: job_spec(dataset, units, Amount::from_train(units), deadline),
+        },
+    );
+    let job = events
+        .iter()
+        .find_map(|e| match e {
+            Event::JobSubmitted { job, .. } => Some(*job),
+            _ => None,
+        })
+        .expect("submitted");
+    let mut won = 0;
+    while jobs::load_job(&sim.state, job).unwrap().state == jobs::JobState::Running {
+        let index = jobs::load_job(&sim.state, job).unwrap().current_unit;
+        let id = UnitId { job, index };
+        if jobs::load_unit(&sim.state, id).unwrap().trainer == Some(trainer) {
+            won += 1;
+        }
+        run_unit(sim, id, false, lazy, audits);
+    }
+    let profit = worth(sim, &coalition) - before;
+    serde_json::json!({
+        "attack": "emission_farming",
+        "units": units,
+        "units_won_by_the_sybil_trainer": won,
+        "profit_train": profit as f64 / 1e9,
+    })
+}
+
+/// Slot squatting: one account submits jobs nobody can take, as many as it is allowed, to block
+/// other researchers. Its profit is what it holds once those jobs have ended, less before; the
+/// JSON says how many it got and whether another researcher could still submit.
+fn slot_squatting(sim: &mut Sim, funder: Address, dataset: DatasetId) -> serde_json::Value {
+    let squatter = address("squatter", 0);
+    sim.call(
+        funder,
+        Call::Transfer {
+            to: squatter,
+            amount: Amount::from_train(10_000),
+        },
+    );
+    let before = worth(sim, &[squatter]);
+    let deadline = TimestampMs(sim.time + 3_600_000);
+    let mut accepted = 0;
+    let mut refused = 0;
+    for _ in 0..100 {
+        let mut spec = job_spec(dataset, 1, Amount::from_train(10), deadline);
+        spec.min_memory_mb = jobs::MEMORY_MB_MAX;
+        let ctx = sim.ctx();
+        match execute(&mut sim.state, &ctx, squatter, Call::SubmitJob { spec }) {
+            Ok(events) => {
+                sim.record(&events);
+                accepted += 1;
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    let ctx = sim.ctx();
+    let others_can_submit = execute(
+        &mut sim.state.clone(),
+        &ctx,
+        funder,
+        Call::SubmitJob {
+            spec: job_spec(dataset, 1, Amount::from_train(100), deadline),
+        },
+    )
+    .is_ok();
+    // The deadline passes: every squatted job expires and refunds.
+    sim.time = deadline.0;
+    sim.tick();
+    let profit = worth(sim, &[squatter]) - before;
+    serde_json::json!({
+        "attack": "slot_squatting",
+        "jobs_accepted": accepted,
+        "jobs_refused": refused,
+        "others_can_submit": others_can_submit,
+        "profit_train": profit as f64 / 1e9,
+    })
 }
 
 fn train(n: u128) -> String {
@@ -234,28 +562,7 @@ fn main() {
     ] {
         for a in list {
             sim.roles.insert(*a, name);
-            // Each simulated worker's network key, bound to its account.
-            let key = ed25519_zebra::SigningKey::from(a.0);
-            let public: [u8; 32] = ed25519_zebra::VerificationKey::from(&key).into();
-            let peer_id = workers::ed25519_peer_id(&public);
-            let signature: [u8; 64] = key.sign(&workers::peer_binding_message(a)).into();
-            let peer_signature = signature.to_vec();
-            sim.call(
-                *a,
-                Call::RegisterWorker {
-                    role,
-                    bond: Amount::from_train(500),
-                    capability: Capability {
-                        adapter: "sim".into(),
-                        backend: "cpu".into(),
-                        memory_mb: 8_192,
-                        gflops: 50,
-                        conformance: None,
-                    },
-                    peer_id,
-                    peer_signature,
-                },
-            );
+            register(&mut sim, *a, role, Amount::from_train(500));
         }
     }
     sim.call(
@@ -297,31 +604,14 @@ fn main() {
                 }
                 _ => {
                     job_n += 1;
-                    sim.call(
-                        researcher,
-                        Call::SubmitJob {
-                            spec: JobSpec {
-                                model: "{\"kind\":\"mlp\"}".into(),
-                                dataset: DatasetId(1),
-                                hyper: HyperParams {
-                                    optimizer: Optimizer::Adam,
-                                    learning_rate_ppm: 1_000,
-                                    batch_size: 64,
-                                    total_steps: 100 * units_per_job,
-                                    steps_per_unit: 100,
-                                    seed: job_n,
-                                },
-                                target: Target {
-                                    metric: Metric::Accuracy,
-                                    threshold_ppm: 990_000,
-                                },
-                                budget: Amount::from_train(100 * units_per_job),
-                                deadline: TimestampMs(u64::MAX / 2),
-                                tier: 1,
-                                min_memory_mb: 0,
-                            },
-                        },
+                    let mut spec = job_spec(
+                        DatasetId(1),
+                        units_per_job,
+                        Amount::from_train(100 * units_per_job),
+                        TimestampMs(sim.time + 30 * 24 * 3_600_000),
                     );
+                    spec.hyper.seed = job_n;
+                    sim.call(researcher, Call::SubmitJob { spec });
                     let j = JobId(job_n);
                     current = Some(j);
                     j
@@ -336,127 +626,15 @@ fn main() {
                 "enough trainers are registered"
             );
             let cheat = cheaters.contains(&unit.trainer.unwrap());
-            // At most two rounds: a plant (if the draw makes the unit one), then the result.
-            loop {
-                let unit = jobs::load_unit(&sim.state, id).unwrap();
-                let trainer = unit.trainer.unwrap();
-                let secret =
-                    Hash32(*blake3::hash(format!("{id}/{}", unit.attempt).as_bytes()).as_bytes());
-                let mut planted = false;
-                if trainmesh_contracts::plants::required(&unit, 1, &params_now(&sim)) {
-                    sim.call(
-                        trainer,
-                        Call::SealPlant {
-                            unit: id,
-                            seal: trainmesh_contracts::plants::seal_of(&secret),
-                        },
-                    );
-                    let p = jobs::load_unit(&sim.state, id).unwrap().plant.unwrap();
-                    planted = trainmesh_contracts::plants::is_plant(&secret, &p.seed, p.rate_ppm);
-                }
-                let result = WorkResult {
-                    checkpoint: if planted {
-                        trainmesh_contracts::plants::planted_checkpoint(&secret, id)
-                    } else {
-                        Hash32([index as u8; 32])
-                    },
-                    chain_root: Hash32([3; 32]),
-                    segments: jobs::chain_segments(100),
-                    loss_trace_ppm: vec![500_000],
-                    metric_ppm: 900_000,
-                };
-                sim.call(trainer, Call::SubmitWorkResult { unit: id, result });
-                let unit = jobs::load_unit(&sim.state, id).unwrap();
-                // The whole panel commits, then the trainer opens its seal, then all reveal.
-                let salt = Hash32([7; 32]);
-                let faulty = cheat || planted;
-                let attestations: Vec<(Address, Attestation)> = unit
-                    .evaluators
-                    .iter()
-                    .map(|e| {
-                        // Each evaluator names the ledger's draw for it.
-                        let segments_checked = trainmesh_contracts::sampling::audit_sample(
-                            &unit.audit_seed.0,
-                            &[3; 32],
-                            e,
-                            jobs::chain_segments(100),
-                            jobs::audit_segments(&Params::default()),
-                        );
-                        if !lazy.contains(e) {
-                            *audits.entry(*e).or_default() += 1;
-                        }
-                        let attestation = Attestation {
-                            accept: !faulty || lazy.contains(e),
-                            metric_ppm: 900_000,
-                            tier: 1,
-                            segments_checked,
-                        };
-                        (*e, attestation)
-                    })
-                    .collect();
-                for (e, attestation) in &attestations {
-                    let commitment =
-                        jobs::attestation_commitment(id, unit.attempt, e, attestation, &salt);
-                    sim.call(
-                        *e,
-                        Call::CommitAttestation {
-                            unit: id,
-                            commitment,
-                        },
-                    );
-                }
-                if unit.plant.is_some() {
-                    sim.call(trainer, Call::OpenPlant { unit: id, secret });
-                }
-                let mut outcome = Vec::new();
-                for (e, attestation) in attestations {
-                    outcome.extend(sim.call(
-                        e,
-                        Call::Attest {
-                            unit: id,
-                            attestation,
-                            salt,
-                        },
-                    ));
-                }
-                if planted {
-                    plants += 1;
-                    continue;
-                }
-                let unit = jobs::load_unit(&sim.state, id).unwrap();
-                if let (UnitState::Disputed, Some(d)) = (unit.state, &unit.dispute) {
-                    // The honest challenger names the faked segment; the cheater cannot open a
-                    // chain that holds up and stays silent: it loses at the next batch.
-                    sim.call(
-                        d.challenger,
-                        Call::Dispute {
-                            unit: id,
-                            mv: trainmesh_contracts::disputes::Move::Segment {
-                                segment: 0,
-                                end: Hash32([9; 32]),
-                            },
-                        },
-                    );
-                }
-                // The contest window (or the dispute's moves) pass.
-                while matches!(
-                    jobs::load_unit(&sim.state, id).unwrap().state,
-                    UnitState::Rejected | UnitState::Disputed
-                ) {
-                    sim.tick();
-                }
-                let certified_now = outcome
-                    .iter()
-                    .any(|e| matches!(e, Event::WorkCertified { .. }));
-                match (cheat, certified_now) {
-                    (true, true) => cheats_certified += 1,
-                    (true, false) => rejected += 1,
-                    _ => {}
-                }
-                if certified_now {
-                    certified += 1;
-                }
-                break;
+            let outcome = run_unit(&mut sim, id, cheat, &lazy, &mut audits);
+            plants += outcome.plants;
+            match (cheat, outcome.certified) {
+                (true, true) => cheats_certified += 1,
+                (true, false) => rejected += 1,
+                _ => {}
+            }
+            if outcome.certified {
+                certified += 1;
             }
         }
         let s = accounts::supply(&sim.state).unwrap();
@@ -478,6 +656,19 @@ fn main() {
             ),
             train(sim.earned.get("evaluator share").copied().unwrap_or(0)),
         );
+    }
+    // The attacks run on a copy of the network as the simulation left it, so that they change
+    // none of the figures above.
+    let attacks = {
+        let mut copy = sim.clone();
+        let mut audits = audits.clone();
+        vec![
+            emission_farming(&mut copy, researcher, &lazy, &mut audits),
+            slot_squatting(&mut copy, researcher, DatasetId(1)),
+        ]
+    };
+    for a in &attacks {
+        println!(" attack: {a}");
     }
     let s = accounts::supply(&sim.state).unwrap();
     let get = |k: &str| sim.earned.get(k).copied().unwrap_or(0);
@@ -528,6 +719,7 @@ fn main() {
     println!(
         "{}",
         serde_json::json!({
+            "attacks": attacks,
             "days": args.days,
             "certificates": certified,
             "rejected": rejected,
