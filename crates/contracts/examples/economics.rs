@@ -129,6 +129,7 @@ impl Sim {
                 Event::Paid { to, amount, reason } => {
                     let role = match reason {
                         PaymentReason::Emission { .. } => "trainer emission",
+                        PaymentReason::ValidatorReward { .. } => "validator reward",
                         PaymentReason::Refund { .. } => "researcher refund",
                         _ => self.roles.get(to).copied().unwrap_or("other"),
                     };
@@ -522,7 +523,14 @@ fn main() {
         chain_id: "economics".into(),
         genesis_time_ms: 0,
         accounts: accounts_list,
-        validators: vec![],
+        // Four validators of equal stake: they take `validator_share_bps` of every emission.
+        validators: (0..4u8)
+            .map(|i| trainmesh_contracts::GenesisValidator {
+                address: address("validator", u64::from(i)),
+                consensus_key: Hash32([i + 1; 32]),
+                stake: Amount::from_train(100_000),
+            })
+            .collect(),
         params,
         consensus: trainmesh_dag::ConsensusParams::default(),
         beacon: None,
@@ -739,6 +747,7 @@ fn main() {
             "burned_train": s.burned.0 as f64 / 1e9,
             "trainer_income_train": (get("trainer share") + get("trainer emission")) as f64 / 1e9,
             "evaluator_income_train": get("evaluator share") as f64 / 1e9,
+            "validator_income_train": get("validator reward") as f64 / 1e9,
             "data_provider_income_train": get("data provider") as f64 / 1e9,
             "slashed_train": sim.slashed as f64 / 1e9,
         })

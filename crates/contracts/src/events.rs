@@ -40,6 +40,11 @@ pub enum PaymentReason {
     DepositReturned {
         proposal: ProposalId,
     },
+    /// A validator's share, by committee stake, of the fees of a batch (`height`) or of a
+    /// certificate's emission.
+    ValidatorReward {
+        height: u64,
+    },
 }
 
 /// Why stake was slashed.

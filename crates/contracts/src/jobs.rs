@@ -1133,10 +1133,14 @@ fn certify(
     c.certificates += 1;
     counters::store(state, &c);
     if !emission.is_zero() {
-        accounts::mint(state, &trainer, emission)?;
+        // The validators that ordered the work take their share of its emission.
+        let validators_part = emission.mul_bps(p.validator_share_bps);
+        let paid = staking::pay_validators(state, ctx, validators_part, true, events)?;
+        let to_trainer = emission.checked_sub(paid)?;
+        accounts::mint(state, &trainer, to_trainer)?;
         events.push(Event::Paid {
             to: trainer,
-            amount: emission,
+            amount: to_trainer,
             reason: PaymentReason::Emission {
                 unit: unit.id,
                 certificate,

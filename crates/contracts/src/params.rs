@@ -46,6 +46,14 @@ pub struct Params {
     /// Planted faults: rate, opening deadline, evaluator slash, skip penalty.
     #[serde(default)]
     pub plants: crate::plants::PlantParams,
+    /// The validators' share of every transaction fee and of every certificate's emission,
+    /// paid at the end of each batch (each committed sub-DAG) in proportion to committee stake.
+    #[serde(default = "default_validator_share_bps")]
+    pub validator_share_bps: u32,
+}
+
+fn default_validator_share_bps() -> u32 {
+    2_000
 }
 
 impl Default for Params {
@@ -76,6 +84,7 @@ impl Default for Params {
             governance_min_deposit: Amount::from_train(10),
             disputes: crate::disputes::DisputeParams::default(),
             plants: crate::plants::PlantParams::default(),
+            validator_share_bps: default_validator_share_bps(),
         }
     }
 }
@@ -115,6 +124,7 @@ pub enum ParamUpdate {
     },
     Disputes(crate::disputes::DisputeParams),
     Plants(crate::plants::PlantParams),
+    ValidatorShareBps(u32),
 }
 
 fn invalid(reason: String) -> ContractError {
@@ -153,7 +163,7 @@ const fn bound(name: &'static str, min: u128, max: u128, step: u128) -> Bound {
 
 /// Every governed scalar, in the order of [`Params::scalars`] (documented in
 /// `docs/design/ledger.md`).
-pub const BOUNDS: [Bound; 34] = [
+pub const BOUNDS: [Bound; 35] = [
     bound("emission_per_certificate", 0, 1_000 * TRAIN, TRAIN),
     bound("emission_decay_bps", 1, 5_000, 10),
     bound("emission_decay_interval", 1, 1_000_000, 100),
@@ -185,6 +195,7 @@ pub const BOUNDS: [Bound; 34] = [
     bound("plants.open_ms", SECOND, DAY, MINUTE),
     bound("plants.evaluator_slash_bps", 500, 10_000, 250),
     bound("plants.skip_penalty", 0, 1_000_000 * TRAIN, TRAIN),
+    bound("validator_share_bps", 0, 5_000, 250),
     // Derived: the most TRAIN emission can ever mint (see `Params::emission_total_max`).
     bound(
         "emission_total_max_train",
@@ -201,7 +212,7 @@ pub const EMISSION_TOTAL_MAX_TRAIN: u128 = 1_000_000_000;
 
 impl Params {
     /// Each governed scalar with its value, in the order of [`BOUNDS`].
-    pub fn scalars(&self) -> [u128; 34] {
+    pub fn scalars(&self) -> [u128; 35] {
         [
             self.emission_per_certificate.0,
             self.emission_decay_bps.into(),
@@ -234,6 +245,7 @@ impl Params {
             self.plants.open_ms.into(),
             self.plants.evaluator_slash_bps.into(),
             self.plants.skip_penalty.0,
+            self.validator_share_bps.into(),
             self.emission_total_max_train(),
             u128::from(self.fee_share_trainer_bps)
                 + u128::from(self.fee_share_evaluators_bps)
@@ -346,6 +358,7 @@ impl Params {
             }
             ParamUpdate::Disputes(ref d) => p.disputes = d.clone(),
             ParamUpdate::Plants(ref d) => p.plants = d.clone(),
+            ParamUpdate::ValidatorShareBps(b) => p.validator_share_bps = b,
         }
         p.validate()?;
         Ok(p)

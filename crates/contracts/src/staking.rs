@@ -204,6 +204,52 @@ pub fn slash(
     Ok(taken)
 }
 
+/// Pays `amount` to the validators in proportion to their committee stake: minted (a share of a
+/// certificate's emission) or already taken from payers (a share of a batch's fees). What the
+/// division leaves, and everything when there are no validators, is burned (minted amounts are
+/// then simply not minted). Returns what was paid.
+pub fn pay_validators(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    amount: Amount,
+    minted: bool,
+    events: &mut Events,
+) -> ContractResult<Amount> {
+    let validators = validators(state)?;
+    let total: u128 = validators.iter().map(|v| v.committee_stake.0).sum();
+    let mut paid = Amount::ZERO;
+    if total > 0 && !amount.is_zero() {
+        for v in &validators {
+            // amount × stake / total, without overflow for any u128 amounts that exist.
+            let each = Amount(
+                (amount.0 / total) * v.committee_stake.0
+                    + (amount.0 % total) * v.committee_stake.0 / total,
+            );
+            if each.is_zero() {
+                continue;
+            }
+            if minted {
+                accounts::mint(state, &v.address, each)?;
+            } else {
+                accounts::credit(state, &v.address, each)?;
+            }
+            paid = paid.checked_add(each)?;
+            events.push(Event::Paid {
+                to: v.address,
+                amount: each,
+                reason: PaymentReason::ValidatorReward { height: ctx.height },
+            });
+        }
+    }
+    if !minted {
+        let rest = amount.checked_sub(paid)?;
+        if !rest.is_zero() {
+            accounts::burn(state, rest)?;
+        }
+    }
+    Ok(paid)
+}
+
 /// Slashes a validator proven to have signed two headers for one round.
 pub fn slash_double_sign(
     state: &mut (impl State + ?Sized),

@@ -567,6 +567,9 @@ impl Ledger {
                 writes: BTreeMap::new(),
             };
             let mut receipts = Vec::with_capacity(checked.len());
+            // Constant within the batch: governance changes parameters only at its end.
+            let validator_share_bps = trainmesh_contracts::params::load(&bs)?.validator_share_bps;
+            let mut validator_fees = trainmesh_contracts::Amount::ZERO;
             for tx in checked {
                 let receipt = match tx {
                     Err(e) => Receipt {
@@ -575,7 +578,13 @@ impl Ledger {
                     },
                     Ok(tx) => {
                         let hash = tx.hash();
-                        match apply_transaction(&mut bs, &ctx, tx) {
+                        match apply_transaction(
+                            &mut bs,
+                            &ctx,
+                            tx,
+                            validator_share_bps,
+                            &mut validator_fees,
+                        ) {
                             Ok(events) => Receipt {
                                 tx_hash: Some(hash),
                                 outcome: Ok(events),
@@ -595,7 +604,17 @@ impl Ledger {
             }
             let end_events = {
                 let mut overlay = Overlay::new(&mut bs);
-                let events = calls::on_batch_end(&mut overlay, &ctx)?;
+                // The validators' share of the batch's fees, by committee stake.
+                let mut paid = trainmesh_contracts::events::Events::default();
+                trainmesh_contracts::staking::pay_validators(
+                    &mut overlay,
+                    &ctx,
+                    validator_fees,
+                    false,
+                    &mut paid,
+                )?;
+                let mut events = paid.0;
+                events.extend(calls::on_batch_end(&mut overlay, &ctx)?);
                 overlay.commit();
                 events
             };
@@ -677,7 +696,14 @@ impl Ledger {
             time: self.position.timestamp,
             seed: [0; 32],
         };
-        apply_transaction(&mut scratch, &ctx, tx)
+        let share = trainmesh_contracts::params::load(&scratch)?.validator_share_bps;
+        apply_transaction(
+            &mut scratch,
+            &ctx,
+            tx,
+            share,
+            &mut trainmesh_contracts::Amount::ZERO.clone(),
+        )
     }
 
     /// Reads a record of the committed state.
@@ -749,6 +775,8 @@ fn apply_transaction(
     state: &mut impl State,
     ctx: &Context,
     tx: SignedTransaction,
+    validator_share_bps: u32,
+    validator_fees: &mut trainmesh_contracts::Amount,
 ) -> LedgerResult<Vec<Event>> {
     let sender = tx.sender();
     let t = tx.transaction;
@@ -775,14 +803,19 @@ fn apply_transaction(
     account.nonce += 1;
     accounts::store(&mut overlay, &sender, &account);
     let mut events = Vec::new();
+    // The validators' share is paid at the end of the batch; the rest is burned now.
+    let to_validators = t.fee.mul_bps(validator_share_bps);
+    let burned = t.fee.checked_sub(to_validators)?;
     if !t.fee.is_zero() {
-        accounts::burn_from(&mut overlay, &sender, t.fee)?;
+        accounts::debit(&mut overlay, &sender, t.fee)?;
+        accounts::burn(&mut overlay, burned)?;
         events.push(Event::FeeBurned {
             payer: sender,
-            amount: t.fee,
+            amount: burned,
         });
     }
     events.extend(calls::execute(&mut overlay, ctx, sender, t.call)?);
     overlay.commit();
+    *validator_fees = validator_fees.checked_add(to_validators)?;
     Ok(events)
 }

@@ -81,6 +81,13 @@ fn world(params: Params) -> World {
     }
 }
 
+/// What the trainer keeps of a certificate's emission: the validators take their share.
+fn trainer_emission(emission: Amount, p: &Params) -> Amount {
+    emission
+        .checked_sub(emission.mul_bps(p.validator_share_bps))
+        .unwrap()
+}
+
 fn dataset_spec() -> DatasetSpec {
     DatasetSpec {
         name: "digits".into(),
@@ -330,15 +337,15 @@ fn job_runs_from_submission_to_settlement() {
             _ => None,
         })
         .expect("a certificate of useful work");
-    // Paid: 70 TRAIN share + 10 TRAIN emission to the trainer (less its transaction fee), 10 to
-    // the data provider.
+    // Paid: 70 TRAIN share + the emission less the validators' share to the trainer (less its
+    // transaction fee), 10 to the data provider.
     let p = Params::default();
     assert_eq!(
         w.net.balance(&trainer0),
         trainer0_before
             .checked_add(Amount::from_train(70))
             .unwrap()
-            .checked_add(p.emission_for(0))
+            .checked_add(trainer_emission(p.emission_for(0), &p))
             .unwrap()
             .checked_sub(Amount(1_000))
             .unwrap()
@@ -564,7 +571,8 @@ fn governance_vote_changes_a_real_parameter() {
         },
     );
     let events = w.run_unit(JobId(1), 0, 990_000, true);
-    assert!(events.iter().any(|e| matches!(e, Event::Paid { reason: PaymentReason::Emission { .. }, amount, .. } if *amount == new_emission)));
+    let p = Params::default();
+    assert!(events.iter().any(|e| matches!(e, Event::Paid { reason: PaymentReason::Emission { .. }, amount, .. } if *amount == trainer_emission(new_emission, &p))));
 }
 
 #[test]
@@ -813,7 +821,7 @@ fn tier0_earns_no_emission() {
     let p = Params::default();
     assert!(events.iter().any(|e| matches!(
         e,
-        Event::Paid { reason: PaymentReason::Emission { .. }, amount, .. } if *amount == p.emission_for(0)
+        Event::Paid { reason: PaymentReason::Emission { .. }, amount, .. } if *amount == trainer_emission(p.emission_for(0), &p)
     )));
     w.net.check();
 }
@@ -2369,7 +2377,7 @@ fn emission_is_capped_by_what_the_payment_gave_away() {
         .iter()
         .filter_map(|e| match e {
             Event::Paid {
-                reason: PaymentReason::Emission { .. },
+                reason: PaymentReason::Emission { .. } | PaymentReason::ValidatorReward { .. },
                 amount,
                 ..
             } => Some(*amount),
@@ -2446,5 +2454,54 @@ fn job_slots_cannot_be_squatted() {
         },
     );
     assert!(refused.unwrap_err().message.contains("one owner"));
+    w.net.check();
+}
+
+// ---- Validator rewards ------------------------------------------------------------------------
+
+/// Validators are paid a share of every fee (at the end of the batch) and of every certificate's
+/// emission (when it forms), in proportion to committee stake — here one validator takes all.
+#[test]
+fn validators_are_paid_a_share_of_fees_and_emission_by_stake() {
+    let mut w = world(Params::default());
+    let p = Params::default();
+    let validator = w.validator.address();
+    let deadline = w.net.time_ms + 24 * 3_600_000;
+    let researcher = w.researcher.clone();
+    // One batch of one transaction: the fee's share is paid at the batch's end.
+    let tx = w.net.signed(
+        &researcher,
+        w.net.nonce(&researcher.address()),
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    let before = w.net.balance(&validator);
+    let out = w.net.batch(vec![tx], 1_000);
+    assert!(out.receipts[0].outcome.is_ok());
+    let fee_share = Amount(1_000).mul_bps(p.validator_share_bps);
+    assert!(out.end_events.iter().any(|e| matches!(
+        e,
+        Event::Paid { to, amount, reason: PaymentReason::ValidatorReward { .. } }
+            if *to == validator && *amount == fee_share
+    )));
+    assert_eq!(
+        w.net.balance(&validator),
+        before.checked_add(fee_share).unwrap()
+    );
+    // The certificate's emission: the validators' share minted to them, the rest to the trainer.
+    let events = w.run_unit(JobId(1), 0, 990_000, true);
+    let emission = p.emission_per_certificate;
+    let validators_part = emission.mul_bps(p.validator_share_bps);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Paid { to, amount, reason: PaymentReason::ValidatorReward { .. } }
+            if *to == validator && *amount == validators_part
+    )));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Paid { amount, reason: PaymentReason::Emission { .. }, .. }
+            if *amount == emission.checked_sub(validators_part).unwrap()
+    )));
     w.net.check();
 }

@@ -450,6 +450,26 @@ async fn workers(g: web::Data<Gateway>) -> ApiResult {
     Ok(HttpResponse::Ok().json(out))
 }
 
+/// The consensus validators: account, committee stake, and what the account holds (validators
+/// are paid a share of fees and emission into their balance at the end of each batch).
+async fn validators(g: web::Data<Gateway>) -> ApiResult {
+    let list: Vec<trainmesh_contracts::staking::ValidatorInfo> =
+        read(&g, state_keys::VALIDATORS)?.unwrap_or_default();
+    let mut out = Vec::new();
+    for v in list.iter().take(LIST_MAX) {
+        let a: trainmesh_contracts::accounts::Account =
+            read(&g, &state_keys::account(&v.address))?.unwrap_or_default();
+        out.push(serde_json::json!({
+            "address": v.address,
+            "consensus_key": hex::encode(v.consensus_key),
+            "committee_stake": v.committee_stake,
+            "balance": a.balance,
+            "stake": a.stake,
+        }));
+    }
+    Ok(HttpResponse::Ok().json(out))
+}
+
 async fn datasets(g: web::Data<Gateway>) -> ApiResult {
     let count = read::<trainmesh_contracts::counters::Counters>(&g, state_keys::COUNTERS)?
         .map(|c| c.datasets)
@@ -718,6 +738,7 @@ pub const ROUTE_PATTERNS: &[&str] = &[
     "/v1/accounts/{address}",
     "/v1/accounts/{address}/history",
     "/v1/workers",
+    "/v1/validators",
     "/v1/datasets",
     "/v1/datasets/{id}",
     "/v1/datasets/shards",
@@ -811,6 +832,7 @@ pub fn serve(g: Gateway, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
             .route("/v1/accounts/{address}", web::get().to(account))
             .route("/v1/accounts/{address}/history", web::get().to(history))
             .route("/v1/workers", web::get().to(workers))
+            .route("/v1/validators", web::get().to(validators))
             .route("/v1/datasets", web::get().to(datasets))
             .service(web::resource("/v1/datasets/shards").route(web::post().to(upload_shard)))
             .service(

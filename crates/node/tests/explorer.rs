@@ -156,6 +156,10 @@ fn explorer_renders_the_devnet_in_headless_chromium() {
         "no workers"
     );
     assert!(
+        dom.contains("Validators (paid") && dom.contains("100000</td>"),
+        "no validators with their committee stake"
+    );
+    assert!(
         dom.contains("href=\"#account="),
         "addresses do not link to their accounts"
     );
