@@ -61,6 +61,8 @@ pub struct EvaluatorActor {
     moves: Outbox<(Stage, u32)>,
     /// How it plays: honest, lazy (replays nothing), colluding (rejects everything).
     mode: EvaluatorMode,
+    /// Units whose verification ran out of its time budget: left to time out, not retried.
+    gave_up: std::collections::BTreeSet<(UnitId, u32)>,
     registration_sent: Option<Instant>,
 }
 
@@ -89,6 +91,7 @@ impl EvaluatorActor {
             faults: Outbox::default(),
             moves: Outbox::default(),
             mode,
+            gave_up: std::collections::BTreeSet::new(),
             registration_sent: None,
         }
     }
@@ -199,7 +202,7 @@ impl EvaluatorActor {
                 }
                 continue;
             }
-            if self.busy.is_some() {
+            if self.busy.is_some() || self.gave_up.contains(&key) {
                 continue;
             }
             // The segments this evaluator must check are the ledger's draw for it; a refusal lists
@@ -244,6 +247,12 @@ impl EvaluatorActor {
                             act.faults.insert(key, f);
                         }
                         a
+                    }
+                    Err(WorkError::Gpu(e @ trainmesh_gpu::GpuError::OutOfTime { .. })) => {
+                        // Too large for the time it has: free again, and no verdict.
+                        tracing::warn!(unit = ?key.0, error = %e, "verification abandoned");
+                        act.gave_up.insert(key);
+                        return;
                     }
                     Err(e) => {
                         tracing::warn!(unit = ?key.0, error = %e, "result refused");
@@ -378,6 +387,14 @@ async fn verify_unit(
     }
     let metrics = work.metrics.clone();
     let metric_kind = job.spec.target.metric;
+    let budget_ms = work
+        .ledger
+        .read()
+        .expect("ledger lock")
+        .read::<trainmesh_contracts::Params>(trainmesh_contracts::keys::PARAMS)
+        .ok()
+        .flatten()
+        .map_or(u64::MAX / 4, |p| p.unit_timeout_ms);
     let committed_root = GpuHash(result.chain_root.0);
     let end_step = unit.first_step + unit.steps;
     tokio::task::spawn_blocking(move || {
@@ -393,8 +410,14 @@ async fn verify_unit(
             let final_state = TrainState::decode(&final_bytes, &model)?;
             (measured, final_state.step == end_step)
         } else {
-            // On the device when there is one: the same bits, so still exact.
-            let mut replayer = Replayer::new(device.as_deref(), &model, hyper, &train)?;
+            // On the device when there is one: the same bits, so still exact. Within the unit's
+            // timeout: past it, no verdict at all (the ledger times this evaluator out) rather
+            // than a false one.
+            let mut replayer = verify::Budgeted {
+                inner: Replayer::new(device.as_deref(), &model, hyper, &train)?,
+                deadline: started + Duration::from_millis(budget_ms),
+                budget_ms,
+            };
             let report = verify::audit(&chain, &committed_root, &audited, &store, &mut replayer)?;
             if !report.accepted() {
                 tracing::info!(

@@ -110,6 +110,8 @@ pub struct TrainerActor {
     trained: BTreeMap<UnitId, Trained>,
     /// Results sent, by (unit, attempt).
     sent: Outbox<WorkResult>,
+    /// Units whose training ran out of its time budget: not started again.
+    gave_up: std::collections::BTreeSet<(UnitId, u32)>,
     /// Plant seals and openings sent, by (unit, attempt).
     seals: Outbox<()>,
     openings: Outbox<()>,
@@ -153,6 +155,7 @@ impl TrainerActor {
             sent: Outbox::default(),
             seals: Outbox::default(),
             openings: Outbox::default(),
+            gave_up: std::collections::BTreeSet::new(),
             registration_sent: None,
         }
     }
@@ -309,7 +312,7 @@ impl TrainerActor {
                 self.send_result(unit.id, result, false);
                 continue;
             }
-            if self.busy.is_some() {
+            if self.busy.is_some() || self.gave_up.contains(&key) {
                 continue;
             }
             self.busy = Some(key);
@@ -328,6 +331,10 @@ impl TrainerActor {
                         });
                         act.trained.insert(key.0, trained);
                         act.poll(ctx);
+                    }
+                    Err(WorkError::Gpu(e @ trainmesh_gpu::GpuError::OutOfTime { .. })) => {
+                        tracing::warn!(unit = ?key.0, error = %e, "work unit abandoned");
+                        act.gave_up.insert(key);
                     }
                     Err(e) => tracing::warn!(unit = ?key.0, error = %e, "work unit failed"),
                 }
@@ -357,6 +364,16 @@ async fn run_unit(
     }
     let steps = unit.steps;
     let metrics = work.metrics.clone();
+    // The unit's timeout is the training's budget: past it the unit is abandoned between
+    // segments and this trainer is free again (the ledger reassigns the unit).
+    let budget_ms = work
+        .ledger
+        .read()
+        .expect("ledger lock")
+        .read::<trainmesh_contracts::Params>(trainmesh_contracts::keys::PARAMS)
+        .ok()
+        .flatten()
+        .map_or(u64::MAX / 4, |p| p.unit_timeout_ms);
     let (chain, blobs, metric, trained_on) = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let mut trainer = Trainer::new(&model, hyper, &train)?;
@@ -383,7 +400,14 @@ async fn run_unit(
         let mut state = start;
         let mut chain = Vec::with_capacity(segments as usize);
         let mut losses = Vec::with_capacity(steps as usize);
+        let deadline = started + Duration::from_millis(budget_ms);
         for _ in 0..segments {
+            if Instant::now() >= deadline {
+                return Err(trainmesh_gpu::GpuError::OutOfTime {
+                    what: "training",
+                    budget_ms,
+                });
+            }
             if cheat {
                 // Claims the segment's steps without doing them.
                 state.step += seg;

@@ -39,6 +39,8 @@ pub enum GpuError {
     NoAdapter { reason: String },
     #[error("GPU device failed: {reason}")]
     DeviceFailed { reason: String },
+    #[error("out of time: {what} did not finish within its budget of {budget_ms} ms")]
+    OutOfTime { what: &'static str, budget_ms: u64 },
     #[error("io error on {path}: {source}")]
     Io {
         path: String,

@@ -66,6 +66,35 @@ pub trait SegmentReplayer {
     fn replay(&mut self, start: &[u8], steps: u64) -> Result<Vec<u8>, GpuError>;
 }
 
+/// A replayer with a time budget: once `deadline` has passed, the next replay is refused
+/// ([`GpuError::OutOfTime`]) instead of started, so that a verification too large for its
+/// deadline ends and frees its worker (a replay under way finishes its segment first).
+pub struct Budgeted<R> {
+    pub inner: R,
+    pub deadline: std::time::Instant,
+    pub budget_ms: u64,
+}
+
+impl<R> std::fmt::Debug for Budgeted<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budgeted")
+            .field("budget_ms", &self.budget_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: SegmentReplayer> SegmentReplayer for Budgeted<R> {
+    fn replay(&mut self, start: &[u8], steps: u64) -> Result<Vec<u8>, GpuError> {
+        if std::time::Instant::now() >= self.deadline {
+            return Err(GpuError::OutOfTime {
+                what: "the audit",
+                budget_ms: self.budget_ms,
+            });
+        }
+        self.inner.replay(start, steps)
+    }
+}
+
 impl SegmentReplayer for Trainer<'_> {
     fn replay(&mut self, start: &[u8], steps: u64) -> Result<Vec<u8>, GpuError> {
         let model = self.model();
@@ -123,14 +152,23 @@ fn audit_segment(
     source: &impl CheckpointSource,
     replayer: &mut impl SegmentReplayer,
     last_end: &mut Option<Vec<u8>>,
+    out_of_time: &mut Option<GpuError>,
 ) -> Result<(), SegmentFault> {
     let start = fetch_verified(source, &result.segment_start(i))?;
-    let replayed =
-        replayer
-            .replay(&start, result.segment_steps)
-            .map_err(|e| SegmentFault::Malformed {
+    let replayed = match replayer.replay(&start, result.segment_steps) {
+        Ok(r) => r,
+        // The evaluator's own budget ran out: no verdict on this segment (the caller fails the
+        // audit as a whole instead of calling the segment faked).
+        Err(e @ GpuError::OutOfTime { .. }) => {
+            *out_of_time = Some(e);
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(SegmentFault::Malformed {
                 reason: e.to_string(),
-            })?;
+            })
+        }
+    };
     let claimed = result.chain[i];
     let hash = Hash32::of(&replayed);
     if i + 1 == result.chain.len() {
@@ -170,14 +208,17 @@ pub fn audit(
         });
     }
     let mut last_end = None;
-    let faults = checked
-        .iter()
-        .filter_map(|&i| {
-            audit_segment(result, i, source, replayer, &mut last_end)
-                .err()
-                .map(|f| (i, f))
-        })
-        .collect();
+    let mut out_of_time = None;
+    let mut faults = Vec::new();
+    for &i in checked {
+        if let Err(f) = audit_segment(result, i, source, replayer, &mut last_end, &mut out_of_time)
+        {
+            faults.push((i, f));
+        }
+        if let Some(e) = out_of_time.take() {
+            return Err(e);
+        }
+    }
     Ok(AuditReport {
         steps_replayed: checked.len() as u64 * result.segment_steps,
         checked: checked.to_vec(),

@@ -291,6 +291,30 @@ fn tier0_and_referee_and_malformed_results() {
     assert!(referee_step(&mut referee, &start, &result.start, &honest_end).unwrap());
     assert!(!referee_step(&mut referee, &start, &result.start, &result.start).unwrap());
 
+    // An audit past its time budget ends with no verdict (not a fault blamed on the trainer),
+    // and one within it gives the replay of the last segment, which the metric is measured on.
+    let all: Vec<usize> = (0..result.chain.len()).collect();
+    let mut late = trainmesh_gpu::verify::Budgeted {
+        inner: Trainer::new(&model, hyper, &data).unwrap(),
+        deadline: std::time::Instant::now(),
+        budget_ms: 0,
+    };
+    assert!(matches!(
+        audit(&result, &result.chain_root(), &all, &store, &mut late),
+        Err(GpuError::OutOfTime { .. })
+    ));
+    let mut in_time = trainmesh_gpu::verify::Budgeted {
+        inner: Trainer::new(&model, hyper, &data).unwrap(),
+        deadline: std::time::Instant::now() + std::time::Duration::from_secs(3_600),
+        budget_ms: 3_600_000,
+    };
+    let report = audit(&result, &result.chain_root(), &all, &store, &mut in_time).unwrap();
+    assert!(report.accepted());
+    assert_eq!(
+        report.last_end.as_deref().map(Hash32::of),
+        Some(result.final_checkpoint())
+    );
+
     // A result that is not the committed one, or is malformed, is refused before any replay.
     let b = beacon(1, 1);
     let checked = draw(&result, &b, 1, 3);
