@@ -886,6 +886,7 @@ mod tests {
         ("get", "/v1/accounts/{address}"),
         ("get", "/v1/accounts/{address}/history"),
         ("get", "/v1/workers"),
+        ("get", "/v1/validators"),
         ("get", "/v1/datasets"),
         ("get", "/v1/datasets/{id}"),
         ("post", "/v1/datasets/shards"),
