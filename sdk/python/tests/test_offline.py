@@ -630,3 +630,19 @@ def test_wrong_key_for_an_explicit_nonce_is_not_retried(gateway: FakeGateway) ->
     with pytest.raises(NonceReplayed):
         Client(gateway.url).submit_job(Key.generate(), MLP, 1, nonce=0)
     assert sum(1 for m, p, _ in gateway.requests if p == "/v1/transactions") == 1
+
+
+def test_the_client_signs_only_for_its_chain(gateway: FakeGateway) -> None:
+    """A client given its chain id refuses a gateway that serves another before signing
+    anything; one without keeps the first chain id it saw, whatever the gateway says later."""
+    gateway.json("GET", "/v1/status", {"chain_id": "other-chain", "height": 1})
+    with pytest.raises(WrongChain) as e:
+        Client(gateway.url, chain_id="trainmesh-devnet").chain_id()
+    assert e.value.code == "wrong_chain_id"
+    assert not any(m == "POST" for m, _, _ in gateway.requests)
+
+    pinned = Client(gateway.url)
+    assert pinned.chain_id() == "other-chain"
+    gateway.json("GET", "/v1/status", {"chain_id": "switched", "height": 2})
+    assert pinned.chain_id() == "other-chain"
+    assert Client(gateway.url, chain_id="switched").chain_id() == "switched"

@@ -59,6 +59,7 @@ from .errors import (
     TrainmeshError,
     UnknownTransaction,
     WaitTimeout,
+    WrongChain,
     error_for,
     rejection,
 )
@@ -85,11 +86,18 @@ def _event(receipt: Mapping[str, Any], name: str) -> Optional[Json]:
 
 
 class Client:
-    """``Client("http://127.0.0.1:8080")``: reads state and submits signed transactions."""
+    """``Client("http://127.0.0.1:8080", chain_id="trainmesh-testnet")``: reads state and submits
+    signed transactions.
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    Transactions are signed for one chain: ``chain_id`` when given (a gateway that reports another
+    is refused with :class:`WrongChain` before anything is signed), else the first chain id the
+    gateway reports, pinned for the client's life — a gateway cannot later make it sign for
+    another network."""
+
+    def __init__(self, url: str, timeout: float = 10.0, chain_id: Optional[str] = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self._expected_chain: Optional[str] = chain_id
         self._chain_id: Optional[str] = None
 
     # --- HTTP ------------------------------------------------------------------------------
@@ -146,9 +154,17 @@ class Client:
         return self._object("/v1/status")
 
     def chain_id(self) -> str:
-        """The node's chain id (fetched once)."""
+        """The chain this client signs for: the node's chain id, fetched once and checked against
+        the one the client was given."""
         if self._chain_id is None:
-            self._chain_id = str(self.status()["chain_id"])
+            reported = str(self.status()["chain_id"])
+            if self._expected_chain is not None and reported != self._expected_chain:
+                raise WrongChain(
+                    "wrong_chain_id",
+                    f"the gateway serves chain {reported!r}, this client signs for "
+                    f"{self._expected_chain!r}",
+                )
+            self._chain_id = reported
         return self._chain_id
 
     def height(self) -> int:
