@@ -39,6 +39,47 @@ pub const CLIENT_BURST: f64 = 200.0;
 pub const CLIENTS_MAX: usize = 10_000;
 /// Job event streams open at once.
 pub const EVENT_STREAMS_MAX: usize = 256;
+/// Job event streams one client (address) may hold open: no client takes every stream.
+pub const EVENT_STREAMS_PER_CLIENT: usize = 8;
+
+/// Event streams open per client; a slot frees itself when its stream ends.
+#[derive(Clone, Debug, Default)]
+pub struct ClientStreams(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One client's claim on an event stream.
+#[derive(Debug)]
+pub struct ClientSlot {
+    streams: ClientStreams,
+    client: std::net::IpAddr,
+}
+
+impl ClientStreams {
+    /// A slot for `client`, unless it holds [`EVENT_STREAMS_PER_CLIENT`] already.
+    pub fn acquire(&self, client: std::net::IpAddr) -> Option<ClientSlot> {
+        let mut open = self.0.lock().expect("streams lock");
+        let n = open.entry(client).or_default();
+        if *n >= EVENT_STREAMS_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            streams: self.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.0.lock().expect("streams lock");
+        if let Some(n) = open.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
+}
 /// How often an event stream looks for a new ledger height, and how long it stays silent at most.
 pub const EVENT_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 pub const EVENT_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
@@ -90,8 +131,9 @@ pub struct Gateway {
     pub fetcher: trainmesh_actors::blobs::Fetcher,
     /// Dataset shards uploaded to this node.
     pub uploads: Uploads,
-    /// Open event streams (each holds a permit).
+    /// Open event streams (each holds a permit), and per client.
     streams: Arc<tokio::sync::Semaphore>,
+    client_streams: ClientStreams,
     metrics: GatewayMetrics,
 }
 
@@ -112,6 +154,7 @@ impl Gateway {
             fetcher: n.fetcher.clone(),
             uploads,
             streams: Arc::new(tokio::sync::Semaphore::new(EVENT_STREAMS_MAX)),
+            client_streams: ClientStreams::default(),
             metrics: GatewayMetrics::new(&n.name, ROUTE_PATTERNS),
         })
     }
@@ -254,6 +297,7 @@ struct EventStream {
     quiet_since: std::time::Instant,
     ended: bool,
     _permit: tokio::sync::OwnedSemaphorePermit,
+    _slot: Option<ClientSlot>,
 }
 
 impl Drop for EventStream {
@@ -302,9 +346,23 @@ impl EventStream {
 
 /// The job's progress as Server-Sent Events: `job` at once and on every change, `end` when it is
 /// no longer running (then the stream closes).
-async fn job_events(g: web::Data<Gateway>, id: web::Path<u64>) -> ApiResult {
+async fn job_events(
+    g: web::Data<Gateway>,
+    req: actix_web::HttpRequest,
+    id: web::Path<u64>,
+) -> ApiResult {
     let id = JobId(id.into_inner());
     job_snapshot(&g, id)?;
+    let slot = match req.peer_addr() {
+        Some(peer) => Some(g.client_streams.acquire(peer.ip()).ok_or_else(|| {
+            ApiError::new(
+                429,
+                "too_many_streams",
+                format!("a client may hold {EVENT_STREAMS_PER_CLIENT} event streams open"),
+            )
+        })?),
+        None => None,
+    };
     let permit = g.streams.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             503,
@@ -321,6 +379,7 @@ async fn job_events(g: web::Data<Gateway>, id: web::Path<u64>) -> ApiResult {
         quiet_since: std::time::Instant::now(),
         ended: false,
         _permit: permit,
+        _slot: slot,
     };
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -397,8 +456,16 @@ pub const HISTORY_HEIGHTS_MAX: u64 = 10_000;
 /// Every payment to and slash of an account in the last heights, newest first, each with its
 /// reason (and the certificate that caused it).
 async fn history(g: web::Data<Gateway>, a: web::Path<String>) -> ApiResult {
-    use trainmesh_contracts::Event;
     let a = address(&a)?;
+    // The scan runs on the blocking pool, not on the server's worker: other requests go on.
+    let out = web::block(move || history_of(&g, a))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "address": a, "history": out })))
+}
+
+fn history_of(g: &Gateway, a: Address) -> Result<Vec<serde_json::Value>, ApiError> {
+    use trainmesh_contracts::Event;
     let l = g.ledger.read().expect("ledger lock");
     let top = l.height();
     let mut out = Vec::new();
@@ -436,7 +503,7 @@ async fn history(g: web::Data<Gateway>, a: web::Path<String>) -> ApiResult {
             }
         }
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "address": a, "history": out })))
+    Ok(out)
 }
 
 async fn workers(g: web::Data<Gateway>) -> ApiResult {
@@ -562,10 +629,22 @@ async fn transaction(
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| ApiError::new(400, "bad_hash", "a transaction hash is 32 bytes of hex"))?;
+    let since = q.since;
+    // The scan runs on the blocking pool, not on the server's worker: other requests go on.
+    let body = web::block(move || receipt_of(&g, wanted, since))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+fn receipt_of(
+    g: &Gateway,
+    wanted: [u8; 32],
+    since: Option<u64>,
+) -> Result<serde_json::Value, ApiError> {
     let l = g.ledger.read().expect("ledger lock");
     let top = l.height();
-    let floor = q
-        .since
+    let floor = since
         .unwrap_or_else(|| top.saturating_sub(RECEIPT_HEIGHTS_DEFAULT))
         .max(top.saturating_sub(RECEIPT_HEIGHTS_MAX))
         .max(1);
@@ -585,7 +664,7 @@ async fn transaction(
                     "error": { "code": rejection.code, "message": rejection.message },
                 }),
             };
-            return Ok(HttpResponse::Ok().json(body));
+            return Ok(body);
         }
     }
     Err(ApiError::new(
@@ -909,6 +988,25 @@ mod tests {
         let later = t0 + std::time::Duration::from_millis(100);
         let refilled = (0..1_000).take_while(|_| l.allow(a, later)).count();
         assert_eq!(refilled, (CLIENT_RATE_PER_S / 10.0) as usize);
+    }
+
+    /// One client holds at most its share of the event streams; another is unaffected, and a
+    /// slot frees when its stream ends.
+    #[test]
+    fn a_client_cannot_take_every_event_stream() {
+        let streams = ClientStreams::default();
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let mut held: Vec<ClientSlot> = (0..EVENT_STREAMS_PER_CLIENT)
+            .map(|_| streams.acquire(a).expect("within the share"))
+            .collect();
+        assert!(streams.acquire(a).is_none());
+        assert!(streams.acquire(b).is_some());
+        held.pop();
+        assert!(
+            streams.acquire(a).is_some(),
+            "an ended stream frees its slot"
+        );
     }
 
     #[test]
