@@ -116,6 +116,9 @@ pub struct CoordinatorWiring {
     /// This validator's beacon share: it signs every commit it sees committed (none in the
     /// consensus benchmark, which runs no ledger).
     pub beacon: Option<BeaconSecret>,
+    /// Where proof of another validator's equivocation goes: the node files it on the ledger
+    /// (`ReportDoubleSign`) from this validator's account.
+    pub reports: Option<mpsc::UnboundedSender<trainmesh_dag::EquivocationEvidence>>,
     pub metrics: NodeMetrics,
 }
 
@@ -130,6 +133,7 @@ pub struct Coordinator<S: ConsensusStore + Unpin + 'static> {
     replay_from: u64,
     retain_commits: u64,
     beacon: Option<BeaconSecret>,
+    reports: Option<mpsc::UnboundedSender<trainmesh_dag::EquivocationEvidence>>,
     /// Commits below this index are pruned from the store.
     pruned_below: u64,
     timer: Option<SpawnHandle>,
@@ -172,6 +176,7 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
             replay_from: wiring.replay_from,
             retain_commits: wiring.retain_commits,
             beacon: wiring.beacon,
+            reports: wiring.reports,
             pruned_below: 0,
             timer: None,
             metrics: wiring.metrics,
@@ -299,6 +304,9 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
                 Action::EquivocationDetected(evidence) => {
                     self.metrics.equivocations.inc();
                     tracing::warn!(author = %evidence.first.author(), round = %evidence.first.round(), "equivocation detected");
+                    if let Some(reports) = &self.reports {
+                        let _ = reports.send(evidence);
+                    }
                 }
                 Action::ReproposePayload(transactions) => {
                     if let Err(e) = self.core.submit_transactions(transactions) {
@@ -640,6 +648,7 @@ mod tests {
         gate: std_mpsc::Sender<Result<(), ()>>,
         started: Arc<AtomicUsize>,
         stored: Arc<Mutex<MemStore>>,
+        reports: mpsc::UnboundedReceiver<trainmesh_dag::EquivocationEvidence>,
     }
 
     /// Validator 0 with a gated store, inside a running actix system; its own proposals and
@@ -671,6 +680,7 @@ mod tests {
         )
         .unwrap();
         let (net_tx, net) = mpsc::channel(64);
+        let (reports, reports_rx) = mpsc::unbounded_channel();
         let wiring = CoordinatorWiring {
             validator: Validator::new(tc.committee().clone(), config),
             peers: PeerBook::new(tc.committee()).unwrap(),
@@ -680,6 +690,7 @@ mod tests {
             replay_from: 0,
             retain_commits: u64::MAX,
             beacon: None,
+            reports: Some(reports),
             metrics: NodeMetrics::new(),
         };
         let coordinator = Coordinator::new(core, startup, wiring).start();
@@ -690,6 +701,7 @@ mod tests {
             gate,
             started,
             stored,
+            reports: reports_rx,
         }
     }
 
@@ -782,6 +794,41 @@ mod tests {
             "three inputs, two writes"
         );
         assert_eq!(h.stored.lock().unwrap().votes().unwrap().len(), 3);
+    }
+
+    /// Validator 1 signs two headers for round 1: validator 0's coordinator hands the proof to
+    /// the node, which files it on the ledger (`ReportDoubleSign`, tested there), once it holds
+    /// it durably.
+    #[actix_rt::test]
+    async fn an_equivocation_is_handed_over_for_reporting() {
+        let mut h = harness();
+        let dag = DagBuilder::new(&h.tc);
+        let genesis: Vec<_> =
+            h.tc.committee()
+                .indices()
+                .map(|a| dag.certificate(a, Round(0)).reference())
+                .collect();
+        for payload in [1u8, 2] {
+            let header = h.tc.header(
+                AuthorityIndex(1),
+                Round(1),
+                genesis.clone(),
+                vec![Bytes::from(vec![payload])],
+            );
+            h.coordinator.do_send(ConsensusInbound {
+                from: AuthorityIndex(1),
+                bytes: Bytes::from(encode(&ConsensusMessage::Header(header))),
+            });
+        }
+        h.coordinator.send(GetStatus).await.unwrap();
+        h.writes_started(1).await;
+        h.gate.send(Ok(())).unwrap();
+        let evidence = tokio::time::timeout(Duration::from_secs(10), h.reports.recv())
+            .await
+            .expect("a report within 10 s")
+            .expect("the report channel is open");
+        assert_eq!(evidence.first.author(), AuthorityIndex(1));
+        assert!(evidence.verify(h.tc.committee()));
     }
 
     #[test]

@@ -236,6 +236,8 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
     let chain_id = spec.genesis.chain_id.clone();
     let mut arbiters = Vec::new();
 
+    // Equivocation the validator's consensus detects, filed on the ledger from its account.
+    let (reports_tx, mut reports_rx) = tokio::sync::mpsc::unbounded_channel();
     let validator = match (validator_index, spec.consensus_secret) {
         (Some(me), Some(secret)) => Some(start_validator(
             &spec,
@@ -243,6 +245,7 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
                 me,
                 secret,
                 beacon: beacon.clone(),
+                reports: reports_tx.clone(),
                 committee: committee.clone(),
                 peers: peers.clone(),
                 ledger: ledger.clone(),
@@ -277,6 +280,20 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
         },
     };
     let wallet = Wallet::new(spec.account_secret, chain_id.clone(), submitter);
+    {
+        let (wallet, ledger) = (wallet.clone(), ledger.clone());
+        actix::spawn(async move {
+            while let Some(evidence) = reports_rx.recv().await {
+                let call = trainmesh_contracts::Call::ReportDoubleSign {
+                    evidence: Box::new(evidence),
+                };
+                match wallet.send(&ledger, call, false).await {
+                    Ok(_) => tracing::warn!("reported a validator's double signing"),
+                    Err(e) => tracing::error!(error = %e, "could not report a double signing"),
+                }
+            }
+        });
+    }
 
     let inbox = coordinator
         .as_ref()
@@ -367,6 +384,7 @@ struct ValidatorParts {
     me: trainmesh_dag::AuthorityIndex,
     secret: [u8; 32],
     beacon: BeaconKey,
+    reports: tokio::sync::mpsc::UnboundedSender<trainmesh_dag::EquivocationEvidence>,
     committee: Committee,
     peers: PeerBook,
     ledger: SharedLedger,
@@ -435,6 +453,7 @@ fn start_validator(
         replay_from: parts.replay_from,
         retain_commits: spec.mesh.retain_commits,
         beacon: Some(beacon_secret),
+        reports: Some(parts.reports),
         metrics: parts.metrics,
     };
     let coordinator = Coordinator::new(core, startup, wiring);

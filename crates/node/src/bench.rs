@@ -518,6 +518,7 @@ async fn run_validator<S: ConsensusStore + Unpin + Send + 'static>(
         replay_from: 0,
         retain_commits: u64::MAX,
         beacon: None,
+        reports: None,
         metrics: NodeMetrics::new(),
     };
     let coordinator = Coordinator::new(core, startup, wiring);
