@@ -387,14 +387,7 @@ async fn verify_unit(
     }
     let metrics = work.metrics.clone();
     let metric_kind = job.spec.target.metric;
-    let budget_ms = work
-        .ledger
-        .read()
-        .expect("ledger lock")
-        .read::<trainmesh_contracts::Params>(trainmesh_contracts::keys::PARAMS)
-        .ok()
-        .flatten()
-        .map_or(u64::MAX / 4, |p| p.unit_timeout_ms);
+    let budget_ms = crate::work::unit_timeout_ms(&work.ledger);
     let committed_root = GpuHash(result.chain_root.0);
     let end_step = unit.first_step + unit.steps;
     tokio::task::spawn_blocking(move || {

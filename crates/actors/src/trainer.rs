@@ -366,14 +366,7 @@ async fn run_unit(
     let metrics = work.metrics.clone();
     // The unit's timeout is the training's budget: past it the unit is abandoned between
     // segments and this trainer is free again (the ledger reassigns the unit).
-    let budget_ms = work
-        .ledger
-        .read()
-        .expect("ledger lock")
-        .read::<trainmesh_contracts::Params>(trainmesh_contracts::keys::PARAMS)
-        .ok()
-        .flatten()
-        .map_or(u64::MAX / 4, |p| p.unit_timeout_ms);
+    let budget_ms = crate::work::unit_timeout_ms(&work.ledger);
     let (chain, blobs, metric, trained_on) = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let mut trainer = Trainer::new(&model, hyper, &train)?;

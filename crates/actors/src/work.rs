@@ -214,6 +214,17 @@ pub fn model_and_hyper(job: &Job) -> Result<(Model, HyperParams), WorkError> {
     Ok((model, hyper))
 }
 
+/// The unit timeout the ledger holds workers to: a unit's training and its audit run within it.
+pub fn unit_timeout_ms(ledger: &SharedLedger) -> u64 {
+    ledger
+        .read()
+        .expect("ledger lock")
+        .read::<trainmesh_contracts::Params>(trainmesh_contracts::keys::PARAMS)
+        .ok()
+        .flatten()
+        .map_or(u64::MAX / 4, |p| p.unit_timeout_ms)
+}
+
 /// How many steps each segment of a unit of `steps` steps has: the contract fixes the number of
 /// segments (`trainmesh_contracts::jobs::chain_segments`), not the trainer.
 pub fn segment_steps(steps: u64) -> u64 {

@@ -1236,22 +1236,7 @@ impl World {
 
     /// Every evaluator of the panel commits to its verdict, then all reveal.
     fn verdicts(&mut self, id: UnitId, verdicts: &[(Address, bool)]) -> Vec<Event> {
-        let sealed: Vec<(AccountKey, Attestation)> = verdicts
-            .iter()
-            .map(|(e, accept)| {
-                let k = self.key_of(*e).clone();
-                let a = Attestation {
-                    accept: *accept,
-                    metric_ppm: 960_000,
-                    tier: 1,
-                    segments_checked: self.drawn(id.job, id.index, e),
-                };
-                (k, a)
-            })
-            .collect();
-        for (k, a) in &sealed {
-            self.commit(k, id, a);
-        }
+        let sealed = self.commit_all(id, verdicts);
         let mut events = Vec::new();
         for (k, a) in sealed {
             events.extend(self.net.ok(&k, World::reveal(id, a, &k)));
