@@ -988,15 +988,15 @@ fn pay(
 }
 
 /// A panel's attestations so far.
-struct Tally {
-    accepts: Vec<Address>,
-    rejects: Vec<Address>,
+pub(crate) struct Tally {
+    pub(crate) accepts: Vec<Address>,
+    pub(crate) rejects: Vec<Address>,
     /// Every engine is exact, so honest evaluators measure the same held-out metric: accepts
     /// that disagree on it certify nothing (one of them did not compute what it claims).
     metrics_agree: bool,
 }
 
-fn tally(unit: &Unit) -> Tally {
+pub(crate) fn tally(unit: &Unit) -> Tally {
     let verdict = |accept: bool| -> Vec<Address> {
         unit.attestations
             .iter()

@@ -388,18 +388,11 @@ pub(crate) fn resolve(
     p: &Params,
     events: &mut Events,
 ) -> ContractResult<()> {
-    let caught: Vec<Address> = unit
-        .attestations
-        .iter()
-        .filter(|(_, a)| !a.accept)
-        .map(|(e, _)| *e)
-        .collect();
-    let missed: Vec<Address> = unit
-        .attestations
-        .iter()
-        .filter(|(_, a)| a.accept)
-        .map(|(e, _)| *e)
-        .collect();
+    let jobs::Tally {
+        accepts: missed,
+        rejects: caught,
+        ..
+    } = jobs::tally(unit);
     let mut reporters = caught.clone();
     reporters.push(unit.trainer.expect("a submitted unit has a trainer"));
     for e in &missed {

@@ -1237,6 +1237,11 @@ impl World {
     /// Every evaluator of the panel commits to its verdict, then all reveal.
     fn verdicts(&mut self, id: UnitId, verdicts: &[(Address, bool)]) -> Vec<Event> {
         let sealed = self.commit_all(id, verdicts);
+        self.reveal_all(id, sealed)
+    }
+
+    /// Every sealed attestation revealed, in order; their events.
+    fn reveal_all(&mut self, id: UnitId, sealed: Vec<(AccountKey, Attestation)>) -> Vec<Event> {
         let mut events = Vec::new();
         for (k, a) in sealed {
             events.extend(self.net.ok(&k, World::reveal(id, a, &k)));
@@ -1974,10 +1979,7 @@ fn a_lazy_evaluator_is_caught_by_a_planted_fault_and_slashed() {
     let (lazy_stake, diligent_stake) = (w.stake(&lazy), w.stake(&diligent));
     let trainer_balance = w.net.balance(&trainer.address());
     let diligent_balance = w.net.balance(&diligent);
-    let mut events = Vec::new();
-    for (k, a) in sealed {
-        events.extend(w.net.ok(&k, World::reveal(id, a, &k)));
-    }
+    let events = w.reveal_all(id, sealed);
     assert!(events.iter().any(|e| matches!(
         e,
         Event::Slashed { who, reason: SlashReason::AcceptedPlant { .. }, .. } if *who == lazy
@@ -2039,10 +2041,7 @@ fn a_trainer_cannot_claim_a_plant_on_honest_work() {
             .checked_sub(with_plants().plants.skip_penalty)
             .unwrap()
     );
-    let mut events = Vec::new();
-    for (k, a) in sealed {
-        events.extend(w.net.ok(&k, World::reveal(id, a, &k)));
-    }
+    let events = w.reveal_all(id, sealed);
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::WorkCertified { .. })));
@@ -2064,9 +2063,7 @@ fn seals_are_required_and_a_silent_trainer_pays() {
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::PlantOpened { outcome, .. } if outcome == "clear")));
-    for (k, a) in sealed {
-        w.net.ok(&k, World::reveal(id, a, &k));
-    }
+    w.reveal_all(id, sealed);
     assert_eq!(w.unit(id.job, 0).state, UnitState::Certified);
 
     // Unsealed: refused.
@@ -2107,9 +2104,7 @@ fn seals_are_required_and_a_silent_trainer_pays() {
         }
     )));
     assert!(w.stake(&t3.address()) < stake);
-    for (k, a) in sealed {
-        w.net.ok(&k, World::reveal(id3, a, &k));
-    }
+    w.reveal_all(id3, sealed);
     assert_eq!(w.unit(id3.job, 0).state, UnitState::Certified);
     w.net.check();
 }
@@ -2245,10 +2240,7 @@ fn a_researcher_cannot_take_the_last_unit_for_free() {
     assert_eq!(w.unit(job, 0).state, UnitState::Submitted);
     let panel = w.unit(job, 0).evaluators.clone();
     let sealed = w.commit_all(id, &[(panel[0], true), (panel[1], true)]);
-    let mut events = Vec::new();
-    for (k, a) in sealed {
-        events.extend(w.net.ok(&k, World::reveal(id, a, &k)));
-    }
+    let events = w.reveal_all(id, sealed);
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::WorkCertified { .. })));
