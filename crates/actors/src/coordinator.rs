@@ -16,18 +16,21 @@ use libp2p::PeerId;
 use tokio::sync::mpsc;
 use trainmesh_dag::encoding::{decode, MESSAGE_BYTES_MAX};
 use trainmesh_dag::{
-    Action, AuthorityIndex, BatchWriter, CommittedSubDag, ConsensusStore, Core, CoreStatus,
-    DagError, DagResult, Transaction, Validator, VerifiedMessage,
+    Action, AuthorityIndex, BatchWriter, CommittedSubDag, ConsensusMessage, ConsensusStore, Core,
+    CoreStatus, DagError, DagResult, KeyPair, SignedHeader, TimestampMs, Transaction, Validator,
+    VerifiedMessage,
 };
 
 use crate::consensus::{now, PeerBook};
-use crate::ledger::LedgerAdvanced;
+use crate::ledger::{LedgerAdvanced, SharedLedger};
 use crate::metrics::NodeMetrics;
 use crate::network::NetworkCommand;
 use crate::reputation::classify;
 use crate::sync_server::ServeCertificates;
 use crate::wire::{self, SyncedBatch};
+use trainmesh_ledger::admission::{Admission, AdmissionLimits, Admitted, Refusal, Source};
 use trainmesh_ledger::beacon::{BeaconSecret, BeaconShare};
+use trainmesh_ledger::SignedTransaction;
 
 /// A consensus message from a validator peer (the channel byte already removed).
 #[derive(Message, Debug)]
@@ -37,10 +40,99 @@ pub struct ConsensusInbound {
     pub bytes: Bytes,
 }
 
-/// Transactions for the mempool. Refused (with the reason) when the mempool is full.
+/// Transactions for the mempool, from `source`: one answer each, in order (see
+/// [`trainmesh_ledger::admission`] for what is refused).
 #[derive(Message, Debug)]
-#[rtype(result = "Result<(), String>")]
-pub struct SubmitTransactions(pub Vec<Transaction>);
+#[rtype(result = "Vec<Result<Admitted, Refusal>>")]
+pub struct SubmitTransactions(pub Vec<Transaction>, pub Source);
+
+/// What the mempool answers for each transaction of a submission.
+pub type Answers = Vec<Result<Admitted, Refusal>>;
+
+/// The first refusal among a submission's answers, as one error.
+pub fn first_refusal(answers: &[Result<Admitted, Refusal>]) -> Result<(), Refusal> {
+    match answers.iter().find_map(|a| a.as_ref().err()) {
+        Some(r) => Err(r.clone()),
+        None => Ok(()),
+    }
+}
+
+/// Mempool admission over the ledger's accounts (see [`trainmesh_ledger::admission`]).
+#[derive(Debug)]
+pub struct AdmissionGate {
+    pub admission: Admission,
+    pub ledger: SharedLedger,
+    last_sweep_ms: u64,
+}
+
+/// How often admission forgets what committed or expired.
+const ADMISSION_SWEEP_MS: u64 = 1_000;
+
+impl AdmissionGate {
+    pub fn new(ledger: SharedLedger, limits: AdmissionLimits) -> AdmissionGate {
+        AdmissionGate {
+            admission: Admission::new(limits),
+            ledger,
+            last_sweep_ms: 0,
+        }
+    }
+
+    /// Decides on each transaction; what it admits as new is returned for the mempool.
+    fn admit(
+        &mut self,
+        txs: Vec<Transaction>,
+        source: Source,
+        now_ms: u64,
+    ) -> (Vec<([u8; 32], Transaction)>, Answers) {
+        let ledger = self.ledger.read().expect("ledger lock");
+        if now_ms.saturating_sub(self.last_sweep_ms) >= ADMISSION_SWEEP_MS {
+            self.last_sweep_ms = now_ms;
+            self.admission
+                .sweep(now_ms, |a| ledger.account(a).map(|x| x.nonce).unwrap_or(0));
+        }
+        let min_fee = ledger
+            .read::<trainmesh_contracts::Params>(trainmesh_contracts::keys::PARAMS)
+            .ok()
+            .flatten()
+            .map(|p| p.min_fee);
+        let mut admitted = Vec::with_capacity(txs.len());
+        let mut answers = Vec::with_capacity(txs.len());
+        for bytes in txs {
+            let answer = match (SignedTransaction::decode(&bytes), min_fee) {
+                (Err(e), _) => Err(Refusal {
+                    code: e.code(),
+                    message: e.to_string(),
+                }),
+                (_, None) => Err(Refusal {
+                    code: "unavailable",
+                    message: "the ledger has no parameters".into(),
+                }),
+                (Ok(tx), Some(min_fee)) => match ledger.account(&tx.sender()) {
+                    Err(e) => Err(Refusal {
+                        code: "unavailable",
+                        message: e.to_string(),
+                    }),
+                    Ok(account) => {
+                        let answer = self.admission.admit(
+                            &tx,
+                            bytes.len(),
+                            source,
+                            &account,
+                            min_fee,
+                            now_ms,
+                        );
+                        if answer == Ok(Admitted::New) {
+                            admitted.push((tx.hash(), bytes.clone()));
+                        }
+                        answer
+                    }
+                },
+            };
+            answers.push(answer);
+        }
+        (admitted, answers)
+    }
+}
 
 #[derive(Message, Debug)]
 #[rtype(result = "CoreStatus")]
@@ -119,6 +211,12 @@ pub struct CoordinatorWiring {
     /// Where proof of another validator's equivocation goes: the node files it on the ledger
     /// (`ReportDoubleSign`) from this validator's account.
     pub reports: Option<mpsc::UnboundedSender<trainmesh_dag::EquivocationEvidence>>,
+    /// What the mempool takes, checked against the ledger; without it (the consensus benchmark,
+    /// which runs no ledger) every transaction under the size limits is taken.
+    pub admission: Option<AdmissionGate>,
+    /// Byzantine, for demonstrations and tests: this validator's key, with which it signs one
+    /// conflicting second header (see [`crate::node::NodeSpec::equivocate`]).
+    pub equivocate: Option<KeyPair>,
     pub metrics: NodeMetrics,
 }
 
@@ -134,6 +232,8 @@ pub struct Coordinator<S: ConsensusStore + Unpin + 'static> {
     retain_commits: u64,
     beacon: Option<BeaconSecret>,
     reports: Option<mpsc::UnboundedSender<trainmesh_dag::EquivocationEvidence>>,
+    admission: Option<AdmissionGate>,
+    equivocate: Option<KeyPair>,
     /// Commits below this index are pruned from the store.
     pruned_below: u64,
     timer: Option<SpawnHandle>,
@@ -177,6 +277,8 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
             retain_commits: wiring.retain_commits,
             beacon: wiring.beacon,
             reports: wiring.reports,
+            admission: wiring.admission,
+            equivocate: wiring.equivocate,
             pruned_below: 0,
             timer: None,
             metrics: wiring.metrics,
@@ -282,6 +384,9 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
                     for a in self.core.committee().indices().filter(|a| *a != me) {
                         self.send(self.peers.peer(a), bytes.clone());
                     }
+                    if let ConsensusMessage::Header(h) = &message {
+                        self.equivocate_on(h);
+                    }
                 }
                 Action::Send { to, message } => {
                     self.send(self.peers.peer(to), wire::consensus_frame(&message));
@@ -319,6 +424,25 @@ impl<S: ConsensusStore + Unpin + 'static> Coordinator<S> {
         self.metrics.round.set(status.proposed_round.0 as i64);
         self.metrics.mempool_bytes.set(status.mempool_bytes as i64);
         self.schedule(ctx);
+    }
+
+    /// Byzantine: once, from round 3 on, signs a second header for the round of its own `h` (a
+    /// later timestamp, so another digest) and sends it to the next validator only.
+    fn equivocate_on(&mut self, h: &SignedHeader) {
+        if h.author() != self.core.authority() || h.round().0 < 3 {
+            return;
+        }
+        let Some(key) = self.equivocate.take() else {
+            return;
+        };
+        let mut second = h.header().clone();
+        second.created_at = TimestampMs(second.created_at.0 + 1);
+        let second = SignedHeader::new(second, &key);
+        let n = self.core.committee().size() as u32;
+        let next = AuthorityIndex((h.author().0 + 1) % n);
+        tracing::warn!(round = %h.round(), to = %next, "signing a second header (byzantine)");
+        let frame = wire::consensus_frame(&ConsensusMessage::Header(second));
+        self.send(self.peers.peer(next), frame);
     }
 
     /// Proposes this validator's beacon share of a commit, ahead of the mempool: the commit
@@ -480,27 +604,50 @@ impl<S: ConsensusStore + Unpin + 'static> Handler<LedgerAdvanced> for Coordinato
 }
 
 impl<S: ConsensusStore + Unpin + 'static> Handler<SubmitTransactions> for Coordinator<S> {
-    type Result = Result<(), String>;
+    type Result = MessageResult<SubmitTransactions>;
 
-    fn handle(&mut self, msg: SubmitTransactions, ctx: &mut Context<Self>) -> Result<(), String> {
-        let n = msg.0.len() as u64;
+    fn handle(&mut self, msg: SubmitTransactions, ctx: &mut Context<Self>) -> Self::Result {
+        let SubmitTransactions(txs, source) = msg;
+        let n = txs.len();
         // Whatever enters this validator's headers speaks for it: only the coordinator itself
         // proposes its beacon shares.
-        if msg.0.iter().any(|t| BeaconShare::is_share(t)) {
-            self.metrics.mempool_refused.inc_by(n);
-            return Err("a beacon share is proposed only by its validator".into());
+        if txs.iter().any(|t| BeaconShare::is_share(t)) {
+            self.metrics.mempool_refused.inc_by(n as u64);
+            let refusal = Refusal {
+                code: "beacon_share",
+                message: "a beacon share is proposed only by its validator".into(),
+            };
+            return MessageResult(vec![Err(refusal); n]);
         }
-        match self.core.submit_transactions(msg.0) {
-            Ok(()) => {
-                self.metrics.mempool_accepted.inc_by(n);
+        let (admitted, mut answers) = match &mut self.admission {
+            Some(gate) => gate.admit(txs, source, now().0),
+            None => (
+                txs.into_iter().map(|t| ([0; 32], t)).collect(),
+                vec![Ok(Admitted::New); n],
+            ),
+        };
+        if !admitted.is_empty() {
+            let (hashes, bytes): (Vec<[u8; 32]>, Vec<Transaction>) = admitted.into_iter().unzip();
+            if let Err(e) = self.core.submit_transactions(bytes) {
+                // Not in the mempool after all: admission forgets them, so a retry is new.
+                if let Some(gate) = &mut self.admission {
+                    hashes.iter().for_each(|h| gate.admission.forget(h));
+                }
+                let refusal = Refusal {
+                    code: "mempool_full",
+                    message: e.to_string(),
+                };
+                for a in answers.iter_mut().filter(|a| **a == Ok(Admitted::New)) {
+                    *a = Err(refusal.clone());
+                }
+            } else {
                 self.tick(ctx);
-                Ok(())
-            }
-            Err(e) => {
-                self.metrics.mempool_refused.inc_by(n);
-                Err(e.to_string())
             }
         }
+        let refused = answers.iter().filter(|a| a.is_err()).count() as u64;
+        self.metrics.mempool_refused.inc_by(refused);
+        self.metrics.mempool_accepted.inc_by(n as u64 - refused);
+        MessageResult(answers)
     }
 }
 
@@ -691,6 +838,8 @@ mod tests {
             retain_commits: u64::MAX,
             beacon: None,
             reports: Some(reports),
+            admission: None,
+            equivocate: None,
             metrics: NodeMetrics::new(),
         };
         let coordinator = Coordinator::new(core, startup, wiring).start();

@@ -13,12 +13,13 @@ use trainmesh_dag::{
     Validator,
 };
 use trainmesh_gpu::dataset::Samples;
+use trainmesh_ledger::admission::AdmissionLimits;
 use trainmesh_ledger::beacon::{BeaconKey, BeaconSecret};
 use trainmesh_ledger::Ledger;
 
 use crate::blobs::{BlobStore, Fetcher};
 use crate::consensus::{now, PeerBook};
-use crate::coordinator::{Coordinator, CoordinatorWiring};
+use crate::coordinator::{AdmissionGate, Coordinator, CoordinatorWiring};
 use crate::evaluator::EvaluatorActor;
 use crate::ledger::{LedgerActor, SharedLedger, Subscribe};
 use crate::mesh_config::MeshConfig;
@@ -54,6 +55,9 @@ pub struct NodeSpec {
     /// The evaluator's registration, and how it plays (anything but honest: demonstrations and
     /// tests of how the network catches it).
     pub evaluator: Option<(Registration, crate::dispute::EvaluatorMode)>,
+    /// A validator that signs one second, conflicting header for a round it proposed and sends
+    /// it to one peer (demonstrations and tests of how the network slashes a double signer).
+    pub equivocate: bool,
     pub provider: Option<(Arc<Samples>, DatasetOffer)>,
     /// What this node tunes in its consensus core; the rest comes from the genesis.
     pub local_consensus: LocalConsensusConfig,
@@ -153,7 +157,8 @@ impl NodeHandle {
     }
 }
 
-/// A genesis' consensus committee: validators in genesis order, stake in whole TRAIN.
+/// A genesis' consensus committee: validators in genesis order, stake in whole TRAIN, on the
+/// genesis' chain.
 pub fn committee_of(genesis: &Genesis) -> Result<Committee, NodeError> {
     let authorities = genesis
         .validators
@@ -163,7 +168,8 @@ pub fn committee_of(genesis: &Genesis) -> Result<Committee, NodeError> {
             stake: ((v.stake.0 / trainmesh_contracts::types::UNITS_PER_TRAIN) as u64).max(1),
         })
         .collect();
-    Ok(Committee::new(Epoch(0), authorities)?)
+    Ok(Committee::new(Epoch(0), authorities)?
+        .with_chain(trainmesh_dag::chain_digest(&genesis.chain_id)))
 }
 
 /// The genesis' randomness beacon: every node needs it to execute commits.
@@ -418,6 +424,7 @@ fn start_validator(
     })?;
     let beacon_secret = BeaconSecret::new(&parts.beacon, parts.me.as_usize(), &secret)
         .map_err(|e| NodeError::Genesis(e.to_string()))?;
+    let admission = AdmissionGate::new(parts.ledger.clone(), AdmissionLimits::default());
     let actor = LedgerActor::validator(
         parts.ledger,
         parts.beacon,
@@ -454,6 +461,10 @@ fn start_validator(
         retain_commits: spec.mesh.retain_commits,
         beacon: Some(beacon_secret),
         reports: Some(parts.reports),
+        admission: Some(admission),
+        equivocate: spec
+            .equivocate
+            .then(|| KeyPair::from_secret_bytes(&parts.secret)),
         metrics: parts.metrics,
     };
     let coordinator = Coordinator::new(core, startup, wiring);

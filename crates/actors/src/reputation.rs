@@ -54,6 +54,7 @@ pub fn classify(e: &DagError) -> Option<Offence> {
     match e {
         DagError::Decode(_)
         | DagError::WrongEpoch { .. }
+        | DagError::WrongChain { .. }
         | DagError::GenesisFromNetwork
         | DagError::ParentsBelowQuorum { .. }
         | DagError::DuplicateParent { .. }

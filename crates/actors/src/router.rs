@@ -27,6 +27,7 @@ use crate::network::{NetworkCommand, NetworkEvent};
 use crate::reputation::Offence;
 use crate::sync_server::ServeSync;
 use crate::wire::{self, MeshMessage, CHANNEL_CONSENSUS};
+use trainmesh_ledger::admission::Source;
 
 /// Messages routed in one turn before the router yields to its other work.
 const ROUTE_BATCH: usize = 256;
@@ -200,7 +201,8 @@ impl Router {
             }
         }
         if !good.is_empty() {
-            offer(&v.mempool, SubmitTransactions(good))?;
+            let source = Source::Peer(*blake3::hash(&from.to_bytes()).as_bytes());
+            offer(&v.mempool, SubmitTransactions(good, source))?;
         }
         if let Some(e) = refused {
             let reason = format!("transaction refused: {e}");

@@ -12,10 +12,11 @@ use tokio::sync::mpsc;
 use trainmesh_contracts::{Address, Amount, Call};
 use trainmesh_ledger::transaction::Transaction;
 
-use crate::coordinator::SubmitTransactions;
+use crate::coordinator::{first_refusal, SubmitTransactions};
 use crate::ledger::SharedLedger;
 use crate::network::NetworkCommand;
 use crate::wire::MeshMessage;
+use trainmesh_ledger::admission::{Refusal, Source};
 
 /// Where signed transactions go.
 #[derive(Clone, Debug)]
@@ -31,21 +32,31 @@ pub enum Submitter {
 }
 
 impl Submitter {
-    pub async fn submit(&self, txs: Vec<Vec<u8>>) -> Result<(), String> {
+    /// Hands `txs` to a mempool. A local one answers for each (the first refusal is returned);
+    /// a remote one is only reached, so refusals there show as transactions that never commit.
+    pub async fn submit(&self, txs: Vec<Vec<u8>>) -> Result<(), Refusal> {
+        let unavailable = |e: String| Refusal {
+            code: "mempool_unavailable",
+            message: e,
+        };
         match self {
-            Submitter::Local(r) => r
-                .send(SubmitTransactions(
-                    txs.into_iter().map(Bytes::from).collect(),
-                ))
-                .await
-                .map_err(|e| e.to_string())?,
+            Submitter::Local(r) => {
+                let answers = r
+                    .send(SubmitTransactions(
+                        txs.into_iter().map(Bytes::from).collect(),
+                        Source::Local,
+                    ))
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?;
+                first_refusal(&answers)
+            }
             Submitter::Remote {
                 net,
                 validators,
                 next,
             } => {
                 if validators.is_empty() {
-                    return Err("no validator to submit to".into());
+                    return Err(unavailable("no validator to submit to".into()));
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed) % validators.len();
                 net.send(NetworkCommand::SendTo {
@@ -53,7 +64,7 @@ impl Submitter {
                     bytes: MeshMessage::Transactions(txs).encode(),
                 })
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| unavailable(e.to_string()))
             }
         }
     }
@@ -115,20 +126,25 @@ impl Wallet {
         ledger: &SharedLedger,
         call: Call,
     ) -> Result<trainmesh_ledger::SignedTransaction, String> {
-        let nonce = ledger
-            .read()
-            .expect("ledger lock")
-            .account(&self.address)
-            .map_err(|e| e.to_string())?
-            .nonce;
-        Ok(Transaction {
+        let (nonce, fee) = {
+            let l = ledger.read().expect("ledger lock");
+            let nonce = l.account(&self.address).map_err(|e| e.to_string())?.nonce;
+            (nonce, min_fee(&l)?)
+        };
+        Ok(self.sign(nonce, fee, call))
+    }
+
+    /// Signed at the chain's minimum fee, valid for the default lifetime from now.
+    fn sign(&self, nonce: u64, fee: Amount, call: Call) -> trainmesh_ledger::SignedTransaction {
+        Transaction {
             chain_id: self.chain_id.clone(),
             public_key: self.public,
             nonce,
-            fee: Amount::ZERO,
+            fee,
+            expires_ms: trainmesh_ledger::transaction::default_expiry_ms(),
             call,
         }
-        .sign(&self.secret))
+        .sign(&self.secret)
     }
 
     /// Signs `call` with the next nonce and submits it. With `resync`, the nonce restarts from
@@ -140,28 +156,32 @@ impl Wallet {
         call: Call,
         resync: bool,
     ) -> Result<[u8; 32], String> {
-        let on_ledger = ledger
-            .read()
-            .expect("ledger lock")
-            .account(&self.address)
-            .map_err(|e| e.to_string())?
-            .nonce;
+        let (on_ledger, fee) = {
+            let l = ledger.read().expect("ledger lock");
+            let nonce = l.account(&self.address).map_err(|e| e.to_string())?.nonce;
+            (nonce, min_fee(&l)?)
+        };
         let nonce = {
             let mut n = self.next_nonce.lock().expect("nonce lock");
             let nonce = if resync { on_ledger } else { on_ledger.max(*n) };
             *n = nonce + 1;
             nonce
         };
-        let tx = Transaction {
-            chain_id: self.chain_id.clone(),
-            public_key: self.public,
-            nonce,
-            fee: Amount::ZERO,
-            call,
-        }
-        .sign(&self.secret);
+        let tx = self.sign(nonce, fee, call);
         let hash = tx.hash();
-        self.submitter.submit(vec![tx.encode()]).await?;
+        self.submitter
+            .submit(vec![tx.encode()])
+            .await
+            .map_err(|r| r.to_string())?;
         Ok(hash)
     }
+}
+
+/// The fee every transaction of a node offers: the chain's minimum, read from its parameters.
+fn min_fee(ledger: &trainmesh_ledger::Ledger) -> Result<Amount, String> {
+    ledger
+        .read::<trainmesh_contracts::Params>(trainmesh_contracts::keys::PARAMS)
+        .map_err(|e| e.to_string())?
+        .map(|p| p.min_fee)
+        .ok_or_else(|| "the ledger has no parameters yet".to_string())
 }

@@ -132,6 +132,7 @@ impl Testnet {
             trainer: None,
             train_device: None,
             evaluator: None,
+            equivocate: false,
             provider: None,
             local_consensus: LocalConsensusConfig::default(),
             mesh: MeshConfig::default(),

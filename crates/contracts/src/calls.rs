@@ -5,7 +5,7 @@ use trainmesh_dag::EquivocationEvidence;
 
 use crate::accounts;
 use crate::datasets::{self, DatasetSpec};
-use crate::error::ContractResult;
+use crate::error::{ContractError, ContractResult};
 use crate::events::{Event, Events};
 use crate::governance;
 use crate::jobs::{self, Attestation, JobSpec, WorkResult};
@@ -136,6 +136,13 @@ pub fn execute(
     let mut events = Events::default();
     match call {
         Call::Transfer { to, amount } => {
+            // Nothing moved is nothing to record: a zero transfer would create accounts for free.
+            if amount.is_zero() {
+                return Err(ContractError::Invalid {
+                    what: "transfer",
+                    reason: "a transfer of 0 moves nothing".into(),
+                });
+            }
             accounts::transfer(state, &sender, &to, amount)?;
             events.push(Event::Transferred {
                 from: sender,

@@ -159,6 +159,7 @@ impl Genesis {
     pub fn apply(&self, state: &mut (impl State + ?Sized)) -> ContractResult<()> {
         self.validate()?;
         params::store(state, &self.params);
+        state.write(keys::CHAIN_ID.to_vec(), &self.chain_id);
         let mut supply = Supply::default();
         for a in &self.accounts {
             accounts::credit(state, &a.address, a.balance)?;

@@ -3,6 +3,8 @@
 use crate::types::{Address, DatasetId, JobId, ProposalId, UnitId};
 
 pub const PARAMS: &[u8] = b"params";
+/// The chain id, written once at genesis.
+pub const CHAIN_ID: &[u8] = b"chain_id";
 pub const SUPPLY: &[u8] = b"supply";
 pub const COUNTERS: &[u8] = b"counters";
 pub const VALIDATORS: &[u8] = b"validators";

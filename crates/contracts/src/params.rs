@@ -50,10 +50,19 @@ pub struct Params {
     /// paid at the end of each batch (each committed sub-DAG) in proportion to committee stake.
     #[serde(default = "default_validator_share_bps")]
     pub validator_share_bps: u32,
+    /// The least fee a transaction may offer. It is charged once the nonce and expiry checks
+    /// pass, even when the call then fails: no transaction that reaches execution is free.
+    #[serde(default = "default_min_fee")]
+    pub min_fee: Amount,
 }
 
 fn default_validator_share_bps() -> u32 {
     2_000
+}
+
+/// 0.001 TRAIN.
+fn default_min_fee() -> Amount {
+    Amount(crate::types::UNITS_PER_TRAIN / 1_000)
 }
 
 impl Default for Params {
@@ -85,6 +94,7 @@ impl Default for Params {
             disputes: crate::disputes::DisputeParams::default(),
             plants: crate::plants::PlantParams::default(),
             validator_share_bps: default_validator_share_bps(),
+            min_fee: default_min_fee(),
         }
     }
 }
@@ -125,6 +135,7 @@ pub enum ParamUpdate {
     Disputes(crate::disputes::DisputeParams),
     Plants(crate::plants::PlantParams),
     ValidatorShareBps(u32),
+    MinFee(Amount),
 }
 
 fn invalid(reason: String) -> ContractError {
@@ -163,7 +174,7 @@ const fn bound(name: &'static str, min: u128, max: u128, step: u128) -> Bound {
 
 /// Every governed scalar, in the order of [`Params::scalars`] (documented in
 /// `docs/design/ledger.md`).
-pub const BOUNDS: [Bound; 35] = [
+pub const BOUNDS: [Bound; 36] = [
     bound("emission_per_certificate", 0, 1_000 * TRAIN, TRAIN),
     bound("emission_decay_bps", 1, 5_000, 10),
     bound("emission_decay_interval", 1, 1_000_000, 100),
@@ -196,6 +207,8 @@ pub const BOUNDS: [Bound; 35] = [
     bound("plants.evaluator_slash_bps", 500, 10_000, 250),
     bound("plants.skip_penalty", 0, 1_000_000 * TRAIN, TRAIN),
     bound("validator_share_bps", 0, 5_000, 250),
+    // Never free: a floor of a millionth of a TRAIN, at most one TRAIN.
+    bound("min_fee", TRAIN / 1_000_000, TRAIN, TRAIN / 1_000),
     // Derived: the most TRAIN emission can ever mint (see `Params::emission_total_max`).
     bound(
         "emission_total_max_train",
@@ -212,7 +225,7 @@ pub const EMISSION_TOTAL_MAX_TRAIN: u128 = 1_000_000_000;
 
 impl Params {
     /// Each governed scalar with its value, in the order of [`BOUNDS`].
-    pub fn scalars(&self) -> [u128; 35] {
+    pub fn scalars(&self) -> [u128; 36] {
         [
             self.emission_per_certificate.0,
             self.emission_decay_bps.into(),
@@ -246,6 +259,7 @@ impl Params {
             self.plants.evaluator_slash_bps.into(),
             self.plants.skip_penalty.0,
             self.validator_share_bps.into(),
+            self.min_fee.0,
             self.emission_total_max_train(),
             u128::from(self.fee_share_trainer_bps)
                 + u128::from(self.fee_share_evaluators_bps)
@@ -359,6 +373,7 @@ impl Params {
             ParamUpdate::Disputes(ref d) => p.disputes = d.clone(),
             ParamUpdate::Plants(ref d) => p.plants = d.clone(),
             ParamUpdate::ValidatorShareBps(b) => p.validator_share_bps = b,
+            ParamUpdate::MinFee(a) => p.min_fee = a,
         }
         p.validate()?;
         Ok(p)

@@ -268,8 +268,18 @@ pub fn slash_double_sign(
             stake: 1,
         })
         .collect();
+    let chain_id: String = state
+        .read(keys::CHAIN_ID)?
+        .ok_or_else(|| ContractError::CorruptState("no chain id: genesis not applied".into()))?;
+    let chain = trainmesh_dag::chain_digest(&chain_id);
     let committee = Committee::new(Epoch(0), authorities)
-        .map_err(|e| ContractError::CorruptState(format!("validator set: {e}")))?;
+        .map_err(|e| ContractError::CorruptState(format!("validator set: {e}")))?
+        .with_chain(chain);
+    if evidence.first.header().chain != chain || evidence.second.header().chain != chain {
+        return Err(ContractError::InvalidEvidence(
+            "headers signed for another network".into(),
+        ));
+    }
     if !evidence.verify(&committee) {
         return Err(ContractError::InvalidEvidence(
             "not two validly signed headers of one author and round".into(),

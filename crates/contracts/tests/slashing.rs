@@ -122,12 +122,13 @@ fn a_validator_cannot_unbond_its_committee_stake() {
     );
 }
 
-/// Two headers of one round signed by validator `author`.
-fn equivocation(author: u32) -> trainmesh_dag::EquivocationEvidence {
+/// Two headers of one round signed by validator `author` on the network `chain_id`.
+fn equivocation_on(chain_id: &str, author: u32) -> trainmesh_dag::EquivocationEvidence {
     use trainmesh_dag::{AuthorityIndex, Epoch, Header, KeyPair, Round, SignedHeader, TimestampMs};
     let key = KeyPair::from_seed(u64::from(author));
     let header = |payload: u8| Header {
         epoch: Epoch(0),
+        chain: trainmesh_dag::chain_digest(chain_id),
         round: Round(7),
         author: AuthorityIndex(author),
         created_at: TimestampMs(1),
@@ -138,6 +139,34 @@ fn equivocation(author: u32) -> trainmesh_dag::EquivocationEvidence {
         first: SignedHeader::new(header(1), &key),
         second: SignedHeader::new(header(2), &key),
     }
+}
+
+/// Two headers of one round signed by validator `author` on this network.
+fn equivocation(author: u32) -> trainmesh_dag::EquivocationEvidence {
+    equivocation_on("slashing", author)
+}
+
+/// The attack: a validator's consensus key also signs on another network (a testnet, say),
+/// where equivocating costs nothing; its headers from there are replayed here as evidence.
+/// Refused: the evidence names its network; this network's evidence still slashes.
+#[test]
+fn double_sign_evidence_from_another_network_slashes_nothing() {
+    let (mut state, v) = validator_world();
+    let mut events = Events::default();
+    let before = accounts::load(&state, &v[0]).unwrap().stake;
+    let elsewhere = equivocation_on("a-testnet", 0);
+    let err = staking::slash_double_sign(&mut state, v[1], &elsewhere, &mut events)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another network"), "{err}");
+    assert_eq!(accounts::load(&state, &v[0]).unwrap().stake, before);
+    // Mixed: one header from here, one from there.
+    let mut mixed = equivocation(0);
+    mixed.second = elsewhere.second;
+    assert!(staking::slash_double_sign(&mut state, v[1], &mixed, &mut events).is_err());
+    assert_eq!(accounts::load(&state, &v[0]).unwrap().stake, before);
+    let taken = staking::slash_double_sign(&mut state, v[1], &equivocation(0), &mut events);
+    assert!(taken.unwrap() > Amount::ZERO);
 }
 
 /// The attack: a validator that double-signed reports itself to collect the reporter's share.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{PublicKey, VerifyingKey};
 use crate::error::{DagError, DagResult};
-use crate::types::{AuthorityIndex, Epoch, Stake};
+use crate::types::{AuthorityIndex, Digest, Epoch, Stake};
 
 /// The largest committee the core accepts; bounds every per-authority table.
 pub const COMMITTEE_SIZE_MAX: usize = 256;
@@ -18,10 +18,21 @@ pub struct Authority {
     pub stake: Stake,
 }
 
+/// The digest that names a network in its headers: BLAKE3 of the chain id, domain-separated.
+pub fn chain_digest(chain_id: &str) -> Digest {
+    let mut h = blake3::Hasher::new();
+    h.update(b"trainmesh/chain/v1");
+    h.update(chain_id.as_bytes());
+    Digest(*h.finalize().as_bytes())
+}
+
 /// The authorities of one epoch, indexed by position.
 #[derive(Clone, Debug)]
 pub struct Committee {
     epoch: Epoch,
+    /// The network this committee runs (see [`chain_digest`]): every header carries it, so no
+    /// header, and no proof of equivocation, is valid on another network.
+    chain: Digest,
     authorities: Vec<Authority>,
     verifying_keys: Vec<VerifyingKey>,
     total_stake: Stake,
@@ -61,6 +72,7 @@ impl Committee {
         }
         Ok(Committee {
             epoch,
+            chain: Digest([0; 32]),
             authorities,
             verifying_keys,
             total_stake: total,
@@ -69,6 +81,16 @@ impl Committee {
 
     pub fn epoch(&self) -> Epoch {
         self.epoch
+    }
+
+    /// This committee on the network `chain` (by default, the all-zero digest).
+    pub fn with_chain(mut self, chain: Digest) -> Committee {
+        self.chain = chain;
+        self
+    }
+
+    pub fn chain(&self) -> Digest {
+        self.chain
     }
 
     pub fn size(&self) -> usize {

@@ -22,6 +22,8 @@ pub enum DagError {
     Decode(#[from] DecodeError),
     #[error("message of epoch {actual:?} but the committee is of epoch {expected:?}")]
     WrongEpoch { expected: Epoch, actual: Epoch },
+    #[error("a header of another network ({actual}), this is {expected}")]
+    WrongChain { expected: Digest, actual: Digest },
     #[error("authority {0} is not in the committee")]
     UnknownAuthority(AuthorityIndex),
     #[error("invalid signature from {signer} on {what}")]

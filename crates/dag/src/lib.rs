@@ -42,7 +42,7 @@ pub mod test_dag;
 pub mod types;
 pub mod validation;
 
-pub use crate::committee::{beacon_threshold, Authority, Committee, StakeAggregator};
+pub use crate::committee::{beacon_threshold, chain_digest, Authority, Committee, StakeAggregator};
 pub use crate::config::{ConsensusParams, CoreConfig};
 pub use crate::core::{Action, Core, CoreStatus};
 pub use crate::crypto::{KeyPair, PublicKey, Signature};

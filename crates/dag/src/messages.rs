@@ -27,6 +27,9 @@ pub struct CertificateRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
     pub epoch: Epoch,
+    /// The network (see [`crate::chain_digest`]): a header signed for one network is no header,
+    /// and no evidence, on another.
+    pub chain: Digest,
     pub round: Round,
     pub author: AuthorityIndex,
     /// The author's clock when it proposed; informational, and the commit timestamp of leaders.
@@ -185,6 +188,7 @@ impl Certificate {
             .map(|author| {
                 let header = Header {
                     epoch: committee.epoch(),
+                    chain: committee.chain(),
                     round: Round::GENESIS,
                     author,
                     created_at: TimestampMs(0),
@@ -326,14 +330,17 @@ pub struct EquivocationEvidence {
 }
 
 impl EquivocationEvidence {
-    /// Checks the proof on its own: same author, round and epoch, different signed headers, both
-    /// signatures valid under the committee. Two valid signatures of one header count too: an
-    /// honest (deterministic) ed25519 signer never makes a second one.
+    /// Checks the proof on its own: same author, round and epoch, both headers of the
+    /// committee's network, different signed headers, both signatures valid under the
+    /// committee. Two valid signatures of one header count too: an honest (deterministic)
+    /// ed25519 signer never makes a second one.
     pub fn verify(&self, committee: &Committee) -> bool {
         let (a, b) = (&self.first, &self.second);
         if a.author() != b.author()
             || a.round() != b.round()
             || a.epoch() != b.epoch()
+            || a.header().chain != committee.chain()
+            || b.header().chain != committee.chain()
             || a.digest() == b.digest()
         {
             return false;

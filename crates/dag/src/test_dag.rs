@@ -71,6 +71,7 @@ impl TestCommittee {
     ) -> SignedHeader {
         let header = Header {
             epoch: self.committee.epoch(),
+            chain: self.committee.chain(),
             round,
             author,
             created_at: TimestampMs(round.0 * 100),

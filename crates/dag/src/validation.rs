@@ -130,6 +130,12 @@ impl Validator {
     fn check_header_shape(&self, header: &SignedHeader) -> DagResult<()> {
         let h = header.header();
         self.check_epoch(h.epoch)?;
+        if h.chain != self.committee.chain() {
+            return Err(DagError::WrongChain {
+                expected: self.committee.chain(),
+                actual: h.chain,
+            });
+        }
         self.check_member(h.author)?;
         self.check_round("header", h.round)?;
         if h.round == Round::GENESIS {

@@ -127,6 +127,7 @@ fn signed(
     parents.sort_by_key(|p| p.author);
     let header = Header {
         epoch: tc.committee().epoch(),
+        chain: tc.committee().chain(),
         round: Round(round),
         author,
         created_at: TimestampMs(created_at),

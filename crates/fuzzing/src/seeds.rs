@@ -49,6 +49,7 @@ fn certificate() -> Certificate {
     let header = Arc::new(SignedHeader::new(
         Header {
             epoch: committee().epoch(),
+            chain: committee().chain(),
             round: Round(1),
             author,
             created_at: TimestampMs(1_000),
@@ -275,7 +276,10 @@ fn transactions() -> Vec<Vec<u8>> {
     calls
         .into_iter()
         .enumerate()
-        .map(|(nonce, call)| key.sign(CHAIN_ID, nonce as u64, Amount(1), call).encode())
+        .map(|(nonce, call)| {
+            key.sign_until(CHAIN_ID, nonce as u64, Amount(1_000_000), u64::MAX, call)
+                .encode()
+        })
         .collect()
 }
 

@@ -81,7 +81,7 @@ fn transfer_batches(
             };
             txs.push(Bytes::from(
                 keys[from]
-                    .sign(CHAIN, nonces[from], Amount(100), call)
+                    .sign(CHAIN, nonces[from], Amount(1_000_000), call)
                     .encode(),
             ));
             nonces[from] += 1;
@@ -140,7 +140,7 @@ fn mixed_batches(
             };
             txs.push(Bytes::from(
                 keys[from]
-                    .sign(CHAIN, nonces[from], Amount(100), call)
+                    .sign(CHAIN, nonces[from], Amount(1_000_000), call)
                     .encode(),
             ));
             nonces[from] += 1;

@@ -61,13 +61,29 @@ impl AccountKey {
         )
     }
 
-    /// Signs a transaction of this account.
+    /// Signs a transaction of this account, valid for
+    /// [`TRANSACTION_LIFETIME_DEFAULT_MS`](crate::transaction::TRANSACTION_LIFETIME_DEFAULT_MS)
+    /// from now by the wall clock.
     pub fn sign(&self, chain_id: &str, nonce: u64, fee: Amount, call: Call) -> SignedTransaction {
+        let expires_ms = crate::transaction::default_expiry_ms();
+        self.sign_until(chain_id, nonce, fee, expires_ms, call)
+    }
+
+    /// Signs a transaction of this account that may execute up to batch time `expires_ms`.
+    pub fn sign_until(
+        &self,
+        chain_id: &str,
+        nonce: u64,
+        fee: Amount,
+        expires_ms: u64,
+        call: Call,
+    ) -> SignedTransaction {
         Transaction {
             chain_id: chain_id.into(),
             public_key: self.public,
             nonce,
             fee,
+            expires_ms,
             call,
         }
         .sign(&self.secret)

@@ -24,6 +24,10 @@ pub enum LedgerError {
     NonceReplayed { expected: u64, actual: u64 },
     #[error("nonce {actual} skips ahead (the account is at {expected})")]
     NonceSkipped { expected: u64, actual: u64 },
+    #[error("expired at batch time {expires_ms} ms; the batch is at {time_ms} ms")]
+    Expired { expires_ms: u64, time_ms: u64 },
+    #[error("fee {fee} is below the minimum fee {min_fee}")]
+    FeeTooLow { fee: Amount, min_fee: Amount },
     #[error("insufficient balance: {available} available, {required} required")]
     InsufficientBalance { available: Amount, required: Amount },
     #[error("arithmetic overflow")]
@@ -80,6 +84,8 @@ impl LedgerError {
             LedgerError::BadSignature => "bad_signature",
             LedgerError::NonceReplayed { .. } => "nonce_replayed",
             LedgerError::NonceSkipped { .. } => "nonce_skipped",
+            LedgerError::Expired { .. } => "expired",
+            LedgerError::FeeTooLow { .. } => "fee_too_low",
             LedgerError::InsufficientBalance { .. } => "insufficient_balance",
             LedgerError::Overflow => "overflow",
             LedgerError::Contract(_) => "contract_error",

@@ -129,6 +129,9 @@ struct BatchHeader {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     pub tx_hash: Option<[u8; 32]>,
+    /// The fee charged: the whole fee once the nonce, expiry and fee checks passed (even when
+    /// the call then failed), nothing otherwise.
+    pub fee_paid: trainmesh_contracts::Amount,
     pub outcome: Result<Vec<Event>, Rejection>,
 }
 
@@ -568,34 +571,32 @@ impl Ledger {
             };
             let mut receipts = Vec::with_capacity(checked.len());
             // Constant within the batch: governance changes parameters only at its end.
-            let validator_share_bps = trainmesh_contracts::params::load(&bs)?.validator_share_bps;
+            let rules = FeeRules::load(&bs)?;
             let mut validator_fees = trainmesh_contracts::Amount::ZERO;
             for tx in checked {
                 let receipt = match tx {
                     Err(e) => Receipt {
                         tx_hash: None,
+                        fee_paid: trainmesh_contracts::Amount::ZERO,
                         outcome: Err(Rejection::from(&e)),
                     },
                     Ok(tx) => {
                         let hash = tx.hash();
-                        match apply_transaction(
-                            &mut bs,
-                            &ctx,
-                            tx,
-                            validator_share_bps,
-                            &mut validator_fees,
-                        ) {
-                            Ok(events) => Receipt {
-                                tx_hash: Some(hash),
-                                outcome: Ok(events),
-                            },
+                        let applied =
+                            apply_transaction(&mut bs, &ctx, tx, rules, &mut validator_fees);
+                        let (fee_paid, outcome) = match applied {
+                            Ok(Charged { fee_paid, outcome }) => (fee_paid, outcome),
+                            Err(e) => (trainmesh_contracts::Amount::ZERO, Err(e)),
+                        };
+                        match outcome {
                             // Storage failures abort the whole batch; rejections are receipts.
                             Err(
                                 e @ (LedgerError::Storage { .. } | LedgerError::Corrupt { .. }),
                             ) => return Err(e),
-                            Err(e) => Receipt {
+                            outcome => Receipt {
                                 tx_hash: Some(hash),
-                                outcome: Err(Rejection::from(&e)),
+                                fee_paid,
+                                outcome: outcome.map_err(|e| Rejection::from(&e)),
                             },
                         }
                     }
@@ -696,14 +697,9 @@ impl Ledger {
             time: self.position.timestamp,
             seed: [0; 32],
         };
-        let share = trainmesh_contracts::params::load(&scratch)?.validator_share_bps;
-        apply_transaction(
-            &mut scratch,
-            &ctx,
-            tx,
-            share,
-            &mut trainmesh_contracts::Amount::ZERO.clone(),
-        )
+        let rules = FeeRules::load(&scratch)?;
+        let mut fees = trainmesh_contracts::Amount::ZERO;
+        apply_transaction(&mut scratch, &ctx, tx, rules, &mut fees)?.outcome
     }
 
     /// Reads a record of the committed state.
@@ -770,14 +766,40 @@ impl Ledger {
     }
 }
 
-/// Checks nonce and fee, then runs the call in an overlay: on any error nothing is written.
+/// What the fee rules of a batch are (governance changes them only at a batch's end).
+#[derive(Clone, Copy, Debug)]
+struct FeeRules {
+    min_fee: trainmesh_contracts::Amount,
+    validator_share_bps: u32,
+}
+
+impl FeeRules {
+    fn load(state: &impl State) -> LedgerResult<FeeRules> {
+        let p = trainmesh_contracts::params::load(state)?;
+        Ok(FeeRules {
+            min_fee: p.min_fee,
+            validator_share_bps: p.validator_share_bps,
+        })
+    }
+}
+
+/// A transaction that passed the checks its signer answers for (nonce, expiry, fee): its fee is
+/// paid and its nonce used whatever the call does, so a call that fails still costs its sender.
+struct Charged {
+    fee_paid: trainmesh_contracts::Amount,
+    outcome: LedgerResult<Vec<Event>>,
+}
+
+/// Checks nonce, expiry and fee, charges the fee and uses the nonce, then runs the call in an
+/// overlay of its own. An error (`Err`) writes nothing and charges nothing: the transaction was
+/// never valid here. A call that fails is undone, but its fee stays paid.
 fn apply_transaction(
     state: &mut impl State,
     ctx: &Context,
     tx: SignedTransaction,
-    validator_share_bps: u32,
+    rules: FeeRules,
     validator_fees: &mut trainmesh_contracts::Amount,
-) -> LedgerResult<Vec<Event>> {
+) -> LedgerResult<Charged> {
     let sender = tx.sender();
     let t = tx.transaction;
     let mut overlay = Overlay::new(state);
@@ -794,6 +816,18 @@ fn apply_transaction(
             actual: t.nonce,
         });
     }
+    if ctx.time.0 > t.expires_ms {
+        return Err(LedgerError::Expired {
+            expires_ms: t.expires_ms,
+            time_ms: ctx.time.0,
+        });
+    }
+    if t.fee < rules.min_fee {
+        return Err(LedgerError::FeeTooLow {
+            fee: t.fee,
+            min_fee: rules.min_fee,
+        });
+    }
     if account.balance < t.fee {
         return Err(LedgerError::InsufficientBalance {
             available: account.balance,
@@ -802,20 +836,30 @@ fn apply_transaction(
     }
     account.nonce += 1;
     accounts::store(&mut overlay, &sender, &account);
-    let mut events = Vec::new();
     // The validators' share is paid at the end of the batch; the rest is burned now.
-    let to_validators = t.fee.mul_bps(validator_share_bps);
+    let to_validators = t.fee.mul_bps(rules.validator_share_bps);
     let burned = t.fee.checked_sub(to_validators)?;
-    if !t.fee.is_zero() {
-        accounts::debit(&mut overlay, &sender, t.fee)?;
-        accounts::burn(&mut overlay, burned)?;
-        events.push(Event::FeeBurned {
-            payer: sender,
-            amount: burned,
-        });
-    }
-    events.extend(calls::execute(&mut overlay, ctx, sender, t.call)?);
+    accounts::debit(&mut overlay, &sender, t.fee)?;
+    accounts::burn(&mut overlay, burned)?;
+    let mut events = vec![Event::FeeBurned {
+        payer: sender,
+        amount: burned,
+    }];
+    let outcome = {
+        let mut call = Overlay::new(&mut overlay);
+        match calls::execute(&mut call, ctx, sender, t.call) {
+            Ok(more) => {
+                call.commit();
+                events.extend(more);
+                Ok(events)
+            }
+            Err(e) => Err(LedgerError::from(e)),
+        }
+    };
     overlay.commit();
     *validator_fees = validator_fees.checked_add(to_validators)?;
-    Ok(events)
+    Ok(Charged {
+        fee_paid: t.fee,
+        outcome,
+    })
 }

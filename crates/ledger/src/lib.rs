@@ -5,6 +5,7 @@
 //! Layout:
 //! - [`transaction`]: `Transaction`, `SignedTransaction`, the wire encoding and stateless checks
 //! - [`verify`]: batch signature verification on every core
+//! - [`admission`]: what a validator's mempool takes (duplicates, replays, quotas, expiry)
 //! - [`ledger`]: `Ledger` (genesis, `execute(batch)`, queries, proofs) over redb
 //! - `tree`: the Merkle tree's records in redb (the latest tree, one record per path)
 //! - [`beacon`]: the threshold-BLS randomness beacon that seeds every draw, and the gate that
@@ -15,6 +16,7 @@
 //! The state machines themselves (accounts, staking, jobs, ...) live in `trainmesh-contracts`.
 
 pub mod account_key;
+pub mod admission;
 pub mod beacon;
 pub mod error;
 pub mod ledger;

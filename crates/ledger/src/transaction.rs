@@ -3,7 +3,7 @@
 //! Wire: `version (1) ‖ BCS(Envelope)`. The envelope names the call kind explicitly, so a kind this
 //! node does not know is reported as such, and carries the call as BCS bytes. The signature is
 //! ed25519 over the transaction hash: BLAKE3(`"trainmesh/tx/v1"` ‖ BCS(unsigned envelope)), which
-//! covers the chain id, the key, the nonce, the fee and the call.
+//! covers the chain id, the key, the nonce, the fee, the expiry and the call.
 
 use serde::{Deserialize, Serialize};
 use trainmesh_contracts::{Address, Amount, Call};
@@ -21,7 +21,22 @@ pub struct Transaction {
     pub public_key: [u8; 32],
     pub nonce: u64,
     pub fee: Amount,
+    /// The last batch time (ms since the epoch) at which it may execute: a signed transaction
+    /// that did not commit in time is void, and mempools drop it.
+    pub expires_ms: u64,
     pub call: Call,
+}
+
+/// How long a transaction signed now stays valid, unless its signer says otherwise.
+pub const TRANSACTION_LIFETIME_DEFAULT_MS: u64 = 10 * 60_000;
+
+/// `now + TRANSACTION_LIFETIME_DEFAULT_MS`, by the wall clock.
+pub fn default_expiry_ms() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    now.saturating_add(TRANSACTION_LIFETIME_DEFAULT_MS)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -30,6 +45,7 @@ struct UnsignedEnvelope {
     public_key: [u8; 32],
     nonce: u64,
     fee: Amount,
+    expires_ms: u64,
     kind: u32,
     call: Vec<u8>,
 }
@@ -68,6 +84,7 @@ impl Transaction {
             public_key: self.public_key,
             nonce: self.nonce,
             fee: self.fee,
+            expires_ms: self.expires_ms,
             kind: kind_of(&call),
             call,
         }
@@ -169,6 +186,7 @@ impl SignedTransaction {
                 public_key: u.public_key,
                 nonce: u.nonce,
                 fee: u.fee,
+                expires_ms: u.expires_ms,
                 call,
             },
             signature,

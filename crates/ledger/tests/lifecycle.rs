@@ -347,7 +347,7 @@ fn job_runs_from_submission_to_settlement() {
             .unwrap()
             .checked_add(trainer_emission(p.emission_for(0), &p))
             .unwrap()
-            .checked_sub(Amount(1_000))
+            .checked_sub(common::FEE)
             .unwrap()
     );
     assert_eq!(
@@ -368,7 +368,7 @@ fn job_runs_from_submission_to_settlement() {
     let spent = before.checked_sub(w.net.balance(&researcher)).unwrap();
     assert_eq!(
         spent,
-        Amount::from_train(200).checked_add(Amount(1_000)).unwrap()
+        Amount::from_train(200).checked_add(common::FEE).unwrap()
     );
     assert_eq!(j.latest_metric_ppm, Some(960_000));
     // Trainers' collateral is free again.
@@ -1994,7 +1994,7 @@ fn a_lazy_evaluator_is_caught_by_a_planted_fault_and_slashed() {
         "the trainer is a reporter"
     );
     assert!(
-        w.net.balance(&diligent) > diligent_balance.checked_sub(Amount(1_000)).unwrap(),
+        w.net.balance(&diligent) > diligent_balance.checked_sub(common::FEE).unwrap(),
         "the diligent evaluator is paid for catching it (beyond its fee)"
     );
     assert!(events.iter().any(|e| matches!(
@@ -2456,7 +2456,7 @@ fn validators_are_paid_a_share_of_fees_and_emission_by_stake() {
     let before = w.net.balance(&validator);
     let out = w.net.batch(vec![tx], 1_000);
     assert!(out.receipts[0].outcome.is_ok());
-    let fee_share = Amount(1_000).mul_bps(p.validator_share_bps);
+    let fee_share = common::FEE.mul_bps(p.validator_share_bps);
     assert!(out.end_events.iter().any(|e| matches!(
         e,
         Event::Paid { to, amount, reason: PaymentReason::ValidatorReward { .. } }

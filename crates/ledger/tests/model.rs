@@ -21,7 +21,8 @@ use trainmesh_ledger::contracts::calls::Call;
 use trainmesh_ledger::contracts::{invariants, Amount, Params, TimestampMs};
 use trainmesh_ledger::{AccountKey, Batch, Ledger, Transaction};
 
-const FEE: u128 = 1_000;
+/// The default minimum fee (0.001 TRAIN).
+const FEE: u128 = 1_000_000;
 const ACCOUNTS: usize = 5;
 const UNBONDING_DELAY_MS: u64 = 5_000;
 
@@ -59,11 +60,16 @@ impl Model {
         if a.balance < FEE {
             return Some("insufficient_balance");
         }
+        // From here the fee is paid and the nonce used, whatever the call does.
         let mut next = a.clone();
         next.balance -= FEE;
         next.nonce += 1;
+        self.accounts[who] = next.clone();
         match call {
             Call::Transfer { to, amount } => {
+                if amount.0 == 0 {
+                    return Some("contract_error");
+                }
                 if next.balance < amount.0 {
                     return Some("insufficient_balance");
                 }
@@ -180,7 +186,7 @@ fn scenario(seed: u64, batches: usize) -> Scenario {
                 _ => Call::Withdraw,
             };
             let nonce = model.accounts[who].nonce;
-            let (tx, code) = match rng.gen_range(0..20) {
+            let (tx, code) = match rng.gen_range(0..24) {
                 0 => (
                     keys[who]
                         .sign(CHAIN, nonce.saturating_sub(1), Amount(FEE), call.clone())
@@ -203,12 +209,34 @@ fn scenario(seed: u64, batches: usize) -> Scenario {
                         .encode(),
                     Some("wrong_chain_id"),
                 ),
+                20 => (
+                    keys[who].sign(CHAIN, nonce, Amount(FEE - 1), call).encode(),
+                    Some("fee_too_low"),
+                ),
+                21 => (
+                    // Expired just before this batch's time.
+                    keys[who]
+                        .sign_until(CHAIN, nonce, Amount(FEE), time - 1, call)
+                        .encode(),
+                    Some("expired"),
+                ),
+                22 => {
+                    // Valid through exactly this batch's time.
+                    let code = model.apply(who, nonce, &call, time, &to_index);
+                    (
+                        keys[who]
+                            .sign_until(CHAIN, nonce, Amount(FEE), time, call)
+                            .encode(),
+                        code,
+                    )
+                }
                 3 => {
                     let forged = Transaction {
                         chain_id: CHAIN.into(),
                         public_key: keys[who].public_key(),
                         nonce,
                         fee: Amount(FEE),
+                        expires_ms: u64::MAX,
                         call,
                     }
                     .sign(&keys[(who + 1) % ACCOUNTS].secret());

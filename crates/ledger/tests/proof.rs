@@ -141,7 +141,7 @@ fn the_tree_read_back_from_disk_is_the_tree_in_memory() {
                 },
             };
             txs.push(Bytes::from(
-                key.sign(common::CHAIN, nonces[i], Amount(1_000), call)
+                key.sign(common::CHAIN, nonces[i], common::FEE, call)
                     .encode(),
             ));
             nonces[i] += 1;

@@ -61,6 +61,7 @@ fn build(v: &Value) -> SignedTransaction {
         public_key,
         nonce: v["nonce"].as_u64().expect("nonce is a u64"),
         fee: amount(v, "fee"),
+        expires_ms: v["expires_ms"].as_u64().expect("expires_ms is a u64"),
         call: call(v),
     }
     .sign(&secret)

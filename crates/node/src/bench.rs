@@ -26,6 +26,7 @@ use trainmesh_contracts::{Address, Amount, Genesis, GenesisValidator, Hash32, Pa
 use trainmesh_dag::{
     ConsensusParams, ConsensusStore, Core, KeyPair, MemStore, RedbStore, Validator,
 };
+use trainmesh_ledger::admission::Source;
 
 use crate::net::{free_port, loopback};
 
@@ -519,6 +520,8 @@ async fn run_validator<S: ConsensusStore + Unpin + Send + 'static>(
         retain_commits: u64::MAX,
         beacon: None,
         reports: None,
+        admission: None,
+        equivocate: None,
         metrics: NodeMetrics::new(),
     };
     let coordinator = Coordinator::new(core, startup, wiring);
@@ -563,9 +566,12 @@ async fn run_validator<S: ConsensusStore + Unpin + Send + 'static>(
             })
             .collect();
         sent += count as u64;
-        match coordinator.send(SubmitTransactions(txs)).await {
-            Ok(Ok(())) => {}
-            _ => refused += count as u64,
+        match coordinator
+            .send(SubmitTransactions(txs, Source::Local))
+            .await
+        {
+            Ok(answers) => refused += answers.iter().filter(|a| a.is_err()).count() as u64,
+            Err(_) => refused += count as u64,
         }
     }
     // Let the last transactions commit.

@@ -312,6 +312,7 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         trainer: None,
         train_device: None,
         evaluator: None,
+        equivocate: false,
         provider: None,
         local_consensus: LocalConsensusConfig::default(),
         mesh: MeshConfig::default(),
@@ -356,12 +357,11 @@ async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
             break job;
         }
         if sent.is_none_or(|t| t.elapsed() > Duration::from_secs(6)) {
-            handle
-                .wallet
-                .submitter()
-                .submit(vec![tx.clone()])
-                .await
-                .map_err(|e| anyhow::anyhow!("submitting: {e}"))?;
+            // Once it committed, a resend is a replay: the next look finds its receipt.
+            match handle.wallet.submitter().submit(vec![tx.clone()]).await {
+                Err(e) if e.code != "nonce_replayed" => bail!("submitting: {e}"),
+                _ => {}
+            }
             sent = Some(Instant::now());
         }
         if Instant::now() > deadline {

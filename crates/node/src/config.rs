@@ -246,6 +246,7 @@ impl NodeConfig {
                 )
             }),
             provider,
+            equivocate: false,
             local_consensus: self.consensus.local(),
             mesh: self.mesh.clone(),
         })

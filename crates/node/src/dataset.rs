@@ -203,7 +203,12 @@ pub fn submit_and_wait(
     let nonce = account["account"]["nonce"]
         .as_u64()
         .context("account lacks nonce")?;
-    let tx = key.sign(chain_id, nonce, Amount::ZERO, call);
+    let fee = status["min_fee"]
+        .as_str()
+        .and_then(|f| f.parse::<u128>().ok())
+        .map(Amount)
+        .context("status lacks min_fee")?;
+    let tx = key.sign(chain_id, nonce, fee, call);
     let url = format!("{}/v1/transactions", gateway.trim_end_matches('/'));
     let sent = reply(
         &url,

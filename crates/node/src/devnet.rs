@@ -68,6 +68,11 @@ pub struct DevnetArgs {
     /// slashed. With lazy evaluators, one of them sits on the first panel beside an honest one.
     #[arg(long, default_value_t = 0)]
     pub plant_rate_ppm: u32,
+    /// Validators (the last ones) that each sign a second, conflicting header for one of their
+    /// rounds: a peer detects it, files the evidence, and the ledger slashes the double signer.
+    /// Fewer than a third of the validators.
+    #[arg(long, default_value_t = 0)]
+    pub equivocators: usize,
     #[arg(long, value_enum, default_value_t = DatasetChoice::Digits)]
     pub dataset: DatasetChoice,
     /// Keep the nodes' data here (default: a temporary directory, removed at exit).
@@ -123,6 +128,13 @@ fn genesis(roles: &Roles, plant_rate_ppm: u32) -> (Genesis, Vec<[u8; 32]>) {
         address: address(&roles.researcher),
         balance: Amount::from_train(10_000),
     });
+    // Validators pay fees too (double-sign reports) before their rewards accrue.
+    for (account, _) in &roles.validators {
+        accounts.push(GenesisAccount {
+            address: address(account),
+            balance: Amount::from_train(100),
+        });
+    }
     let validators = roles
         .validators
         .iter()
@@ -413,6 +425,7 @@ impl Launcher {
             trainer: None,
             train_device: None,
             evaluator: None,
+            equivocate: false,
             provider: None,
             local_consensus: LocalConsensusConfig::default(),
             mesh: MeshConfig::default(),
@@ -430,10 +443,12 @@ impl Launcher {
         &self,
         i: usize,
         (account, consensus): &([u8; 32], [u8; 32]),
+        equivocate: bool,
     ) -> anyhow::Result<NodeHandle> {
         let mut s = self.spec(format!("validator-{i}"), *account, self.ports[i]);
         s.consensus_secret = Some(*consensus);
         s.beacon_secret = Some(self.beacon_shares[i]);
+        s.equivocate = equivocate;
         Ok(node::start(s)?)
     }
 
@@ -487,8 +502,16 @@ async fn devnet(args: DevnetArgs, started: Instant) -> anyhow::Result<()> {
     let launcher = Launcher::new(root.clone(), &roles, train_device, args.plant_rate_ppm);
     let tracked = roles.tracked(args.cheaters, |i| args.evaluator_mode(i));
     let mut nodes = Vec::new();
+    if 3 * args.equivocators >= roles.validators.len() {
+        anyhow::bail!(
+            "--equivocators {} of {} validators: fewer than a third, or consensus stops",
+            args.equivocators,
+            roles.validators.len()
+        );
+    }
+    let honest_validators = roles.validators.len() - args.equivocators;
     for (i, v) in roles.validators.iter().enumerate() {
-        nodes.push(launcher.validator(i, v)?);
+        nodes.push(launcher.validator(i, v, i >= honest_validators)?);
     }
     let validators = nodes.len();
     // With cheaters, the honest trainers start only once a cheater holds the job's first unit:
@@ -654,7 +677,10 @@ async fn report(
     );
     let verdicts = Verdicts::of(v0, job)?;
     let certificates = summary::print_units(v0, job, &verdicts, tracked)?;
-    let balances = summary::print_balances(v0, tracked, before);
+    let balances = summary::print_balances(v0, tracked, before, &verdicts);
+    for (who, round) in &verdicts.double_signers {
+        println!("  validator {who} slashed: signed two headers of round {round}");
+    }
     let sum = |f: &dyn Fn(&NodeHandle) -> f64| nodes.iter().map(f).sum::<f64>();
     // Which device trained each unit (every attempt, the cheaters' included).
     let devices: Vec<serde_json::Value> = nodes
@@ -695,6 +721,7 @@ async fn report(
             }))
             .collect::<Vec<_>>(),
         "evaluators_slashed": verdicts.evaluators_slashed.len(),
+        "validators_slashed": verdicts.double_signers.len(),
         "plants": verdicts.plants,
         "plants_accepted": verdicts.plants_accepted,
         "units_total": job.units_total,

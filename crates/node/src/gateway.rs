@@ -214,9 +214,18 @@ fn read<T: serde::de::DeserializeOwned>(g: &Gateway, key: &[u8]) -> Result<Optio
 }
 
 async fn status(g: web::Data<Gateway>) -> ApiResult {
-    let (height, next_index, root) = {
+    let (height, next_index, root, min_fee) = {
         let l = g.ledger.read().expect("ledger lock");
-        (l.height(), l.next_index(), hex::encode(l.state_root()))
+        let params = l
+            .read::<trainmesh_contracts::Params>(state_keys::PARAMS)
+            .map_err(ApiError::internal)?;
+        let min_fee = params.map(|p| p.min_fee.0.to_string());
+        (
+            l.height(),
+            l.next_index(),
+            hex::encode(l.state_root()),
+            min_fee,
+        )
     };
     let consensus = match &g.coordinator {
         Some(c) => c.send(GetStatus).await.ok().map(|s| {
@@ -234,6 +243,7 @@ async fn status(g: web::Data<Gateway>) -> ApiResult {
         "height": height,
         "next_index": next_index,
         "state_root": root,
+        "min_fee": min_fee,
         "consensus": consensus,
     })))
 }
@@ -653,14 +663,15 @@ fn receipt_of(
             if r.tx_hash != Some(wanted) {
                 continue;
             }
+            let fee_paid = r.fee_paid.0.to_string();
             let body = match &r.outcome {
                 Ok(events) => serde_json::json!({
                     "tx_hash": hex::encode(wanted), "height": height, "status": "executed",
-                    "events": events, "error": null,
+                    "fee_paid": fee_paid, "events": events, "error": null,
                 }),
                 Err(rejection) => serde_json::json!({
                     "tx_hash": hex::encode(wanted), "height": height, "status": "rejected",
-                    "events": null,
+                    "fee_paid": fee_paid, "events": null,
                     "error": { "code": rejection.code, "message": rejection.message },
                 }),
             };
@@ -672,6 +683,18 @@ fn receipt_of(
         "unknown_transaction",
         format!("no receipt at heights {floor}..={top} (not executed yet, or older)"),
     ))
+}
+
+/// A mempool's refusal as the gateway answers it.
+fn mempool_refusal(r: trainmesh_ledger::admission::Refusal) -> ApiError {
+    let status = match r.code {
+        "nonce_replayed" | "nonce_taken" => 409,
+        "insufficient_balance" => 402,
+        "sender_quota" | "source_quota" => 429,
+        "mempool_full" | "mempool_unavailable" | "unavailable" => 503,
+        _ => 400,
+    };
+    ApiError::new(status, r.code, r.message)
 }
 
 /// The refusal a dry run maps to, for a transaction that would fail.
@@ -760,7 +783,7 @@ async fn submit(g: web::Data<Gateway>, body: web::Json<SubmitBody>) -> ApiResult
     g.submitter
         .submit(vec![bytes])
         .await
-        .map_err(|e| ApiError::new(503, "mempool_unavailable", e))?;
+        .map_err(mempool_refusal)?;
     Ok(HttpResponse::Accepted().json(serde_json::json!({ "tx_hash": hex::encode(hash) })))
 }
 

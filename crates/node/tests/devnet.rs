@@ -80,6 +80,17 @@ fn devnet_catches_and_slashes_a_cheater() {
     assert_trained_where_it_says(&s);
 }
 
+/// A validator signs a second header for one of its rounds and sends it to one peer. That peer
+/// holds both headers the moment the second arrives: it files the evidence from its account, the
+/// ledger slashes the double signer (and only it), and consensus and the job go on.
+#[test]
+fn devnet_slashes_a_double_signing_validator() {
+    let s = devnet(&["--equivocators", "1"]);
+    assert_eq!(s["job_status"], "completed", "{s}");
+    assert_eq!(s["validators_slashed"], 1, "{s}");
+    assert_eq!(s["trainers_slashed"], 0.0, "{s}");
+}
+
 /// Certain by construction: the cheater holds the first unit, and its panel is the only two
 /// evaluators on the ledger when the panel is drawn, one lazy (it replays nothing and accepts)
 /// and one honest (it rejects). The split goes to dispute, not to a fresh draw; the challenger

@@ -83,6 +83,23 @@ fn sse(port: u16, path: &str) -> Vec<(String, serde_json::Value)> {
     events
 }
 
+/// The receipt of a transaction, once it executed (a deadline, not a fixed wait).
+fn wait_for_receipt(port: u16, tx_hash: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, body) = http(port, "GET", &format!("/v1/transactions/{tx_hash}"), "")
+            .expect("the gateway answers");
+        if status == 200 {
+            return serde_json::from_str(&body).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no receipt for {tx_hash}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -286,13 +303,19 @@ fn gateway_serves_the_devnet() {
         (s, v["code"].as_str().unwrap_or_default().to_string())
     };
     let chain = "trainmesh-devnet";
-    let zero = trainmesh_contracts::Amount::ZERO;
+    let fee = trainmesh_contracts::Amount(
+        json(port, "/v1/status")["min_fee"]
+            .as_str()
+            .expect("the status reports the minimum fee")
+            .parse()
+            .unwrap(),
+    );
     assert_eq!(
-        submit(key.sign(chain, nonce, zero, job_call(&good_model, 10_000_000))),
+        submit(key.sign(chain, nonce, fee, job_call(&good_model, 10_000_000))),
         (402, "insufficient_balance".into())
     );
     assert_eq!(
-        submit(key.sign(chain, nonce, zero, job_call(r#"{"kind":"mlp"}"#, 10))),
+        submit(key.sign(chain, nonce, fee, job_call(r#"{"kind":"mlp"}"#, 10))),
         (400, "bad_spec".into())
     );
     // A valid model of the wrong shape for the dataset (784 inputs; the digits have 64).
@@ -300,19 +323,77 @@ fn gateway_serves_the_devnet() {
         submit(key.sign(
             chain,
             nonce,
-            zero,
+            fee,
             job_call(r#"{"kind":"logistic","input":784,"classes":10}"#, 10)
         )),
         (400, "bad_spec".into())
     );
     let stranger = trainmesh_ledger::AccountKey::from_seed(77);
     assert_eq!(
-        submit(stranger.sign(chain, 0, zero, job_call(&good_model, 10))),
+        submit(stranger.sign(chain, 0, fee, job_call(&good_model, 10))),
         (402, "insufficient_balance".into())
     );
     assert_eq!(
-        submit(key.sign(chain, nonce - 1, zero, job_call(&good_model, 10))),
+        submit(key.sign(chain, nonce - 1, fee, job_call(&good_model, 10))),
         (409, "nonce_replayed".into())
+    );
+    // Free spam: no fee, a fee under the minimum, a transaction already expired, or one that
+    // would wait in the mempool for days.
+    let transfer = |amount: u128| trainmesh_contracts::Call::Transfer {
+        to: stranger.address(),
+        amount: trainmesh_contracts::Amount(amount),
+    };
+    let zero = trainmesh_contracts::Amount::ZERO;
+    assert_eq!(
+        submit(key.sign(chain, nonce, zero, transfer(1))),
+        (400, "fee_too_low".into())
+    );
+    assert_eq!(
+        submit(key.sign(
+            chain,
+            nonce,
+            trainmesh_contracts::Amount(fee.0 - 1),
+            transfer(1)
+        )),
+        (400, "fee_too_low".into())
+    );
+    assert_eq!(
+        submit(key.sign_until(chain, nonce, fee, 1_000, transfer(1))),
+        (400, "expired".into())
+    );
+    let in_a_week = trainmesh_ledger::transaction::default_expiry_ms() + 7 * 86_400_000;
+    assert_eq!(
+        submit(key.sign_until(chain, nonce, fee, in_a_week, transfer(1))),
+        (400, "expiry_too_far".into())
+    );
+    // A zero transfer would create an account for nothing: the dry run refuses it.
+    assert_eq!(
+        submit(key.sign(chain, nonce, fee, transfer(0))),
+        (400, "contract_error".into())
+    );
+    // One transaction per nonce: the same one again is taken (and proposed once), another
+    // for the same nonce is refused while the first is pending.
+    let once = key.sign(chain, nonce, fee, transfer(1));
+    assert_eq!(submit(once.clone()).0, 202);
+    // Taken again, or already committed (a race this test does not control).
+    let again = submit(once.clone());
+    assert!(
+        again.0 == 202 || again == (409, "nonce_replayed".into()),
+        "{again:?}"
+    );
+    let other = key.sign(chain, nonce, fee, transfer(2));
+    let (s, code) = submit(other);
+    assert!(
+        (s, code.as_str()) == (409, "nonce_taken") || (s, code.as_str()) == (409, "nonce_replayed"),
+        "{s} {code}"
+    );
+    let receipt = wait_for_receipt(port, &hex(&once.hash()));
+    assert_eq!(receipt["status"], "executed", "{receipt}");
+    assert_eq!(receipt["fee_paid"], fee.0.to_string(), "{receipt}");
+    assert_eq!(
+        submit(once),
+        (409, "nonce_replayed".into()),
+        "a committed transaction is not taken again"
     );
 
     // Every documented GET path is served.

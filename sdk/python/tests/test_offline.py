@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -23,6 +24,7 @@ from trainmesh import (
     InvalidSignature,
     InvalidSpec,
     JobFailed,
+    MIN_FEE_DEFAULT,
     Key,
     Model,
     NonceReplayed,
@@ -436,10 +438,14 @@ def test_submit_job_follows_the_receipt_to_the_job_id(gateway: FakeGateway) -> N
     assert job == 7
     sent = json.loads(next(b for m, p, b in gateway.requests if p == "/v1/transactions"))
     raw = bytes.fromhex(sent["transaction"])
-    # version, chain id (one length byte), public key, then the nonce, the fee and the kind.
+    # version, chain id (one length byte), public key, then the nonce, the fee (the chain's
+    # minimum: the status reports none here, so the default), the expiry and the kind.
     at = 1 + 1 + len("trainmesh-devnet") + 32
     assert raw[at : at + 8] == (3).to_bytes(8, "little")
-    assert raw[at + 8 + 16 : at + 8 + 16 + 4] == (9).to_bytes(4, "little")
+    assert raw[at + 8 : at + 8 + 16] == MIN_FEE_DEFAULT.to_bytes(16, "little")
+    expires = int.from_bytes(raw[at + 24 : at + 32], "little")
+    assert 0 < expires - time.time() * 1000 <= 10 * 60_000
+    assert raw[at + 8 + 16 + 8 : at + 8 + 16 + 8 + 4] == (9).to_bytes(4, "little")
     call = SubmitJob(Client.job_spec(MLP, 1, budget=10**9)).encode()
     model = json.dumps(MLP, separators=(",", ":"))
     assert call[: 1 + 1 + len(model) + 8] in raw  # variant, the model spec, the dataset id

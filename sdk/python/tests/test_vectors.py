@@ -26,9 +26,17 @@ def test_signed_transaction_matches_vector(v: Dict[str, Any]) -> None:
     if "call" in v:
         call = call_from_json(v["call"])
         assert call.to_json() == v["call"]  # the JSON form is the nodes' (serde's) form
-        signed = sign_call(key, v["chain_id"], v["nonce"], call, int(v["fee"]))
+        signed = sign_call(key, v["chain_id"], v["nonce"], call, int(v["fee"]), v["expires_ms"])
     else:
-        signed = transfer(key, v["chain_id"], v["nonce"], v["to"], int(v["amount"]), int(v["fee"]))
+        signed = transfer(
+            key,
+            v["chain_id"],
+            v["nonce"],
+            v["to"],
+            int(v["amount"]),
+            int(v["fee"]),
+            v["expires_ms"],
+        )
     assert signed.tx_hash.hex() == v["tx_hash"]
     assert signed.signature.hex() == v["signature"]
     assert signed.hex() == v["encoded"]

@@ -102,6 +102,7 @@ impl<S: ConsensusStore> Core<S> {
         let header = Arc::new(SignedHeader::new(
             Header {
                 epoch: self.committee.epoch(),
+                chain: self.committee.chain(),
                 round: parent_round.next(),
                 author: self.me,
                 created_at,

@@ -292,6 +292,7 @@ impl Simulator {
             .collect();
         let junk = Header {
             epoch: template.epoch,
+            chain: template.chain,
             round,
             author: node,
             created_at: template.created_at,

@@ -189,6 +189,7 @@ impl Byzantine {
             .collect();
         let header = Header {
             epoch: committee().epoch(),
+            chain: committee().chain(),
             round,
             author: BYZANTINE,
             created_at: resolve_time(plan.created_at, t.now),

@@ -9,6 +9,8 @@ use trainmesh_ledger::contracts::{
 use trainmesh_ledger::{AccountKey, Batch, BatchOutcome, Ledger, Rejection};
 
 pub const CHAIN: &str = "trainmesh-test";
+/// The default minimum fee.
+pub const FEE: Amount = Amount(1_000_000);
 
 pub struct Net {
     pub ledger: Ledger,
@@ -69,7 +71,7 @@ impl Net {
     }
 
     pub fn signed(&self, key: &AccountKey, nonce: u64, call: Call) -> Bytes {
-        Bytes::from(key.sign(CHAIN, nonce, Amount(1_000), call).encode())
+        Bytes::from(key.sign(CHAIN, nonce, FEE, call).encode())
     }
 
     /// Executes one batch `step_ms` after the previous one.

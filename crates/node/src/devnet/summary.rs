@@ -29,6 +29,10 @@ pub(super) struct Verdicts {
     /// Planted faults opened over the job's units, and the verdicts that accepted one.
     pub plants: usize,
     pub plants_accepted: usize,
+    /// Everything slashed, by account (base units): what the ledger took, apart from fees.
+    pub slashed: std::collections::BTreeMap<Address, u128>,
+    /// Validators slashed for double signing, and the round.
+    pub double_signers: Vec<(Address, u64)>,
 }
 
 impl Verdicts {
@@ -44,6 +48,18 @@ impl Verdicts {
             }
             batch.extend(l.end_events(height)?);
             for e in &batch {
+                if let Event::Slashed {
+                    who,
+                    amount,
+                    reason,
+                    ..
+                } = e
+                {
+                    *v.slashed.entry(*who).or_default() += amount.0;
+                    if let SlashReason::DoubleSign { round } = reason {
+                        v.double_signers.push((*who, *round));
+                    }
+                }
                 match e {
                     Event::WorkRejected { unit, trainer, .. } if unit.job == job.id => {
                         v.rejected.push((*unit, *trainer))
@@ -161,7 +177,8 @@ pub(super) fn print_units(
     Ok(certificates)
 }
 
-/// What the trainers gained and lost, in TRAIN: (rewards, slashed, slashed from cheaters).
+/// What the trainers gained and lost, in TRAIN: (rewards, slashed, slashed from cheaters). The
+/// slashes are the ledger's `Slashed` events: a balance also pays transaction fees.
 pub(super) struct TrainerBalances {
     pub rewards: f64,
     pub slashed: f64,
@@ -173,6 +190,7 @@ pub(super) fn print_balances(
     n: &NodeHandle,
     tracked: &[Tracked],
     before: &[u128],
+    verdicts: &Verdicts,
 ) -> TrainerBalances {
     println!("balance changes (balance + stake, TRAIN):");
     let (mut rewards, mut slashed, mut cheaters_slashed) = (0i128, 0i128, 0i128);
@@ -180,9 +198,10 @@ pub(super) fn print_balances(
         let delta = balance_of(n, &t.address) as i128 - *b as i128;
         if t.name.starts_with("trainer") {
             rewards += delta.max(0);
-            slashed += (-delta).max(0);
+            let lost = verdicts.slashed.get(&t.address).copied().unwrap_or(0) as i128;
+            slashed += lost;
             if t.cheater {
-                cheaters_slashed += (-delta).max(0);
+                cheaters_slashed += lost;
             }
         }
         println!("  {:<22} {:+.4}", t.name, train(delta));

@@ -23,6 +23,7 @@ from .datasets import (
     split_shards,
 )
 from .encoding import (
+    MIN_FEE_DEFAULT,
     PPM,
     TRANSACTION_VERSION,
     AttachDataset,
@@ -48,6 +49,8 @@ from .errors import (
     ChecksumMismatch,
     Conflict,
     ConnectionFailed,
+    Expired,
+    FeeTooLow,
     GatewayError,
     InsufficientBalance,
     InvalidShard,
@@ -96,6 +99,9 @@ __all__ = [
     "Model",
     "NoWeightsYet",
     "NonceReplayed",
+    "MIN_FEE_DEFAULT",
+    "Expired",
+    "FeeTooLow",
     "NotFound",
     "Optimizer",
     "PPM",

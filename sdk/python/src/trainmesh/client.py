@@ -36,6 +36,7 @@ from .datasets import UPLOAD_BYTES_MAX, merkle_root, shard_hash, split_shards
 from .encoding import (
     AttachDataset,
     Call,
+    MIN_FEE_DEFAULT,
     DatasetSpec,
     HyperParams,
     JobSpec,
@@ -171,6 +172,15 @@ class Client:
         """The ledger height: batches executed so far."""
         return int(self.status()["height"])
 
+    def min_fee(self) -> int:
+        """The least fee (base units) a transaction may offer now. It is charged once the
+        nonce and expiry checks pass, even when the call then fails."""
+        reported = self.status().get("min_fee")
+        return MIN_FEE_DEFAULT if reported is None else int(reported)
+
+    def _fee(self, fee: Optional[int]) -> int:
+        return self.min_fee() if fee is None else int(fee)
+
     def jobs(self) -> List[Json]:
         return self._list("/v1/jobs")
 
@@ -251,7 +261,7 @@ class Client:
         self,
         key: Key,
         call: Call,
-        fee: int = 0,
+        fee: Optional[int] = None,
         nonce: Optional[int] = None,
         timeout: float = 120.0,
     ) -> Json:
@@ -260,10 +270,11 @@ class Client:
         account's and, when another transaction took that nonce first (``nonce_replayed``, at
         the dry run or at execution), re-signs with the next one and resends."""
         chain_id = self.chain_id()
+        paid = self._fee(fee)
         tries = 1 if nonce is not None else NONCE_RETRIES
         for attempt in range(tries):
             n = self.nonce(key.address) if nonce is None else nonce
-            signed = Transaction(chain_id, key.public_key, n, fee, call).sign(key)
+            signed = Transaction(chain_id, key.public_key, n, paid, call).sign(key)
             since = self.height()
             try:
                 tx_hash = self.submit(signed)
@@ -279,7 +290,7 @@ class Client:
         key: Key,
         to: AddressLike,
         amount: int,
-        fee: int = 0,
+        fee: Optional[int] = None,
         nonce: Optional[int] = None,
         chain_id: Optional[str] = None,
     ) -> str:
@@ -290,7 +301,7 @@ class Client:
             nonce = self.nonce(key.address)
         if chain_id is None:
             chain_id = self.chain_id()
-        return self.submit(transfer(key, chain_id, nonce, to, amount, fee))
+        return self.submit(transfer(key, chain_id, nonce, to, amount, self._fee(fee)))
 
     # --- jobs ------------------------------------------------------------------------------
 
@@ -370,7 +381,7 @@ class Client:
         dataset: int,
         *,
         wait_for_id: bool = True,
-        fee: int = 0,
+        fee: Optional[int] = None,
         nonce: Optional[int] = None,
         timeout: float = 120.0,
         **spec: Any,
@@ -391,7 +402,7 @@ class Client:
         job = self.job_spec(model, dataset, **spec)
         if not wait_for_id:
             n = self.nonce(key.address) if nonce is None else nonce
-            tx = Transaction(self.chain_id(), key.public_key, n, fee, SubmitJob(job))
+            tx = Transaction(self.chain_id(), key.public_key, n, self._fee(fee), SubmitJob(job))
             return self.submit(tx.sign(key))
         receipt = self.execute(key, SubmitJob(job), fee=fee, nonce=nonce, timeout=timeout)
         submitted = _event(receipt, "JobSubmitted")
@@ -553,7 +564,7 @@ class Client:
         licence: str = "",
         price_per_use: int = 0,
         samples_per_shard: int = 256,
-        fee: int = 0,
+        fee: Optional[int] = None,
         nonce: Optional[int] = None,
         timeout: float = 120.0,
     ) -> int:

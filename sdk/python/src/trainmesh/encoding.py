@@ -1,7 +1,7 @@
 """The canonical transaction encoding (BCS) and its hash, as the Rust ledger defines them.
 
 Wire: ``version (1) ‖ BCS(Envelope{unsigned, signature})`` where ``unsigned`` is
-``UnsignedEnvelope{chain_id, public_key, nonce, fee, kind, call}``; ``call`` is the BCS of the
+``UnsignedEnvelope{chain_id, public_key, nonce, fee, expires_ms, kind, call}``; ``call`` is the BCS of the
 call and ``kind`` its variant index. The transaction hash is
 ``BLAKE3("trainmesh/tx/v1" ‖ BCS(unsigned))`` and the signature is ed25519 over that hash.
 """
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Dict, Mapping, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import blake3
 
@@ -20,6 +21,10 @@ from .keys import AddressLike, Key, parse_address
 
 TRANSACTION_VERSION = 1
 TX_DOMAIN = b"trainmesh/tx/v1"
+
+#: The ledger's default minimum fee (0.001 TRAIN); governance may change it: ``Client`` reads the
+#: chain's current one (``Client.min_fee()``).
+MIN_FEE_DEFAULT = 1_000_000
 
 U64_MAX = (1 << 64) - 1
 U128_MAX = (1 << 128) - 1
@@ -388,15 +393,27 @@ def canonical_model_json(model: Union[str, Mapping[str, Any]]) -> str:
     return json.dumps(model, separators=(",", ":"))
 
 
+#: How long a transaction signed now may wait to execute, unless its signer says otherwise.
+TRANSACTION_LIFETIME_DEFAULT_MS = 10 * 60_000
+
+
+def default_expiry_ms() -> int:
+    """``now + TRANSACTION_LIFETIME_DEFAULT_MS``, in ms since the epoch by the wall clock."""
+    return int(time.time() * 1000) + TRANSACTION_LIFETIME_DEFAULT_MS
+
+
 @dataclass(frozen=True)
 class Transaction:
-    """What the signer agrees to. ``call`` is a call object with ``KIND`` and ``encode()``."""
+    """What the signer agrees to. ``call`` is a call object with ``KIND`` and ``encode()``;
+    ``expires_ms`` is the last batch time at which it may execute (by default ten minutes from
+    now): after it the transaction is void."""
 
     chain_id: str
     public_key: bytes
     nonce: int
     fee: int
     call: Call
+    expires_ms: int = field(default_factory=default_expiry_ms)
 
     def unsigned_bytes(self) -> bytes:
         """BCS(UnsignedEnvelope)."""
@@ -406,6 +423,7 @@ class Transaction:
             .fixed(self.public_key, 32)
             .u64(self.nonce)
             .u128(self.fee)
+            .u64(self.expires_ms)
             .u32(self.call.KIND)
             .byte_vector(self.call.encode())
             .finish()
@@ -440,12 +458,27 @@ class SignedTransaction:
 
 
 def transfer(
-    key: Key, chain_id: str, nonce: int, to: AddressLike, amount: int, fee: int = 0
+    key: Key,
+    chain_id: str,
+    nonce: int,
+    to: AddressLike,
+    amount: int,
+    fee: int = MIN_FEE_DEFAULT,
+    expires_ms: Optional[int] = None,
 ) -> SignedTransaction:
     """A signed transfer of ``amount`` base units from ``key``'s account to ``to``."""
-    return Transaction(chain_id, key.public_key, nonce, fee, Transfer.of(to, amount)).sign(key)
+    return sign_call(key, chain_id, nonce, Transfer.of(to, amount), fee, expires_ms)
 
 
-def sign_call(key: Key, chain_id: str, nonce: int, call: Call, fee: int = 0) -> SignedTransaction:
-    """``call`` signed by ``key`` at ``nonce`` on ``chain_id``."""
-    return Transaction(chain_id, key.public_key, nonce, fee, call).sign(key)
+def sign_call(
+    key: Key,
+    chain_id: str,
+    nonce: int,
+    call: Call,
+    fee: int = MIN_FEE_DEFAULT,
+    expires_ms: Optional[int] = None,
+) -> SignedTransaction:
+    """``call`` signed by ``key`` at ``nonce`` on ``chain_id``, valid until ``expires_ms`` (by
+    default ten minutes from now)."""
+    expiry = default_expiry_ms() if expires_ms is None else expires_ms
+    return Transaction(chain_id, key.public_key, nonce, fee, call, expiry).sign(key)

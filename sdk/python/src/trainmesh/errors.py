@@ -40,6 +40,14 @@ class WrongChain(BadRequest):
     """``wrong_chain_id``: the transaction was signed for another chain."""
 
 
+class FeeTooLow(BadRequest):
+    """``fee_too_low``: the fee is below the chain's minimum (``Client.min_fee()``)."""
+
+
+class Expired(BadRequest):
+    """``expired``: the transaction's expiry passed before it could execute; sign it anew."""
+
+
 class InvalidSpec(BadRequest):
     """``bad_spec``: the GPU engine refuses the job's model spec, or the contracts refuse the job
     or dataset spec (zero budget, deadline passed, no shards, ...)."""
@@ -154,6 +162,8 @@ _BY_CODE: Dict[str, Type[GatewayError]] = {
     "unknown_transaction": UnknownTransaction,
     "unknown_shard": UnknownShard,
     "nonce_replayed": NonceReplayed,
+    "fee_too_low": FeeTooLow,
+    "expired": Expired,
     "no_weights_yet": NoWeightsYet,
     "body_too_large": PayloadTooLarge,
     "rate_limited": RateLimited,
