@@ -65,9 +65,22 @@ cargo test --workspace --all-targets --locked
 step "doc tests"
 cargo test --workspace --doc --locked
 
+# The economics example (built by the tests above) on the real contracts: no attack it stages
+# pays its attacker.
+step "economics: every attack unprofitable"
+target_dir=${CARGO_TARGET_DIR:-target}
+"$target_dir/debug/examples/economics" --days 2 | tail -n 1 > "$target_dir/economics-last.json"
+python3 - "$target_dir/economics-last.json" <<'PY'
+import json, sys
+attacks = json.load(open(sys.argv[1]))["attacks"]
+for a in attacks:
+    print("  %s: profit %s TRAIN" % (a["attack"], a["profit_train"]))
+    assert a["profit_train"] <= 0, a
+assert {a["attack"] for a in attacks} >= {"emission_farming", "slot_squatting", "spam"}, attacks
+PY
+
 # The Python SDK (sdk/python): its shared vectors, and a devnet driven through the gateway with the
 # binary the cargo tests built.
-target_dir=${CARGO_TARGET_DIR:-target}
 venv="$target_dir/sdk-venv"
 if [ ! -x "$venv/bin/pytest" ]; then
   step "creating the Python SDK's venv at $venv"

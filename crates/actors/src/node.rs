@@ -30,7 +30,7 @@ use crate::router::{Router, ValidatorInbox};
 use crate::sync_server::SyncServer;
 use crate::trainer::{Registration, TrainedOn, TrainerActor};
 use crate::wallet::{Submitter, Wallet};
-use crate::work::{DatasetCache, WorkContext};
+use crate::work::{DatasetCache, PeerSigner, WorkContext};
 use trainmesh_gpu::device::GpuDevice;
 
 /// What a node is and does.
@@ -131,6 +131,9 @@ pub struct NodeHandle {
     /// Where the node keeps its data (ledger, DAG, uploads).
     pub data_dir: std::path::PathBuf,
     pub peer_id: PeerId,
+    /// Signs, with the network key, that this node serves a dataset for a provider (the
+    /// gateway's uploads).
+    pub peer_signer: PeerSigner,
     pub ledger: SharedLedger,
     pub metrics: NodeMetrics,
     pub wallet: Wallet,
@@ -331,6 +334,7 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
         metrics: metrics.clone(),
         peer_id,
         peer_signature,
+        peer_signer: PeerSigner::new(&network_secret),
         datasets: DatasetCache::default(),
     };
     let trained_on = TrainedOn::default();
@@ -370,6 +374,7 @@ pub fn start(spec: NodeSpec) -> Result<NodeHandle, NodeError> {
         data_dir: spec.data_dir.clone(),
         name: spec.name,
         peer_id,
+        peer_signer: PeerSigner::new(&network_secret),
         ledger,
         metrics,
         wallet,

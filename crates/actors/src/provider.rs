@@ -100,15 +100,21 @@ impl DataProvider {
             serde_json::to_vec(&manifest).expect("manifests serialize"),
             Audience::Anyone,
         );
+        let shards_root = Hash32(shards_root.0);
+        let heldout_root = Hash32(merkle_root(&manifest.heldout).0);
+        let peer_signature =
+            work.peer_signer
+                .bind_dataset(&work.wallet.address, &shards_root, &heldout_root);
         let spec = DatasetSpec {
             name: offer.name,
-            shards_root: Hash32(shards_root.0),
+            shards_root,
             shard_sizes: sizes,
-            heldout_root: Hash32(merkle_root(&manifest.heldout).0),
+            heldout_root,
             heldout_samples,
             licence: offer.licence,
             price_per_use: offer.price_per_use,
             peer_id: work.peer_id.to_string(),
+            peer_signature,
         };
         Ok(DataProvider {
             work,

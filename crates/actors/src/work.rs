@@ -41,7 +41,42 @@ pub struct WorkContext {
     /// The network key's signature binding `peer_id` to this node's account
     /// (`trainmesh_contracts::workers::peer_binding_message`), sent with the registration.
     pub peer_signature: Vec<u8>,
+    pub peer_signer: PeerSigner,
     pub datasets: DatasetCache,
+}
+
+/// What this node's network key signs for others: that it serves a dataset for a provider
+/// (`trainmesh_contracts::datasets::binding_message`). The key itself never leaves.
+#[derive(Clone)]
+pub struct PeerSigner {
+    key: ed25519_zebra::SigningKey,
+}
+
+impl std::fmt::Debug for PeerSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerSigner").finish_non_exhaustive()
+    }
+}
+
+impl PeerSigner {
+    pub fn new(network_secret: &[u8; 32]) -> PeerSigner {
+        PeerSigner {
+            key: ed25519_zebra::SigningKey::from(*network_secret),
+        }
+    }
+
+    /// This node's signature that it serves the dataset of these roots for `provider`.
+    pub fn bind_dataset(
+        &self,
+        provider: &trainmesh_contracts::Address,
+        shards_root: &trainmesh_contracts::Hash32,
+        heldout_root: &trainmesh_contracts::Hash32,
+    ) -> Vec<u8> {
+        let message =
+            trainmesh_contracts::datasets::binding_message(provider, shards_root, heldout_root);
+        let signature: [u8; 64] = self.key.sign(&message).into();
+        signature.to_vec()
+    }
 }
 
 impl WorkContext {

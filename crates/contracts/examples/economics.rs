@@ -21,9 +21,12 @@
 //! Attacks (run on a copy of the network the simulation leaves, so that they change none of its
 //! figures): **emission farming** — a researcher pays its own sybil trainer, holding most of the
 //! trainer stake, on its own zero-price dataset, with the cheapest units allowed — and **slot
-//! squatting** — one account submits as many jobs nobody can take as it may. The JSON line's
-//! `attacks` lists each with the attacker's profit in TRAIN (contract flows; transaction fees,
-//! which only lower it, are not simulated).
+//! squatting** — one account submits as many jobs nobody can take as it may — and **spam** — one
+//! account floods a validator with transactions that do nothing (calls that fail, the same bytes
+//! again, replays of committed ones, a second transaction per nonce, far-ahead nonces), run on the
+//! real ledger and mempool admission beside an honest user. The JSON line's `attacks` lists each
+//! with the attacker's profit in TRAIN (for the first two, contract flows; transaction fees, which
+//! only lower them, are counted in the spam scenario alone).
 //!
 //! Every number comes from executing the contracts (`calls::execute` over an in-memory state):
 //! escrow, fee shares, emission and its decay, slashing, refunds. Change the parameters with the
@@ -285,6 +288,36 @@ fn run_unit(
     }
 }
 
+/// A dataset spec served by `provider`'s own node (its network key derived from its address),
+/// bound to it as the ledger requires.
+fn served_dataset(
+    provider: Address,
+    name: &str,
+    roots: (u8, u8),
+    shard_bytes: u64,
+    heldout_samples: u64,
+    licence: &str,
+    price_per_use: Amount,
+) -> DatasetSpec {
+    let key = ed25519_zebra::SigningKey::from(provider.0);
+    let public: [u8; 32] = ed25519_zebra::VerificationKey::from(&key).into();
+    let (shards_root, heldout_root) = (Hash32([roots.0; 32]), Hash32([roots.1; 32]));
+    let message =
+        trainmesh_contracts::datasets::binding_message(&provider, &shards_root, &heldout_root);
+    let signature: [u8; 64] = key.sign(&message).into();
+    DatasetSpec {
+        name: name.into(),
+        shards_root,
+        shard_sizes: vec![shard_bytes],
+        heldout_root,
+        heldout_samples,
+        licence: licence.into(),
+        price_per_use,
+        peer_id: workers::ed25519_peer_id(&public),
+        peer_signature: signature.to_vec(),
+    }
+}
+
 /// Registers `a` as a worker of `role` with `bond`, its network key bound to its account.
 fn register(sim: &mut Sim, a: Address, role: Role, bond: Amount) {
     let key = ed25519_zebra::SigningKey::from(a.0);
@@ -367,16 +400,7 @@ fn emission_farming(
     let events = sim.call(
         provider,
         Call::AttachDataset {
-            spec: DatasetSpec {
-                name: "own".into(),
-                shards_root: Hash32([11; 32]),
-                shard_sizes: vec![1_000],
-                heldout_root: Hash32([12; 32]),
-                heldout_samples: 100,
-                licence: "own".into(),
-                price_per_use: Amount::ZERO,
-                peer_id: "12D3KooWFarmer".into(),
-            },
+            spec: served_dataset(provider, "own", (11, 12), 1_000, 100, "own", Amount::ZERO),
         },
     );
     let dataset = events
@@ -468,6 +492,140 @@ fn slot_squatting(sim: &mut Sim, funder: Address, dataset: DatasetId) -> serde_j
         "jobs_accepted": accepted,
         "jobs_refused": refused,
         "others_can_submit": others_can_submit,
+        "profit_train": profit as f64 / 1e9,
+    })
+}
+
+/// Spam: for `rounds` batches, an account sends a validator 40 transactions each round that do
+/// nothing — calls that fail (withdrawing what it never bonded), each sent twice, a second
+/// transaction for a nonce already pending, nonces far ahead, and replays of its committed ones
+/// — beside one honest transfer per round. What the mempool admits is executed by the real
+/// ledger. The spammer pays the minimum fee for every call that reaches execution; nothing it
+/// sends costs the validators more than one pending entry per fee it can pay, and the honest
+/// transfers all commit.
+fn spam(rounds: u64) -> serde_json::Value {
+    use trainmesh_ledger::admission::{Admission, AdmissionLimits, Admitted, Source};
+    use trainmesh_ledger::{AccountKey, Batch, Ledger};
+    let spammer = AccountKey::from_seed(0x5BA);
+    let honest = AccountKey::from_seed(0x600D);
+    let validator = AccountKey::from_seed(0x7A1);
+    let genesis = Genesis {
+        chain_id: "economics-spam".into(),
+        genesis_time_ms: 1_000_000,
+        accounts: [(&spammer, 100), (&honest, 100)]
+            .iter()
+            .map(|(k, train)| GenesisAccount {
+                address: k.address(),
+                balance: Amount::from_train(*train),
+            })
+            .collect(),
+        validators: vec![trainmesh_contracts::GenesisValidator {
+            address: validator.address(),
+            consensus_key: Hash32(trainmesh_dag::KeyPair::from_seed(0).public().0),
+            stake: Amount::from_train(100_000),
+        }],
+        params: Params::default(),
+        consensus: trainmesh_dag::ConsensusParams::default(),
+        beacon: None,
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut ledger = Ledger::open(dir.path().join("ledger.redb")).expect("a ledger");
+    ledger.init(&genesis).expect("genesis");
+    let min_fee = Params::default().min_fee;
+    let worth_of = |l: &Ledger, k: &AccountKey| {
+        let a = l.account(&k.address()).unwrap();
+        (a.balance.0 + a.stake.0) as i128
+    };
+    let spammer_before = worth_of(&ledger, &spammer);
+    let validator_before = worth_of(&ledger, &validator);
+    let peer = Source::Peer([0x5A; 32]);
+    let mut admission = Admission::new(AdmissionLimits::default());
+    let (mut sent, mut admitted, mut executed, mut honest_ok) = (0u64, 0u64, 0u64, 0u64);
+    let mut committed: Vec<Vec<u8>> = Vec::new();
+    let mut time = genesis.genesis_time_ms;
+    for round in 0..rounds {
+        time += 1_000;
+        let chain = &genesis.chain_id;
+        let next = ledger.account(&spammer.address()).unwrap().nonce;
+        let mut offered: Vec<Vec<u8>> = Vec::new();
+        for i in 0..12 {
+            let failing =
+                spammer.sign_until(chain, next + i, min_fee, time + 60_000, Call::Withdraw);
+            offered.push(failing.encode());
+            offered.push(failing.encode());
+        }
+        for i in 0..8 {
+            let other = Call::Transfer {
+                to: honest.address(),
+                amount: Amount(1 + i),
+            };
+            offered.push(
+                spammer
+                    .sign_until(chain, next, min_fee, time + 60_000, other)
+                    .encode(),
+            );
+            let far = spammer.sign_until(
+                chain,
+                next + 100 + i as u64,
+                min_fee,
+                time + 60_000,
+                Call::Withdraw,
+            );
+            offered.push(far.encode());
+        }
+        offered.extend(committed.iter().rev().take(8).cloned());
+        let mut batch = Vec::new();
+        for bytes in offered {
+            sent += 1;
+            let tx = trainmesh_ledger::SignedTransaction::decode(&bytes).unwrap();
+            let account = ledger.account(&tx.sender()).unwrap();
+            if admission.admit(&tx, bytes.len(), peer, &account, min_fee, time) == Ok(Admitted::New)
+            {
+                admitted += 1;
+                batch.push(bytes::Bytes::from(bytes));
+            }
+        }
+        let nonce = ledger.account(&honest.address()).unwrap().nonce;
+        let pay = Call::Transfer {
+            to: spammer.address(),
+            amount: Amount(1),
+        };
+        batch.push(bytes::Bytes::from(
+            honest
+                .sign_until(chain, nonce, min_fee, time + 60_000, pay)
+                .encode(),
+        ));
+        let out = ledger
+            .execute(&Batch {
+                index: round,
+                timestamp: TimestampMs(time),
+                seed: [round as u8; 32],
+                transactions: batch.clone(),
+            })
+            .expect("the batch executes");
+        let (spam_receipts, honest_receipt) = out.receipts.split_at(out.receipts.len() - 1);
+        executed += spam_receipts
+            .iter()
+            .filter(|r| !r.fee_paid.is_zero())
+            .count() as u64;
+        honest_ok += u64::from(honest_receipt[0].outcome.is_ok());
+        for (bytes, r) in batch.iter().zip(spam_receipts) {
+            if !r.fee_paid.is_zero() {
+                committed.push(bytes.to_vec());
+            }
+        }
+        admission.sweep(time, |a| ledger.account(a).map(|x| x.nonce).unwrap_or(0));
+    }
+    // The honest user's transfers of 1 base unit each reached the spammer: not its profit.
+    let profit = worth_of(&ledger, &spammer) - spammer_before - honest_ok as i128;
+    serde_json::json!({
+        "attack": "spam",
+        "rounds": rounds,
+        "sent": sent,
+        "admitted": admitted,
+        "executed_and_charged": executed,
+        "honest_transfers_committed": honest_ok,
+        "validator_income_train": (worth_of(&ledger, &validator) - validator_before) as f64 / 1e9,
         "profit_train": profit as f64 / 1e9,
     })
 }
@@ -576,16 +734,15 @@ fn main() {
     sim.call(
         provider,
         Call::AttachDataset {
-            spec: DatasetSpec {
-                name: "digits".into(),
-                shards_root: Hash32([1; 32]),
-                shard_sizes: vec![100_000],
-                heldout_root: Hash32([2; 32]),
-                heldout_samples: 360,
-                licence: "CC-BY-4.0".into(),
-                price_per_use: Amount::from_train(1),
-                peer_id: "12D3KooWProvider".into(),
-            },
+            spec: served_dataset(
+                provider,
+                "digits",
+                (1, 2),
+                100_000,
+                360,
+                "CC-BY-4.0",
+                Amount::from_train(1),
+            ),
         },
     );
     let units_per_job = 20u64;
@@ -673,6 +830,7 @@ fn main() {
         vec![
             emission_farming(&mut copy, researcher, &lazy, &mut audits),
             slot_squatting(&mut copy, researcher, DatasetId(1)),
+            spam(20),
         ]
     };
     for a in &attacks {

@@ -28,6 +28,47 @@ pub struct DatasetSpec {
     pub price_per_use: Amount,
     /// The libp2p peer id that serves the shards (and the held-out split, to evaluators only).
     pub peer_id: String,
+    /// The serving peer's ed25519 signature of [`binding_message`] for this provider and these
+    /// roots: no account can name another's node, or its shards, as its own.
+    pub peer_signature: Vec<u8>,
+}
+
+/// What a dataset's serving peer signs to serve it for `provider`: a domain tag, the provider's
+/// address, and both roots.
+pub fn binding_message(provider: &Address, shards_root: &Hash32, heldout_root: &Hash32) -> Vec<u8> {
+    let mut m = b"trainmesh/dataset-binding/v1/".to_vec();
+    m.extend_from_slice(&provider.0);
+    m.extend_from_slice(&shards_root.0);
+    m.extend_from_slice(&heldout_root.0);
+    m
+}
+
+/// What a provider's account key signs when it asks a node to serve its uploaded shards (the
+/// gateway's manifest upload): a domain tag and both roots. The node then binds them to that
+/// provider, and to no other.
+pub fn manifest_message(shards_root: &Hash32, heldout_root: &Hash32) -> Vec<u8> {
+    let mut m = b"trainmesh/manifest/v1/".to_vec();
+    m.extend_from_slice(&shards_root.0);
+    m.extend_from_slice(&heldout_root.0);
+    m
+}
+
+/// Checks that the spec's peer signed its binding to `provider`.
+fn check_binding(spec: &DatasetSpec, provider: &Address) -> ContractResult<()> {
+    let key = crate::workers::peer_id_ed25519_key(&spec.peer_id)
+        .ok_or_else(|| invalid("the peer id is not that of an ed25519 key"))?;
+    let signature: [u8; 64] = spec
+        .peer_signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| invalid("the peer's binding signature is not 64 bytes"))?;
+    let key = ed25519_zebra::VerificationKey::try_from(key)
+        .map_err(|_| invalid("the peer id's key is not a valid ed25519 point"))?;
+    key.verify(
+        &ed25519_zebra::Signature::from(signature),
+        &binding_message(provider, &spec.shards_root, &spec.heldout_root),
+    )
+    .map_err(|_| invalid("the serving peer did not bind these shards to this provider"))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,10 +145,18 @@ pub fn attach(
     events: &mut Events,
 ) -> ContractResult<DatasetId> {
     spec.validate()?;
+    check_binding(&spec, &sender)?;
+    if let Some(existing) = state.read::<DatasetId>(&keys::dataset_root(&spec.shards_root))? {
+        return Err(invalid(&format!(
+            "these training shards are attached already, as dataset {}",
+            existing.0
+        )));
+    }
     let mut counters = crate::counters::load(state)?;
     counters.datasets += 1;
     let id = DatasetId(counters.datasets);
     crate::counters::store(state, &counters);
+    state.write(keys::dataset_root(&spec.shards_root), &id);
     store(
         state,
         &Dataset {

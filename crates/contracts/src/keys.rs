@@ -35,6 +35,11 @@ pub fn dataset(id: DatasetId) -> Vec<u8> {
     with(b"dataset/", &id.0.to_be_bytes())
 }
 
+/// Which dataset holds a training-shards root: a root is attached once, by one provider.
+pub fn dataset_root(root: &crate::types::Hash32) -> Vec<u8> {
+    with(b"dataset-root/", &root.0)
+}
+
 pub fn job(id: JobId) -> Vec<u8> {
     with(b"job/", &id.0.to_be_bytes())
 }

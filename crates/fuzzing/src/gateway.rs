@@ -48,6 +48,7 @@ fn manifest_fixture() -> &'static ManifestFixture {
             dir.path().join("uploads"),
             BlobStore::default(),
             "fuzz".into(),
+            trainmesh_actors::work::PeerSigner::new(&[7; 32]),
         )
         .expect("uploads open");
         let mut known = KnownShards::new();

@@ -368,12 +368,24 @@ fn submit_bodies() -> Vec<Vec<u8>> {
 
 fn manifest_bodies() -> Vec<Vec<u8>> {
     let (train, heldout) = fixture_shard_hashes();
-    let request = |train: &str, heldout: &str, classes| ManifestRequest {
-        name: "seed".into(),
-        features: 4,
-        classes,
-        train: vec![train.into()],
-        heldout: vec![heldout.into()],
+    // Signed by a provider key over the roots of the shards it names.
+    let provider = trainmesh_ledger::AccountKey::from_seed(5);
+    let request = |train: &str, heldout: &str, classes| {
+        let root = |h: &str| {
+            let bytes: [u8; 32] = hex::decode(h).expect("hex").try_into().expect("32 bytes");
+            let root = trainmesh_gpu::hash::merkle_root(&[trainmesh_gpu::hash::Hash32(bytes)]);
+            trainmesh_contracts::Hash32(root.0)
+        };
+        let message = trainmesh_contracts::datasets::manifest_message(&root(train), &root(heldout));
+        ManifestRequest {
+            name: "seed".into(),
+            features: 4,
+            classes,
+            train: vec![train.into()],
+            heldout: vec![heldout.into()],
+            provider: hex::encode(provider.public_key()),
+            signature: hex::encode(provider.sign_message(&message)),
+        }
     };
     [
         request(&train, &heldout, 3),

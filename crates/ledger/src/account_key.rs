@@ -61,6 +61,37 @@ impl AccountKey {
         )
     }
 
+    /// A dataset binding for this account: the peer id of the ed25519 key `network_secret` and
+    /// its signature that it serves the dataset of these roots for this account (what a node
+    /// whose network key is `network_secret` gives its provider).
+    pub fn dataset_binding(
+        &self,
+        network_secret: &[u8; 32],
+        shards_root: &trainmesh_contracts::Hash32,
+        heldout_root: &trainmesh_contracts::Hash32,
+    ) -> (String, Vec<u8>) {
+        let key = ed25519_zebra::SigningKey::from(*network_secret);
+        let public: [u8; 32] = ed25519_zebra::VerificationKey::from(&key).into();
+        let message = trainmesh_contracts::datasets::binding_message(
+            &self.address(),
+            shards_root,
+            heldout_root,
+        );
+        let signature: [u8; 64] = key.sign(&message).into();
+        (
+            trainmesh_contracts::workers::ed25519_peer_id(&public),
+            signature.to_vec(),
+        )
+    }
+
+    /// This account's ed25519 signature of `message` (a domain-tagged statement, never a
+    /// transaction hash: those are signed by [`AccountKey::sign`]).
+    pub fn sign_message(&self, message: &[u8]) -> [u8; 64] {
+        ed25519_zebra::SigningKey::from(self.secret)
+            .sign(message)
+            .into()
+    }
+
     /// Signs a transaction of this account, valid for
     /// [`TRANSACTION_LIFETIME_DEFAULT_MS`](crate::transaction::TRANSACTION_LIFETIME_DEFAULT_MS)
     /// from now by the wall clock.

@@ -32,6 +32,12 @@ const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("batch_receip
 /// What the end of each batch did (deadlines, timeouts, disputes settled by default), by height:
 /// only heights where it did something.
 const END_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("batch_end_events");
+/// Where each transaction's receipt is: hash → height ‖ charged (1 byte). A receipt that
+/// charged a fee (the transaction executed, its call passing or failing) wins over a free
+/// refusal of the same bytes (sent early, or replayed later); a hash is charged at most once.
+const TX_HEIGHTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tx_heights");
+/// The heights at which an account was paid or slashed: address ‖ height (big-endian) → ().
+const ACCOUNT_HEIGHTS: TableDefinition<&[u8], ()> = TableDefinition::new("account_heights");
 
 /// Transactions in one batch.
 pub const BATCH_TRANSACTIONS_MAX: usize = 100_000;
@@ -317,6 +323,8 @@ impl Ledger {
             txn.open_table(META).map_err(storage)?;
             txn.open_table(RECEIPTS).map_err(storage)?;
             txn.open_table(END_EVENTS).map_err(storage)?;
+            txn.open_table(TX_HEIGHTS).map_err(storage)?;
+            txn.open_table(ACCOUNT_HEIGHTS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         let mut ledger = Ledger {
@@ -654,6 +662,7 @@ impl Ledger {
                 )
                 .map_err(storage)?;
             }
+            index_batch(&txn, height, &receipts, &end_events)?;
         }
         txn.commit().map_err(storage)?;
         self.cache.apply(cache_update.nodes);
@@ -733,6 +742,52 @@ impl Ledger {
         }
     }
 
+    /// The height of the receipt of the transaction `hash`: the one that charged its fee, or
+    /// else its latest free refusal; `None` if no batch held it.
+    pub fn tx_height(&self, hash: &[u8; 32]) -> LedgerResult<Option<u64>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(TX_HEIGHTS).map_err(storage)?;
+        let Some(v) = table.get(hash.as_slice()).map_err(storage)? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = v.value()[..8]
+            .try_into()
+            .map_err(|_| corrupt("short transaction index entry"))?;
+        Ok(Some(u64::from_be_bytes(bytes)))
+    }
+
+    /// The heights at or below `at_most` where `account` was paid or slashed, newest first, at
+    /// most `limit` of them.
+    pub fn account_heights(
+        &self,
+        account: &trainmesh_contracts::Address,
+        at_most: u64,
+        limit: usize,
+    ) -> LedgerResult<Vec<u64>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(ACCOUNT_HEIGHTS).map_err(storage)?;
+        let key = |h: u64| {
+            let mut k = account.0.to_vec();
+            k.extend_from_slice(&h.to_be_bytes());
+            k
+        };
+        let (low, high) = (key(0), key(at_most));
+        let mut out = Vec::new();
+        for entry in table
+            .range(low.as_slice()..=high.as_slice())
+            .map_err(storage)?
+            .rev()
+            .take(limit)
+        {
+            let (k, _) = entry.map_err(storage)?;
+            let bytes: [u8; 8] = k.value()[32..40]
+                .try_into()
+                .map_err(|_| corrupt("short account index entry"))?;
+            out.push(u64::from_be_bytes(bytes));
+        }
+        Ok(out)
+    }
+
     /// The events of the end of the batch executed at `height` (none when it did nothing).
     pub fn end_events(&self, height: u64) -> LedgerResult<Vec<Event>> {
         let txn = self.db.begin_read().map_err(storage)?;
@@ -764,6 +819,49 @@ impl Ledger {
             proof,
         })
     }
+}
+
+/// Writes the gateway's indexes of one batch: where each transaction's receipt is, and which
+/// accounts were paid or slashed at this height.
+fn index_batch(
+    txn: &redb::WriteTransaction,
+    height: u64,
+    receipts: &[Receipt],
+    end_events: &[Event],
+) -> LedgerResult<()> {
+    let mut by_hash = txn.open_table(TX_HEIGHTS).map_err(storage)?;
+    for r in receipts {
+        let Some(hash) = r.tx_hash else { continue };
+        let charged = !r.fee_paid.is_zero();
+        let known = by_hash
+            .get(hash.as_slice())
+            .map_err(storage)?
+            .map(|v| v.value().get(8) == Some(&1));
+        if known == Some(true) || (known == Some(false) && !charged) {
+            continue;
+        }
+        let mut value = height.to_be_bytes().to_vec();
+        value.push(u8::from(charged));
+        by_hash
+            .insert(hash.as_slice(), value.as_slice())
+            .map_err(storage)?;
+    }
+    let mut by_account = txn.open_table(ACCOUNT_HEIGHTS).map_err(storage)?;
+    let executed = receipts
+        .iter()
+        .filter_map(|r| r.outcome.as_ref().ok())
+        .flatten();
+    for e in executed.chain(end_events) {
+        let who = match e {
+            Event::Paid { to, .. } => to,
+            Event::Slashed { who, .. } => who,
+            _ => continue,
+        };
+        let mut key = who.0.to_vec();
+        key.extend_from_slice(&height.to_be_bytes());
+        by_account.insert(key.as_slice(), ()).map_err(storage)?;
+    }
+    Ok(())
 }
 
 /// What the fee rules of a batch are (governance changes them only at a batch's end).

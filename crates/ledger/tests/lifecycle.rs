@@ -68,7 +68,7 @@ fn world(params: Params) -> World {
     net.ok(
         &provider,
         Call::AttachDataset {
-            spec: dataset_spec(),
+            spec: dataset_spec(&provider),
         },
     );
     World {
@@ -88,17 +88,64 @@ fn trainer_emission(emission: Amount, p: &Params) -> Amount {
         .unwrap()
 }
 
-fn dataset_spec() -> DatasetSpec {
+/// The world's dataset, served by `provider`'s own node and bound to it.
+fn dataset_spec(provider: &AccountKey) -> DatasetSpec {
+    let (shards_root, heldout_root) = (Hash32([7; 32]), Hash32([8; 32]));
+    let (peer_id, peer_signature) =
+        provider.dataset_binding(&provider.secret(), &shards_root, &heldout_root);
     DatasetSpec {
         name: "digits".into(),
-        shards_root: Hash32([7; 32]),
+        shards_root,
         shard_sizes: vec![1_000, 1_000],
-        heldout_root: Hash32([8; 32]),
+        heldout_root,
         heldout_samples: 360,
         licence: "CC-BY-4.0".into(),
         price_per_use: Amount::from_train(1),
-        peer_id: "12D3KooWProvider".into(),
+        peer_id,
+        peer_signature,
     }
+}
+
+/// The attack: an account attaches another provider's dataset — its shards root, its serving
+/// peer — at a lower price, to collect the data fees while the real provider serves the data;
+/// or front-runs the provider's own attachment. Refused: the serving peer's signature binds the
+/// roots to the provider, and a shards root is attached once.
+#[test]
+fn datasets_cannot_be_squatted() {
+    let mut w = world(Params::default());
+    let squatter = w.researcher.clone();
+    let original = dataset_spec(&w.provider);
+    // The provider's spec, as is, at a lower price: the peer did not bind it to the squatter.
+    let copied = DatasetSpec {
+        price_per_use: Amount::ZERO,
+        ..original.clone()
+    };
+    let refused = w.net.call(&squatter, Call::AttachDataset { spec: copied });
+    let m = refused.unwrap_err().message;
+    assert!(m.contains("did not bind"), "{m}");
+    // Its own node's binding over the same shards: the root is taken.
+    let (peer_id, peer_signature) = squatter.dataset_binding(
+        &squatter.secret(),
+        &original.shards_root,
+        &original.heldout_root,
+    );
+    let own_node = DatasetSpec {
+        peer_id,
+        peer_signature,
+        price_per_use: Amount::ZERO,
+        ..original.clone()
+    };
+    let refused = w
+        .net
+        .call(&squatter, Call::AttachDataset { spec: own_node });
+    let m = refused.unwrap_err().message;
+    assert!(m.contains("attached already"), "{m}");
+    // The provider itself cannot attach the same shards twice either.
+    let again = w
+        .net
+        .call(&w.provider.clone(), Call::AttachDataset { spec: original });
+    assert!(again.is_err());
+    w.net.check();
 }
 
 fn job_spec(deadline_ms: u64, units: u64) -> JobSpec {

@@ -76,8 +76,49 @@ pub struct AttachArgs {
     pub timeout_s: u64,
 }
 
-/// `manifest.json` of a prepared dataset: the body the gateway's manifest route takes.
-pub type PreparedManifest = crate::uploads::ManifestRequest;
+/// `manifest.json` of a prepared dataset: the body the gateway's manifest route takes, once its
+/// provider signs it (`attach` does).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreparedManifest {
+    pub name: String,
+    pub features: u32,
+    pub classes: u32,
+    pub train: Vec<String>,
+    pub heldout: Vec<String>,
+}
+
+impl PreparedManifest {
+    /// The manifest request `key` signs: its public key and its signature of both roots.
+    pub fn signed(&self, key: &AccountKey) -> anyhow::Result<crate::uploads::ManifestRequest> {
+        let root = |list: &[String]| -> anyhow::Result<Hash32> {
+            let hashes = list
+                .iter()
+                .map(|h| {
+                    let bytes: [u8; 32] = hex::decode(h)
+                        .ok()
+                        .and_then(|b| b.try_into().ok())
+                        .with_context(|| format!("{h:?} is not a 32-byte hex hash"))?;
+                    Ok(BlobHash(bytes))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(Hash32(trainmesh_gpu::hash::merkle_root(&hashes).0))
+        };
+        let message = trainmesh_contracts::datasets::manifest_message(
+            &root(&self.train)?,
+            &root(&self.heldout)?,
+        );
+        Ok(crate::uploads::ManifestRequest {
+            name: self.name.clone(),
+            features: self.features,
+            classes: self.classes,
+            train: self.train.clone(),
+            heldout: self.heldout.clone(),
+            provider: hex::encode(key.public_key()),
+            signature: hex::encode(key.sign_message(&message)),
+        })
+    }
+}
 
 pub fn run(command: DatasetCommand) -> anyhow::Result<()> {
     match command {
@@ -280,9 +321,10 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<serde_json::Value> {
         }
     }
     bar.finish_and_clear();
+    let request = manifest.signed(&key)?;
     let served = reply(
         "/v1/datasets/manifests",
-        post(&args.gateway, "/v1/datasets/manifests").send_json(serde_json::to_value(&manifest)?),
+        post(&args.gateway, "/v1/datasets/manifests").send_json(serde_json::to_value(&request)?),
     )?;
     let spec = DatasetSpec {
         name: manifest.name.clone(),
@@ -299,6 +341,10 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<serde_json::Value> {
             .as_str()
             .context("reply lacks peer_id")?
             .to_string(),
+        peer_signature: served["peer_signature"]
+            .as_str()
+            .and_then(|h| hex::decode(h).ok())
+            .context("reply lacks the node's peer_signature")?,
     };
     let (tx_hash, events) = submit_and_wait(
         &args.gateway,

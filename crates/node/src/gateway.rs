@@ -83,9 +83,6 @@ impl Drop for ClientSlot {
 /// How often an event stream looks for a new ledger height, and how long it stays silent at most.
 pub const EVENT_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 pub const EVENT_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
-/// Heights a receipt lookup scans by default, and at most.
-pub const RECEIPT_HEIGHTS_DEFAULT: u64 = 1_000;
-pub const RECEIPT_HEIGHTS_MAX: u64 = 10_000;
 
 /// Token buckets per client: `CLIENT_RATE_PER_S` sustained, `CLIENT_BURST` at once.
 #[derive(Debug, Default)]
@@ -144,6 +141,7 @@ impl Gateway {
             n.data_dir.join("uploads"),
             n.blobs.clone(),
             n.peer_id.to_string(),
+            n.peer_signer.clone(),
         )?;
         Ok(Gateway {
             ledger: n.ledger.clone(),
@@ -460,11 +458,8 @@ async fn account(g: web::Data<Gateway>, a: web::Path<String>) -> ApiResult {
     Ok(HttpResponse::Ok().json(serde_json::json!({ "address": a, "account": account })))
 }
 
-/// Heights the payment history looks back over.
-pub const HISTORY_HEIGHTS_MAX: u64 = 10_000;
-
-/// Every payment to and slash of an account in the last heights, newest first, each with its
-/// reason (and the certificate that caused it).
+/// The latest payments to and slashes of an account, newest first (at most `LIST_MAX` heights
+/// of them), each with its reason (and the certificate that caused it).
 async fn history(g: web::Data<Gateway>, a: web::Path<String>) -> ApiResult {
     let a = address(&a)?;
     // The scan runs on the blocking pool, not on the server's worker: other requests go on.
@@ -479,7 +474,12 @@ fn history_of(g: &Gateway, a: Address) -> Result<Vec<serde_json::Value>, ApiErro
     let l = g.ledger.read().expect("ledger lock");
     let top = l.height();
     let mut out = Vec::new();
-    for height in (top.saturating_sub(HISTORY_HEIGHTS_MAX)..=top).rev() {
+    // The ledger's index names the heights where this account was paid or slashed: at most
+    // `LIST_MAX` of them are read, however long the chain or busy the account.
+    for height in l
+        .account_heights(&a, top, LIST_MAX)
+        .map_err(ApiError::internal)?
+    {
         // The batch's transactions, then what its end did (deadlines, timeouts, disputes
         // settled by default: no transaction hash).
         let mut batch: Vec<(Option<[u8; 32]>, Vec<Event>)> = Vec::new();
@@ -653,36 +653,37 @@ fn receipt_of(
     since: Option<u64>,
 ) -> Result<serde_json::Value, ApiError> {
     let l = g.ledger.read().expect("ledger lock");
-    let top = l.height();
-    let floor = since
-        .unwrap_or_else(|| top.saturating_sub(RECEIPT_HEIGHTS_DEFAULT))
-        .max(top.saturating_sub(RECEIPT_HEIGHTS_MAX))
-        .max(1);
-    for height in (floor..=top).rev() {
-        for r in l.receipts(height).map_err(ApiError::internal)? {
-            if r.tx_hash != Some(wanted) {
-                continue;
-            }
-            let fee_paid = r.fee_paid.0.to_string();
-            let body = match &r.outcome {
-                Ok(events) => serde_json::json!({
-                    "tx_hash": hex::encode(wanted), "height": height, "status": "executed",
-                    "fee_paid": fee_paid, "events": events, "error": null,
-                }),
-                Err(rejection) => serde_json::json!({
-                    "tx_hash": hex::encode(wanted), "height": height, "status": "rejected",
-                    "fee_paid": fee_paid, "events": null,
-                    "error": { "code": rejection.code, "message": rejection.message },
-                }),
-            };
-            return Ok(body);
-        }
+    let not_found = |why: String| ApiError::new(404, "unknown_transaction", why);
+    // One index lookup, then one height's receipts.
+    let height = l
+        .tx_height(&wanted)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| not_found("no receipt (not executed yet, or never)".into()))?;
+    if since.is_some_and(|s| height < s) {
+        return Err(not_found(format!(
+            "its receipt is at height {height}, before {}",
+            since.unwrap_or(0)
+        )));
     }
-    Err(ApiError::new(
-        404,
-        "unknown_transaction",
-        format!("no receipt at heights {floor}..={top} (not executed yet, or older)"),
-    ))
+    let receipts = l.receipts(height).map_err(ApiError::internal)?;
+    // The receipt the index names: the one that charged, else the free refusal.
+    let r = receipts
+        .iter()
+        .filter(|r| r.tx_hash == Some(wanted))
+        .max_by_key(|r| !r.fee_paid.is_zero())
+        .ok_or_else(|| ApiError::internal("the transaction index names a height without it"))?;
+    let fee_paid = r.fee_paid.0.to_string();
+    Ok(match &r.outcome {
+        Ok(events) => serde_json::json!({
+            "tx_hash": hex::encode(wanted), "height": height, "status": "executed",
+            "fee_paid": fee_paid, "events": events, "error": null,
+        }),
+        Err(rejection) => serde_json::json!({
+            "tx_hash": hex::encode(wanted), "height": height, "status": "rejected",
+            "fee_paid": fee_paid, "events": null,
+            "error": { "code": rejection.code, "message": rejection.message },
+        }),
+    })
 }
 
 /// A mempool's refusal as the gateway answers it.

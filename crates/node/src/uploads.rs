@@ -4,8 +4,14 @@
 //! `AttachDataset` naming this node's peer id: the node serves the dataset from then on, across
 //! restarts.
 //!
+//! A manifest is signed by its provider's account key (`datasets::manifest_message`): the node
+//! binds the dataset to that provider with its network key (the `peer_signature` the ledger
+//! checks), and a shards root once claimed here by one provider is refused to any other — no one
+//! can attach another's upload as its own. Manifests count against the node's quota.
+//!
 //! Files: `<blake3>.train` and `<blake3>.heldout` (shards), `<shards root>.manifest` (the
-//! manifest's JSON, as trainers fetch it). Every file is checked against its name when loaded.
+//! manifest's JSON, as trainers fetch it), `<shards root>.provider` (the claiming provider's
+//! address, hex). Every file is checked against its name when loaded.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -67,6 +73,10 @@ pub struct ManifestRequest {
     pub classes: u32,
     pub train: Vec<String>,
     pub heldout: Vec<String>,
+    /// The provider's account public key (hex), and its signature (hex) of
+    /// `datasets::manifest_message` over the two roots.
+    pub provider: String,
+    pub signature: String,
 }
 
 /// What the provider signs into its `DatasetSpec`.
@@ -77,6 +87,8 @@ pub struct ManifestReply {
     pub shard_sizes: Vec<u64>,
     pub heldout_samples: u64,
     pub peer_id: String,
+    /// This node's binding of the dataset to the provider (hex), for `DatasetSpec::peer_signature`.
+    pub peer_signature: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -87,6 +99,10 @@ pub enum UploadError {
     BadManifest(String),
     #[error("shard {0} was not uploaded to this node")]
     UnknownShard(String),
+    #[error("these shards were claimed on this node by provider {0}")]
+    Claimed(String),
+    #[error("{0}")]
+    BadSignature(String),
     #[error("uploads would use {needed} bytes, this node keeps at most {UPLOADS_BYTES_MAX}")]
     StorageFull { needed: u64 },
     #[error("storing the upload: {0}")]
@@ -100,6 +116,8 @@ impl UploadError {
             UploadError::BadShard(_) => (400, "bad_shard"),
             UploadError::BadManifest(_) => (400, "bad_manifest"),
             UploadError::UnknownShard(_) => (404, "unknown_shard"),
+            UploadError::Claimed(_) => (409, "claimed"),
+            UploadError::BadSignature(_) => (400, "bad_signature"),
             UploadError::StorageFull { .. } => (507, "storage_full"),
             UploadError::Io(_) => (500, "internal"),
         }
@@ -109,6 +127,8 @@ impl UploadError {
 #[derive(Debug, Default)]
 struct Index {
     shards: HashMap<Hash32, ShardInfo>,
+    /// Which provider claimed each shards root.
+    claims: HashMap<Hash32, trainmesh_contracts::Address>,
     bytes: u64,
 }
 
@@ -118,6 +138,7 @@ pub struct Uploads {
     dir: PathBuf,
     blobs: BlobStore,
     peer_id: String,
+    signer: trainmesh_actors::work::PeerSigner,
     index: Arc<Mutex<Index>>,
 }
 
@@ -136,12 +157,18 @@ fn parse_hash(s: &str) -> Result<Hash32, UploadError> {
 impl Uploads {
     /// Opens (creating) `dir` and serves everything already in it. A file that does not match
     /// its name is skipped with a warning (a torn write, a disk fault), never served.
-    pub fn open(dir: PathBuf, blobs: BlobStore, peer_id: String) -> Result<Uploads, UploadError> {
+    pub fn open(
+        dir: PathBuf,
+        blobs: BlobStore,
+        peer_id: String,
+        signer: trainmesh_actors::work::PeerSigner,
+    ) -> Result<Uploads, UploadError> {
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         let uploads = Uploads {
             dir: dir.clone(),
             blobs,
             peer_id,
+            signer,
             index: Arc::new(Mutex::new(Index::default())),
         };
         let mut manifests = Vec::new();
@@ -161,6 +188,20 @@ impl Uploads {
                     manifests.push((stem.to_string(), path.clone()));
                     continue;
                 }
+                "provider" => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+                    let claim = parse_hash(stem)
+                        .ok()
+                        .zip(trainmesh_contracts::Address::from_hex(text.trim()).ok());
+                    match claim {
+                        Some((root, provider)) => {
+                            let mut index = uploads.index.lock().expect("uploads lock");
+                            index.claims.insert(root, provider);
+                        }
+                        None => tracing::warn!(path = %path.display(), "claim skipped"),
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
@@ -175,12 +216,15 @@ impl Uploads {
                 .ok()
                 .filter(|m| merkle_root(&m.train).to_hex() == stem);
             match ok {
-                Some(m) => uploads.blobs.put(
-                    BlobKind::Manifest,
-                    merkle_root(&m.train).0,
-                    bytes,
-                    Audience::Anyone,
-                ),
+                Some(m) => {
+                    uploads.index.lock().expect("uploads lock").bytes += bytes.len() as u64;
+                    uploads.blobs.put(
+                        BlobKind::Manifest,
+                        merkle_root(&m.train).0,
+                        bytes,
+                        Audience::Anyone,
+                    )
+                }
                 None => tracing::warn!(path = %path.display(), "manifest skipped"),
             }
         }
@@ -312,6 +356,7 @@ impl Uploads {
                 }
             }
         }
+        let provider = provider_of(&m, &train, &heldout)?;
         let manifest = DatasetManifest {
             name: m.name,
             features: m.features,
@@ -320,18 +365,70 @@ impl Uploads {
             heldout,
         };
         let shards_root = merkle_root(&manifest.train);
+        let heldout_root = merkle_root(&manifest.heldout);
         let json = serde_json::to_vec(&manifest).expect("manifests serialize");
+        {
+            // One provider per shards root on this node; the manifest's bytes count.
+            let mut index = self.index.lock().expect("uploads lock");
+            match index.claims.get(&shards_root) {
+                Some(p) if *p != provider => return Err(UploadError::Claimed(p.to_hex())),
+                Some(_) => {}
+                None => {
+                    let needed = index.bytes + json.len() as u64;
+                    if needed > UPLOADS_BYTES_MAX {
+                        return Err(UploadError::StorageFull { needed });
+                    }
+                    write_atomically(
+                        &self.dir.join(format!("{shards_root}.provider")),
+                        provider.to_hex().as_bytes(),
+                    )?;
+                    index.claims.insert(shards_root, provider);
+                    index.bytes = needed;
+                }
+            }
+        }
         write_atomically(&self.dir.join(format!("{shards_root}.manifest")), &json)?;
         self.blobs
             .put(BlobKind::Manifest, shards_root.0, json, Audience::Anyone);
+        let peer_signature = self.signer.bind_dataset(
+            &provider,
+            &trainmesh_contracts::Hash32(shards_root.0),
+            &trainmesh_contracts::Hash32(heldout_root.0),
+        );
         Ok(ManifestReply {
             shards_root: shards_root.to_hex(),
-            heldout_root: merkle_root(&manifest.heldout).to_hex(),
+            heldout_root: heldout_root.to_hex(),
             shard_sizes,
             heldout_samples,
             peer_id: self.peer_id.clone(),
+            peer_signature: hex::encode(peer_signature),
         })
     }
+}
+
+/// The provider a manifest names, once its signature over the two roots checks.
+fn provider_of(
+    m: &ManifestRequest,
+    train: &[Hash32],
+    heldout: &[Hash32],
+) -> Result<trainmesh_contracts::Address, UploadError> {
+    let bad = |why: &str| UploadError::BadSignature(format!("manifest: {why}"));
+    let key: [u8; 32] = hex::decode(m.provider.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("provider is not a 32-byte hex public key"))?;
+    let signature: [u8; 64] = hex::decode(m.signature.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("signature is not 64 bytes of hex"))?;
+    let message = trainmesh_contracts::datasets::manifest_message(
+        &trainmesh_contracts::Hash32(merkle_root(train).0),
+        &trainmesh_contracts::Hash32(merkle_root(heldout).0),
+    );
+    ed25519_zebra::VerificationKey::try_from(key)
+        .and_then(|k| k.verify(&ed25519_zebra::Signature::from(signature), &message))
+        .map_err(|_| bad("the provider's key did not sign these roots"))?;
+    Ok(trainmesh_contracts::Address::from_public_key(&key))
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), UploadError> {
@@ -357,10 +454,41 @@ mod tests {
             .encode_shard()
     }
 
+    const NODE_SECRET: [u8; 32] = [9; 32];
+
     fn open(dir: &Path) -> (Uploads, BlobStore) {
         let blobs = BlobStore::default();
-        let u = Uploads::open(dir.to_path_buf(), blobs.clone(), "peer".into()).unwrap();
+        let signer = trainmesh_actors::work::PeerSigner::new(&NODE_SECRET);
+        let u = Uploads::open(dir.to_path_buf(), blobs.clone(), "peer".into(), signer).unwrap();
         (u, blobs)
+    }
+
+    /// A manifest request signed by the provider of secret `provider`.
+    fn signed(
+        provider: [u8; 32],
+        name: &str,
+        train: &str,
+        heldout: &str,
+        classes: u32,
+    ) -> ManifestRequest {
+        let key = ed25519_zebra::SigningKey::from(provider);
+        let public: [u8; 32] = ed25519_zebra::VerificationKey::from(&key).into();
+        let roots = [train, heldout].map(|h| {
+            parse_hash(h)
+                .map(|h| trainmesh_contracts::Hash32(merkle_root(&[h]).0))
+                .unwrap_or_default()
+        });
+        let message = trainmesh_contracts::datasets::manifest_message(&roots[0], &roots[1]);
+        let signature: [u8; 64] = key.sign(&message).into();
+        ManifestRequest {
+            name: name.into(),
+            features: 4,
+            classes,
+            train: vec![train.into()],
+            heldout: vec![heldout.into()],
+            provider: hex::encode(public),
+            signature: hex::encode(signature),
+        }
     }
 
     #[test]
@@ -387,17 +515,48 @@ mod tests {
             Err(UploadError::BadShard(_))
         ));
 
-        let request = |train: &str, heldout: &str, classes| ManifestRequest {
-            name: "tiny".into(),
-            features: 4,
-            classes,
-            train: vec![train.into()],
-            heldout: vec![heldout.into()],
-        };
+        let provider = [1; 32];
+        let request =
+            |train: &str, heldout: &str, classes| signed(provider, "tiny", train, heldout, classes);
         let reply = u.put_manifest(request(&a.blake3, &b.blake3, 3)).unwrap();
         assert_eq!(reply.shard_sizes, vec![a.bytes]);
         assert_eq!(reply.heldout_samples, 3);
         assert_eq!(reply.peer_id, "peer");
+        // The node's binding of these roots to this provider, which the ledger checks.
+        let provider_address = trainmesh_contracts::Address::from_public_key(
+            &ed25519_zebra::VerificationKey::from(&ed25519_zebra::SigningKey::from(provider))
+                .into(),
+        );
+        let node_key: ed25519_zebra::VerificationKey =
+            (&ed25519_zebra::SigningKey::from(NODE_SECRET)).into();
+        let binding = trainmesh_contracts::datasets::binding_message(
+            &provider_address,
+            &trainmesh_contracts::Hash32(parse_hash(&reply.shards_root).unwrap().0),
+            &trainmesh_contracts::Hash32(parse_hash(&reply.heldout_root).unwrap().0),
+        );
+        let sig: [u8; 64] = hex::decode(&reply.peer_signature)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        node_key
+            .verify(&ed25519_zebra::Signature::from(sig), &binding)
+            .expect("the node bound the dataset to its provider");
+        // The same provider again: the same binding. Another provider over the same shards:
+        // refused, the shards are claimed. A signature over other roots: refused.
+        assert_eq!(
+            u.put_manifest(request(&a.blake3, &b.blake3, 3)).unwrap(),
+            reply
+        );
+        assert!(matches!(
+            u.put_manifest(signed([2; 32], "mine", &a.blake3, &b.blake3, 3)),
+            Err(UploadError::Claimed(_))
+        ));
+        let mut forged = request(&a.blake3, &b.blake3, 3);
+        forged.signature = signed(provider, "tiny", &b.blake3, &a.blake3, 3).signature;
+        assert!(matches!(
+            u.put_manifest(forged),
+            Err(UploadError::BadSignature(_))
+        ));
         assert!(matches!(
             u.put_manifest(request(&b.blake3, &a.blake3, 3)),
             Err(UploadError::BadManifest(_))
@@ -439,5 +598,11 @@ mod tests {
         ));
         assert!(again.get(BlobKind::Manifest, &root.0).is_some());
         assert_eq!(again.len(), 3);
+        // The claim survives the restart too.
+        let (u2, _) = open(dir.path());
+        assert!(matches!(
+            u2.put_manifest(signed([2; 32], "mine", &a.blake3, &b.blake3, 3)),
+            Err(UploadError::Claimed(_))
+        ));
     }
 }

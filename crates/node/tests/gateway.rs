@@ -471,9 +471,11 @@ fn gateway_serves_the_devnet() {
             "POST",
             "/v1/datasets/manifests",
             &format!(
-                r#"{{"name":"n","features":64,"classes":10,"train":["{}"],"heldout":["{}"]}}"#,
+                r#"{{"name":"n","features":64,"classes":10,"train":["{}"],"heldout":["{}"],"provider":"{}","signature":"{}"}}"#,
                 "ab".repeat(32),
-                "cd".repeat(32)
+                "cd".repeat(32),
+                "ef".repeat(32),
+                "01".repeat(64)
             )
         ),
         (404, "unknown_shard".into())

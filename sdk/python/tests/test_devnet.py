@@ -270,7 +270,8 @@ def test_job_trains_to_the_certified_accuracy(
     )
     submitted = client.job(job_id)["job"]
     assert submitted["owner"] == funded.address_hex and submitted["units_total"] == 4
-    assert client.balance(funded.address) == before - budget  # escrowed
+    # Escrowed, and the submission's fee paid (the chain's minimum, the client's default).
+    assert client.balance(funded.address) == before - budget - client.min_fee()
 
     final = client.wait(job_id, progress=True, timeout=1800)
     job = final["job"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import blake3
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 import numpy as np
 import pytest
 
@@ -581,12 +582,19 @@ def test_attach_dataset_checks_what_the_node_says(gateway: FakeGateway) -> None:
     def manifest(body: bytes) -> Tuple[int, Dict[str, str], bytes]:
         m = json.loads(body)
         assert m["features"] == 64 and m["classes"] == 10 and m["train"] == stored["train"]
+        # Signed by the provider over both roots: the node serves them for it alone.
+        assert m["provider"] == key.public_key.hex()
+        roots = merkle_root(m["train"]) + merkle_root(m["heldout"])
+        Ed25519PublicKey.from_public_bytes(key.public_key).verify(
+            bytes.fromhex(m["signature"]), b"trainmesh/manifest/v1/" + roots
+        )
         reply = {
             "shards_root": merkle_root(m["train"]).hex(),
             "heldout_root": merkle_root(m["heldout"]).hex(),
             "shard_sizes": sizes,
             "heldout_samples": 100,
             "peer_id": "12D3KooWpeer",
+            "peer_signature": "ab" * 64,
         }
         return 201, {}, json.dumps(reply).encode()
 
@@ -605,6 +613,13 @@ def test_attach_dataset_checks_what_the_node_says(gateway: FakeGateway) -> None:
     client = Client(gateway.url)
     got = client.attach_dataset(key, train, held, name="digits", samples_per_shard=128)
     assert got == 5
+    # The node's binding goes into the spec as it came.
+    attach = bytes.fromhex(
+        json.loads(next(b for m, p, b in gateway.requests if p == "/v1/transactions"))[
+            "transaction"
+        ]
+    )
+    assert bytes([64]) + b"\xab" * 64 in attach
     assert len(stored["train"]) == 3 and len(stored["heldout"]) == 1
     assert sizes == [20 + 128 * (64 * 4 + 1)] * 2 + [20 + 44 * (64 * 4 + 1)]
 

@@ -47,6 +47,7 @@ from .encoding import (
     Target,
     Transaction,
     canonical_model_json,
+    manifest_message,
     to_ppm,
     transfer,
 )
@@ -539,17 +540,27 @@ class Client:
             return cast(Json, json.loads(resp.read()))
 
     def post_manifest(
-        self, name: str, features: int, classes: int, train: List[str], heldout: List[str]
+        self,
+        key: Key,
+        name: str,
+        features: int,
+        classes: int,
+        train: List[str],
+        heldout: List[str],
     ) -> Json:
-        """Stores a manifest over shards uploaded to this node; returns what the provider signs
-        into AttachDataset: ``{"shards_root", "heldout_root", "shard_sizes",
-        "heldout_samples", "peer_id"}``."""
+        """Stores a manifest over shards uploaded to this node, signed by the provider's
+        ``key`` (the node serves them for that provider, and for no other); returns what the
+        provider signs into AttachDataset: ``{"shards_root", "heldout_root", "shard_sizes",
+        "heldout_samples", "peer_id", "peer_signature"}``."""
+        message = manifest_message(merkle_root(train), merkle_root(heldout))
         body = {
             "name": name,
             "features": features,
             "classes": classes,
             "train": train,
             "heldout": heldout,
+            "provider": key.public_key.hex(),
+            "signature": key.sign(message).hex(),
         }
         return cast(Json, self._request("POST", "/v1/datasets/manifests", body))
 
@@ -595,7 +606,7 @@ class Client:
                         f"to {local}"
                     )
                 hashes[split].append(local)
-        m = self.post_manifest(name, features, classes, hashes["train"], hashes["heldout"])
+        m = self.post_manifest(key, name, features, classes, hashes["train"], hashes["heldout"])
         # What is signed is checked against what was uploaded, not taken on the node's word.
         shards_root = merkle_root(hashes["train"])
         heldout_root = merkle_root(hashes["heldout"])
@@ -622,6 +633,7 @@ class Client:
             licence=licence,
             price_per_use=int(price_per_use),
             peer_id=str(m["peer_id"]),
+            peer_signature=bytes.fromhex(str(m.get("peer_signature", ""))),
         )
         receipt = self.execute(key, AttachDataset(spec), fee=fee, nonce=nonce, timeout=timeout)
         attached = _event(receipt, "DatasetAttached")

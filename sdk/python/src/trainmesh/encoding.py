@@ -22,6 +22,12 @@ from .keys import AddressLike, Key, parse_address
 TRANSACTION_VERSION = 1
 TX_DOMAIN = b"trainmesh/tx/v1"
 
+def manifest_message(shards_root: bytes, heldout_root: bytes) -> bytes:
+    """What a provider signs when it asks a node to serve its uploaded shards
+    (``datasets::manifest_message``): a domain tag and both Merkle roots."""
+    return b"trainmesh/manifest/v1/" + bytes(shards_root) + bytes(heldout_root)
+
+
 #: The ledger's default minimum fee (0.001 TRAIN); governance may change it: ``Client`` reads the
 #: chain's current one (``Client.min_fee()``).
 MIN_FEE_DEFAULT = 1_000_000
@@ -289,7 +295,9 @@ class DatasetSpec:
     """``datasets::DatasetSpec``: a dataset committed to by the Merkle roots of its shards.
 
     ``shard_sizes`` are the byte lengths of the training shards, in order; ``heldout_samples`` the
-    number of held-out samples; ``peer_id`` the libp2p id of the node that serves the shards."""
+    number of held-out samples; ``peer_id`` the libp2p id of the node that serves the shards, and
+    ``peer_signature`` that node's signature binding these roots to the provider (the manifest
+    upload's reply carries it)."""
 
     name: str
     shards_root: bytes
@@ -299,13 +307,14 @@ class DatasetSpec:
     licence: str
     price_per_use: int
     peer_id: str
+    peer_signature: bytes = b""
 
     def write(self, w: BcsWriter) -> None:
         w.string(self.name).fixed(self.shards_root, 32).uleb128(len(self.shard_sizes))
         for size in self.shard_sizes:
             w.u64(size)
         w.fixed(self.heldout_root, 32).u64(self.heldout_samples).string(self.licence)
-        w.u128(self.price_per_use).string(self.peer_id)
+        w.u128(self.price_per_use).string(self.peer_id).byte_vector(self.peer_signature)
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -317,6 +326,7 @@ class DatasetSpec:
             "licence": self.licence,
             "price_per_use": str(self.price_per_use),
             "peer_id": self.peer_id,
+            "peer_signature": list(self.peer_signature),
         }
 
     @classmethod
@@ -330,6 +340,7 @@ class DatasetSpec:
             str(j["licence"]),
             int(j["price_per_use"]),
             str(j["peer_id"]),
+            bytes(int(b) for b in j["peer_signature"]),
         )
 
 
