@@ -89,7 +89,7 @@ def main() -> None:
         certified = final["job"]["latest_metric_ppm"]
         if certified is None:
             raise SystemExit("no unit was certified: no weights to download")
-        path = client.download(job, args.out)
+        path = client.download(job, args.out, key)
         print(f"certified weights saved to {path}")
     except GatewayError as e:
         raise SystemExit(f"refused: {e.code}: {e.message}") from None

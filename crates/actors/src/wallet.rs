@@ -141,7 +141,7 @@ impl Wallet {
             public_key: self.public,
             nonce,
             fee,
-            expires_ms: trainmesh_ledger::transaction::default_expiry_ms(),
+            expires_ms: expiry_ms(),
             call,
         }
         .sign(&self.secret)
@@ -184,4 +184,13 @@ fn min_fee(ledger: &trainmesh_ledger::Ledger) -> Result<Amount, String> {
         .map_err(|e| e.to_string())?
         .map(|p| p.min_fee)
         .ok_or_else(|| "the ledger has no parameters yet".to_string())
+}
+
+/// When a transaction signed now expires: the wall clock plus the default lifetime.
+pub fn expiry_ms() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    now.saturating_add(trainmesh_ledger::transaction::TRANSACTION_LIFETIME_DEFAULT_MS)
 }

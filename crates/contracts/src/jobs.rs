@@ -546,6 +546,73 @@ fn open_unit(
     Ok(())
 }
 
+/// A live worker of a role whose stake meets the role's minimum, with what a draw filters and
+/// weighs it by.
+#[derive(Clone, Debug)]
+struct PoolEntry {
+    address: Address,
+    memory_mb: u64,
+    free_stake: Amount,
+    score: u128,
+}
+
+/// Every live worker of `role` with the role's minimum stake: one scan of the worker index.
+fn pool(
+    state: &(impl State + ?Sized),
+    ctx: &Context,
+    role: Role,
+    p: &Params,
+) -> ContractResult<Vec<PoolEntry>> {
+    let minimum = workers::minimum_stake(p, role);
+    let mut out = Vec::new();
+    for a in workers::index(state)? {
+        let Some(w) = workers::load(state, &a)? else {
+            continue;
+        };
+        if w.role != role || !w.is_alive(ctx.time, p) {
+            continue;
+        }
+        let account = accounts::load(state, &a)?;
+        if account.stake < minimum {
+            continue;
+        }
+        let score = reputation::score(state, &a, ctx.time, p.reputation_half_life_ms)? as u128;
+        out.push(PoolEntry {
+            address: a,
+            memory_mb: w.capability.memory_mb,
+            free_stake: account.free_stake(),
+            score,
+        });
+    }
+    Ok(out)
+}
+
+/// The entries of a pool a draw may pick, with their weight (free stake × reputation): enough
+/// memory, not excluded, and free stake covering `free_at_least` and the role's collateral floor.
+fn eligible(
+    pool: &[PoolEntry],
+    role: Role,
+    min_memory_mb: u64,
+    exclude: &[Address],
+    free_at_least: Amount,
+    p: &Params,
+) -> Vec<(Address, u128)> {
+    let floor = workers::minimum_stake(p, role).mul_bps(p.slash_rejected_work_bps);
+    pool.iter()
+        .filter(|e| {
+            e.memory_mb >= min_memory_mb
+                && !exclude.contains(&e.address)
+                && e.free_stake >= floor
+                && e.free_stake >= free_at_least
+        })
+        // Stake in milli-TRAIN keeps the product far from overflow.
+        .map(|e| {
+            let weight = (e.free_stake.0 / 1_000_000).max(1).saturating_mul(e.score);
+            (e.address, weight)
+        })
+        .collect()
+}
+
 /// Live, capable workers of a role with their assignment weight (free stake × reputation).
 fn candidates(
     state: &(impl State + ?Sized),
@@ -555,32 +622,15 @@ fn candidates(
     exclude: &[Address],
     p: &Params,
 ) -> ContractResult<Vec<(Address, u128)>> {
-    let mut out = Vec::new();
-    for a in workers::index(state)? {
-        if exclude.contains(&a) {
-            continue;
-        }
-        let Some(w) = workers::load(state, &a)? else {
-            continue;
-        };
-        if w.role != role || !w.is_alive(ctx.time, p) || w.capability.memory_mb < min_memory_mb {
-            continue;
-        }
-        let account = accounts::load(state, &a)?;
-        let minimum = workers::minimum_stake(p, role);
-        if account.free_stake() < minimum.mul_bps(p.slash_rejected_work_bps)
-            || account.stake < minimum
-        {
-            continue;
-        }
-        let score = reputation::score(state, &a, ctx.time, p.reputation_half_life_ms)? as u128;
-        // Stake in milli-TRAIN keeps the product far from overflow.
-        let weight = (account.free_stake().0 / 1_000_000)
-            .max(1)
-            .saturating_mul(score);
-        out.push((a, weight));
-    }
-    Ok(out)
+    let all = pool(state, ctx, role, p)?;
+    Ok(eligible(
+        &all,
+        role,
+        min_memory_mb,
+        exclude,
+        Amount::ZERO,
+        p,
+    ))
 }
 
 fn unit_domain(tag: &[u8], unit: &Unit) -> Vec<u8> {
@@ -608,24 +658,35 @@ fn assign(
     p: &Params,
     events: &mut Events,
 ) -> ContractResult<()> {
+    let mut trainers = pool(state, ctx, Role::Trainer, p)?;
+    assign_from(state, ctx, job, unit, &mut trainers, p, events)
+}
+
+/// [`assign`] from a pool already scanned (the end of a batch draws every waiting unit from one
+/// scan); the pool is kept exact: the drawn trainer's free stake drops by the collateral locked.
+fn assign_from(
+    state: &mut (impl State + ?Sized),
+    ctx: &Context,
+    job: &Job,
+    unit: &mut Unit,
+    trainers: &mut [PoolEntry],
+    p: &Params,
+    events: &mut Events,
+) -> ContractResult<()> {
     let mut exclude = unit.excluded.clone();
     exclude.extend(parties(state, job)?);
-    let pool: Vec<(Address, u128)> = candidates(
-        state,
-        ctx,
+    let collateral = unit_collateral(p, unit.steps);
+    // Only trainers whose free stake covers this unit's collateral are drawn.
+    let drawable = eligible(
+        trainers,
         Role::Trainer,
         job.spec.min_memory_mb,
         &exclude,
+        collateral,
         p,
-    )?
-    .into_iter()
-    .filter(|(a, _)| {
-        // Only trainers whose free stake covers this unit's collateral are drawn.
-        accounts::load(state, a).is_ok_and(|acc| acc.free_stake() >= unit_collateral(p, unit.steps))
-    })
-    .collect();
+    );
     let mut sampler = Sampler::new(&ctx.seed, &unit_domain(b"assign", unit));
-    let Some(trainer) = weighted_sample(pool, 1, &mut sampler).pop() else {
+    let Some(trainer) = weighted_sample(drawable, 1, &mut sampler).pop() else {
         if unit.state != UnitState::Waiting {
             // Waiting from now: the wait's limit counts from here.
             unit.assigned_at = ctx.time;
@@ -635,9 +696,11 @@ fn assign(
         return Ok(());
     };
     let mut account = accounts::load(state, &trainer)?;
-    let collateral = unit_collateral(p, unit.steps);
     account.locked = account.locked.checked_add(collateral)?;
     accounts::store(state, &trainer, &account);
+    if let Some(e) = trainers.iter_mut().find(|e| e.address == trainer) {
+        e.free_stake = account.free_stake();
+    }
     workers::adjust_open_units(state, &trainer, 1)?;
     unit.trainer = Some(trainer);
     unit.plant = None;
@@ -1385,6 +1448,9 @@ pub fn on_batch_end(
     events: &mut Events,
 ) -> ContractResult<()> {
     let p = params::load(state)?;
+    // Units still waiting for a trainer: drawn after everything else, all from one scan of the
+    // workers (not a scan per waiting unit per batch).
+    let mut waiting: Vec<JobId> = Vec::new();
     for id in active_jobs(state)? {
         let mut job = load_job(state, id)?;
         let unit_id = UnitId {
@@ -1428,16 +1494,8 @@ pub fn on_batch_end(
                 continue;
             }
             UnitState::Waiting => {
-                assign(state, ctx, &job, &mut unit, &p, &mut Events::default())?;
-                if unit.state == UnitState::Assigned {
-                    if let Some(trainer) = unit.trainer {
-                        events.push(Event::UnitAssigned {
-                            unit: unit.id,
-                            trainer,
-                            attempt: unit.attempt,
-                        });
-                    }
-                }
+                waiting.push(id);
+                continue;
             }
             UnitState::Assigned if overdue(unit.assigned_at) => {
                 let trainer = unit.trainer.expect("assigned");
@@ -1528,6 +1586,39 @@ pub fn on_batch_end(
         }
         store_unit(state, &unit);
         store_job(state, &job);
+    }
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let mut trainers = pool(state, ctx, Role::Trainer, &p)?;
+    for id in waiting {
+        let job = load_job(state, id)?;
+        let mut unit = load_unit(
+            state,
+            UnitId {
+                job: id,
+                index: job.current_unit,
+            },
+        )?;
+        assign_from(
+            state,
+            ctx,
+            &job,
+            &mut unit,
+            &mut trainers,
+            &p,
+            &mut Events::default(),
+        )?;
+        if unit.state == UnitState::Assigned {
+            if let Some(trainer) = unit.trainer {
+                events.push(Event::UnitAssigned {
+                    unit: unit.id,
+                    trainer,
+                    attempt: unit.attempt,
+                });
+            }
+            store_unit(state, &unit);
+        }
     }
     Ok(())
 }

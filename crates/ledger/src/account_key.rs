@@ -92,12 +92,11 @@ impl AccountKey {
             .into()
     }
 
-    /// Signs a transaction of this account, valid for
-    /// [`TRANSACTION_LIFETIME_DEFAULT_MS`](crate::transaction::TRANSACTION_LIFETIME_DEFAULT_MS)
-    /// from now by the wall clock.
+    /// Signs a transaction of this account that never expires: for executing batches directly
+    /// (tests, benchmarks). A validator's mempool admits only transactions that expire within
+    /// the hour: for the network, sign with [`AccountKey::sign_until`].
     pub fn sign(&self, chain_id: &str, nonce: u64, fee: Amount, call: Call) -> SignedTransaction {
-        let expires_ms = crate::transaction::default_expiry_ms();
-        self.sign_until(chain_id, nonce, fee, expires_ms, call)
+        self.sign_until(chain_id, nonce, fee, u64::MAX, call)
     }
 
     /// Signs a transaction of this account that may execute up to batch time `expires_ms`.

@@ -27,17 +27,9 @@ pub struct Transaction {
     pub call: Call,
 }
 
-/// How long a transaction signed now stays valid, unless its signer says otherwise.
+/// How long clients (the nodes' wallets, the CLI, the SDK) let a transaction they sign now wait
+/// to execute: its `expires_ms` is their clock's now plus this. (This crate reads no clock.)
 pub const TRANSACTION_LIFETIME_DEFAULT_MS: u64 = 10 * 60_000;
-
-/// `now + TRANSACTION_LIFETIME_DEFAULT_MS`, by the wall clock.
-pub fn default_expiry_ms() -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    now.saturating_add(TRANSACTION_LIFETIME_DEFAULT_MS)
-}
 
 #[derive(Serialize, Deserialize)]
 struct UnsignedEnvelope {

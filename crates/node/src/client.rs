@@ -24,12 +24,16 @@ pub enum JobCommand {
     Status(GatewayJobArgs),
     /// Follow a job on a node's gateway until it ends (a progress bar on stderr).
     Wait(GatewayJobArgs),
-    /// Download a job's certified weights (safetensors), checked against the ledger's hash.
+    /// Download a job's certified weights (safetensors), checked against the ledger's hash. The
+    /// gateway serves them to the job's owner: the request is signed with its key.
     Download {
         #[command(flatten)]
         job: GatewayJobArgs,
         #[arg(long)]
         out: PathBuf,
+        /// The job owner's key file.
+        #[arg(long)]
+        key: PathBuf,
     },
 }
 
@@ -223,8 +227,30 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
             println!("{}", job_summary(&wait_job(&args)?));
             return Ok(());
         }
-        JobCommand::Download { job, out } => {
-            let r = get(&job.gateway, &format!("/v1/jobs/{}/weights", job.id))?;
+        JobCommand::Download { job, out, key } => {
+            let key = trainmesh_ledger::AccountKey::from_secret(crate::keys::read(&key)?);
+            let chain = get(&job.gateway, "/v1/status")?.into_json::<serde_json::Value>()?;
+            let chain_id = chain["chain_id"]
+                .as_str()
+                .context("the status names no chain")?;
+            let time = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64;
+            let message = crate::gateway::weights_request_message(chain_id, JobId(job.id), time);
+            let path = format!("/v1/jobs/{}/weights", job.id);
+            let url = format!("{}{path}", job.gateway.trim_end_matches('/'));
+            let r = reply(
+                &url,
+                ureq::get(&url)
+                    .timeout(Duration::from_secs(30))
+                    .set("X-Trainmesh-Key", &hex::encode(key.public_key()))
+                    .set("X-Trainmesh-Time", &time.to_string())
+                    .set(
+                        "X-Trainmesh-Signature",
+                        &hex::encode(key.sign_message(&message)),
+                    )
+                    .call(),
+            )?;
             let expected = r
                 .header("X-Checkpoint-Blake3")
                 .map(str::to_string)

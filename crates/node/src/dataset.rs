@@ -249,7 +249,8 @@ pub fn submit_and_wait(
         .and_then(|f| f.parse::<u128>().ok())
         .map(Amount)
         .context("status lacks min_fee")?;
-    let tx = key.sign(chain_id, nonce, fee, call);
+    let expires_ms = trainmesh_actors::wallet::expiry_ms();
+    let tx = key.sign_until(chain_id, nonce, fee, expires_ms, call);
     let url = format!("{}/v1/transactions", gateway.trim_end_matches('/'));
     let sent = reply(
         &url,

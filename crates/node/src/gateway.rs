@@ -397,9 +397,90 @@ async fn job_events(
 
 /// The job's latest certified checkpoint (safetensors: parameters and optimizer state), fetched
 /// from the trainers that serve it and checked against the hash on the ledger.
-async fn weights(g: web::Data<Gateway>, id: web::Path<u64>) -> ApiResult {
+/// How far the time of a signed request may be from the gateway's clock.
+pub const SIGNED_REQUEST_SKEW_MS: u64 = 5 * 60_000;
+
+/// What an account signs to download a job's weights: a domain tag, the chain id, a zero byte,
+/// the job id and the request's time (ms since the epoch), both little-endian. Sent as the
+/// headers `X-Trainmesh-Key` (public key, hex), `X-Trainmesh-Time` and `X-Trainmesh-Signature`
+/// (hex).
+pub fn weights_request_message(chain_id: &str, job: JobId, time_ms: u64) -> Vec<u8> {
+    let mut m = b"trainmesh/weights/v1/".to_vec();
+    m.extend_from_slice(chain_id.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&job.0.to_le_bytes());
+    m.extend_from_slice(&time_ms.to_le_bytes());
+    m
+}
+
+/// The account that signed this request (see [`weights_request_message`]), if its signature
+/// checks and its time is within [`SIGNED_REQUEST_SKEW_MS`] of ours.
+fn signed_by(
+    req: &actix_web::HttpRequest,
+    message: impl Fn(u64) -> Vec<u8>,
+) -> Result<Address, ApiError> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let (Some(key), Some(time), Some(signature)) = (
+        header("X-Trainmesh-Key"),
+        header("X-Trainmesh-Time"),
+        header("X-Trainmesh-Signature"),
+    ) else {
+        return Err(ApiError::new(
+            401,
+            "signature_required",
+            "sign the request: X-Trainmesh-Key, X-Trainmesh-Time, X-Trainmesh-Signature",
+        ));
+    };
+    let bad = |why: &str| ApiError::new(401, "bad_signature", why.to_string());
+    let key: [u8; 32] = hex::decode(key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("X-Trainmesh-Key is not a 32-byte hex public key"))?;
+    let signature: [u8; 64] = hex::decode(signature)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("X-Trainmesh-Signature is not 64 bytes of hex"))?;
+    let time: u64 = time
+        .parse()
+        .map_err(|_| bad("X-Trainmesh-Time is not a time in ms"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    if now.abs_diff(time) > SIGNED_REQUEST_SKEW_MS {
+        return Err(ApiError::new(
+            401,
+            "stale_request",
+            format!("signed at {time} ms, it is {now} ms: sign it anew"),
+        ));
+    }
+    ed25519_zebra::VerificationKey::try_from(key)
+        .and_then(|k| k.verify(&ed25519_zebra::Signature::from(signature), &message(time)))
+        .map_err(|_| bad("the signature does not match the key and the request"))?;
+    Ok(Address::from_public_key(&key))
+}
+
+/// A job's certified weights, to its owner only (a signed request).
+async fn weights(
+    g: web::Data<Gateway>,
+    id: web::Path<u64>,
+    req: actix_web::HttpRequest,
+) -> ApiResult {
     let id = JobId(id.into_inner());
     let job: Job = read(&g, &state_keys::job(id))?.ok_or_else(|| ApiError::not_found("job"))?;
+    let requester = signed_by(&req, |t| weights_request_message(&g.chain_id, id, t))?;
+    if requester != job.owner {
+        return Err(ApiError::new(
+            403,
+            "not_owner",
+            "a job's weights are served to its owner",
+        ));
+    }
     if job.units_done == 0 {
         return Err(ApiError::new(
             409,

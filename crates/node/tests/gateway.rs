@@ -12,11 +12,22 @@ use std::time::{Duration, Instant};
 
 /// One HTTP/1.1 request; returns (status, body).
 fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    http_with(port, method, path, "", body)
+}
+
+/// One HTTP/1.1 request with extra header lines (each ending in CRLF); returns (status, body).
+fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .ok()?;
@@ -100,6 +111,21 @@ fn wait_for_receipt(port: u16, tx_hash: &str) -> serde_json::Value {
     }
 }
 
+/// What the owner signs to download a job's weights (the gateway's `weights_request_message`).
+fn weights_request_message(job: u64, time_ms: u64) -> Vec<u8> {
+    let mut m = b"trainmesh/weights/v1/trainmesh-devnet\0".to_vec();
+    m.extend_from_slice(&job.to_le_bytes());
+    m.extend_from_slice(&time_ms.to_le_bytes());
+    m
+}
+
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -128,6 +154,11 @@ fn gateway_serves_the_devnet() {
         std::thread::sleep(Duration::from_millis(200));
     };
     let id = job["id"].as_u64().unwrap();
+    // The devnet researcher's key: it owns the demo job.
+    let dir = tempfile::tempdir().unwrap();
+    let keyfile = dir.path().join("researcher.key");
+    let researcher = blake3::hash(b"trainmesh/devnet-key/researcher");
+    std::fs::write(&keyfile, researcher.to_hex().as_str()).unwrap();
     let detail = json(port, &format!("/v1/jobs/{id}"));
     assert!(detail["units"].as_array().unwrap().len() >= 2, "{detail}");
     let status = json(port, "/v1/status");
@@ -153,8 +184,32 @@ fn gateway_serves_the_devnet() {
         assert!(metrics.contains(series), "{series} missing");
     }
 
-    // The trained weights: safetensors whose BLAKE3 is the certified checkpoint.
-    let (s, weights) = http(port, "GET", &format!("/v1/jobs/{id}/weights"), "").unwrap();
+    // The trained weights, to the job's owner only: unsigned, signed by another account,
+    // signed long ago — refused; signed by the owner — safetensors whose BLAKE3 is the
+    // certified checkpoint.
+    let weights_path = format!("/v1/jobs/{id}/weights");
+    let (s, body) = http(port, "GET", &weights_path, "").unwrap();
+    assert_eq!(s, 401, "{body}");
+    assert!(body.contains("signature_required"), "{body}");
+    let owner_key = trainmesh_ledger::AccountKey::from_secret(*researcher.as_bytes());
+    let now_ms = wall_clock_ms();
+    let signed_get = |key: &trainmesh_ledger::AccountKey, time: u64| {
+        let message = weights_request_message(id, time);
+        let headers = format!(
+            "X-Trainmesh-Key: {}\r\nX-Trainmesh-Time: {time}\r\nX-Trainmesh-Signature: {}\r\n",
+            hex(&key.public_key()),
+            hex(&key.sign_message(&message))
+        );
+        http_with(port, "GET", &weights_path, &headers, "").unwrap()
+    };
+    let stranger_key = trainmesh_ledger::AccountKey::from_seed(4242);
+    let (s, body) = signed_get(&stranger_key, now_ms);
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("not_owner"), "{body}");
+    let (s, body) = signed_get(&owner_key, now_ms - 3_600_000);
+    assert_eq!(s, 401, "{body}");
+    assert!(body.contains("stale_request"), "{body}");
+    let (s, weights) = signed_get(&owner_key, now_ms);
     assert_eq!(s, 200);
     assert!(weights.len() > 1_000, "{} bytes", weights.len());
 
@@ -192,9 +247,14 @@ fn gateway_serves_the_devnet() {
     };
     assert_eq!(cli(&["status"])["job_status"], "completed");
     assert_eq!(cli(&["wait"])["job_status"], "completed");
-    let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("weights.safetensors");
-    let d = cli(&["download", "--out", file.to_str().unwrap()]);
+    let d = cli(&[
+        "download",
+        "--out",
+        file.to_str().unwrap(),
+        "--key",
+        keyfile.to_str().unwrap(),
+    ]);
     let bytes = std::fs::read(&file).unwrap();
     assert_eq!(d["blake3"], blake3::hash(&bytes).to_hex().to_string());
     assert_eq!(
@@ -203,9 +263,6 @@ fn gateway_serves_the_devnet() {
     );
 
     // A data provider's path: prepare shards, upload them, attach the dataset (signed here).
-    let keyfile = dir.path().join("researcher.key");
-    let researcher = blake3::hash(b"trainmesh/devnet-key/researcher");
-    std::fs::write(&keyfile, researcher.to_hex().as_str()).unwrap();
     let gateway = format!("http://127.0.0.1:{port}");
     let run = |args: &[&str]| -> serde_json::Value {
         let out = Command::new(env!("CARGO_BIN_EXE_trainmesh"))
@@ -303,6 +360,13 @@ fn gateway_serves_the_devnet() {
         (s, v["code"].as_str().unwrap_or_default().to_string())
     };
     let chain = "trainmesh-devnet";
+    // Signed as a client does: valid for ten minutes from now.
+    let soon = wall_clock_ms() + 600_000;
+    let signed =
+        |k: &trainmesh_ledger::AccountKey,
+         nonce: u64,
+         fee: trainmesh_contracts::Amount,
+         call: trainmesh_contracts::Call| { k.sign_until(chain, nonce, fee, soon, call) };
     let fee = trainmesh_contracts::Amount(
         json(port, "/v1/status")["min_fee"]
             .as_str()
@@ -311,17 +375,17 @@ fn gateway_serves_the_devnet() {
             .unwrap(),
     );
     assert_eq!(
-        submit(key.sign(chain, nonce, fee, job_call(&good_model, 10_000_000))),
+        submit(signed(&key, nonce, fee, job_call(&good_model, 10_000_000))),
         (402, "insufficient_balance".into())
     );
     assert_eq!(
-        submit(key.sign(chain, nonce, fee, job_call(r#"{"kind":"mlp"}"#, 10))),
+        submit(signed(&key, nonce, fee, job_call(r#"{"kind":"mlp"}"#, 10))),
         (400, "bad_spec".into())
     );
     // A valid model of the wrong shape for the dataset (784 inputs; the digits have 64).
     assert_eq!(
-        submit(key.sign(
-            chain,
+        submit(signed(
+            &key,
             nonce,
             fee,
             job_call(r#"{"kind":"logistic","input":784,"classes":10}"#, 10)
@@ -330,11 +394,11 @@ fn gateway_serves_the_devnet() {
     );
     let stranger = trainmesh_ledger::AccountKey::from_seed(77);
     assert_eq!(
-        submit(stranger.sign(chain, 0, fee, job_call(&good_model, 10))),
+        submit(signed(&stranger, 0, fee, job_call(&good_model, 10))),
         (402, "insufficient_balance".into())
     );
     assert_eq!(
-        submit(key.sign(chain, nonce - 1, fee, job_call(&good_model, 10))),
+        submit(signed(&key, nonce - 1, fee, job_call(&good_model, 10))),
         (409, "nonce_replayed".into())
     );
     // Free spam: no fee, a fee under the minimum, a transaction already expired, or one that
@@ -345,12 +409,12 @@ fn gateway_serves_the_devnet() {
     };
     let zero = trainmesh_contracts::Amount::ZERO;
     assert_eq!(
-        submit(key.sign(chain, nonce, zero, transfer(1))),
+        submit(signed(&key, nonce, zero, transfer(1))),
         (400, "fee_too_low".into())
     );
     assert_eq!(
-        submit(key.sign(
-            chain,
+        submit(signed(
+            &key,
             nonce,
             trainmesh_contracts::Amount(fee.0 - 1),
             transfer(1)
@@ -361,19 +425,19 @@ fn gateway_serves_the_devnet() {
         submit(key.sign_until(chain, nonce, fee, 1_000, transfer(1))),
         (400, "expired".into())
     );
-    let in_a_week = trainmesh_ledger::transaction::default_expiry_ms() + 7 * 86_400_000;
+    let in_a_week = wall_clock_ms() + 7 * 86_400_000;
     assert_eq!(
         submit(key.sign_until(chain, nonce, fee, in_a_week, transfer(1))),
         (400, "expiry_too_far".into())
     );
     // A zero transfer would create an account for nothing: the dry run refuses it.
     assert_eq!(
-        submit(key.sign(chain, nonce, fee, transfer(0))),
+        submit(signed(&key, nonce, fee, transfer(0))),
         (400, "contract_error".into())
     );
     // One transaction per nonce: the same one again is taken (and proposed once), another
     // for the same nonce is refused while the first is pending.
-    let once = key.sign(chain, nonce, fee, transfer(1));
+    let once = signed(&key, nonce, fee, transfer(1));
     assert_eq!(submit(once.clone()).0, 202);
     // Taken again, or already committed (a race this test does not control).
     let again = submit(once.clone());
@@ -381,7 +445,7 @@ fn gateway_serves_the_devnet() {
         again.0 == 202 || again == (409, "nonce_replayed".into()),
         "{again:?}"
     );
-    let other = key.sign(chain, nonce, fee, transfer(2));
+    let other = signed(&key, nonce, fee, transfer(2));
     let (s, code) = submit(other);
     assert!(
         (s, code.as_str()) == (409, "nonce_taken") || (s, code.as_str()) == (409, "nonce_replayed"),
@@ -405,7 +469,9 @@ fn gateway_serves_the_devnet() {
                 .replace("{address}", owner)
                 .replace("{hash}", tx_hash);
             let (s, body) = http(port, "GET", &p, "").unwrap();
-            assert_eq!(s, 200, "{p}: {body}");
+            // The weights need the owner's signature (served signed above).
+            let expected = if path.ends_with("/weights") { 401 } else { 200 };
+            assert_eq!(s, expected, "{p}: {body}");
         }
     }
 

@@ -279,7 +279,7 @@ def test_job_trains_to_the_certified_accuracy(
     certified = job["latest_metric_ppm"]
     assert isinstance(certified, int) and certified >= 900_000
 
-    path = client.download(job_id, tmp_path, expected=job["latest_checkpoint"])
+    path = client.download(job_id, tmp_path, funded, expected=job["latest_checkpoint"])
     meta = checkpoint_metadata(path)
     assert meta["step"] == job["units_done"] * 176
     weights = load_weights(path)

@@ -23,6 +23,7 @@ from trainmesh import (
     Conflict,
     InsufficientBalance,
     InvalidSignature,
+    Forbidden,
     InvalidSpec,
     JobFailed,
     MIN_FEE_DEFAULT,
@@ -543,17 +544,23 @@ def test_download_checks_the_certified_hash(gateway: FakeGateway, tmp_path: Path
         {"X-Checkpoint-Blake3": good},
         data,
     )
-    out = Client(gateway.url).download(7, tmp_path)
+    gateway.json("GET", "/v1/status", {"chain_id": "c", "height": 1})
+    owner = Key.generate()
+    out = Client(gateway.url).download(7, tmp_path, owner)
     assert out == tmp_path / "job-7.safetensors" and out.read_bytes() == data
     with pytest.raises(ChecksumMismatch):
-        Client(gateway.url).download(7, tmp_path / "x", expected="00" * 32)
+        Client(gateway.url).download(7, tmp_path / "x", owner, expected="00" * 32)
     gateway.routes[("GET", "/v1/jobs/7/weights")] = lambda _: (
         200,
         {"X-Checkpoint-Blake3": "00" * 32},
         data,
     )
     with pytest.raises(ChecksumMismatch):
-        Client(gateway.url).download(7, tmp_path / "bad.safetensors")
+        Client(gateway.url).download(7, tmp_path / "bad.safetensors", owner)
+    # A gateway that refuses the signer: its typed error.
+    gateway.json("GET", "/v1/jobs/7/weights", {"code": "not_owner", "message": "no"}, 403)
+    with pytest.raises(Forbidden):
+        Client(gateway.url).download(7, tmp_path / "other.safetensors", owner)
     assert not (tmp_path / "bad.safetensors").exists()
 
 

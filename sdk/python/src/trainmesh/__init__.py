@@ -7,7 +7,7 @@ The researcher's path::
     client = Client("http://127.0.0.1:8080")
     job = client.submit_job(key, model_spec, dataset=1, target_accuracy=0.95)
     client.wait(job)                                  # a progress bar until it completes
-    params = load_weights(client.download(job, "weights.safetensors"))
+    params = load_weights(client.download(job, "weights.safetensors", key))
     print(Model(model_spec).accuracy(params, x_test, y_test))
 """
 
@@ -51,6 +51,7 @@ from .errors import (
     ConnectionFailed,
     Expired,
     FeeTooLow,
+    Forbidden,
     GatewayError,
     InsufficientBalance,
     InvalidShard,
@@ -68,6 +69,7 @@ from .errors import (
     TransactionRejected,
     UnknownShard,
     UnknownTransaction,
+    Unauthorized,
     WaitTimeout,
     WrongChain,
 )
@@ -102,6 +104,8 @@ __all__ = [
     "MIN_FEE_DEFAULT",
     "Expired",
     "FeeTooLow",
+    "Forbidden",
+    "Unauthorized",
     "NotFound",
     "Optimizer",
     "PPM",

@@ -78,6 +78,18 @@ FINAL_STATES = ("Completed", "Exhausted", "Expired")
 NONCE_RETRIES = 5
 
 
+def weights_request_message(chain_id: str, job_id: int, time_ms: int) -> bytes:
+    """What a job's owner signs to download its weights: ``"trainmesh/weights/v1/"``, the chain
+    id, a zero byte, the job id and the request's time (ms), both u64 little-endian."""
+    return (
+        b"trainmesh/weights/v1/"
+        + chain_id.encode()
+        + b"\x00"
+        + int(job_id).to_bytes(8, "little")
+        + int(time_ms).to_bytes(8, "little")
+    )
+
+
 def _event(receipt: Mapping[str, Any], name: str) -> Optional[Json]:
     """The body of the first ``name`` event of a receipt (events are serde's externally tagged
     enum: ``{"JobSubmitted": {"job": 3, ...}}``)."""
@@ -112,10 +124,13 @@ class Client:
         content_type: Optional[str] = None,
         accept: str = "application/json",
         timeout: Optional[float] = None,
+        headers: Optional[Mapping[str, str]] = None,
     ) -> HTTPResponse:
         """Sends a request; a gateway error becomes its typed exception."""
         req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Accept", accept)
+        for name, value in (headers or {}).items():
+            req.add_header(name, value)
         if content_type is not None:
             req.add_header("Content-Type", content_type)
         try:
@@ -492,18 +507,30 @@ class Client:
         self,
         job_id: int,
         path: Union[str, Path],
+        key: Key,
         expected: Optional[str] = None,
         timeout: float = 120.0,
     ) -> Path:
         """Downloads the job's latest certified checkpoint (safetensors) to ``path`` (a file, or a
         directory to put ``job-<id>.safetensors`` in), after checking its BLAKE3 against the hash
         the ledger certified (the ``X-Checkpoint-Blake3`` header, and ``expected`` when given);
-        raises :class:`ChecksumMismatch` otherwise. Returns the file's path."""
+        raises :class:`ChecksumMismatch` otherwise. Returns the file's path.
+
+        The gateway serves a job's weights to its owner: the request is signed with ``key``
+        (:func:`weights_request_message`), and another key is refused (:class:`Forbidden`)."""
+        now = int(time.time() * 1000)
+        message = weights_request_message(self.chain_id(), int(job_id), now)
+        signed = {
+            "X-Trainmesh-Key": key.public_key.hex(),
+            "X-Trainmesh-Time": str(now),
+            "X-Trainmesh-Signature": key.sign(message).hex(),
+        }
         with self._open(
             "GET",
             f"/v1/jobs/{int(job_id)}/weights",
             accept="application/octet-stream",
             timeout=timeout,
+            headers=signed,
         ) as resp:
             certified = (resp.headers.get("X-Checkpoint-Blake3") or "").strip().lower()
             data = resp.read()

@@ -65,6 +65,16 @@ class InsufficientBalance(PaymentRequired):
     """``insufficient_balance``: the sender cannot pay the fee, amount, budget or bond."""
 
 
+class Unauthorized(GatewayError):
+    """401: the request must be signed (``signature_required``), its signature does not check
+    (``bad_signature``) or it was signed too long ago (``stale_request``)."""
+
+
+class Forbidden(GatewayError):
+    """403: signed by an account that may not have it (``not_owner``: a job's weights go to its
+    owner)."""
+
+
 class NotFound(GatewayError):
     """404: no such route, job, dataset, ..."""
 
@@ -172,7 +182,9 @@ _BY_CODE: Dict[str, Type[GatewayError]] = {
 
 _BY_STATUS: Dict[int, Type[GatewayError]] = {
     400: BadRequest,
+    401: Unauthorized,
     402: PaymentRequired,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: PayloadTooLarge,
