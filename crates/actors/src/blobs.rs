@@ -55,6 +55,14 @@ impl BlobStore {
         m.insert((kind, hash), (Arc::new(bytes), audience));
     }
 
+    /// Stops serving a blob (an upload that expired unused).
+    pub fn remove(&self, kind: BlobKind, hash: &[u8; 32]) {
+        self.inner
+            .lock()
+            .expect("blob store lock")
+            .remove(&(kind, *hash));
+    }
+
     pub fn get(&self, kind: BlobKind, hash: &[u8; 32]) -> Option<(Arc<Vec<u8>>, Audience)> {
         self.inner
             .lock()

@@ -54,13 +54,18 @@ fn manifest_fixture() -> &'static ManifestFixture {
         let mut known = KnownShards::new();
         for (split, seed) in [(Split::Train, 1u8), (Split::Heldout, 2)] {
             let info = uploads
-                .put_shard(split, fixture_shard(seed))
+                .put_shard(split, fixture_shard(seed), provider(), u64::MAX, 0)
                 .expect("a valid shard");
             known.insert(info.blake3, (split, info.features, info.classes));
         }
         drop(dir);
         ManifestFixture { uploads, known }
     })
+}
+
+/// Who uploaded the fixture's shards (and signs the seed manifests).
+pub fn provider() -> trainmesh_contracts::Address {
+    trainmesh_ledger::AccountKey::from_seed(5).address()
 }
 
 /// One of the fixture's shards (also used by the seed corpus).

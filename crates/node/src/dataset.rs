@@ -305,14 +305,35 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<serde_json::Value> {
             .expect("valid template")
             .progress_chars("=> "),
     );
+    let status =
+        crate::client::get(&args.gateway, "/v1/status")?.into_json::<serde_json::Value>()?;
+    let chain_id = status["chain_id"]
+        .as_str()
+        .context("status lacks chain_id")?
+        .to_string();
     for (split, list) in [("train", &manifest.train), ("heldout", &manifest.heldout)] {
         for hex in list {
             let bytes = read_shard(&args.dir, hex)?;
             let route = format!("/v1/datasets/shards?split={split}");
+            // Signed by the provider: its balance is what its uploads are counted against.
+            let time = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as u64;
+            let message = crate::gateway::upload_request_message(
+                &chain_id,
+                blake3::hash(&bytes).as_bytes(),
+                time,
+            );
             let v = reply(
                 &route,
                 post(&args.gateway, &route)
                     .set("Content-Type", "application/octet-stream")
+                    .set("X-Trainmesh-Key", &hex::encode(key.public_key()))
+                    .set("X-Trainmesh-Time", &time.to_string())
+                    .set(
+                        "X-Trainmesh-Signature",
+                        &hex::encode(key.sign_message(&message)),
+                    )
                     .send_bytes(&bytes),
             )?;
             if v["blake3"].as_str() != Some(hex.as_str()) {

@@ -668,9 +668,45 @@ struct ShardQuery {
 }
 
 /// A dataset shard, kept and served by this node.
+/// What a provider signs to upload a shard: a domain tag, the chain id, a zero byte, the shard's
+/// BLAKE3 and the request's time (ms, little-endian), in the headers of a signed request.
+pub fn upload_request_message(chain_id: &str, shard: &[u8; 32], time_ms: u64) -> Vec<u8> {
+    let mut m = b"trainmesh/upload/v1/".to_vec();
+    m.extend_from_slice(chain_id.as_bytes());
+    m.push(0);
+    m.extend_from_slice(shard);
+    m.extend_from_slice(&time_ms.to_le_bytes());
+    m
+}
+
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Deletes the uploads no attached dataset used in time (run before each upload: what a quota
+/// counts is what is still wanted).
+fn sweep_uploads(g: &Gateway) {
+    let ledger = g.ledger.read().expect("ledger lock");
+    let attached = |root: &trainmesh_gpu::hash::Hash32| {
+        let key = state_keys::dataset_root(&trainmesh_contracts::Hash32(root.0));
+        matches!(
+            ledger.read::<trainmesh_contracts::DatasetId>(&key),
+            Ok(Some(_))
+        )
+    };
+    let removed = g.uploads.sweep(wall_clock_ms(), attached);
+    if removed > 0 {
+        tracing::info!(removed, "expired uploads deleted");
+    }
+}
+
 async fn upload_shard(
     g: web::Data<Gateway>,
     q: web::Query<ShardQuery>,
+    req: actix_web::HttpRequest,
     mut body: web::Payload,
 ) -> ApiResult {
     use futures::StreamExt as _;
@@ -686,12 +722,31 @@ async fn upload_shard(
         }
         bytes.extend_from_slice(&chunk);
     }
-    let uploads = g.uploads.clone();
+    // Signed by its provider, who must hold the balance its uploads here are counted against.
+    let hash = *blake3::hash(&bytes).as_bytes();
+    let provider = signed_by(&req, |t| upload_request_message(&g.chain_id, &hash, t))?;
+    let balance = g
+        .ledger
+        .read()
+        .expect("ledger lock")
+        .account(&provider)
+        .map_err(ApiError::internal)?
+        .balance;
+    let per_train = u128::from(crate::uploads::UPLOAD_BYTES_PER_TRAIN);
+    let allowed = (balance.0.saturating_mul(per_train)
+        / trainmesh_contracts::types::UNITS_PER_TRAIN)
+        .min(u128::from(u64::MAX)) as u64;
     let split = q.split;
+    let gateway = g.clone();
     // Hashing, decoding and an fsync: off the server's thread.
-    let info = web::block(move || uploads.put_shard(split, bytes))
-        .await
-        .map_err(ApiError::internal)??;
+    let info = web::block(move || {
+        sweep_uploads(&gateway);
+        gateway
+            .uploads
+            .put_shard(split, bytes, provider, allowed, wall_clock_ms())
+    })
+    .await
+    .map_err(ApiError::internal)??;
     Ok(HttpResponse::Created().json(info))
 }
 

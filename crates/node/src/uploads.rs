@@ -9,9 +9,16 @@
 //! checks), and a shards root once claimed here by one provider is refused to any other — no one
 //! can attach another's upload as its own. Manifests count against the node's quota.
 //!
-//! Files: `<blake3>.train` and `<blake3>.heldout` (shards), `<shards root>.manifest` (the
-//! manifest's JSON, as trainers fetch it), `<shards root>.provider` (the claiming provider's
-//! address, hex). Every file is checked against its name when loaded.
+//! Shard uploads are signed too (the gateway checks the signature): each shard belongs to its
+//! first uploader, who may keep at most `UPLOAD_BYTES_PER_TRAIN` per TRAIN of its balance (and
+//! `PROVIDER_UPLOAD_BYTES_MAX` in all) here, and a manifest lists only its provider's shards.
+//! Whatever no attached dataset uses `UPLOAD_TTL_MS` after its upload is deleted
+//! ([`Uploads::sweep`]).
+//!
+//! Files: `<blake3>.train` and `<blake3>.heldout` (shards), `<blake3>.owner` (the uploader's
+//! address and the upload's time), `<shards root>.manifest` (the manifest's JSON, as trainers
+//! fetch it), `<shards root>.provider` (the claiming provider's address and the time). Every file
+//! is checked against its name when loaded.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +33,12 @@ use trainmesh_gpu::hash::{merkle_root, Hash32};
 pub const SHARD_UPLOAD_BYTES_MAX: usize = 4 << 20;
 /// What one node keeps of uploads, at most.
 pub const UPLOADS_BYTES_MAX: u64 = 512 << 20;
+/// What one provider may keep on a node, at most, and per TRAIN of its balance (a provider
+/// without funds uploads nothing: junk costs its uploader).
+pub const PROVIDER_UPLOAD_BYTES_MAX: u64 = 128 << 20;
+pub const UPLOAD_BYTES_PER_TRAIN: u64 = 16 << 20;
+/// How long an upload may wait for a dataset on the ledger to use it; then it is deleted.
+pub const UPLOAD_TTL_MS: u64 = 24 * 3_600_000;
 /// The most shards one manifest may list (each split), as the ledger allows.
 pub const MANIFEST_SHARDS_MAX: usize = trainmesh_contracts::datasets::SHARDS_MAX;
 
@@ -101,6 +114,8 @@ pub enum UploadError {
     UnknownShard(String),
     #[error("these shards were claimed on this node by provider {0}")]
     Claimed(String),
+    #[error("this provider would keep {needed} bytes here; its balance allows {allowed}")]
+    QuotaExceeded { needed: u64, allowed: u64 },
     #[error("{0}")]
     BadSignature(String),
     #[error("uploads would use {needed} bytes, this node keeps at most {UPLOADS_BYTES_MAX}")]
@@ -117,6 +132,7 @@ impl UploadError {
             UploadError::BadManifest(_) => (400, "bad_manifest"),
             UploadError::UnknownShard(_) => (404, "unknown_shard"),
             UploadError::Claimed(_) => (409, "claimed"),
+            UploadError::QuotaExceeded { .. } => (402, "upload_quota"),
             UploadError::BadSignature(_) => (400, "bad_signature"),
             UploadError::StorageFull { .. } => (507, "storage_full"),
             UploadError::Io(_) => (500, "internal"),
@@ -127,9 +143,28 @@ impl UploadError {
 #[derive(Debug, Default)]
 struct Index {
     shards: HashMap<Hash32, ShardInfo>,
-    /// Which provider claimed each shards root.
-    claims: HashMap<Hash32, trainmesh_contracts::Address>,
+    /// Who uploaded each shard, and when (no one: a file without its owner record).
+    owners: HashMap<Hash32, (Option<trainmesh_contracts::Address>, u64)>,
+    /// Bytes each provider keeps here.
+    held: HashMap<trainmesh_contracts::Address, u64>,
+    /// Which provider claimed each shards root, and when.
+    claims: HashMap<Hash32, (trainmesh_contracts::Address, u64)>,
+    /// The shards each stored manifest lists, and its bytes.
+    manifests: HashMap<Hash32, (Vec<Hash32>, u64)>,
     bytes: u64,
+}
+
+/// `<address hex> <ms>`: an owner or claim record.
+fn record(who: &trainmesh_contracts::Address, at_ms: u64) -> String {
+    format!("{} {at_ms}", who.to_hex())
+}
+
+fn parse_record(text: &str) -> Option<(trainmesh_contracts::Address, u64)> {
+    let (who, at) = text.trim().split_once(' ')?;
+    Some((
+        trainmesh_contracts::Address::from_hex(who).ok()?,
+        at.parse().ok()?,
+    ))
 }
 
 /// The uploads of one node.
@@ -172,6 +207,8 @@ impl Uploads {
             index: Arc::new(Mutex::new(Index::default())),
         };
         let mut manifests = Vec::new();
+        let mut shards = Vec::new();
+        let mut owners = HashMap::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
             let path = entry.map_err(|e| io(&dir, e))?.path();
             let Some((stem, ext)) = path
@@ -188,24 +225,30 @@ impl Uploads {
                     manifests.push((stem.to_string(), path.clone()));
                     continue;
                 }
-                "provider" => {
+                "provider" | "owner" => {
                     let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-                    let claim = parse_hash(stem)
-                        .ok()
-                        .zip(trainmesh_contracts::Address::from_hex(text.trim()).ok());
-                    match claim {
-                        Some((root, provider)) => {
+                    match parse_hash(stem).ok().zip(parse_record(&text)) {
+                        Some((hash, (who, at))) => {
                             let mut index = uploads.index.lock().expect("uploads lock");
-                            index.claims.insert(root, provider);
+                            if ext == "provider" {
+                                index.claims.insert(hash, (who, at));
+                            } else {
+                                owners.insert(hash, (who, at));
+                            }
                         }
-                        None => tracing::warn!(path = %path.display(), "claim skipped"),
+                        None => tracing::warn!(path = %path.display(), "record skipped"),
                     }
                     continue;
                 }
                 _ => continue,
             };
+            shards.push((split, stem.to_string(), path.clone()));
+        }
+        for (split, stem, path) in shards {
             let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
-            match uploads.admit(split, bytes, Some(stem)) {
+            // A shard without its owner record belongs to no one: it expires unless used.
+            let owner = parse_hash(&stem).ok().and_then(|h| owners.get(&h).copied());
+            match uploads.admit(split, bytes, Some(&stem), owner, u64::MAX) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(path = %path.display(), error = %e, "upload skipped"),
             }
@@ -217,7 +260,13 @@ impl Uploads {
                 .filter(|m| merkle_root(&m.train).to_hex() == stem);
             match ok {
                 Some(m) => {
-                    uploads.index.lock().expect("uploads lock").bytes += bytes.len() as u64;
+                    let mut index = uploads.index.lock().expect("uploads lock");
+                    index.bytes += bytes.len() as u64;
+                    let listed = m.train.iter().chain(&m.heldout).copied().collect();
+                    index
+                        .manifests
+                        .insert(merkle_root(&m.train), (listed, bytes.len() as u64));
+                    drop(index);
                     uploads.blobs.put(
                         BlobKind::Manifest,
                         merkle_root(&m.train).0,
@@ -231,12 +280,15 @@ impl Uploads {
         Ok(uploads)
     }
 
-    /// Checks a shard and serves it (without writing it anywhere).
+    /// Checks a shard and serves it (without writing it anywhere), as `owner`'s (who, when),
+    /// within `allowed` bytes for that owner.
     fn admit(
         &self,
         split: Split,
         bytes: Vec<u8>,
         named: Option<&str>,
+        owner: Option<(trainmesh_contracts::Address, u64)>,
+        allowed: u64,
     ) -> Result<(ShardInfo, bool), UploadError> {
         if bytes.len() > SHARD_UPLOAD_BYTES_MAX {
             return Err(UploadError::BadShard(format!(
@@ -274,24 +326,116 @@ impl Uploads {
         if needed > UPLOADS_BYTES_MAX {
             return Err(UploadError::StorageFull { needed });
         }
+        if let Some((who, _)) = owner {
+            let held = index.held.get(&who).copied().unwrap_or(0) + info.bytes;
+            let allowed = allowed.min(PROVIDER_UPLOAD_BYTES_MAX);
+            if held > allowed {
+                return Err(UploadError::QuotaExceeded {
+                    needed: held,
+                    allowed,
+                });
+            }
+            index.held.insert(who, held);
+        }
         index.bytes = needed;
         index.shards.insert(hash, info.clone());
+        index
+            .owners
+            .insert(hash, (owner.map(|(w, _)| w), owner.map_or(0, |(_, t)| t)));
         self.blobs
             .put(BlobKind::Shard, hash.0, bytes, split.audience());
         Ok((info, true))
     }
 
-    /// Checks, stores and serves one shard; uploading the same shard again is a no-op.
-    pub fn put_shard(&self, split: Split, bytes: Vec<u8>) -> Result<ShardInfo, UploadError> {
+    /// How many shards this node keeps of uploads.
+    pub fn len(&self) -> usize {
+        self.index.lock().expect("uploads lock").shards.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets a shard: no longer served, its bytes no longer counted.
+    fn forget_shard(index: &mut Index, hash: &Hash32) -> Option<ShardInfo> {
+        let info = index.shards.remove(hash)?;
+        index.bytes -= info.bytes;
+        if let Some((Some(who), _)) = index.owners.remove(hash) {
+            if let Some(held) = index.held.get_mut(&who) {
+                *held = held.saturating_sub(info.bytes);
+            }
+        }
+        Some(info)
+    }
+
+    /// Deletes what no attached dataset uses `UPLOAD_TTL_MS` after its upload: manifests whose
+    /// shards root is not attached (`attached`), and shards no attached manifest lists.
+    /// Returns how many files went.
+    pub fn sweep(&self, now_ms: u64, attached: impl Fn(&Hash32) -> bool) -> usize {
+        let mut index = self.index.lock().expect("uploads lock");
+        let expired = |at: u64| at.saturating_add(UPLOAD_TTL_MS) < now_ms;
+        let mut kept = std::collections::HashSet::new();
+        let mut gone_manifests = Vec::new();
+        for (root, (listed, _)) in &index.manifests {
+            if attached(root) {
+                kept.extend(listed.iter().copied());
+            } else if index.claims.get(root).is_none_or(|(_, at)| expired(*at)) {
+                gone_manifests.push(*root);
+            }
+        }
+        let gone_shards: Vec<Hash32> = index
+            .owners
+            .iter()
+            .filter(|(h, (_, at))| !kept.contains(*h) && expired(*at))
+            .map(|(h, _)| *h)
+            .collect();
+        let mut removed = 0;
+        for root in gone_manifests {
+            if let Some((_, bytes)) = index.manifests.remove(&root) {
+                index.bytes -= bytes;
+            }
+            index.claims.remove(&root);
+            self.blobs.remove(BlobKind::Manifest, &root.0);
+            for ext in ["manifest", "provider"] {
+                let _ = std::fs::remove_file(self.dir.join(format!("{root}.{ext}")));
+            }
+            removed += 1;
+        }
+        for hash in gone_shards {
+            let Some(info) = Self::forget_shard(&mut index, &hash) else {
+                continue;
+            };
+            self.blobs.remove(BlobKind::Shard, &hash.0);
+            for ext in [info.split.name(), "owner"] {
+                let _ = std::fs::remove_file(self.dir.join(format!("{hash}.{ext}")));
+            }
+            removed += 1;
+        }
+        removed
+    }
+
+    /// Checks, stores and serves one shard of `provider` (signed by it: the gateway checked),
+    /// within `allowed` bytes for it; uploading the same shard again is a no-op.
+    pub fn put_shard(
+        &self,
+        split: Split,
+        bytes: Vec<u8>,
+        provider: trainmesh_contracts::Address,
+        allowed: u64,
+        now_ms: u64,
+    ) -> Result<ShardInfo, UploadError> {
         let copy = bytes.clone();
-        let (info, new) = self.admit(split, bytes, None)?;
+        let (info, new) = self.admit(split, bytes, None, Some((provider, now_ms)), allowed)?;
         if new {
             let path = self.dir.join(format!("{}.{}", info.blake3, split.name()));
-            if let Err(e) = write_atomically(&path, &copy) {
+            let owner = self.dir.join(format!("{}.owner", info.blake3));
+            let written = write_atomically(&owner, record(&provider, now_ms).as_bytes())
+                .and_then(|()| write_atomically(&path, &copy));
+            if let Err(e) = written {
                 // Not kept on disk: not served either, so a restart loses nothing it promised.
                 let mut index = self.index.lock().expect("uploads lock");
-                index.shards.remove(&Hash32::of(&copy));
-                index.bytes -= info.bytes;
+                Self::forget_shard(&mut index, &Hash32::of(&copy));
+                self.blobs.remove(BlobKind::Shard, &Hash32::of(&copy).0);
                 return Err(e);
             }
         }
@@ -357,6 +501,16 @@ impl Uploads {
             }
         }
         let provider = provider_of(&m, &train, &heldout)?;
+        {
+            let index = self.index.lock().expect("uploads lock");
+            for h in train.iter().chain(&heldout) {
+                if index.owners.get(h).map(|(w, _)| *w) != Some(Some(provider)) {
+                    return Err(UploadError::BadManifest(format!(
+                        "shard {h} was not uploaded here by this provider"
+                    )));
+                }
+            }
+        }
         let manifest = DatasetManifest {
             name: m.name,
             features: m.features,
@@ -371,19 +525,32 @@ impl Uploads {
             // One provider per shards root on this node; the manifest's bytes count.
             let mut index = self.index.lock().expect("uploads lock");
             match index.claims.get(&shards_root) {
-                Some(p) if *p != provider => return Err(UploadError::Claimed(p.to_hex())),
+                Some((p, _)) if *p != provider => return Err(UploadError::Claimed(p.to_hex())),
                 Some(_) => {}
                 None => {
                     let needed = index.bytes + json.len() as u64;
                     if needed > UPLOADS_BYTES_MAX {
                         return Err(UploadError::StorageFull { needed });
                     }
+                    let now_ms = index
+                        .owners
+                        .get(&manifest.train[0])
+                        .map_or(0, |(_, at)| *at);
                     write_atomically(
                         &self.dir.join(format!("{shards_root}.provider")),
-                        provider.to_hex().as_bytes(),
+                        record(&provider, now_ms).as_bytes(),
                     )?;
-                    index.claims.insert(shards_root, provider);
+                    index.claims.insert(shards_root, (provider, now_ms));
                     index.bytes = needed;
+                    let listed = manifest
+                        .train
+                        .iter()
+                        .chain(&manifest.heldout)
+                        .copied()
+                        .collect();
+                    index
+                        .manifests
+                        .insert(shards_root, (listed, json.len() as u64));
                 }
             }
         }
@@ -455,6 +622,19 @@ mod tests {
     }
 
     const NODE_SECRET: [u8; 32] = [9; 32];
+    const PROVIDER: [u8; 32] = [1; 32];
+    const T0: u64 = 1_000_000;
+
+    fn address_of(secret: [u8; 32]) -> trainmesh_contracts::Address {
+        trainmesh_contracts::Address::from_public_key(
+            &ed25519_zebra::VerificationKey::from(&ed25519_zebra::SigningKey::from(secret)).into(),
+        )
+    }
+
+    /// The provider who uploads the test's shards.
+    fn owner() -> trainmesh_contracts::Address {
+        address_of(PROVIDER)
+    }
 
     fn open(dir: &Path) -> (Uploads, BlobStore) {
         let blobs = BlobStore::default();
@@ -495,27 +675,41 @@ mod tests {
     fn shards_and_manifests_are_checked_served_and_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let (u, blobs) = open(dir.path());
-        let a = u.put_shard(Split::Train, shard(1, 3)).unwrap();
-        let b = u.put_shard(Split::Heldout, shard(2, 3)).unwrap();
+        let a = u
+            .put_shard(Split::Train, shard(1, 3), owner(), u64::MAX, T0)
+            .unwrap();
+        let b = u
+            .put_shard(Split::Heldout, shard(2, 3), owner(), u64::MAX, T0)
+            .unwrap();
         assert_eq!((a.samples, a.features, a.classes), (3, 4, 3));
         // Again: the same answer, nothing counted twice.
-        assert_eq!(u.put_shard(Split::Train, shard(1, 3)).unwrap(), a);
+        assert_eq!(
+            u.put_shard(Split::Train, shard(1, 3), owner(), u64::MAX, T0)
+                .unwrap(),
+            a
+        );
         assert!(matches!(
-            u.put_shard(Split::Heldout, shard(1, 3)),
+            u.put_shard(Split::Heldout, shard(1, 3), owner(), u64::MAX, T0),
             Err(UploadError::BadShard(_))
         ));
         let mut cut = shard(3, 3);
         cut.pop();
         assert!(matches!(
-            u.put_shard(Split::Train, cut),
+            u.put_shard(Split::Train, cut, owner(), u64::MAX, T0),
             Err(UploadError::BadShard(_))
         ));
         assert!(matches!(
-            u.put_shard(Split::Train, vec![0; SHARD_UPLOAD_BYTES_MAX + 1]),
+            u.put_shard(
+                Split::Train,
+                vec![0; SHARD_UPLOAD_BYTES_MAX + 1],
+                owner(),
+                u64::MAX,
+                T0
+            ),
             Err(UploadError::BadShard(_))
         ));
 
-        let provider = [1; 32];
+        let provider = PROVIDER;
         let request =
             |train: &str, heldout: &str, classes| signed(provider, "tiny", train, heldout, classes);
         let reply = u.put_manifest(request(&a.blake3, &b.blake3, 3)).unwrap();
@@ -542,14 +736,14 @@ mod tests {
             .verify(&ed25519_zebra::Signature::from(sig), &binding)
             .expect("the node bound the dataset to its provider");
         // The same provider again: the same binding. Another provider over the same shards:
-        // refused, the shards are claimed. A signature over other roots: refused.
+        // refused, they are not its uploads. A signature over other roots: refused.
         assert_eq!(
             u.put_manifest(request(&a.blake3, &b.blake3, 3)).unwrap(),
             reply
         );
         assert!(matches!(
             u.put_manifest(signed([2; 32], "mine", &a.blake3, &b.blake3, 3)),
-            Err(UploadError::Claimed(_))
+            Err(UploadError::BadManifest(_))
         ));
         let mut forged = request(&a.blake3, &b.blake3, 3);
         forged.signature = signed(provider, "tiny", &b.blake3, &a.blake3, 3).signature;
@@ -598,11 +792,71 @@ mod tests {
         ));
         assert!(again.get(BlobKind::Manifest, &root.0).is_some());
         assert_eq!(again.len(), 3);
-        // The claim survives the restart too.
+        // Ownership survives the restart too.
         let (u2, _) = open(dir.path());
         assert!(matches!(
             u2.put_manifest(signed([2; 32], "mine", &a.blake3, &b.blake3, 3)),
-            Err(UploadError::Claimed(_))
+            Err(UploadError::BadManifest(_))
         ));
+        assert_eq!(
+            u2.put_manifest(request(&a.blake3, &b.blake3, 3)).unwrap(),
+            reply
+        );
+    }
+
+    /// Junk uploads cost their uploader: at most its balance's allowance is kept, and whatever
+    /// no attached dataset uses within the time-to-live is deleted (files, serving, quota).
+    #[test]
+    fn uploads_are_bounded_by_the_uploaders_balance_and_expire_unused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (u, blobs) = open(dir.path());
+        let junk = address_of([3; 32]);
+        let one = shard(1, 3);
+        let allowance = one.len() as u64 * 2;
+        u.put_shard(Split::Train, shard(1, 3), junk, allowance, T0)
+            .unwrap();
+        u.put_shard(Split::Train, shard(2, 3), junk, allowance, T0)
+            .unwrap();
+        assert!(matches!(
+            u.put_shard(Split::Train, shard(3, 3), junk, allowance, T0),
+            Err(UploadError::QuotaExceeded { .. })
+        ));
+        // Another provider is not held back by it.
+        let a = u
+            .put_shard(Split::Train, shard(4, 3), owner(), u64::MAX, T0)
+            .unwrap();
+        let b = u
+            .put_shard(Split::Heldout, shard(5, 3), owner(), u64::MAX, T0)
+            .unwrap();
+        let reply = u
+            .put_manifest(signed(PROVIDER, "kept", &a.blake3, &b.blake3, 3))
+            .unwrap();
+        let kept_root = parse_hash(&reply.shards_root).unwrap();
+        // Before the time-to-live nothing goes; after it, all but the attached dataset's.
+        assert_eq!(u.sweep(T0 + UPLOAD_TTL_MS, |_| false), 0);
+        let removed = u.sweep(T0 + UPLOAD_TTL_MS + 1, |root| *root == kept_root);
+        assert_eq!(removed, 2, "the two junk shards");
+        assert_eq!(u.len(), 2);
+        let junk_hash = Hash32::of(&shard(1, 3));
+        assert!(blobs.get(BlobKind::Shard, &junk_hash.0).is_none());
+        assert!(!dir.path().join(format!("{junk_hash}.train")).exists());
+        // Its quota is free again.
+        u.put_shard(
+            Split::Train,
+            shard(3, 3),
+            junk,
+            allowance,
+            T0 + UPLOAD_TTL_MS + 2,
+        )
+        .unwrap();
+        // A restart keeps what is kept, and an unattached manifest later goes too.
+        let (again, _) = open(dir.path());
+        assert_eq!(again.len(), 3);
+        let removed = again.sweep(T0 + 3 * UPLOAD_TTL_MS, |_| false);
+        assert_eq!(
+            removed, 4,
+            "the manifest, its two shards and the last junk shard"
+        );
+        assert_eq!(again.len(), 0);
     }
 }

@@ -516,9 +516,10 @@ fn gateway_serves_the_devnet() {
         error("GET", &format!("/v1/transactions/{}", "ab".repeat(32)), ""),
         (404, "unknown_transaction".into())
     );
+    // An upload must be signed by its provider (whose balance bounds what it keeps here).
     assert_eq!(
         error("POST", "/v1/datasets/shards?split=train", "not a shard"),
-        (400, "bad_shard".into())
+        (401, "signature_required".into())
     );
     assert_eq!(
         error("POST", "/v1/datasets/shards?split=sideways", "x"),

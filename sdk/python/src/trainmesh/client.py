@@ -90,6 +90,18 @@ def weights_request_message(chain_id: str, job_id: int, time_ms: int) -> bytes:
     )
 
 
+def upload_request_message(chain_id: str, shard_blake3: bytes, time_ms: int) -> bytes:
+    """What a provider signs to upload a shard: ``"trainmesh/upload/v1/"``, the chain id, a zero
+    byte, the shard's BLAKE3 and the request's time (ms, u64 little-endian)."""
+    return (
+        b"trainmesh/upload/v1/"
+        + chain_id.encode()
+        + b"\x00"
+        + bytes(shard_blake3)
+        + int(time_ms).to_bytes(8, "little")
+    )
+
+
 def _event(receipt: Mapping[str, Any], name: str) -> Optional[Json]:
     """The body of the first ``name`` event of a receipt (events are serde's externally tagged
     enum: ``{"JobSubmitted": {"job": 3, ...}}``)."""
@@ -551,18 +563,28 @@ class Client:
 
     # --- datasets --------------------------------------------------------------------------
 
-    def upload_shard(self, shard: bytes, split: str) -> Json:
-        """Uploads one shard's bytes to this node (``split``: "train" or "heldout"); returns
-        ``{"blake3", "bytes", "samples", "features", "classes", "split"}``."""
+    def upload_shard(self, shard: bytes, split: str, key: Key) -> Json:
+        """Uploads one shard's bytes to this node (``split``: "train" or "heldout"), signed by
+        the provider's ``key``: the node keeps at most what the provider's balance allows, and
+        deletes what no attached dataset uses within a day. Returns ``{"blake3", "bytes",
+        "samples", "features", "classes", "split"}``."""
         if split not in ("train", "heldout"):
             raise ValueError(f"split is train or heldout, not {split!r}")
         if len(shard) > UPLOAD_BYTES_MAX:
             raise ValueError(f"a shard of {len(shard)} bytes is over the upload limit")
+        now = int(time.time() * 1000)
+        digest = blake3.blake3(bytes(shard)).digest()
+        message = upload_request_message(self.chain_id(), digest, now)
         with self._open(
             "POST",
             "/v1/datasets/shards?" + urllib.parse.urlencode({"split": split}),
             data=shard,
             content_type="application/octet-stream",
+            headers={
+                "X-Trainmesh-Key": key.public_key.hex(),
+                "X-Trainmesh-Time": str(now),
+                "X-Trainmesh-Signature": key.sign(message).hex(),
+            },
         ) as resp:
             return cast(Json, json.loads(resp.read()))
 
@@ -625,7 +647,7 @@ class Client:
         hashes: Dict[str, List[str]] = {"train": [], "heldout": []}
         for split, shards in (("train", train_shards), ("heldout", heldout_shards)):
             for shard in shards:
-                reply = self.upload_shard(shard, split)
+                reply = self.upload_shard(shard, split, key)
                 local = shard_hash(shard)
                 if str(reply.get("blake3", "")).lower() != local:
                     raise ChecksumMismatch(
