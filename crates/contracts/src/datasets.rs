@@ -55,20 +55,12 @@ pub fn manifest_message(shards_root: &Hash32, heldout_root: &Hash32) -> Vec<u8> 
 
 /// Checks that the spec's peer signed its binding to `provider`.
 fn check_binding(spec: &DatasetSpec, provider: &Address) -> ContractResult<()> {
-    let key = crate::workers::peer_id_ed25519_key(&spec.peer_id)
-        .ok_or_else(|| invalid("the peer id is not that of an ed25519 key"))?;
-    let signature: [u8; 64] = spec
-        .peer_signature
-        .as_slice()
-        .try_into()
-        .map_err(|_| invalid("the peer's binding signature is not 64 bytes"))?;
-    let key = ed25519_zebra::VerificationKey::try_from(key)
-        .map_err(|_| invalid("the peer id's key is not a valid ed25519 point"))?;
-    key.verify(
-        &ed25519_zebra::Signature::from(signature),
+    crate::workers::check_peer_signature(
+        &spec.peer_id,
+        &spec.peer_signature,
         &binding_message(provider, &spec.shards_root, &spec.heldout_root),
+        "the serving peer did not bind these shards to this provider",
     )
-    .map_err(|_| invalid("the serving peer did not bind these shards to this provider"))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -149,6 +149,22 @@ pub fn ed25519_peer_id(public_key: &[u8; 32]) -> String {
 /// cannot register (and so be served held-out data, or be asked for checkpoints) under another
 /// node's peer id, and an account cannot claim a network identity it does not hold.
 fn check_peer_binding(peer_id: &str, signature: &[u8], sender: &Address) -> ContractResult<()> {
+    check_peer_signature(
+        peer_id,
+        signature,
+        &peer_binding_message(sender),
+        "the peer id's key did not sign this account's binding",
+    )
+}
+
+/// Checks that the ed25519 key inside `peer_id` signed `message`; `refused` says what it means
+/// when it did not.
+pub(crate) fn check_peer_signature(
+    peer_id: &str,
+    signature: &[u8],
+    message: &[u8],
+    refused: &str,
+) -> ContractResult<()> {
     let invalid = |reason: &str| ContractError::Invalid {
         what: "peer id",
         reason: reason.into(),
@@ -157,14 +173,11 @@ fn check_peer_binding(peer_id: &str, signature: &[u8], sender: &Address) -> Cont
         peer_id_ed25519_key(peer_id).ok_or_else(|| invalid("not the peer id of an ed25519 key"))?;
     let signature: [u8; 64] = signature
         .try_into()
-        .map_err(|_| invalid("the binding signature is not 64 bytes"))?;
+        .map_err(|_| invalid("the peer's signature is not 64 bytes"))?;
     let key = ed25519_zebra::VerificationKey::try_from(key)
         .map_err(|_| invalid("the peer id's key is not a valid ed25519 point"))?;
-    key.verify(
-        &ed25519_zebra::Signature::from(signature),
-        &peer_binding_message(sender),
-    )
-    .map_err(|_| invalid("the peer id's key did not sign this account's binding"))
+    key.verify(&ed25519_zebra::Signature::from(signature), message)
+        .map_err(|_| invalid(refused))
 }
 
 /// Registers `sender`, bonding `bond` more stake first; its total stake must reach the role's
