@@ -95,6 +95,17 @@ pub enum Call {
         unit: UnitId,
         secret: Hash32,
     },
+    /// A data provider's deposit for its uploads to the node `node` (a peer id): the node keeps
+    /// what the deposit allows ([`crate::datasets::deposit_for_uploads`]).
+    DepositForUploads {
+        node: String,
+        amount: Amount,
+    },
+    /// Takes back the deposit at the node serving `dataset`, once that dataset of the sender's
+    /// was used by a certified unit.
+    ReclaimUploadDeposit {
+        dataset: crate::types::DatasetId,
+    },
 }
 
 impl Call {
@@ -117,13 +128,15 @@ impl Call {
             Call::Dispute { .. } => "dispute",
             Call::SealPlant { .. } => "seal_plant",
             Call::OpenPlant { .. } => "open_plant",
+            Call::DepositForUploads { .. } => "deposit_for_uploads",
+            Call::ReclaimUploadDeposit { .. } => "reclaim_upload_deposit",
             Call::Propose { .. } => "propose",
             Call::Vote { .. } => "vote",
         }
     }
 
     /// Number of call kinds (for decoding: a kind at or above it is unknown).
-    pub const KINDS: u32 = 18;
+    pub const KINDS: u32 = 20;
 }
 
 /// Runs one call for `sender`. On error the caller discards everything the call wrote.
@@ -181,6 +194,12 @@ pub fn execute(
         Call::DeregisterWorker => workers::deregister(state, sender, &mut events)?,
         Call::AttachDataset { spec } => {
             datasets::attach(state, ctx, sender, spec, &mut events)?;
+        }
+        Call::DepositForUploads { node, amount } => {
+            datasets::deposit_for_uploads(state, sender, node, amount, &mut events)?;
+        }
+        Call::ReclaimUploadDeposit { dataset } => {
+            datasets::reclaim_upload_deposit(state, sender, dataset, &mut events)?;
         }
         Call::SubmitJob { spec } => {
             jobs::submit(state, ctx, sender, spec, &mut events)?;

@@ -165,3 +165,87 @@ pub fn attach(
     });
     Ok(id)
 }
+
+/// A provider's deposit for its uploads to one node: the node keeps what it allows (the
+/// gateway's quota), and the provider takes it back once a dataset it attached, served by that
+/// node, was used. Uploads nobody uses cost their uploader the deposit, held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadDeposit {
+    pub provider: Address,
+    pub node: String,
+    pub amount: Amount,
+}
+
+/// What `provider` holds as deposit for its uploads to `node`.
+pub fn upload_deposit(
+    state: &(impl State + ?Sized),
+    provider: &Address,
+    node: &str,
+) -> ContractResult<Amount> {
+    Ok(state
+        .read::<UploadDeposit>(&keys::upload_deposit(provider, node))?
+        .map_or(Amount::ZERO, |d| d.amount))
+}
+
+/// Moves `amount` of the sender's balance into its deposit for uploads to `node`.
+pub fn deposit_for_uploads(
+    state: &mut (impl State + ?Sized),
+    sender: Address,
+    node: String,
+    amount: Amount,
+    events: &mut Events,
+) -> ContractResult<()> {
+    if amount.is_zero() {
+        return Err(invalid("a deposit of 0"));
+    }
+    if node.is_empty() || node.len() > PEER_ID_BYTES_MAX {
+        return Err(invalid("the node's peer id must be 1 to 128 bytes"));
+    }
+    crate::accounts::debit(state, &sender, amount)?;
+    let held = upload_deposit(state, &sender, &node)?.checked_add(amount)?;
+    state.write(
+        keys::upload_deposit(&sender, &node),
+        &UploadDeposit {
+            provider: sender,
+            node: node.clone(),
+            amount: held,
+        },
+    );
+    events.push(Event::UploadDeposit {
+        provider: sender,
+        node,
+        held,
+    });
+    Ok(())
+}
+
+/// Returns the sender's deposit at the node serving `dataset`, once that dataset (the sender's)
+/// was used by a certified unit.
+pub fn reclaim_upload_deposit(
+    state: &mut (impl State + ?Sized),
+    sender: Address,
+    dataset: DatasetId,
+    events: &mut Events,
+) -> ContractResult<Amount> {
+    let d = load(state, dataset)?;
+    if d.provider != sender {
+        return Err(invalid("not the sender's dataset"));
+    }
+    if d.uses == 0 {
+        return Err(invalid(
+            "the dataset was not used yet: the deposit comes back once it is",
+        ));
+    }
+    let amount = upload_deposit(state, &sender, &d.spec.peer_id)?;
+    if amount.is_zero() {
+        return Err(invalid("no deposit at this dataset's node"));
+    }
+    state.delete(&keys::upload_deposit(&sender, &d.spec.peer_id));
+    crate::accounts::credit(state, &sender, amount)?;
+    events.push(Event::UploadDeposit {
+        provider: sender,
+        node: d.spec.peer_id,
+        held: Amount::ZERO,
+    });
+    Ok(amount)
+}

@@ -117,6 +117,12 @@ pub enum Event {
         dataset: DatasetId,
         provider: Address,
     },
+    /// A provider's deposit for its uploads to `node` is now `held`.
+    UploadDeposit {
+        provider: Address,
+        node: String,
+        held: Amount,
+    },
     JobSubmitted {
         job: JobId,
         owner: Address,

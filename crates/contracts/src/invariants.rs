@@ -67,6 +67,9 @@ pub fn check<'a>(
             if p.state == ProposalState::Voting {
                 h.deposits.0 += p.deposit.0;
             }
+        } else if k.starts_with(b"upload-deposit/") {
+            let d: crate::datasets::UploadDeposit = decode(k, v)?;
+            h.deposits.0 += d.amount.0;
         } else if k == keys::SUPPLY {
             supply = Some(decode(k, v)?);
         }

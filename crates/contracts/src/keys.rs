@@ -40,6 +40,13 @@ pub fn dataset_root(root: &crate::types::Hash32) -> Vec<u8> {
     with(b"dataset-root/", &root.0)
 }
 
+/// A provider's deposit for its uploads to one node (by the BLAKE3 of the node's peer id).
+pub fn upload_deposit(provider: &Address, node: &str) -> Vec<u8> {
+    let mut k = with(b"upload-deposit/", &provider.0);
+    k.extend_from_slice(blake3::hash(node.as_bytes()).as_bytes());
+    k
+}
+
 pub fn job(id: JobId) -> Vec<u8> {
     with(b"job/", &id.0.to_be_bytes())
 }

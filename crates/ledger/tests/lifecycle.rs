@@ -106,6 +106,59 @@ fn dataset_spec(provider: &AccountKey) -> DatasetSpec {
     }
 }
 
+/// The attack: filling a node's upload quota with junk for free. Uploads are bounded by a deposit
+/// held on the ledger, which comes back only once a dataset of the depositor, served by that
+/// node, was used; junk nobody uses keeps its deposit locked.
+#[test]
+fn an_upload_deposit_comes_back_only_once_the_dataset_is_used() {
+    let mut w = world(Params::default());
+    let provider = w.provider.clone();
+    let node = dataset_spec(&provider).peer_id;
+    let deposit = Amount::from_train(5);
+    let before = w.net.balance(&provider.address());
+    w.net.ok(
+        &provider,
+        Call::DepositForUploads {
+            node: node.clone(),
+            amount: deposit,
+        },
+    );
+    assert_eq!(
+        w.net.balance(&provider.address()),
+        Amount(before.0 - deposit.0 - common::FEE.0)
+    );
+    let reclaim = Call::ReclaimUploadDeposit {
+        dataset: DatasetId(1),
+    };
+    let refused = w.net.call(&provider, reclaim.clone()).unwrap_err().message;
+    assert!(refused.contains("not used yet"), "{refused}");
+    let researcher = w.researcher.clone();
+    let refused = w
+        .net
+        .call(&researcher, reclaim.clone())
+        .unwrap_err()
+        .message;
+    assert!(refused.contains("not the sender's"), "{refused}");
+    // A job certifies a unit on the dataset: the deposit comes back, once.
+    let deadline = w.net.time_ms + 3_600_000;
+    w.net.ok(
+        &researcher,
+        Call::SubmitJob {
+            spec: job_spec(deadline, 1),
+        },
+    );
+    w.run_unit(JobId(1), 0, 960_000, true);
+    let before = w.net.balance(&provider.address());
+    w.net.ok(&provider, reclaim.clone());
+    assert_eq!(
+        w.net.balance(&provider.address()),
+        Amount(before.0 + deposit.0 - common::FEE.0)
+    );
+    let refused = w.net.call(&provider, reclaim).unwrap_err().message;
+    assert!(refused.contains("no deposit"), "{refused}");
+    w.net.check();
+}
+
 /// The attack: an account attaches another provider's dataset — its shards root, its serving
 /// peer — at a lower price, to collect the data fees while the real provider serves the data;
 /// or front-runs the provider's own attachment. Refused: the serving peer's signature binds the

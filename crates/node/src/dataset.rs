@@ -292,6 +292,13 @@ pub fn submit_and_wait(
     }
 }
 
+/// The deposit (whole TRAIN) that lets a node keep `bytes` of a provider's uploads, with a
+/// shard's worth of room for the manifest.
+pub fn upload_deposit_train(bytes: u64) -> u64 {
+    let per_train = crate::uploads::UPLOAD_BYTES_PER_TRAIN;
+    (bytes + crate::uploads::SHARD_UPLOAD_BYTES_MAX as u64).div_ceil(per_train)
+}
+
 /// Uploads the shards and manifest of `args.dir`, signs and submits `AttachDataset`, and waits
 /// for it to execute; returns a JSON summary with the dataset's id.
 pub fn attach(args: &AttachArgs) -> anyhow::Result<serde_json::Value> {
@@ -311,6 +318,22 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<serde_json::Value> {
         .as_str()
         .context("status lacks chain_id")?
         .to_string();
+    // The node keeps what the provider's deposit for it allows: deposit for these uploads.
+    let node = status["peer_id"]
+        .as_str()
+        .context("status lacks the node's peer_id")?
+        .to_string();
+    let mut bytes = 0u64;
+    for hex in manifest.train.iter().chain(&manifest.heldout) {
+        bytes += read_shard(&args.dir, hex)?.len() as u64;
+    }
+    let amount = Amount::from_train(upload_deposit_train(bytes));
+    submit_and_wait(
+        &args.gateway,
+        &key,
+        Call::DepositForUploads { node, amount },
+        Duration::from_secs(args.timeout_s),
+    )?;
     for (split, list) in [("train", &manifest.train), ("heldout", &manifest.heldout)] {
         for hex in list {
             let bytes = read_shard(&args.dir, hex)?;

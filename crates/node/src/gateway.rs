@@ -242,6 +242,7 @@ async fn status(g: web::Data<Gateway>) -> ApiResult {
         "next_index": next_index,
         "state_root": root,
         "min_fee": min_fee,
+        "peer_id": g.uploads.peer_id(),
         "consensus": consensus,
     })))
 }
@@ -722,19 +723,22 @@ async fn upload_shard(
         }
         bytes.extend_from_slice(&chunk);
     }
-    // Signed by its provider, who must hold the balance its uploads here are counted against.
+    // Signed by its provider, whose deposit for this node (on the ledger: `DepositForUploads`)
+    // bounds what it keeps here.
     let hash = *blake3::hash(&bytes).as_bytes();
     let provider = signed_by(&req, |t| upload_request_message(&g.chain_id, &hash, t))?;
-    let balance = g
+    let deposit = g
         .ledger
         .read()
         .expect("ledger lock")
-        .account(&provider)
+        .read::<trainmesh_contracts::datasets::UploadDeposit>(&state_keys::upload_deposit(
+            &provider,
+            g.uploads.peer_id(),
+        ))
         .map_err(ApiError::internal)?
-        .balance;
+        .map_or(0, |d| d.amount.0);
     let per_train = u128::from(crate::uploads::UPLOAD_BYTES_PER_TRAIN);
-    let allowed = (balance.0.saturating_mul(per_train)
-        / trainmesh_contracts::types::UNITS_PER_TRAIN)
+    let allowed = (deposit.saturating_mul(per_train) / trainmesh_contracts::types::UNITS_PER_TRAIN)
         .min(u128::from(u64::MAX)) as u64;
     let split = q.split;
     let gateway = g.clone();

@@ -10,8 +10,9 @@
 //! can attach another's upload as its own. Manifests count against the node's quota.
 //!
 //! Shard uploads are signed too (the gateway checks the signature): each shard belongs to its
-//! first uploader, who may keep at most `UPLOAD_BYTES_PER_TRAIN` per TRAIN of its balance (and
-//! `PROVIDER_UPLOAD_BYTES_MAX` in all) here, and a manifest lists only its provider's shards.
+//! first uploader, who may keep at most `UPLOAD_BYTES_PER_TRAIN` per TRAIN of its deposit for this
+//! node on the ledger (`Call::DepositForUploads`; `PROVIDER_UPLOAD_BYTES_MAX` in all) here, and a
+//! manifest lists only its provider's shards.
 //! Whatever no attached dataset uses `UPLOAD_TTL_MS` after its upload is deleted
 //! ([`Uploads::sweep`]).
 //!
@@ -33,8 +34,9 @@ use trainmesh_gpu::hash::{merkle_root, Hash32};
 pub const SHARD_UPLOAD_BYTES_MAX: usize = 4 << 20;
 /// What one node keeps of uploads, at most.
 pub const UPLOADS_BYTES_MAX: u64 = 512 << 20;
-/// What one provider may keep on a node, at most, and per TRAIN of its balance (a provider
-/// without funds uploads nothing: junk costs its uploader).
+/// What one provider may keep on a node, at most, and per TRAIN of its deposit for that node (a
+/// provider without a deposit uploads nothing: junk costs its uploader the deposit, which comes
+/// back only once a dataset it attached there is used).
 pub const PROVIDER_UPLOAD_BYTES_MAX: u64 = 128 << 20;
 pub const UPLOAD_BYTES_PER_TRAIN: u64 = 16 << 20;
 /// How long an upload may wait for a dataset on the ledger to use it; then it is deleted.
@@ -114,7 +116,7 @@ pub enum UploadError {
     UnknownShard(String),
     #[error("these shards were claimed on this node by provider {0}")]
     Claimed(String),
-    #[error("this provider would keep {needed} bytes here; its balance allows {allowed}")]
+    #[error("this provider would keep {needed} bytes here; its upload deposit allows {allowed}")]
     QuotaExceeded { needed: u64, allowed: u64 },
     #[error("{0}")]
     BadSignature(String),
@@ -345,6 +347,11 @@ impl Uploads {
         self.blobs
             .put(BlobKind::Shard, hash.0, bytes, split.audience());
         Ok((info, true))
+    }
+
+    /// The peer id this node serves uploads under (what deposits name).
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
     }
 
     /// How many shards this node keeps of uploads.
@@ -804,10 +811,10 @@ mod tests {
         );
     }
 
-    /// Junk uploads cost their uploader: at most its balance's allowance is kept, and whatever
+    /// Junk uploads cost their uploader: at most its deposit's allowance is kept, and whatever
     /// no attached dataset uses within the time-to-live is deleted (files, serving, quota).
     #[test]
-    fn uploads_are_bounded_by_the_uploaders_balance_and_expire_unused() {
+    fn uploads_are_bounded_by_the_uploaders_deposit_and_expire_unused() {
         let dir = tempfile::tempdir().unwrap();
         let (u, blobs) = open(dir.path());
         let junk = address_of([3; 32]);

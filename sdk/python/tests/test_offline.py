@@ -21,6 +21,7 @@ from trainmesh import (
     ChecksumMismatch,
     Client,
     Conflict,
+    DepositForUploads,
     InsufficientBalance,
     InvalidSignature,
     Forbidden,
@@ -606,7 +607,7 @@ def test_attach_dataset_checks_what_the_node_says(gateway: FakeGateway) -> None:
         return 201, {}, json.dumps(reply).encode()
 
     gateway.routes[("POST", "/v1/datasets/manifests")] = manifest
-    gateway.json("GET", "/v1/status", {"chain_id": "c", "height": 1})
+    gateway.json("GET", "/v1/status", {"chain_id": "c", "height": 1, "peer_id": "12D3KooWpeer"})
     gateway.json("GET", f"/v1/accounts/{key.address_hex}", {"account": {"nonce": 0}})
     gateway.json("POST", "/v1/transactions", {"tx_hash": "aa" * 32}, status=202)
     receipt = {
@@ -620,13 +621,17 @@ def test_attach_dataset_checks_what_the_node_says(gateway: FakeGateway) -> None:
     client = Client(gateway.url)
     got = client.attach_dataset(key, train, held, name="digits", samples_per_shard=128)
     assert got == 5
-    # The node's binding goes into the spec as it came.
-    attach = bytes.fromhex(
-        json.loads(next(b for m, p, b in gateway.requests if p == "/v1/transactions"))[
-            "transaction"
-        ]
-    )
-    assert bytes([64]) + b"\xab" * 64 in attach
+    # First a deposit for the uploads at this node, then the attachment, with the node's
+    # binding in the spec as it came.
+    sent_txs = [
+        bytes.fromhex(json.loads(b)["transaction"])
+        for m, p, b in gateway.requests
+        if p == "/v1/transactions"
+    ]
+    assert len(sent_txs) == 2
+    assert DepositForUploads("12D3KooWpeer", 1 * 10**9).encode()[:1] in sent_txs[0]
+    assert b"12D3KooWpeer" in sent_txs[0]
+    assert bytes([64]) + b"\xab" * 64 in sent_txs[1]
     assert len(stored["train"]) == 3 and len(stored["heldout"]) == 1
     assert sizes == [20 + 128 * (64 * 4 + 1)] * 2 + [20 + 44 * (64 * 4 + 1)]
 
@@ -647,7 +652,8 @@ def test_attach_dataset_checks_what_the_node_says(gateway: FakeGateway) -> None:
     sent = sum(1 for m, p, _ in gateway.requests if p == "/v1/transactions")
     with pytest.raises(ChecksumMismatch, match="shards_root"):
         client.attach_dataset(key, train, held, name="digits", samples_per_shard=128)
-    assert sum(1 for m, p, _ in gateway.requests if p == "/v1/transactions") == sent
+    # Only the deposit (before the uploads) went out; no attachment was signed.
+    assert sum(1 for m, p, _ in gateway.requests if p == "/v1/transactions") == sent + 1
 
 
 def test_wrong_key_for_an_explicit_nonce_is_not_retried(gateway: FakeGateway) -> None:

@@ -38,6 +38,7 @@ from .encoding import (
     Call,
     MIN_FEE_DEFAULT,
     DatasetSpec,
+    DepositForUploads,
     HyperParams,
     JobSpec,
     Metric,
@@ -72,6 +73,8 @@ Samples = Tuple[Any, Any]
 
 #: Base units per TRAIN.
 BASE_UNITS_PER_TRAIN = 10**9
+#: What a node keeps of a provider's uploads per TRAIN of its deposit for that node.
+UPLOAD_BYTES_PER_TRAIN = 16 << 20
 #: Job states after which nothing changes.
 FINAL_STATES = ("Completed", "Exhausted", "Expired")
 #: How many times a transaction whose nonce was taken meanwhile is re-signed and resent.
@@ -644,6 +647,12 @@ class Client:
         features = int(_rows_width(xt))
         if int(_rows_width(xh)) != features:
             raise ValueError("train and held-out samples have different widths")
+        # The node keeps what this provider's deposit for it allows: deposit for these uploads
+        # (it comes back once the dataset is used: ``reclaim_upload_deposit``).
+        node = str(self.status()["peer_id"])
+        total = sum(len(s) for s in train_shards) + sum(len(s) for s in heldout_shards)
+        deposit = -(-(total + UPLOAD_BYTES_MAX) // UPLOAD_BYTES_PER_TRAIN) * BASE_UNITS_PER_TRAIN
+        self.execute(key, DepositForUploads(node, deposit), fee=fee, nonce=nonce, timeout=timeout)
         hashes: Dict[str, List[str]] = {"train": [], "heldout": []}
         for split, shards in (("train", train_shards), ("heldout", heldout_shards)):
             for shard in shards:
@@ -684,7 +693,8 @@ class Client:
             peer_id=str(m["peer_id"]),
             peer_signature=bytes.fromhex(str(m.get("peer_signature", ""))),
         )
-        receipt = self.execute(key, AttachDataset(spec), fee=fee, nonce=nonce, timeout=timeout)
+        after = None if nonce is None else nonce + 1
+        receipt = self.execute(key, AttachDataset(spec), fee=fee, nonce=after, timeout=timeout)
         attached = _event(receipt, "DatasetAttached")
         if attached is None:
             raise TrainmeshError(f"no DatasetAttached event in the receipt: {receipt!r}")

@@ -39,6 +39,7 @@ U128_MAX = (1 << 128) - 1
 KIND_TRANSFER = 0
 KIND_ATTACH_DATASET = 8
 KIND_SUBMIT_JOB = 9
+KIND_DEPOSIT_FOR_UPLOADS = 18
 
 #: Metrics and rates on the ledger are parts per million.
 PPM = 1_000_000
@@ -139,6 +140,24 @@ class Transfer:
     def to_json(self) -> Dict[str, Any]:
         """The call as the nodes write it in JSON (serde's externally tagged enum)."""
         return {"Transfer": {"to": self.to.hex(), "amount": str(self.amount)}}
+
+
+@dataclass(frozen=True)
+class DepositForUploads:
+    """``Call::DepositForUploads { node, amount }``: ``amount`` base units of the sender's
+    balance held as its deposit for uploads to the node of peer id ``node`` (the node keeps
+    16 MiB per TRAIN of it; it comes back once a dataset the sender attached there is used)."""
+
+    node: str
+    amount: int
+
+    KIND = KIND_DEPOSIT_FOR_UPLOADS
+
+    def encode(self) -> bytes:
+        return BcsWriter().variant(self.KIND).string(self.node).u128(self.amount).finish()
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"DepositForUploads": {"node": self.node, "amount": str(self.amount)}}
 
 
 class Optimizer(IntEnum):
@@ -380,7 +399,7 @@ class SubmitJob:
         return {"SubmitJob": {"spec": self.spec.to_json()}}
 
 
-Call = Union[Transfer, AttachDataset, SubmitJob]
+Call = Union[Transfer, AttachDataset, SubmitJob, DepositForUploads]
 
 
 def call_from_json(j: Mapping[str, Any]) -> Call:
@@ -394,6 +413,8 @@ def call_from_json(j: Mapping[str, Any]) -> Call:
         return AttachDataset(DatasetSpec.from_json(body["spec"]))
     if name == "SubmitJob":
         return SubmitJob(JobSpec.from_json(body["spec"]))
+    if name == "DepositForUploads":
+        return DepositForUploads(str(body["node"]), int(body["amount"]))
     raise ValueError(f"the SDK does not encode {name!r} calls")
 
 
