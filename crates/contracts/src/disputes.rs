@@ -564,6 +564,7 @@ fn settle(
     let mut a = accounts::load(state, &d.trainer)?;
     a.locked = a.locked.saturating_sub(d.bond);
     accounts::store(state, &d.trainer, &a);
+    crate::jobs::trainer_pool_changed(state)?;
     match verdict {
         Verdict::TrainerLoses => {
             for e in &d.accepters {

@@ -259,6 +259,7 @@ pub fn on_batch_end(
                 match result {
                     Ok(()) => {
                         params::store(state, &next);
+                        crate::jobs::trainer_pool_changed(state)?;
                         p.state = ProposalState::Executed;
                         events.push(Event::ProposalExecuted { proposal: id });
                     }

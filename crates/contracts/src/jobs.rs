@@ -546,6 +546,29 @@ fn open_unit(
     Ok(())
 }
 
+/// When waiting units are drawn again: `version` moves whenever a trainer may have become
+/// drawable (it registered, came back alive, bonded, had collateral or a bond released, or the
+/// parameters changed); the end of a batch draws the waiting units only when it moved since the
+/// last draw (`drawn`). Nothing else makes a waiting unit takeable: time only takes liveness away.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolVersion {
+    pub version: u64,
+    pub drawn: u64,
+}
+
+fn pool_version(state: &(impl State + ?Sized)) -> ContractResult<PoolVersion> {
+    Ok(state.read(keys::TRAINER_POOL)?.unwrap_or_default())
+}
+
+/// Something that can make a trainer drawable changed: waiting units are drawn again at the end
+/// of the batch.
+pub fn trainer_pool_changed(state: &mut (impl State + ?Sized)) -> ContractResult<()> {
+    let mut v = pool_version(state)?;
+    v.version += 1;
+    state.write(keys::TRAINER_POOL.to_vec(), &v);
+    Ok(())
+}
+
 /// A live worker of a role whose stake meets the role's minimum, with what a draw filters and
 /// weighs it by.
 #[derive(Clone, Debug)]
@@ -742,6 +765,7 @@ fn release_trainer(state: &mut (impl State + ?Sized), unit: &mut Unit) -> Contra
         account.locked = account.locked.saturating_sub(unit.collateral);
         accounts::store(state, &t, &account);
         workers::adjust_open_units(state, &t, -1)?;
+        trainer_pool_changed(state)?;
     }
     unit.collateral = Amount::ZERO;
     Ok(())
@@ -1404,6 +1428,7 @@ fn finish(
                 let mut a = accounts::load(state, &d.trainer)?;
                 a.locked = a.locked.saturating_sub(d.bond);
                 accounts::store(state, &d.trainer, &a);
+                trainer_pool_changed(state)?;
             }
             release_trainer(state, &mut unit)?;
             release_evaluators(state, &unit)?;
@@ -1587,9 +1612,14 @@ pub fn on_batch_end(
         store_unit(state, &unit);
         store_job(state, &job);
     }
-    if waiting.is_empty() {
+    // Nothing that could make a trainer drawable happened since the last draw: the waiting
+    // units would wait again. No scan at all.
+    let mut version = pool_version(state)?;
+    if waiting.is_empty() || version.drawn == version.version {
         return Ok(());
     }
+    version.drawn = version.version;
+    state.write(keys::TRAINER_POOL.to_vec(), &version);
     let mut trainers = pool(state, ctx, Role::Trainer, &p)?;
     for id in waiting {
         let job = load_job(state, id)?;

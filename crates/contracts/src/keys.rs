@@ -10,6 +10,8 @@ pub const COUNTERS: &[u8] = b"counters";
 pub const VALIDATORS: &[u8] = b"validators";
 pub const WORKERS: &[u8] = b"workers";
 pub const ACTIVE_JOBS: &[u8] = b"jobs/active";
+/// `PoolVersion`: bumped whenever a trainer may have become drawable.
+pub const TRAINER_POOL: &[u8] = b"jobs/trainer-pool";
 pub const OPEN_PROPOSALS: &[u8] = b"gov/open";
 
 fn with(prefix: &[u8], suffix: &[u8]) -> Vec<u8> {

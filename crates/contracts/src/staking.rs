@@ -51,6 +51,7 @@ pub fn bond(
     }
     a.balance = a.balance.checked_sub(amount)?;
     a.stake = a.stake.checked_add(amount)?;
+    crate::jobs::trainer_pool_changed(state)?;
     accounts::store(state, &who, &a);
     let mut s = accounts::supply(state)?;
     s.staked = s.staked.checked_add(amount)?;

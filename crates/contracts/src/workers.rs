@@ -250,6 +250,7 @@ pub fn register(
         },
     );
     events.push(Event::WorkerRegistered { who: sender, role });
+    crate::jobs::trainer_pool_changed(state)?;
     Ok(())
 }
 
@@ -259,8 +260,12 @@ pub fn heartbeat(
     sender: Address,
 ) -> ContractResult<()> {
     let mut w = load(state, &sender)?.ok_or(ContractError::NotRegistered(sender))?;
+    let revived = !w.is_alive(ctx.time, &crate::params::load(state)?);
     w.last_heartbeat = ctx.time;
     store(state, &w);
+    if revived {
+        crate::jobs::trainer_pool_changed(state)?;
+    }
     Ok(())
 }
 

@@ -51,6 +51,31 @@ fn call(state: &mut MemState, t: &mut u64, sender: Address, c: Call) -> Vec<Even
     execute(state, &ctx(*t), sender, c).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// Registers `a` as a trainer declaring `memory_mb`, its network key bound to its account.
+fn register(state: &mut MemState, t: &mut u64, a: Address, memory_mb: u64) {
+    let key = ed25519_zebra::SigningKey::from(a.0);
+    let public: [u8; 32] = ed25519_zebra::VerificationKey::from(&key).into();
+    let signature: [u8; 64] = key.sign(&workers::peer_binding_message(&a)).into();
+    call(
+        state,
+        t,
+        a,
+        Call::RegisterWorker {
+            role: Role::Trainer,
+            bond: Amount::from_train(500),
+            capability: Capability {
+                adapter: "test".into(),
+                backend: "cpu".into(),
+                memory_mb,
+                gflops: 50,
+                conformance: None,
+            },
+            peer_id: workers::ed25519_peer_id(&public),
+            peer_signature: signature.to_vec(),
+        },
+    );
+}
+
 fn job_spec(memory_mb: u64, deadline: TimestampMs) -> JobSpec {
     JobSpec {
         model: "{\"kind\":\"mlp\"}".into(),
@@ -158,27 +183,7 @@ fn waiting_units_are_drawn_from_one_scan_per_batch() {
     // The trainers come.
     let mut t = 100;
     for a in &trainers {
-        let key = ed25519_zebra::SigningKey::from(a.0);
-        let public: [u8; 32] = ed25519_zebra::VerificationKey::from(&key).into();
-        let signature: [u8; 64] = key.sign(&workers::peer_binding_message(a)).into();
-        call(
-            &mut state,
-            &mut t,
-            *a,
-            Call::RegisterWorker {
-                role: Role::Trainer,
-                bond: Amount::from_train(500),
-                capability: Capability {
-                    adapter: "test".into(),
-                    backend: "cpu".into(),
-                    memory_mb: 1_024,
-                    gflops: 50,
-                    conformance: None,
-                },
-                peer_id: workers::ed25519_peer_id(&public),
-                peer_signature: signature.to_vec(),
-            },
-        );
+        register(&mut state, &mut t, *a, 1_024);
     }
     // One batch end: every waiting unit is tried, from one scan; the takeable ones are drawn,
     // each trainer's collateral locked within its stake.
@@ -202,6 +207,34 @@ fn waiting_units_are_drawn_from_one_scan_per_batch() {
         reads <= TRAINERS as usize + takeable,
         "{reads} worker reads for {waiting} waiting units and {TRAINERS} trainers"
     );
+    // Nothing that could make a trainer drawable happens: the next batch end reads no worker.
+    t += 1;
+    let mut counting = Counting {
+        inner: &mut state,
+        worker_reads: Cell::new(0),
+    };
+    let events = on_batch_end(&mut counting, &ctx(t)).unwrap();
+    assert_eq!(counting.worker_reads.get(), 0, "{events:?}");
+    // A trainer with the memory the others lack registers: the waiting units are drawn again,
+    // and it takes some.
+    let big = address("big-trainer", 0);
+    call(
+        &mut state,
+        &mut t,
+        provider,
+        Call::Transfer {
+            to: big,
+            amount: Amount::from_train(1_000),
+        },
+    );
+    register(&mut state, &mut t, big, 8_192);
+    t += 1;
+    let events = on_batch_end(&mut state, &ctx(t)).unwrap();
+    let taken = events
+        .iter()
+        .filter(|e| matches!(e, Event::UnitAssigned { trainer, .. } if *trainer == big))
+        .count();
+    assert!(taken >= 1, "{events:?}");
     trainmesh_contracts::invariants::check(
         state
             .entries
