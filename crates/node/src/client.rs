@@ -88,6 +88,23 @@ pub fn get(gateway: &str, path: &str) -> anyhow::Result<ureq::Response> {
     )
 }
 
+/// `request` signed by `key` as the gateway's signed routes take it: `X-Trainmesh-Key`,
+/// `X-Trainmesh-Time` (now, ms) and `X-Trainmesh-Signature` of `message(time)`.
+pub fn signed(
+    request: ureq::Request,
+    key: &trainmesh_ledger::AccountKey,
+    message: impl FnOnce(u64) -> Vec<u8>,
+) -> ureq::Request {
+    let time = crate::gateway::wall_clock_ms();
+    request
+        .set("X-Trainmesh-Key", &hex::encode(key.public_key()))
+        .set("X-Trainmesh-Time", &time.to_string())
+        .set(
+            "X-Trainmesh-Signature",
+            &hex::encode(key.sign_message(&message(time))),
+        )
+}
+
 /// A gateway's answer to a request for `url`; an error status becomes its code and message.
 pub fn reply(url: &str, r: Result<ureq::Response, ureq::Error>) -> anyhow::Result<ureq::Response> {
     match r {
@@ -233,23 +250,15 @@ pub fn run(command: JobCommand) -> anyhow::Result<()> {
             let chain_id = chain["chain_id"]
                 .as_str()
                 .context("the status names no chain")?;
-            let time = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_millis() as u64;
-            let message = crate::gateway::weights_request_message(chain_id, JobId(job.id), time);
             let path = format!("/v1/jobs/{}/weights", job.id);
             let url = format!("{}{path}", job.gateway.trim_end_matches('/'));
+            let request = ureq::get(&url).timeout(Duration::from_secs(30));
             let r = reply(
                 &url,
-                ureq::get(&url)
-                    .timeout(Duration::from_secs(30))
-                    .set("X-Trainmesh-Key", &hex::encode(key.public_key()))
-                    .set("X-Trainmesh-Time", &time.to_string())
-                    .set(
-                        "X-Trainmesh-Signature",
-                        &hex::encode(key.sign_message(&message)),
-                    )
-                    .call(),
+                signed(request, &key, |time| {
+                    crate::gateway::weights_request_message(chain_id, JobId(job.id), time)
+                })
+                .call(),
             )?;
             let expected = r
                 .header("X-Checkpoint-Blake3")

@@ -338,26 +338,16 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<serde_json::Value> {
         for hex in list {
             let bytes = read_shard(&args.dir, hex)?;
             let route = format!("/v1/datasets/shards?split={split}");
-            // Signed by the provider: its balance is what its uploads are counted against.
-            let time = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_millis() as u64;
-            let message = crate::gateway::upload_request_message(
-                &chain_id,
-                blake3::hash(&bytes).as_bytes(),
-                time,
-            );
+            // Signed by the provider: its deposit for this node bounds what the node keeps.
+            let request =
+                post(&args.gateway, &route).set("Content-Type", "application/octet-stream");
             let v = reply(
                 &route,
-                post(&args.gateway, &route)
-                    .set("Content-Type", "application/octet-stream")
-                    .set("X-Trainmesh-Key", &hex::encode(key.public_key()))
-                    .set("X-Trainmesh-Time", &time.to_string())
-                    .set(
-                        "X-Trainmesh-Signature",
-                        &hex::encode(key.sign_message(&message)),
-                    )
-                    .send_bytes(&bytes),
+                crate::client::signed(request, &key, |time| {
+                    let shard = blake3::hash(&bytes);
+                    crate::gateway::upload_request_message(&chain_id, shard.as_bytes(), time)
+                })
+                .send_bytes(&bytes),
             )?;
             if v["blake3"].as_str() != Some(hex.as_str()) {
                 bail!("the gateway stored shard {hex} as {}", v["blake3"]);

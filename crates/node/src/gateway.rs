@@ -449,10 +449,7 @@ fn signed_by(
     let time: u64 = time
         .parse()
         .map_err(|_| bad("X-Trainmesh-Time is not a time in ms"))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now = wall_clock_ms();
     if now.abs_diff(time) > SIGNED_REQUEST_SKEW_MS {
         return Err(ApiError::new(
             401,
@@ -680,7 +677,8 @@ pub fn upload_request_message(chain_id: &str, shard: &[u8; 32], time_ms: u64) ->
     m
 }
 
-fn wall_clock_ms() -> u64 {
+/// Now, in ms since the epoch (0 before it).
+pub fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
