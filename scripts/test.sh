@@ -37,6 +37,14 @@ if [ ! -f /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && command -v apt-get >/
   DEBIAN_FRONTEND=noninteractive apt-get install -y mesa-vulkan-drivers
 fi
 
+# A real English corpus for the language-model tests (crates/gpu/tests/language_model.rs): the
+# quotations of Debian's fortunes package, read from /usr/share/games/fortunes.
+if [ ! -d /usr/share/games/fortunes ] && command -v apt-get >/dev/null 2>&1; then
+  step "installing Debian's fortunes (the text corpus of the language-model tests)"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y fortunes
+fi
+
 # The Prometheus server, for the test that scrapes a devnet (crates/node/tests/prometheus.rs).
 if ! command -v prometheus >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   step "installing Prometheus for the metrics test"

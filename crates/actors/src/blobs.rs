@@ -302,6 +302,7 @@ mod tests {
             classes: 2,
             train: vec![Hash32([1; 32]), Hash32([2; 32])],
             heldout: vec![Hash32([3; 32])],
+            tokenizer: None,
         };
         let root = merkle_root(&m.train).0;
         assert!(verify_blob(

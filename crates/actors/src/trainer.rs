@@ -369,7 +369,7 @@ async fn run_unit(
     let budget_ms = crate::work::unit_timeout_ms(&work.ledger);
     let (chain, blobs, metric, trained_on) = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let mut trainer = Trainer::new(&model, hyper, &train)?;
+        let mut trainer = Trainer::new(&model, hyper, &*train)?;
         // The device trains every model kind; without one (or if it cannot take the model's
         // buffers) the unit trains on the CPU executor, with the same bits.
         let mut on_device = match device.as_deref() {

@@ -150,6 +150,7 @@ fn manifest() -> DatasetManifest {
         classes: 3,
         train: vec![Hash32::of(&fixture_shard(1))],
         heldout: vec![Hash32::of(&fixture_shard(2))],
+        tokenizer: None,
     }
 }
 

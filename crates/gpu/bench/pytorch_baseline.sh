@@ -2,6 +2,8 @@
 # The PyTorch CPU baseline for `cargo run --release -p trainmesh-gpu --example bench`.
 #
 #   crates/gpu/bench/pytorch_baseline.sh [--threads 1,2] [--steps 40] [--reps 3] [--probe]
+#   crates/gpu/bench/pytorch_baseline.sh --transformer --dir DIR [--quality] [--speed --threads N]
+#       (pytorch_transformer.py: the transformer reference, see its header)
 #
 # Makes a virtualenv (TRAINMESH_TORCH_VENV, default target/torch-venv in the workspace) with
 # PyTorch's CPU wheel, from PyTorch's own index when it is reachable and from PyPI otherwise, then
@@ -14,7 +16,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
 venv="${TRAINMESH_TORCH_VENV:-$root/target/torch-venv}"
 py="$venv/bin/python"
-if ! "$py" -c 'import torch' >/dev/null 2>&1; then
+if ! "$py" -c 'import torch, numpy, safetensors' >/dev/null 2>&1; then
     if [[ "${TRAINMESH_TORCH_NO_INSTALL:-0}" == 1 ]]; then
         echo "pytorch_baseline: no torch in $venv (run $0 once to install it)" >&2
         exit 3
@@ -26,6 +28,12 @@ if ! "$py" -c 'import torch' >/dev/null 2>&1; then
         echo "pytorch_baseline: PyTorch's CPU index unreachable; installing torch from PyPI" >&2
         "$py" -m pip install -q torch >&2
     fi
+    "$py" -m pip install -q numpy safetensors >&2
+fi
+script="$here/pytorch_baseline.py"
+if [[ "${1:-}" == --transformer ]]; then
+    shift
+    script="$here/pytorch_transformer.py"
 fi
 exec env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_WAIT_POLICY=PASSIVE \
-    "$py" -W ignore "$here/pytorch_baseline.py" "$@"
+    "$py" -W ignore "$script" "$@"

@@ -100,9 +100,10 @@ impl TrainState {
 
     /// Decodes and validates a checkpoint for `model`.
     pub fn decode(bytes: &[u8], model: &Model) -> Result<Self, GpuError> {
-        if bytes.len() > CHECKPOINT_BYTES_MAX {
+        let max = model.checkpoint_bytes_max();
+        if bytes.len() > max {
             return Err(bad(format!(
-                "{} bytes, at most {CHECKPOINT_BYTES_MAX}",
+                "{} bytes, at most {max} for this model",
                 bytes.len()
             )));
         }
@@ -126,14 +127,7 @@ impl TrainState {
             )));
         }
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("safetensors: {e}")))?;
-        let expected_shapes: Vec<Vec<usize>> = model
-            .layers
-            .iter()
-            .flat_map(|l| {
-                let (w, b) = l.param_shapes();
-                [w, b]
-            })
-            .collect();
+        let expected_shapes = model.param_shapes();
         let read = |name: &str, shape: &[usize]| -> Result<Tensor, GpuError> {
             let view = st
                 .tensor(name)

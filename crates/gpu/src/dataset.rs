@@ -212,9 +212,18 @@ pub struct DatasetManifest {
     pub classes: u32,
     pub train: Vec<Hash32>,
     pub heldout: Vec<Hash32>,
+    /// For a text dataset (token shards, `features` 0, `classes` the vocabulary): the tokenizer
+    /// that made the ids (`bytes`, or `bpe:<BLAKE3 of the tokenizer file>`). Absent for samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
 }
 
 impl DatasetManifest {
+    /// Whether this is a text dataset of token shards.
+    pub fn is_text(&self) -> bool {
+        self.tokenizer.is_some()
+    }
+
     /// The dataset's identity: Merkle root over [root of train shards, root of held-out shards].
     pub fn root(&self) -> Hash32 {
         merkle_root(&[merkle_root(&self.train), merkle_root(&self.heldout)])
@@ -252,6 +261,23 @@ impl ShardStore {
         decode_shard(bytes, h)
     }
 
+    /// Fetches and verifies one token shard.
+    pub fn get_tokens(&self, h: &Hash32) -> Result<crate::tokens::Tokens, GpuError> {
+        let bytes = self.blobs.get(h).ok_or_else(|| GpuError::ShardMalformed {
+            reason: format!("shard {h} not found"),
+        })?;
+        crate::tokens::decode_token_shard(bytes, h)
+    }
+
+    /// Fetches, verifies and concatenates the token shards `hashes`, in order.
+    pub fn load_tokens(&self, hashes: &[Hash32]) -> Result<crate::tokens::Tokens, GpuError> {
+        let parts = hashes
+            .iter()
+            .map(|h| self.get_tokens(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        crate::tokens::Tokens::concat(&parts)
+    }
+
     /// Fetches, verifies and concatenates the shards `hashes`, in order.
     pub fn load(&self, hashes: &[Hash32]) -> Result<Samples, GpuError> {
         let parts = hashes
@@ -277,7 +303,11 @@ impl ShardStore {
         for h in hashes {
             let path = dir.join(format!("{h}.shard"));
             let bytes = std::fs::read(&path).map_err(|e| GpuError::io(&path, e))?;
-            decode_shard(&bytes, h)?;
+            if crate::tokens::is_token_shard(&bytes) {
+                crate::tokens::decode_token_shard(&bytes, h)?;
+            } else {
+                decode_shard(&bytes, h)?;
+            }
             store.blobs.insert(*h, bytes);
         }
         Ok(store)
@@ -319,6 +349,7 @@ pub fn shard_dataset(
         classes: samples.classes as u32,
         train,
         heldout,
+        tokenizer: None,
     })
 }
 

@@ -34,16 +34,34 @@ fn flush(x: f32) -> f32 {
     }
 }
 
+/// `a·b + c` rounded once: the instruction when `HW` (a caller compiled with the FMA feature),
+/// [`fma`] in software otherwise. Both are IEEE `fusedMultiplyAdd`: the same bits.
+#[inline(always)]
+fn fma_as<const HW: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if HW {
+        a.mul_add(b, c)
+    } else {
+        fma(a, b, c)
+    }
+}
+
 /// e^x for x clamped to [-87.3, 88.7]; NaN for NaN.
 pub fn exp(x: f32) -> f32 {
+    exp_as::<false>(x)
+}
+
+/// [`exp`] with its fused multiply-adds from the instruction (`HW`, for callers compiled with
+/// the FMA feature) or from software: the same bits either way.
+#[inline(always)]
+pub fn exp_as<const HW: bool>(x: f32) -> f32 {
     if x.is_nan() {
         return f32::NAN;
     }
     let x = x.clamp(EXP_MIN, EXP_MAX);
     // x = n·ln2 + r, |r| ≤ ln2/2 (n in -126..=128).
     let n = (x * LOG2_E + 0.5).floor();
-    let r = fma(-n, LN2_HI, x);
-    let r = fma(-n, LN2_LO, r);
+    let r = fma_as::<HW>(-n, LN2_HI, x);
+    let r = fma_as::<HW>(-n, LN2_LO, r);
     // Taylor to r^7: the truncation is below 6e-9 relative on |r| ≤ 0.347.
     let mut p = 1.0 / 5040.0;
     for c in [
@@ -55,7 +73,7 @@ pub fn exp(x: f32) -> f32 {
         1.0,
         1.0,
     ] {
-        p = fma(p, r, c);
+        p = fma_as::<HW>(p, r, c);
     }
     let n = n as i32;
     let n1 = n.min(127);
@@ -96,6 +114,12 @@ pub fn ln(x: f32) -> f32 {
 
 /// tanh x: an odd Taylor polynomial below |x| = 0.5, (1 − e)/(1 + e) with e = exp(−2|x|) above.
 pub fn tanh(x: f32) -> f32 {
+    tanh_as::<false>(x)
+}
+
+/// [`tanh`] with hardware or software fused multiply-adds (see [`exp_as`]).
+#[inline(always)]
+pub fn tanh_as<const HW: bool>(x: f32) -> f32 {
     let a = x.abs();
     let t = if a < 0.5 {
         // tanh a = a + a³·P(a²), P to the a^15 term: below 1e-8 relative at a = 0.5.
@@ -109,11 +133,11 @@ pub fn tanh(x: f32) -> f32 {
             2.0 / 15.0,
             -1.0 / 3.0,
         ] {
-            p = fma(p, z, c);
+            p = fma_as::<HW>(p, z, c);
         }
-        fma(a * z, p, a)
+        fma_as::<HW>(a * z, p, a)
     } else if a < 9.0 {
-        let e = exp(-2.0 * a);
+        let e = exp_as::<HW>(-2.0 * a);
         (1.0 - e) / (1.0 + e)
     } else {
         1.0
@@ -157,6 +181,27 @@ pub fn fma(a: f32, b: f32, c: f32) -> f32 {
         s
     };
     odd as f32
+}
+
+/// cos(π·p) for p in [0, 1] (clamped), in f64: reflected to [0, ½] (cos(π·p) = −cos(π·(1 − p)))
+/// and summed as a Taylor series to x²⁰ (truncation below 1e-15 on [0, π/2]) by Horner's rule,
+/// every operation a correctly rounded one, so every machine gets the same bits.
+pub fn cos_pi(p: f64) -> f64 {
+    let p = p.clamp(0.0, 1.0);
+    let (p, sign) = if p > 0.5 { (1.0 - p, -1.0) } else { (p, 1.0) };
+    let x = std::f64::consts::PI * p;
+    let z = x * x;
+    // Σ (−1)^n z^n/(2n)! for n = 0..=10, innermost first.
+    let mut acc = 0.0f64;
+    for n in (0..=10u32).rev() {
+        let mut fact = 1.0f64;
+        for k in 1..=(2 * n) {
+            fact *= f64::from(k);
+        }
+        let c = if n % 2 == 0 { 1.0 / fact } else { -1.0 / fact };
+        acc = acc * z + c;
+    }
+    sign * acc
 }
 
 /// base^n by squaring, in a fixed order of multiplications.
@@ -213,9 +258,29 @@ mod tests {
             );
             v += 0.0037;
         }
+        // The instruction's fused multiply-adds give the software's bits.
+        let mut w = -90.0f32;
+        while w < 90.0 {
+            assert_eq!(exp_as::<true>(w).to_bits(), exp(w).to_bits(), "exp({w})");
+            assert_eq!(
+                tanh_as::<true>(w / 8.0).to_bits(),
+                tanh(w / 8.0).to_bits(),
+                "tanh({w})"
+            );
+            w += 0.000_731;
+        }
         assert_eq!(tanh(0.0), 0.0);
         assert_eq!(tanh(-0.0).to_bits(), (-0.0f32).to_bits());
         assert_eq!(powu(2.0, 10), 1024.0);
+        for i in 0..=1000 {
+            let p = f64::from(i) / 1000.0;
+            assert!(
+                (cos_pi(p) - (std::f64::consts::PI * p).cos()).abs() < 1e-14,
+                "cos_pi({p})"
+            );
+        }
+        assert_eq!(cos_pi(0.0), 1.0);
+        assert_eq!(cos_pi(1.0), -1.0);
         assert_eq!(powu(0.5, 0), 1.0);
         assert!((powu(0.999, 1000) - 0.999f64.powf(1000.0)).abs() < 1e-12);
     }

@@ -127,6 +127,12 @@ impl<'a> GpuTrainer<'a> {
         data: &'a Samples,
     ) -> Result<Self, GpuError> {
         hyper.validate()?;
+        if model.is_transformer() || matches!(hyper.optimizer, Optimizer::AdamW { .. }) {
+            return Err(GpuError::DeviceFailed {
+                reason: "transformers and AdamW train on the CPU executor (no device kernels yet)"
+                    .into(),
+            });
+        }
         if data.features != model.input || data.classes != model.classes {
             return Err(GpuError::ShapeMismatch {
                 reason: format!(
@@ -362,6 +368,7 @@ impl<'a> GpuTrainer<'a> {
                 let c2 = (1.0 - crate::detmath::powu(f64::from(beta2), t)) as f32;
                 (2, lr, beta1, beta2, eps, c1, c2)
             }
+            Optimizer::AdamW { .. } => unreachable!("refused by GpuTrainer::new"),
         };
         [
             mode,

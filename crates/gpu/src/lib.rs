@@ -12,14 +12,19 @@
 //! - [`hash`] — BLAKE3 content hashes, Merkle roots and proofs.
 //! - [`dataset`] — the shard format, content-addressed shard store, train/held-out split.
 //! - [`import`] — importers for the UCI digits (CSV) and Fashion-MNIST (IDX).
-//! - [`spec`] — the declarative model spec (logistic, MLP, CNN) and its bounds.
+//! - [`spec`] — the declarative model spec (logistic, MLP, CNN, transformer) and its bounds.
+//! - [`tokens`] — text datasets: token-id shards, the byte tokenizer, training windows, the
+//!   fortunes corpus.
 //! - [`detmath`] — exp/ln/tanh/sigmoid as fixed sequences of f32 operations (bit-identical on
 //!   every platform, and on devices through `kernels/exact.wgsl`).
 //! - [`executor`] — the deterministic reference executor: forward, loss, gradients.
+//! - [`transformer`] — the decoder-only transformer on the executor's rules: forward pass,
+//!   next-token loss and gradients (`docs/design/training.md`).
 //! - [`gemm`] — the executor's packed, cache- and register-blocked matmul with a fixed summation
 //!   order of fused multiply-adds (AVX-512, AVX2 + FMA and portable kernels chosen at run time,
 //!   exact software FMA where the CPU has none: the same bits on every machine).
-//! - [`optim`] — hyper-parameters, seeded init and data order, SGD and Adam.
+//! - [`optim`] — hyper-parameters, seeded init and data order, SGD, Adam and AdamW (warm-up,
+//!   cosine decay, global-norm clipping).
 //! - [`checkpoint`] — training state as canonical safetensors, hashed with BLAKE3.
 //! - [`train`] — the trainer, work units and checkpoint chains (with sparse retention and a
 //!   recomputing chain server), held-out evaluation.
@@ -45,7 +50,9 @@ pub mod hash;
 pub mod import;
 pub mod optim;
 pub mod spec;
+pub mod tokens;
 pub mod train;
+pub mod transformer;
 pub mod verify;
 
 pub use error::GpuError;

@@ -26,6 +26,22 @@ pub enum Optimizer {
         beta2: f32,
         eps: f32,
     },
+    /// AdamW (Loshchilov & Hutter): Adam with decoupled weight decay on every tensor of rank 2
+    /// or more, a learning rate that warms up linearly over `warmup_steps` and then follows a
+    /// cosine from `lr` down to `min_lr` at `decay_steps`, and gradients clipped to a global L2
+    /// norm of `clip_norm` (0: no clipping). See [`lr_at`] and [`grad_norm`].
+    #[serde(rename = "adamw")]
+    AdamW {
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+        warmup_steps: u64,
+        decay_steps: u64,
+        min_lr: f32,
+        clip_norm: f32,
+    },
 }
 
 /// What, besides the model and the data, determines training.
@@ -47,6 +63,39 @@ impl HyperParams {
             ));
         }
         let lr = match self.optimizer {
+            Optimizer::AdamW {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                warmup_steps,
+                decay_steps,
+                min_lr,
+                clip_norm,
+            } => {
+                if !(0.0..1.0).contains(&beta1) || !(0.0..1.0).contains(&beta2) {
+                    return bad(format!("betas ({beta1}, {beta2}) must be in [0, 1)"));
+                }
+                if !(eps > 0.0 && eps < 1.0) {
+                    return bad(format!("eps = {eps}, must be in (0, 1)"));
+                }
+                if !(0.0..1.0).contains(&weight_decay) {
+                    return bad(format!("weight_decay = {weight_decay}, must be in [0, 1)"));
+                }
+                if !(0.0..=lr).contains(&min_lr) {
+                    return bad(format!("min_lr = {min_lr}, must be in [0, lr]"));
+                }
+                if !(0.0..=1e6).contains(&clip_norm) {
+                    return bad(format!("clip_norm = {clip_norm}, must be in [0, 1e6]"));
+                }
+                if warmup_steps > decay_steps || decay_steps > 1 << 40 {
+                    return bad(format!(
+                        "warmup_steps = {warmup_steps} must not exceed decay_steps = {decay_steps} (at most 2^40)"
+                    ));
+                }
+                lr
+            }
             Optimizer::Sgd { lr, momentum } => {
                 if !(0.0..1.0).contains(&momentum) {
                     return bad(format!("momentum = {momentum}, must be in [0, 1)"));
@@ -79,8 +128,65 @@ impl HyperParams {
         match self.optimizer {
             Optimizer::Sgd { momentum: 0.0, .. } => 0,
             Optimizer::Sgd { .. } => 1,
-            Optimizer::Adam { .. } => 2,
+            Optimizer::Adam { .. } | Optimizer::AdamW { .. } => 2,
         }
+    }
+}
+
+/// The learning rate of the update after `step` updates under AdamW's schedule: `lr·(step+1)/
+/// warmup` while warming up, then `min_lr + ½(lr − min_lr)(1 + cos(π·p))` with `p` the share of
+/// the decay done (1 from `decay_steps` on). Computed in f64 with [`detmath::cos_pi`] (a fixed
+/// sequence of correctly rounded operations), then rounded once: the same f32 on every machine.
+pub fn lr_at(lr: f32, min_lr: f32, warmup_steps: u64, decay_steps: u64, step: u64) -> f32 {
+    let (lr, min_lr) = (f64::from(lr), f64::from(min_lr));
+    if step < warmup_steps {
+        return (lr * (step + 1) as f64 / warmup_steps as f64) as f32;
+    }
+    let span = decay_steps.saturating_sub(warmup_steps).max(1);
+    let p = ((step - warmup_steps).min(span)) as f64 / span as f64;
+    (min_lr + 0.5 * (lr - min_lr) * (1.0 + detmath::cos_pi(p))) as f32
+}
+
+/// Elements per partial sum of [`grad_norm`].
+pub const NORM_BLOCK: usize = 4096;
+
+/// The global L2 norm of `grads` in a fixed order: each tensor is cut into blocks of
+/// [`NORM_BLOCK`] elements, each block sums `g·g` (the product rounded, then added) in order,
+/// the block sums of a tensor are added in order, the tensors' sums are added in order, and the
+/// total's square root is taken. Blocks are independent, so a device sums them in parallel.
+pub fn grad_norm(grads: &[Tensor], threads: usize) -> f32 {
+    let block_sum = |b: &[f32]| {
+        let mut s = 0.0f32;
+        for &g in b {
+            s += g * g;
+        }
+        s
+    };
+    let mut total = 0.0f32;
+    for g in grads {
+        let sums: Vec<f32> = if threads > 1 && g.data.len() > 4 * NORM_BLOCK {
+            use rayon::prelude::*;
+            crate::gemm::pool(threads)
+                .install(|| g.data.par_chunks(NORM_BLOCK).map(block_sum).collect())
+        } else {
+            g.data.chunks(NORM_BLOCK).map(block_sum).collect()
+        };
+        let mut t = 0.0f32;
+        for s in sums {
+            t += s;
+        }
+        total += t;
+    }
+    total.sqrt()
+}
+
+/// The factor gradients are multiplied by before an AdamW update: `clip / (norm + 1e-6)` when
+/// the norm exceeds `clip > 0`, else 1.
+pub fn clip_scale(norm: f32, clip: f32) -> f32 {
+    if clip > 0.0 && norm > clip {
+        clip / (norm + 1e-6)
+    } else {
+        1.0
     }
 }
 
@@ -95,9 +201,54 @@ fn rng_for(seed: u64, purpose: &str, index: u64) -> ChaCha20Rng {
 
 /// Initial parameters from the job seed: weights uniform in ±√(6/fan_in) (He, for ReLU-family
 /// nets; also fine for tanh at these sizes), biases zero. The uniform draw is built from integer
-/// bits with exact f64 operations, so it is the same on every platform.
+/// bits with exact f64 operations, so it is the same on every platform. A transformer starts as
+/// GPT-2 does, with a uniform draw of the same standard deviation in place of the normal one:
+/// embeddings and weights σ = 0.02 (the two residual projections of each block 0.02/√(2·layers)),
+/// LayerNorm gains one, biases zero.
 pub fn init_params(model: &Model, seed: u64) -> Vec<Tensor> {
     let mut rng = rng_for(seed, "init", 0);
+    if let Some(dims) = &model.transformer {
+        let residual = 0.02 / (2.0 * dims.layers as f64).sqrt();
+        let per_block = crate::spec::TransformerDims::TENSORS_PER_BLOCK;
+        let lnf = 2 + per_block * dims.layers;
+        return dims
+            .param_shapes()
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| {
+                let mut t = Tensor::zeros(shape);
+                let in_block = (2..lnf).contains(&i).then(|| (i - 2) % per_block);
+                let std = match in_block {
+                    // LayerNorm gains.
+                    Some(0) | Some(6) => {
+                        return Tensor {
+                            shape: shape.clone(),
+                            data: vec![1.0; t.data.len()],
+                        }
+                    }
+                    // Biases and LayerNorm shifts.
+                    Some(1) | Some(3) | Some(5) | Some(7) | Some(9) | Some(11) => return t,
+                    Some(4) | Some(10) => residual,
+                    Some(_) => 0.02,
+                    None if i == lnf => {
+                        return Tensor {
+                            shape: shape.clone(),
+                            data: vec![1.0; t.data.len()],
+                        }
+                    }
+                    None if i == lnf + 1 => return t,
+                    None => 0.02,
+                };
+                // Uniform on ±σ√3 has standard deviation σ.
+                let a = std * 3f64.sqrt();
+                for v in t.data.iter_mut() {
+                    let u = f64::from(rng.next_u32()) / 4_294_967_296.0;
+                    *v = ((2.0 * u - 1.0) * a) as f32;
+                }
+                t
+            })
+            .collect();
+    }
     let mut out = Vec::with_capacity(2 * model.layers.len());
     for layer in &model.layers {
         let (ws, bs) = layer.param_shapes();
@@ -203,14 +354,20 @@ pub fn apply_update_threads(
         "optimizer state does not fit"
     );
     let slots = hyper.state_slots();
+    let adamw_k = matches!(hyper.optimizer, Optimizer::AdamW { .. })
+        .then(|| adamw_step(hyper, step, grad_norm(grads, threads)));
     let mut state_parts: Vec<Vec<&mut [f32]>> = (0..n).map(|_| Vec::new()).collect();
     for (i, s) in state.iter_mut().enumerate() {
         state_parts[i % n].push(&mut s.data);
     }
-    // (parameters, gradients, state slots) of one piece.
-    type Piece<'a> = (&'a mut [f32], &'a [f32], Vec<&'a mut [f32]>);
+    // (parameters, gradients, state slots, decay factor) of one piece.
+    type Piece<'a> = (&'a mut [f32], &'a [f32], Vec<&'a mut [f32]>, f32);
     let mut pieces: Vec<Piece<'_>> = Vec::new();
     for ((p, g), st) in params.iter_mut().zip(grads).zip(state_parts) {
+        let decay = match adamw_k {
+            Some(k) if p.shape.len() >= 2 => k.decay,
+            _ => 1.0,
+        };
         let mut st_chunks: Vec<_> = st.into_iter().map(|s| s.chunks_mut(UPDATE_CHUNK)).collect();
         for (pc, gc) in p
             .data
@@ -221,10 +378,10 @@ pub fn apply_update_threads(
                 .iter_mut()
                 .map(|it| it.next().expect("state shaped like the parameter"))
                 .collect();
-            pieces.push((pc, gc, sc));
+            pieces.push((pc, gc, sc, decay));
         }
     }
-    debug_assert!(pieces.iter().all(|(_, _, s)| s.len() == slots));
+    debug_assert!(pieces.iter().all(|(_, _, s, _)| s.len() == slots));
     let hyper = *hyper;
     let per = pieces.len().div_ceil(threads);
     crate::gemm::pool(threads).install(|| {
@@ -234,8 +391,14 @@ pub fn apply_update_threads(
                 let (mine, tail) = rest.split_at_mut(per.min(rest.len()));
                 rest = tail;
                 s.spawn(move |_| {
-                    for (p, g, st) in mine.iter_mut() {
-                        update_piece(&hyper, step, p, g, st);
+                    for (p, g, st, decay) in mine.iter_mut() {
+                        match adamw_k {
+                            Some(k) => {
+                                let (m, v) = st.split_at_mut(1);
+                                adamw(p, g, m[0], v[0], k, *decay);
+                            }
+                            None => update_piece(&hyper, step, p, g, st),
+                        }
                     }
                 });
             }
@@ -252,6 +415,39 @@ fn update_piece(hyper: &HyperParams, step: u64, p: &mut [f32], g: &[f32], st: &m
             let (m, v) = st.split_at_mut(1);
             adam(p, g, m[0], v[0], adam_step(hyper, step));
         }
+        Optimizer::AdamW { .. } => unreachable!("AdamW pieces carry their step constants"),
+    }
+}
+
+/// AdamW's constants for the update after `step` updates with gradients of global norm `norm`:
+/// the scheduled rate, bias corrections, the clipping factor, and the decay factor
+/// `1 − lr_t·weight_decay` for the tensors that decay.
+pub fn adamw_step(hyper: &HyperParams, step: u64, norm: f32) -> AdamWStep {
+    let Optimizer::AdamW {
+        lr,
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+        warmup_steps,
+        decay_steps,
+        min_lr,
+        clip_norm,
+    } = hyper.optimizer
+    else {
+        unreachable!("adamw_step of another optimizer")
+    };
+    let t = step + 1;
+    let lr_t = lr_at(lr, min_lr, warmup_steps, decay_steps, step);
+    AdamWStep {
+        lr: lr_t,
+        beta1,
+        beta2,
+        eps,
+        c1: (1.0 - detmath::powu(f64::from(beta1), t)) as f32,
+        c2: (1.0 - detmath::powu(f64::from(beta2), t)) as f32,
+        scale: clip_scale(norm, clip_norm),
+        decay: 1.0 - lr_t * weight_decay,
     }
 }
 
@@ -309,6 +505,14 @@ fn update_serial(
                 adam(&mut p.data, &g.data, &mut m.data, &mut v.data, k);
             }
         }
+        Optimizer::AdamW { .. } => {
+            let k = adamw_step(hyper, step, grad_norm(grads, 1));
+            let (ms, vs) = state.split_at_mut(n);
+            for (((p, g), m), v) in params.iter_mut().zip(grads).zip(ms).zip(vs) {
+                let decay = if p.shape.len() >= 2 { k.decay } else { 1.0 };
+                adamw(&mut p.data, &g.data, &mut m.data, &mut v.data, k, decay);
+            }
+        }
     }
 }
 
@@ -362,9 +566,91 @@ fn adam(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: AdamStep) {
     }
 }
 
+/// AdamW's constants for one step (see [`adamw_step`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub c1: f32,
+    pub c2: f32,
+    /// The clipping factor every gradient is multiplied by first.
+    pub scale: f32,
+    /// `1 − lr·weight_decay`, for the tensors that decay.
+    pub decay: f32,
+}
+
+/// `g ← g·scale; m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g·g; θ ← θ·decay;
+/// θ ← θ − lr·(m/c1)/(√(v/c2) + eps)`, each operation rounded once, in that order.
+#[multiversion(targets("x86_64+avx512f+avx2+fma", "x86_64+avx2+fma"))]
+fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: AdamWStep, decay: f32) {
+    let AdamWStep {
+        lr,
+        beta1,
+        beta2,
+        eps,
+        c1,
+        c2,
+        scale,
+        ..
+    } = k;
+    for (((pv, &gv), mv), vv) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let gv = gv * scale;
+        *mv = beta1 * *mv + (1.0 - beta1) * gv;
+        *vv = beta2 * *vv + (1.0 - beta2) * gv * gv;
+        let mhat = *mv / c1;
+        let vhat = *vv / c2;
+        *pv *= decay;
+        *pv -= lr * mhat / (vhat.sqrt() + eps);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adamw_schedule_warms_up_then_decays_to_the_floor() {
+        let at = |s| lr_at(1e-3, 1e-4, 10, 110, s);
+        let near = |s: u64, want: f64| {
+            assert!(
+                (f64::from(at(s)) - want).abs() < 1e-10,
+                "lr at {s}: {}, want {want}",
+                at(s)
+            )
+        };
+        near(0, 1e-4);
+        near(4, 5e-4);
+        near(9, 1e-3);
+        near(10, 1e-3);
+        near(60, 5.5e-4);
+        near(110, 1e-4);
+        near(10_000, 1e-4);
+        for s in 10..110 {
+            assert!(at(s + 1) <= at(s));
+        }
+        // Clipping: the norm of the scaled gradients is the clip.
+        let g = vec![Tensor {
+            shape: vec![3, 4096],
+            data: (0..3 * 4096)
+                .map(|i| ((i % 13) as f32 - 6.0) * 0.1)
+                .collect(),
+        }];
+        let n = grad_norm(&g, 1);
+        assert_eq!(n.to_bits(), grad_norm(&g, 2).to_bits());
+        let exact: f64 = g[0]
+            .data
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt();
+        assert!((f64::from(n) - exact).abs() < 1e-4 * exact);
+        let s = clip_scale(n, 1.0);
+        assert!((f64::from(n * s) - 1.0).abs() < 1e-5);
+        assert_eq!(clip_scale(n, 0.0), 1.0);
+        assert_eq!(clip_scale(0.5, 1.0), 1.0);
+    }
 
     #[test]
     fn data_order_is_a_permutation_per_epoch_and_reproducible() {

@@ -9,6 +9,8 @@ use crate::executor;
 use crate::hash::{merkle_root, Hash32};
 use crate::optim::{apply_update_threads, init_params, init_state, DataOrder, HyperParams};
 use crate::spec::Model;
+use crate::tokens::Tokens;
+use crate::transformer::{self, TokenBatch};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -116,38 +118,95 @@ pub fn initial_state(model: &Model, hyper: &HyperParams) -> TrainState {
     }
 }
 
+/// A training split: labelled samples, or a token stream cut into windows of the model's
+/// context (a transformer's).
+#[derive(Debug, Clone, Copy)]
+pub enum TrainData<'a> {
+    Samples(&'a Samples),
+    Tokens(&'a Tokens),
+}
+
+impl<'a> From<&'a Samples> for TrainData<'a> {
+    fn from(s: &'a Samples) -> Self {
+        TrainData::Samples(s)
+    }
+}
+
+impl<'a> From<&'a Tokens> for TrainData<'a> {
+    fn from(t: &'a Tokens) -> Self {
+        TrainData::Tokens(t)
+    }
+}
+
+impl TrainData<'_> {
+    /// Checks that the data fits `model`; returns how many training examples (samples, or
+    /// windows of the context) it holds.
+    pub fn examples_for(&self, model: &Model) -> Result<usize, GpuError> {
+        let mismatch = |reason: String| Err(GpuError::ShapeMismatch { reason });
+        match (self, &model.transformer) {
+            (TrainData::Samples(data), None) => {
+                if data.features != model.input || data.classes != model.classes {
+                    return mismatch(format!(
+                        "data of {} features × {} classes for a model of {} × {}",
+                        data.features, data.classes, model.input, model.classes
+                    ));
+                }
+                Ok(data.len())
+            }
+            (TrainData::Tokens(t), Some(dims)) => {
+                if t.vocab != dims.vocab {
+                    return mismatch(format!(
+                        "tokens of vocabulary {} for a model of vocabulary {}",
+                        t.vocab, dims.vocab
+                    ));
+                }
+                Ok(t.windows(dims.context))
+            }
+            (TrainData::Samples(_), Some(_)) => {
+                mismatch("a transformer trains on token shards, not samples".into())
+            }
+            (TrainData::Tokens(_), None) => {
+                mismatch("token shards train a transformer, not this model".into())
+            }
+        }
+    }
+}
+
 /// Trains one model on one training split with the deterministic executor.
 #[derive(Debug)]
 pub struct Trainer<'a> {
     model: &'a Model,
     hyper: HyperParams,
-    data: &'a Samples,
+    data: TrainData<'a>,
     order: DataOrder,
     x: Vec<f32>,
     y: Vec<u8>,
+    /// A transformer batch's inputs and targets, reused from step to step.
+    tok_in: Vec<u32>,
+    tok_out: Vec<u32>,
     /// The gradient buffers, reused from step to step.
     grads: Vec<executor::Tensor>,
     threads: usize,
 }
 
 impl<'a> Trainer<'a> {
-    pub fn new(model: &'a Model, hyper: HyperParams, data: &'a Samples) -> Result<Self, GpuError> {
+    pub fn new(
+        model: &'a Model,
+        hyper: HyperParams,
+        data: impl Into<TrainData<'a>>,
+    ) -> Result<Self, GpuError> {
         hyper.validate()?;
-        if data.features != model.input || data.classes != model.classes {
-            return Err(GpuError::ShapeMismatch {
-                reason: format!(
-                    "data of {} features × {} classes for a model of {} × {}",
-                    data.features, data.classes, model.input, model.classes
-                ),
-            });
-        }
+        let data = data.into();
+        let examples = data.examples_for(model)?;
         Ok(Trainer {
             model,
             hyper,
             data,
-            order: DataOrder::new(hyper.seed, data.len(), hyper.batch)?,
+            order: DataOrder::new(hyper.seed, examples, hyper.batch)?,
             x: Vec::new(),
             y: Vec::new(),
+            tok_in: Vec::new(),
+            tok_out: Vec::new(),
             grads: Vec::new(),
             threads: 1,
         })
@@ -166,20 +225,48 @@ impl<'a> Trainer<'a> {
     /// One optimizer step on the batch of `state.step`; returns the batch's mean loss.
     pub fn step(&mut self, state: &mut TrainState) -> f32 {
         let idx = self.order.batch(state.step);
-        self.x.clear();
-        self.y.clear();
-        for &i in idx {
-            self.x.extend_from_slice(self.data.row(i));
-            self.y.push(self.data.y[i]);
-        }
-        let loss = executor::loss_and_grads_into(
-            self.model,
-            &state.params,
-            &self.x,
-            &self.y,
-            self.threads,
-            &mut self.grads,
-        );
+        let loss = match self.data {
+            TrainData::Samples(data) => {
+                self.x.clear();
+                self.y.clear();
+                for &i in idx {
+                    self.x.extend_from_slice(data.row(i));
+                    self.y.push(data.y[i]);
+                }
+                executor::loss_and_grads_into(
+                    self.model,
+                    &state.params,
+                    &self.x,
+                    &self.y,
+                    self.threads,
+                    &mut self.grads,
+                )
+            }
+            TrainData::Tokens(tokens) => {
+                let dims = self.model.transformer.as_ref().expect("checked in new");
+                let ctx = dims.context;
+                self.tok_in.clear();
+                self.tok_out.clear();
+                for &i in idx {
+                    let w = tokens.window(i, ctx);
+                    self.tok_in.extend_from_slice(&w[..ctx]);
+                    self.tok_out.extend_from_slice(&w[1..]);
+                }
+                let batch = TokenBatch {
+                    inputs: &self.tok_in,
+                    targets: &self.tok_out,
+                    batch: idx.len(),
+                    seq: ctx,
+                };
+                transformer::loss_and_grads_into(
+                    dims,
+                    &state.params,
+                    &batch,
+                    self.threads,
+                    &mut self.grads,
+                )
+            }
+        };
         apply_update_threads(
             &self.hyper,
             state.step,
@@ -284,6 +371,56 @@ pub fn evaluate(
         accuracy: correct as f64 / data.len() as f64,
         loss: loss / data.len() as f64,
         samples: data.len() as u64,
+    })
+}
+
+/// Next-token accuracy and mean loss per token of a transformer's `params` on `data` (every
+/// window of the context, evaluated 8 windows at a time), on the deterministic executor. The
+/// loss is in nats; bits per token are `loss / ln 2`.
+pub fn evaluate_tokens(
+    model: &Model,
+    params: &[executor::Tensor],
+    data: &Tokens,
+    threads: usize,
+) -> Result<Metrics, GpuError> {
+    let windows = TrainData::Tokens(data).examples_for(model)?;
+    let dims = model.transformer.as_ref().expect("checked by examples_for");
+    if windows == 0 {
+        return Err(GpuError::ShapeMismatch {
+            reason: format!(
+                "{} tokens hold no window of {} tokens",
+                data.len(),
+                dims.context
+            ),
+        });
+    }
+    let ctx = dims.context;
+    let (mut loss, mut correct) = (0.0f64, 0usize);
+    let (mut inputs, mut targets) = (Vec::new(), Vec::new());
+    for first in (0..windows).step_by(8) {
+        let n = (windows - first).min(8);
+        inputs.clear();
+        targets.clear();
+        for i in first..first + n {
+            let w = data.window(i, ctx);
+            inputs.extend_from_slice(&w[..ctx]);
+            targets.extend_from_slice(&w[1..]);
+        }
+        let batch = TokenBatch {
+            inputs: &inputs,
+            targets: &targets,
+            batch: n,
+            seq: ctx,
+        };
+        let (l, c) = transformer::evaluate(dims, params, &batch, threads);
+        loss += l;
+        correct += c;
+    }
+    let tokens = (windows * ctx) as f64;
+    Ok(Metrics {
+        accuracy: correct as f64 / tokens,
+        loss: loss / tokens,
+        samples: (windows * ctx) as u64,
     })
 }
 

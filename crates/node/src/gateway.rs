@@ -893,6 +893,36 @@ async fn check_model_fits_dataset(
     let Ok(m) = serde_json::from_slice::<trainmesh_gpu::dataset::DatasetManifest>(&bytes) else {
         return Ok(());
     };
+    if model.is_transformer() != m.is_text() {
+        return Err(ApiError::new(
+            400,
+            "bad_spec",
+            if model.is_transformer() {
+                format!(
+                    "a transformer trains on a text dataset; dataset {} holds samples",
+                    dataset.0
+                )
+            } else {
+                format!(
+                    "dataset {} is text (token shards): only a transformer trains on it",
+                    dataset.0
+                )
+            },
+        ));
+    }
+    if model.is_transformer() {
+        if model.classes != m.classes as usize {
+            return Err(ApiError::new(
+                400,
+                "bad_spec",
+                format!(
+                    "the model's vocabulary is {}; dataset {} was tokenized into {}",
+                    model.classes, dataset.0, m.classes
+                ),
+            ));
+        }
+        return Ok(());
+    }
     if (model.input, model.classes) != (m.features as usize, m.classes as usize) {
         return Err(ApiError::new(
             400,

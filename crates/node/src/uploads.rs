@@ -524,6 +524,7 @@ impl Uploads {
             classes: m.classes,
             train,
             heldout,
+            tokenizer: None,
         };
         let shards_root = merkle_root(&manifest.train);
         let heldout_root = merkle_root(&manifest.heldout);

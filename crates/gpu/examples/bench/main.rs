@@ -3,6 +3,8 @@
 //! the cost of verifying that training, and the audit's cheat detection rate.
 //!
 //!   cargo run --release -p trainmesh-gpu --example bench
+//!   cargo run --release -p trainmesh-gpu --example bench -- --model transformer   (see
+//!   `transformer_mode.rs`: a language model against PyTorch, loss and tokens/s)
 //!
 //! Environment: BENCH_EPOCHS (default 10), BENCH_MATMUL_N (default 512), BENCH_THREADS
 //! (default: all cores), BENCH_ROUNDS (default 3: rounds of the interleaved throughput runs),
@@ -382,7 +384,16 @@ fn device_training_bit_exact(dev: &trainmesh_gpu::device::GpuDevice) -> bool {
     cpu.encode(&model) == gpu.encode(&model)
 }
 
+mod transformer_mode;
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args
+        .windows(2)
+        .any(|w| w[0] == "--model" && w[1] == "transformer")
+    {
+        return transformer_mode::run();
+    }
     let epochs = env_usize("BENCH_EPOCHS", 10);
     let matmul_n = env_usize("BENCH_MATMUL_N", 512);
     let threads = env_usize(
