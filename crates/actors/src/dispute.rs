@@ -303,7 +303,7 @@ async fn replay_move(
     let pending = d.pending;
     let (end_bytes, end) = tokio::task::spawn_blocking(move || {
         TrainState::decode(&start, &model)?;
-        let mut replayer = Replayer::new(device.as_deref(), &model, hyper, &train)?;
+        let mut replayer = Replayer::new(device.as_deref(), &model, hyper, &*train)?;
         let end = replayer.replay(&start, steps)?;
         let hash = GpuHash::of(&end);
         Ok::<_, trainmesh_gpu::GpuError>((end, Hash32(hash.0)))

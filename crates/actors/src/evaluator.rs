@@ -399,7 +399,7 @@ async fn verify_unit(
                 .expect("fetched above")
                 .to_vec();
             let measured =
-                verify::tier0(&model, &final_bytes, &chain.final_checkpoint(), &heldout)?;
+                verify::tier0(&model, &final_bytes, &chain.final_checkpoint(), &*heldout)?;
             let final_state = TrainState::decode(&final_bytes, &model)?;
             (measured, final_state.step == end_step)
         } else {
@@ -407,7 +407,7 @@ async fn verify_unit(
             // timeout: past it, no verdict at all (the ledger times this evaluator out) rather
             // than a false one.
             let mut replayer = verify::Budgeted {
-                inner: Replayer::new(device.as_deref(), &model, hyper, &train)?,
+                inner: Replayer::new(device.as_deref(), &model, hyper, &*train)?,
                 deadline: started + Duration::from_millis(budget_ms),
                 budget_ms,
             };
@@ -443,7 +443,8 @@ async fn verify_unit(
                 }
             })?;
             let last_state = TrainState::decode(last, &model)?;
-            let measured = trainmesh_gpu::train::evaluate(&model, &last_state.params, &heldout)?;
+            let measured =
+                trainmesh_gpu::train::evaluate_data(&model, &last_state.params, &*heldout, 1)?;
             (measured, report.accepted() && last_state.step == end_step)
         };
         metrics

@@ -12,7 +12,7 @@ use trainmesh_dag::{
     Authority, Committee, Core, CoreConfig, Epoch, KeyPair, PublicKey, RedbReader, RedbStore,
     Validator,
 };
-use trainmesh_gpu::dataset::Samples;
+use trainmesh_gpu::train::SplitData;
 use trainmesh_ledger::admission::AdmissionLimits;
 use trainmesh_ledger::beacon::{BeaconKey, BeaconSecret};
 use trainmesh_ledger::Ledger;
@@ -58,7 +58,7 @@ pub struct NodeSpec {
     /// A validator that signs one second, conflicting header for a round it proposed and sends
     /// it to one peer (demonstrations and tests of how the network slashes a double signer).
     pub equivocate: bool,
-    pub provider: Option<(Arc<Samples>, DatasetOffer)>,
+    pub provider: Option<(Arc<SplitData>, DatasetOffer)>,
     /// What this node tunes in its consensus core; the rest comes from the genesis.
     pub local_consensus: LocalConsensusConfig,
     /// Connection limits, inbound queue, sync rate, commit retention, peer policy.

@@ -6,8 +6,10 @@ use std::time::Instant;
 use actix::prelude::*;
 use trainmesh_contracts::datasets::{Dataset, DatasetSpec};
 use trainmesh_contracts::{keys, Amount, Call, DatasetId, Hash32};
-use trainmesh_gpu::dataset::{shard_dataset, DatasetManifest, Samples, ShardStore};
+use trainmesh_gpu::dataset::{shard_dataset, DatasetManifest, ShardStore};
 use trainmesh_gpu::hash::merkle_root;
+use trainmesh_gpu::tokens::{shard_tokens, BYTES_TOKENIZER};
+use trainmesh_gpu::train::SplitData;
 
 use crate::blobs::Audience;
 use crate::ledger::LedgerAdvanced;
@@ -51,25 +53,42 @@ impl std::fmt::Debug for DataProvider {
 }
 
 impl DataProvider {
-    /// Shards `samples`, stores the shards and the manifest for serving, and prepares the
-    /// attachment.
+    /// Shards `data` (samples, or a byte-tokenized text whose shards hold `samples_per_shard`
+    /// tokens), stores the shards and the manifest for serving, and prepares the attachment.
     pub fn new(
         work: WorkContext,
-        samples: &Samples,
+        data: &SplitData,
         offer: DatasetOffer,
     ) -> Result<DataProvider, WorkError> {
         let mut shards = ShardStore::new();
-        let manifest: DatasetManifest = shard_dataset(
-            &offer.name,
-            samples,
-            offer.samples_per_shard,
-            offer.heldout_fraction,
-            offer.seed,
-            &mut shards,
-        )?;
+        let manifest: DatasetManifest = match data {
+            SplitData::Samples(samples) => shard_dataset(
+                &offer.name,
+                samples,
+                offer.samples_per_shard,
+                offer.heldout_fraction,
+                offer.seed,
+                &mut shards,
+            )?,
+            SplitData::Tokens(tokens) => shard_tokens(
+                &offer.name,
+                BYTES_TOKENIZER,
+                tokens,
+                offer.samples_per_shard,
+                offer.heldout_fraction,
+                offer.seed,
+                &mut shards,
+            )?,
+        };
+        let raw = |h: &trainmesh_gpu::Hash32| {
+            shards
+                .bytes(h)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| WorkError::Invalid(format!("shard {h} missing")))
+        };
         let mut sizes = Vec::new();
         for (i, h) in manifest.train.iter().chain(&manifest.heldout).enumerate() {
-            let bytes = shards.get(h)?.encode_shard().len();
+            let bytes = raw(h)?.len();
             if bytes > SHARD_BYTES_SERVED_MAX {
                 return Err(WorkError::Invalid(format!(
                     "a shard of {bytes} bytes cannot cross the mesh (at most \
@@ -82,15 +101,14 @@ impl DataProvider {
         }
         let mut heldout_samples = 0;
         for h in &manifest.heldout {
-            heldout_samples += shards.get(h)?.len() as u64;
+            heldout_samples += SplitData::decode_shard(&raw(h)?, h)?.len() as u64;
         }
         for (list, audience) in [
             (&manifest.train, Audience::Anyone),
             (&manifest.heldout, Audience::Evaluators),
         ] {
             for h in list {
-                let bytes = shards.get(h)?.encode_shard();
-                work.blobs.put(BlobKind::Shard, h.0, bytes, audience);
+                work.blobs.put(BlobKind::Shard, h.0, raw(h)?, audience);
             }
         }
         let shards_root = merkle_root(&manifest.train);

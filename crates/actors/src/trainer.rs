@@ -373,12 +373,16 @@ async fn run_unit(
         // The device trains every model kind; without one (or if it cannot take the model's
         // buffers) the unit trains on the CPU executor, with the same bits.
         let mut on_device = match device.as_deref() {
-            Some(d) => match GpuTrainer::new(d, &model, hyper, &train) {
-                Ok(t) => Some(t),
-                Err(e) => {
+            Some(d) => match train
+                .samples()
+                .map(|s| GpuTrainer::new(d, &model, hyper, s))
+            {
+                Some(Ok(t)) => Some(t),
+                Some(Err(e)) => {
                     tracing::info!(error = %e, "training this unit on the CPU executor");
                     None
                 }
+                None => None,
             },
             None => None,
         };
@@ -415,7 +419,15 @@ async fn run_unit(
             chain.push(trainmesh_gpu::hash::Hash32::of(&bytes));
             blobs.push(bytes);
         }
-        let accuracy = evaluate(&model, &state.params, &train)?.accuracy;
+        // What the trainer reports beside its chain: training accuracy for samples; for a
+        // language model (whose job targets a loss) the mean loss of the unit's last segment.
+        let metric = match train.samples() {
+            Some(s) => evaluate(&model, &state.params, s)?.accuracy,
+            None => {
+                let last = &losses[losses.len() - seg as usize..];
+                last.iter().map(|&l| f64::from(l)).sum::<f64>() / last.len() as f64
+            }
+        };
         let elapsed = started.elapsed().as_secs_f64();
         metrics.training_steps.inc_by(steps);
         metrics.training_seconds.observe(elapsed);
@@ -429,7 +441,7 @@ async fn run_unit(
             chain,
             losses,
         };
-        Ok::<_, trainmesh_gpu::GpuError>((chain, blobs, accuracy, trained_on))
+        Ok::<_, trainmesh_gpu::GpuError>((chain, blobs, metric, trained_on))
     })
     .await
     .map_err(|e| WorkError::Invalid(format!("training task: {e}")))??;

@@ -13,10 +13,11 @@ use trainmesh_contracts::jobs::{self, Job, Unit};
 use trainmesh_contracts::workers::{Role, Worker};
 use trainmesh_contracts::{keys, Address, Call, DatasetId, JobId, UnitId};
 use trainmesh_gpu::checkpoint::TrainState;
-use trainmesh_gpu::dataset::{decode_shard, DatasetManifest, Samples};
+use trainmesh_gpu::dataset::DatasetManifest;
 use trainmesh_gpu::hash::{merkle_root, Hash32 as GpuHash};
 use trainmesh_gpu::optim::{HyperParams, Optimizer};
 use trainmesh_gpu::spec::{Model, ModelSpec};
+use trainmesh_gpu::train::SplitData;
 
 use crate::blobs::{Audience, BlobStore, Fetcher};
 use crate::ledger::SharedLedger;
@@ -239,6 +240,20 @@ pub fn model_and_hyper(job: &Job) -> Result<(Model, HyperParams), WorkError> {
             beta2: 0.999,
             eps: 1e-8,
         },
+        jobs::Optimizer::AdamW => {
+            let s = jobs::AdamWSchedule::of(h);
+            Optimizer::AdamW {
+                lr,
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-8,
+                weight_decay: 0.1,
+                warmup_steps: s.warmup_steps,
+                decay_steps: s.decay_steps,
+                min_lr: lr / 10.0,
+                clip_norm: 1.0,
+            }
+        }
     };
     let hyper = HyperParams {
         optimizer,
@@ -307,8 +322,8 @@ pub async fn start_state(
     Ok(TrainState::decode_verified(&bytes, &GpuHash(hash), model)?)
 }
 
-/// Training (and, for evaluators, held-out) samples of attached datasets, fetched once.
-type SamplesBySplit = BTreeMap<(DatasetId, bool), Arc<Samples>>;
+/// Training (and, for evaluators, held-out) splits of attached datasets, fetched once.
+type SamplesBySplit = BTreeMap<(DatasetId, bool), Arc<SplitData>>;
 
 #[derive(Clone, Debug, Default)]
 pub struct DatasetCache {
@@ -323,7 +338,7 @@ impl DatasetCache {
         work: &WorkContext,
         id: DatasetId,
         heldout: bool,
-    ) -> Result<Arc<Samples>, WorkError> {
+    ) -> Result<Arc<SplitData>, WorkError> {
         if let Some(s) = self.inner.lock().expect("cache lock").get(&(id, heldout)) {
             return Ok(s.clone());
         }
@@ -368,9 +383,15 @@ impl DatasetCache {
                 .fetcher
                 .fetch(BlobKind::Shard, h.0, &peers, FETCH_TIMEOUT, audience)
                 .await?;
-            parts.push(decode_shard(&bytes, h)?);
+            let part = SplitData::decode_shard(&bytes, h)?;
+            if matches!(part, SplitData::Tokens(_)) != manifest.is_text() {
+                return Err(WorkError::Invalid(format!(
+                    "shard {h} is not of the kind its manifest names"
+                )));
+            }
+            parts.push(part);
         }
-        let samples = Arc::new(Samples::concat(&parts)?);
+        let samples = Arc::new(SplitData::concat(parts)?);
         self.inner
             .lock()
             .expect("cache lock")

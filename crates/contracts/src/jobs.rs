@@ -110,6 +110,28 @@ pub const PPM: u32 = 1_000_000;
 pub enum Optimizer {
     Sgd,
     Adam,
+    /// AdamW for language models: betas (0.9, 0.95), eps 10⁻⁸, weight decay 0.1 on matrices,
+    /// linear warm-up then cosine decay to a tenth of the rate ([`AdamWSchedule`]), gradients
+    /// clipped to norm 1.
+    AdamW,
+}
+
+/// The warm-up and decay lengths of an AdamW job, fixed by its hyper-parameters so that every
+/// trainer and evaluator runs the same schedule: warm-up over a tenth of the steps (at most
+/// 1,000), decay to the last step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdamWSchedule {
+    pub warmup_steps: u64,
+    pub decay_steps: u64,
+}
+
+impl AdamWSchedule {
+    pub fn of(h: &HyperParams) -> Self {
+        AdamWSchedule {
+            warmup_steps: (h.total_steps / 10).min(1_000),
+            decay_steps: h.total_steps,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -384,6 +384,7 @@ fn manifest_bodies() -> Vec<Vec<u8>> {
             classes,
             train: vec![train.into()],
             heldout: vec![heldout.into()],
+            tokenizer: None,
             provider: hex::encode(provider.public_key()),
             signature: hex::encode(provider.sign_message(&message)),
         }

@@ -248,6 +248,11 @@ impl ShardStore {
         h
     }
 
+    /// The bytes stored under `h`.
+    pub fn bytes(&self, h: &Hash32) -> Option<&[u8]> {
+        self.blobs.get(h).map(Vec::as_slice)
+    }
+
     /// The raw bytes stored under `h`, as a (possibly hostile) server would hand them out.
     pub fn raw_mut(&mut self, h: &Hash32) -> Option<&mut Vec<u8>> {
         self.blobs.get_mut(h)

@@ -685,10 +685,11 @@ impl<'a> Replayer<'a> {
         device: Option<&'a GpuDevice>,
         model: &'a Model,
         hyper: HyperParams,
-        data: &'a Samples,
+        data: impl Into<crate::train::TrainData<'a>>,
     ) -> Result<Self, GpuError> {
-        if let Some(d) = device {
-            if let Ok(t) = GpuTrainer::new(d, model, hyper, data) {
+        let data = data.into();
+        if let (Some(d), crate::train::TrainData::Samples(s)) = (device, data) {
+            if let Ok(t) = GpuTrainer::new(d, model, hyper, s) {
                 return Ok(Replayer::Device(t));
             }
         }

@@ -138,6 +138,75 @@ impl<'a> From<&'a Tokens> for TrainData<'a> {
     }
 }
 
+/// A split as a node holds it once fetched and verified: samples, or a text dataset's tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SplitData {
+    Samples(Samples),
+    Tokens(Tokens),
+}
+
+impl SplitData {
+    /// Decodes one shard of either kind (told apart by its magic) after checking its hash.
+    pub fn decode_shard(bytes: &[u8], expected: &Hash32) -> Result<SplitData, GpuError> {
+        if crate::tokens::is_token_shard(bytes) {
+            crate::tokens::decode_token_shard(bytes, expected).map(SplitData::Tokens)
+        } else {
+            crate::dataset::decode_shard(bytes, expected).map(SplitData::Samples)
+        }
+    }
+
+    /// Concatenates the shards of one split, which must all be of one kind and shape.
+    pub fn concat(parts: Vec<SplitData>) -> Result<SplitData, GpuError> {
+        let mut samples = Vec::new();
+        let mut tokens = Vec::new();
+        for p in parts {
+            match p {
+                SplitData::Samples(s) => samples.push(s),
+                SplitData::Tokens(t) => tokens.push(t),
+            }
+        }
+        match (samples.is_empty(), tokens.is_empty()) {
+            (false, true) => Samples::concat(&samples).map(SplitData::Samples),
+            (true, false) => Tokens::concat(&tokens).map(SplitData::Tokens),
+            (true, true) => Err(GpuError::ShapeMismatch {
+                reason: "no shards to concatenate".into(),
+            }),
+            (false, false) => Err(GpuError::ShapeMismatch {
+                reason: "a split mixes sample shards and token shards".into(),
+            }),
+        }
+    }
+
+    /// Samples, or tokens, held.
+    pub fn len(&self) -> usize {
+        match self {
+            SplitData::Samples(s) => s.len(),
+            SplitData::Tokens(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The samples, when this is a sample split.
+    pub fn samples(&self) -> Option<&Samples> {
+        match self {
+            SplitData::Samples(s) => Some(s),
+            SplitData::Tokens(_) => None,
+        }
+    }
+}
+
+impl<'a> From<&'a SplitData> for TrainData<'a> {
+    fn from(d: &'a SplitData) -> Self {
+        match d {
+            SplitData::Samples(s) => TrainData::Samples(s),
+            SplitData::Tokens(t) => TrainData::Tokens(t),
+        }
+    }
+}
+
 impl TrainData<'_> {
     /// Checks that the data fits `model`; returns how many training examples (samples, or
     /// windows of the context) it holds.
@@ -372,6 +441,20 @@ pub fn evaluate(
         loss: loss / data.len() as f64,
         samples: data.len() as u64,
     })
+}
+
+/// Held-out metrics of `params` on either kind of data: [`evaluate`] for samples,
+/// [`evaluate_tokens`] for a transformer's tokens.
+pub fn evaluate_data<'a>(
+    model: &Model,
+    params: &[executor::Tensor],
+    data: impl Into<TrainData<'a>>,
+    threads: usize,
+) -> Result<Metrics, GpuError> {
+    match data.into() {
+        TrainData::Samples(s) => evaluate(model, params, s),
+        TrainData::Tokens(t) => evaluate_tokens(model, params, t, threads),
+    }
 }
 
 /// Next-token accuracy and mean loss per token of a transformer's `params` on `data` (every

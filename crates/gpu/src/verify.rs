@@ -18,7 +18,7 @@ use crate::checkpoint::TrainState;
 use crate::error::GpuError;
 use crate::hash::Hash32;
 use crate::spec::Model;
-use crate::train::{evaluate, CheckpointStore, Metrics, Trainer, WorkResult};
+use crate::train::{CheckpointStore, Metrics, Trainer, WorkResult};
 use serde::{Deserialize, Serialize};
 
 /// Segments an evaluator re-executes per audited result by default: the least k with
@@ -228,14 +228,14 @@ pub fn audit(
 }
 
 /// Tier 0: the held-out metrics of the committed final checkpoint.
-pub fn tier0(
+pub fn tier0<'a>(
     model: &Model,
     checkpoint: &[u8],
     committed: &Hash32,
-    heldout: &crate::dataset::Samples,
+    heldout: impl Into<crate::train::TrainData<'a>>,
 ) -> Result<Metrics, GpuError> {
     let state = TrainState::decode_verified(checkpoint, committed, model)?;
-    evaluate(model, &state.params, heldout)
+    crate::train::evaluate_data(model, &state.params, heldout, 1)
 }
 
 /// The referee of a dispute narrowed to one step: re-runs it on the deterministic executor and

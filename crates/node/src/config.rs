@@ -193,10 +193,11 @@ impl NodeConfig {
                 let choice = match p.dataset.as_str() {
                     "digits" => DatasetChoice::Digits,
                     "fashion-mnist" => DatasetChoice::FashionMnist,
-                    other => bail!("unknown dataset {other:?} (digits, fashion-mnist)"),
+                    "fortunes" => DatasetChoice::Fortunes,
+                    other => bail!("unknown dataset {other:?} (digits, fashion-mnist, fortunes)"),
                 };
                 Some((
-                    Arc::new(crate::devnet::load_samples(choice)?),
+                    Arc::new(crate::devnet::load_data(choice)?),
                     crate::devnet::offer(choice),
                 ))
             }

@@ -11,6 +11,7 @@ use trainmesh_contracts::datasets::DatasetSpec;
 use trainmesh_contracts::{Amount, Call, Event, Hash32};
 use trainmesh_gpu::dataset::{decode_shard, shard_dataset, Samples, ShardStore};
 use trainmesh_gpu::hash::Hash32 as BlobHash;
+use trainmesh_gpu::tokens::{shard_tokens, Tokens, BYTES_TOKENIZER};
 use trainmesh_ledger::AccountKey;
 
 use crate::devnet::DatasetChoice;
@@ -31,8 +32,18 @@ pub enum DatasetCommand {
 #[derive(clap::Args, Debug)]
 pub struct PrepareArgs {
     /// A bundled or installed dataset.
-    #[arg(long, value_enum, conflicts_with_all = ["digits_csv", "idx_images"])]
+    #[arg(long, value_enum, conflicts_with_all = ["digits_csv", "idx_images", "text"])]
     pub dataset: Option<DatasetChoice>,
+    /// Text files (UTF-8 for a BPE tokenizer), in this order, for a language model: tokenized,
+    /// cut into token shards of `--tokens-per-shard`, a seeded share of the shards held out.
+    #[arg(long, num_args = 1.., conflicts_with_all = ["digits_csv", "idx_images"])]
+    pub text: Vec<PathBuf>,
+    /// How `--text` becomes token ids: `bytes` (one id per byte, vocabulary 256) or
+    /// `bpe:FILE` (a Hugging Face `tokenizer.json`; the manifest names it by its BLAKE3).
+    #[arg(long, default_value = "bytes")]
+    pub tokenizer: String,
+    #[arg(long, default_value_t = 1 << 20)]
+    pub tokens_per_shard: usize,
     /// A CSV in the UCI digits layout (64 pixel values in 0..=16, then the label), maybe gzipped.
     #[arg(long)]
     pub digits_csv: Option<PathBuf>,
@@ -86,6 +97,9 @@ pub struct PreparedManifest {
     pub classes: u32,
     pub train: Vec<String>,
     pub heldout: Vec<String>,
+    /// A text dataset's tokenizer (`bytes` or `bpe:<BLAKE3 hex>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
 }
 
 impl PreparedManifest {
@@ -114,6 +128,7 @@ impl PreparedManifest {
             classes: self.classes,
             train: self.train.clone(),
             heldout: self.heldout.clone(),
+            tokenizer: self.tokenizer.clone(),
             provider: hex::encode(key.public_key()),
             signature: hex::encode(key.sign_message(&message)),
         })
@@ -129,6 +144,7 @@ pub fn run(command: DatasetCommand) -> anyhow::Result<()> {
                 serde_json::json!({
                     "dir": args.out, "name": m.name, "features": m.features, "classes": m.classes,
                     "train_shards": m.train.len(), "heldout_shards": m.heldout.len(),
+                    "tokenizer": m.tokenizer,
                 })
             );
         }
@@ -168,18 +184,69 @@ fn load(args: &PrepareArgs) -> anyhow::Result<Samples> {
     bail!("name a source: --dataset, --digits-csv or --idx-images with --idx-labels")
 }
 
+/// Tokenizes `--text` with `--tokenizer`: the ids and the tokenizer's manifest name.
+fn tokenize(args: &PrepareArgs) -> anyhow::Result<(Tokens, String)> {
+    if args.dataset == Some(DatasetChoice::Fortunes) {
+        let trainmesh_gpu::train::SplitData::Tokens(t) =
+            crate::devnet::load_data(DatasetChoice::Fortunes)?
+        else {
+            unreachable!("fortunes is text")
+        };
+        return Ok((t, BYTES_TOKENIZER.into()));
+    }
+    let mut text = Vec::new();
+    for p in &args.text {
+        text.extend_from_slice(&read_maybe(p)?);
+        if !text.ends_with(b"\n") {
+            text.push(b'\n');
+        }
+    }
+    if args.tokenizer == BYTES_TOKENIZER {
+        return Ok((Tokens::from_bytes(&text), BYTES_TOKENIZER.into()));
+    }
+    let Some(file) = args.tokenizer.strip_prefix("bpe:") else {
+        bail!(
+            "--tokenizer {:?}: use `bytes` or `bpe:FILE` (a tokenizer.json)",
+            args.tokenizer
+        );
+    };
+    let raw = read_maybe(Path::new(file))?;
+    let tokenizer = tokenizers::Tokenizer::from_bytes(&raw)
+        .map_err(|e| anyhow::anyhow!("{file}: not a tokenizer.json ({e})"))?;
+    let vocab = tokenizer.get_vocab_size(true);
+    let text = String::from_utf8(text).context("a BPE tokenizer reads UTF-8 text")?;
+    let encoding = tokenizer
+        .encode(text, false)
+        .map_err(|e| anyhow::anyhow!("tokenizing with {file}: {e}"))?;
+    let tokens = Tokens::new(vocab, encoding.get_ids().to_vec())?;
+    Ok((tokens, format!("bpe:{}", BlobHash::of(&raw).to_hex())))
+}
+
 /// Shards the dataset into `args.out`: `<blake3>.shard` files and `manifest.json`.
 pub fn prepare(args: &PrepareArgs) -> anyhow::Result<PreparedManifest> {
-    let samples = load(args)?;
     let mut store = ShardStore::new();
-    let m = shard_dataset(
-        &args.name,
-        &samples,
-        args.samples_per_shard,
-        args.heldout_fraction,
-        args.seed,
-        &mut store,
-    )?;
+    let m = if args.text.is_empty() && args.dataset != Some(DatasetChoice::Fortunes) {
+        let samples = load(args)?;
+        shard_dataset(
+            &args.name,
+            &samples,
+            args.samples_per_shard,
+            args.heldout_fraction,
+            args.seed,
+            &mut store,
+        )?
+    } else {
+        let (tokens, tokenizer) = tokenize(args)?;
+        shard_tokens(
+            &args.name,
+            &tokenizer,
+            &tokens,
+            args.tokens_per_shard,
+            args.heldout_fraction,
+            args.seed,
+            &mut store,
+        )?
+    };
     store.write_dir(&args.out)?;
     let prepared = PreparedManifest {
         name: m.name,
@@ -187,6 +254,7 @@ pub fn prepare(args: &PrepareArgs) -> anyhow::Result<PreparedManifest> {
         classes: m.classes,
         train: m.train.iter().map(BlobHash::to_hex).collect(),
         heldout: m.heldout.iter().map(BlobHash::to_hex).collect(),
+        tokenizer: m.tokenizer,
     };
     let path = args.out.join("manifest.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&prepared)?)
@@ -202,7 +270,12 @@ fn read_shard(dir: &Path, hex: &str) -> anyhow::Result<Vec<u8>> {
         .with_context(|| format!("manifest: {hex:?} is not a 32-byte hex hash"))?;
     let path = dir.join(format!("{hex}.shard"));
     let data = read_maybe(&path)?;
-    decode_shard(&data, &BlobHash(bytes)).with_context(|| format!("{}", path.display()))?;
+    if trainmesh_gpu::tokens::is_token_shard(&data) {
+        trainmesh_gpu::tokens::decode_token_shard(&data, &BlobHash(bytes))
+            .with_context(|| format!("{}", path.display()))?;
+    } else {
+        decode_shard(&data, &BlobHash(bytes)).with_context(|| format!("{}", path.display()))?;
+    }
     Ok(data)
 }
 

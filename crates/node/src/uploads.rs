@@ -68,6 +68,21 @@ impl Split {
     }
 }
 
+/// A manifest's tokenizer name: `bytes`, or `bpe:` and the 64 hex digits of the BLAKE3 of the
+/// tokenizer file.
+pub fn check_tokenizer_name(t: &str) -> Result<(), String> {
+    if t == trainmesh_gpu::tokens::BYTES_TOKENIZER {
+        return Ok(());
+    }
+    match t.strip_prefix("bpe:") {
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(()),
+        _ => Err(format!(
+            "tokenizer {:?} is neither `bytes` nor `bpe:<64 hex digits>`",
+            t.chars().take(80).collect::<String>()
+        )),
+    }
+}
+
 /// An uploaded shard.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ShardInfo {
@@ -88,6 +103,10 @@ pub struct ManifestRequest {
     pub classes: u32,
     pub train: Vec<String>,
     pub heldout: Vec<String>,
+    /// A text dataset's tokenizer (`bytes` or `bpe:<BLAKE3 hex of the tokenizer file>`); its
+    /// shards are token shards, `features` is 0 and `classes` the vocabulary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
     /// The provider's account public key (hex), and its signature (hex) of
     /// `datasets::manifest_message` over the two roots.
     pub provider: String,
@@ -304,14 +323,23 @@ impl Uploads {
                 "contents do not match the name".into(),
             ));
         }
-        let samples =
-            decode_shard(&bytes, &hash).map_err(|e| UploadError::BadShard(e.to_string()))?;
+        // A sample shard, or a text dataset's token shard (no features, the vocabulary as its
+        // classes, a token per sample).
+        let (count, features, classes) = if trainmesh_gpu::tokens::is_token_shard(&bytes) {
+            let t = trainmesh_gpu::tokens::decode_token_shard(&bytes, &hash)
+                .map_err(|e| UploadError::BadShard(e.to_string()))?;
+            (t.len(), 0, t.vocab)
+        } else {
+            let s =
+                decode_shard(&bytes, &hash).map_err(|e| UploadError::BadShard(e.to_string()))?;
+            (s.len(), s.features, s.classes)
+        };
         let info = ShardInfo {
             blake3: hash.to_hex(),
             bytes: bytes.len() as u64,
-            samples: samples.len() as u64,
-            features: samples.features as u32,
-            classes: samples.classes as u32,
+            samples: count as u64,
+            features: features as u32,
+            classes: classes as u32,
             split,
         };
         let mut index = self.index.lock().expect("uploads lock");
@@ -468,6 +496,19 @@ impl Uploads {
                 )));
             }
         }
+        if let Some(t) = &m.tokenizer {
+            check_tokenizer_name(t).map_err(UploadError::BadManifest)?;
+            if m.features != 0 {
+                return Err(UploadError::BadManifest(format!(
+                    "a text dataset (tokenizer {t}) has 0 features, not {}",
+                    m.features
+                )));
+            }
+        } else if m.features == 0 {
+            return Err(UploadError::BadManifest(
+                "a dataset of 0 features must name its tokenizer".into(),
+            ));
+        }
         let train = m
             .train
             .iter()
@@ -524,7 +565,7 @@ impl Uploads {
             classes: m.classes,
             train,
             heldout,
-            tokenizer: None,
+            tokenizer: m.tokenizer,
         };
         let shards_root = merkle_root(&manifest.train);
         let heldout_root = merkle_root(&manifest.heldout);
@@ -674,9 +715,66 @@ mod tests {
             classes,
             train: vec![train.into()],
             heldout: vec![heldout.into()],
+            tokenizer: None,
             provider: hex::encode(public),
             signature: hex::encode(signature),
         }
+    }
+
+    #[test]
+    fn text_datasets_upload_as_token_shards_with_their_tokenizer() {
+        use trainmesh_gpu::tokens::Tokens;
+        let dir = tempfile::tempdir().unwrap();
+        let (u, _) = open(dir.path());
+        let tokens = |text: &[u8]| Tokens::from_bytes(text).encode_shard();
+        let a = u
+            .put_shard(
+                Split::Train,
+                tokens(b"to be or not to be"),
+                owner(),
+                u64::MAX,
+                T0,
+            )
+            .unwrap();
+        let b = u
+            .put_shard(
+                Split::Heldout,
+                tokens(b"that is the question"),
+                owner(),
+                u64::MAX,
+                T0,
+            )
+            .unwrap();
+        assert_eq!((a.samples, a.features, a.classes), (18, 0, 256));
+        let text = |tokenizer: Option<&str>, features| {
+            let mut r = signed(PROVIDER, "verse", &a.blake3, &b.blake3, 256);
+            r.features = features;
+            r.tokenizer = tokenizer.map(Into::into);
+            r
+        };
+        // Without a tokenizer, or with one that is not a tokenizer name, or with features: refused.
+        for bad in [
+            text(None, 0),
+            text(Some("bpe:nothex"), 0),
+            text(Some("sentencepiece"), 0),
+            text(Some("bytes"), 4),
+        ] {
+            assert!(
+                matches!(
+                    u.put_manifest(bad.clone()),
+                    Err(UploadError::BadManifest(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        // A sample manifest over token shards: their shapes differ, refused.
+        assert!(matches!(
+            u.put_manifest(signed(PROVIDER, "verse", &a.blake3, &b.blake3, 256)),
+            Err(UploadError::BadManifest(_))
+        ));
+        let reply = u.put_manifest(text(Some("bytes"), 0)).unwrap();
+        assert_eq!(reply.heldout_samples, 20);
+        assert!(check_tokenizer_name(&format!("bpe:{}", "ab".repeat(32))).is_ok());
     }
 
     #[test]

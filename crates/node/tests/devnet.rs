@@ -145,3 +145,25 @@ fn devnet_catches_a_lazy_evaluator_with_a_planted_fault() {
     assert_eq!(s["trainers_slashed"], 0.0, "{s}");
     assert_eq!(s["rejected_results"], 0, "{s}");
 }
+
+/// `--job lm`: a byte-level transformer language model trained through the whole network on the
+/// fortunes corpus; evaluators certify its held-out loss by replaying audited segments exactly.
+#[test]
+fn devnet_trains_a_language_model() {
+    let s = devnet(&["--job", "lm"]);
+    assert_eq!(s["job_status"], "completed", "{s}");
+    let loss = s["held_out_loss"].as_f64().unwrap();
+    assert!(loss > 0.0 && loss <= 2.6, "{s}");
+    let bits = s["held_out_bits_per_token"].as_f64().unwrap();
+    assert!((bits - loss / std::f64::consts::LN_2).abs() < 1e-9, "{s}");
+    assert_eq!(s["model_parameters"], 120_576, "{s}");
+    assert!(s["rounds"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["rejected_results"], 0, "{s}");
+    assert_eq!(s["trainers_slashed"], 0.0, "{s}");
+    // Transformers train on the CPU executor (no device kernels for them yet), device or not.
+    let devices = s["devices"].as_array().unwrap();
+    assert!(
+        !devices.is_empty() && devices.iter().all(|d| d["device"] == "cpu"),
+        "{s}"
+    );
+}

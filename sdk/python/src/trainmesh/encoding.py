@@ -165,20 +165,22 @@ class Optimizer(IntEnum):
 
     SGD = 0
     ADAM = 1
+    #: AdamW with the network's language-model schedule (warm-up, cosine decay, clipping).
+    ADAMW = 2
 
     @property
     def json_name(self) -> str:
-        return "Sgd" if self is Optimizer.SGD else "Adam"
+        return {Optimizer.SGD: "Sgd", Optimizer.ADAM: "Adam", Optimizer.ADAMW: "AdamW"}[self]
 
     @classmethod
     def parse(cls, value: Union[str, "Optimizer"]) -> "Optimizer":
-        """From ``"adam"``/``"sgd"`` (any case) or a member."""
+        """From ``"adam"``/``"adamw"``/``"sgd"`` (any case) or a member."""
         if isinstance(value, Optimizer):
             return value
         try:
             return cls[value.upper()]
         except KeyError:
-            raise ValueError(f"unknown optimizer {value!r}: sgd or adam") from None
+            raise ValueError(f"unknown optimizer {value!r}: sgd, adam or adamw") from None
 
 
 class Metric(IntEnum):
