@@ -24,6 +24,10 @@ pub struct TrainState {
     pub step: u64,
     pub params: Vec<Tensor>,
     pub opt_state: Vec<Tensor>,
+    /// The outer optimizer's momentum of a job trained in rounds by several trainers (one tensor
+    /// per parameter, `outer.NNN`; see [`crate::outer`]); empty otherwise, and then not in the
+    /// encoding at all.
+    pub outer: Vec<Tensor>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,6 +57,12 @@ impl TrainState {
                     .iter()
                     .enumerate()
                     .map(|(i, t)| (format!("state.{i:03}"), t)),
+            )
+            .chain(
+                self.outer
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (format!("outer.{i:03}"), t)),
             )
             .map(|(name, t)| {
                 let raw: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -162,9 +172,15 @@ impl TrainState {
             .iter()
             .filter(|n| n.starts_with("state."))
             .count();
-        if st.names().len() != params.len() + state_count
+        let outer_count = st
+            .names()
+            .iter()
+            .filter(|n| n.starts_with("outer."))
+            .count();
+        if st.names().len() != params.len() + state_count + outer_count
             || state_count % params.len() != 0
             || state_count / params.len() > 2
+            || (outer_count != 0 && outer_count != params.len())
         {
             return Err(bad(format!(
                 "{} tensors do not form parameters plus optimizer state",
@@ -174,10 +190,14 @@ impl TrainState {
         let opt_state = (0..state_count)
             .map(|i| read(&format!("state.{i:03}"), &expected_shapes[i % params.len()]))
             .collect::<Result<Vec<_>, _>>()?;
+        let outer = (0..outer_count)
+            .map(|i| read(&format!("outer.{i:03}"), &expected_shapes[i]))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(TrainState {
             step: meta.step,
             params,
             opt_state,
+            outer,
         })
     }
 }
@@ -202,6 +222,7 @@ mod tests {
         let s = TrainState {
             step: 12,
             opt_state: params.clone(),
+            outer: params.clone(),
             params,
         };
         let bytes = s.encode(&m);
@@ -219,6 +240,7 @@ mod tests {
             step: 0,
             params: init_params(&m, 3),
             opt_state: vec![],
+            outer: vec![],
         };
         let bytes = s.encode(&m);
         let h = Hash32::of(&bytes);

@@ -25,6 +25,8 @@
 //!   exact software FMA where the CPU has none: the same bits on every machine).
 //! - [`optim`] — hyper-parameters, seeded init and data order, SGD, Adam and AdamW (warm-up,
 //!   cosine decay, global-norm clipping).
+//! - [`outer`] — the outer step of a round trained by several trainers (DiLoCo: averaged
+//!   pseudo-gradients, Nesterov momentum), recomputed exactly by evaluators.
 //! - [`checkpoint`] — training state as canonical safetensors, hashed with BLAKE3.
 //! - [`train`] — the trainer, work units and checkpoint chains (with sparse retention and a
 //!   recomputing chain server), held-out evaluation.
@@ -49,6 +51,7 @@ pub mod gpu_train;
 pub mod hash;
 pub mod import;
 pub mod optim;
+pub mod outer;
 pub mod spec;
 pub mod tokens;
 pub mod train;

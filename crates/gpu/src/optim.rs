@@ -275,6 +275,38 @@ pub struct DataOrder {
     samples: usize,
     batch: usize,
     cached_epoch: Option<(u64, Vec<usize>)>,
+    /// The examples this order visits when it covers one trainer's slice of a round (`None`:
+    /// all of them).
+    slice: Option<std::sync::Arc<Vec<usize>>>,
+}
+
+/// One trainer's share of the training examples in a round trained by several: slot `index` of
+/// `count` takes the examples whose position in a permutation drawn from `seed` (randomness the
+/// ledger fixed when it opened the round) is `index` modulo `count`. The slots' slices are
+/// disjoint and cover every example.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataSlice {
+    pub seed: [u8; 32],
+    pub index: u32,
+    pub count: u32,
+}
+
+impl DataSlice {
+    /// The examples (of `total`) in this slice, in the permutation's order.
+    pub fn examples(&self, total: usize) -> Vec<usize> {
+        let mut perm: Vec<usize> = (0..total).collect();
+        perm.shuffle(&mut ChaCha20Rng::from_seed(
+            *blake3::Hasher::new()
+                .update(b"trainmesh.slice.v1")
+                .update(&self.seed)
+                .finalize()
+                .as_bytes(),
+        ));
+        perm.into_iter()
+            .skip(self.index as usize)
+            .step_by(self.count.max(1) as usize)
+            .collect()
+    }
 }
 
 impl DataOrder {
@@ -289,7 +321,26 @@ impl DataOrder {
             samples,
             batch,
             cached_epoch: None,
+            slice: None,
         })
+    }
+
+    /// The order over one slice of `total` examples: epochs are permutations of the slice.
+    pub fn sliced(
+        seed: u64,
+        total: usize,
+        batch: usize,
+        slice: &DataSlice,
+    ) -> Result<Self, GpuError> {
+        if slice.count == 0 || slice.index >= slice.count {
+            return Err(GpuError::HyperParamsInvalid {
+                reason: format!("slice {} of {}", slice.index, slice.count),
+            });
+        }
+        let examples = slice.examples(total);
+        let mut order = DataOrder::new(seed, examples.len(), batch)?;
+        order.slice = Some(std::sync::Arc::new(examples));
+        Ok(order)
     }
 
     pub fn steps_per_epoch(&self) -> u64 {
@@ -303,6 +354,9 @@ impl DataOrder {
         if self.cached_epoch.as_ref().map(|(e, _)| *e) != Some(epoch) {
             let mut perm: Vec<usize> = (0..self.samples).collect();
             perm.shuffle(&mut rng_for(self.seed, "order", epoch));
+            if let Some(examples) = &self.slice {
+                perm.iter_mut().for_each(|p| *p = examples[*p]);
+            }
             self.cached_epoch = Some((epoch, perm));
         }
         let perm = &self.cached_epoch.as_ref().expect("just filled").1;
@@ -650,6 +704,52 @@ mod tests {
         assert!((f64::from(n * s) - 1.0).abs() < 1e-5);
         assert_eq!(clip_scale(n, 0.0), 1.0);
         assert_eq!(clip_scale(0.5, 1.0), 1.0);
+    }
+
+    #[test]
+    fn slices_are_disjoint_cover_everything_and_stay_inside() {
+        let seed = [7u8; 32];
+        let parts: Vec<Vec<usize>> = (0..3)
+            .map(|index| {
+                DataSlice {
+                    seed,
+                    index,
+                    count: 3,
+                }
+                .examples(100)
+            })
+            .collect();
+        let mut all: Vec<usize> = parts.concat();
+        all.sort();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+        assert!(parts.iter().all(|p| p.len() >= 33));
+        let slice = DataSlice {
+            seed,
+            index: 1,
+            count: 3,
+        };
+        let mut order = DataOrder::sliced(4, 100, 8, &slice).unwrap();
+        for step in 0..20 {
+            assert!(order.batch(step).iter().all(|i| parts[1].contains(i)));
+        }
+        let other = DataSlice {
+            seed: [8; 32],
+            index: 1,
+            count: 3,
+        }
+        .examples(100);
+        assert_ne!(other, parts[1]);
+        assert!(DataOrder::sliced(
+            4,
+            100,
+            8,
+            &DataSlice {
+                seed,
+                index: 3,
+                count: 3
+            }
+        )
+        .is_err());
     }
 
     #[test]

@@ -115,6 +115,7 @@ pub fn initial_state(model: &Model, hyper: &HyperParams) -> TrainState {
         step: 0,
         params,
         opt_state,
+        outer: Vec::new(),
     }
 }
 
@@ -279,6 +280,14 @@ impl<'a> Trainer<'a> {
             grads: Vec::new(),
             threads: 1,
         })
+    }
+
+    /// Trains on one slice of the examples only (a trainer's share of a round trained by
+    /// several, [`crate::optim::DataSlice`]).
+    pub fn with_slice(mut self, slice: &crate::optim::DataSlice) -> Result<Self, GpuError> {
+        let total = self.data.examples_for(self.model)?;
+        self.order = DataOrder::sliced(self.hyper.seed, total, self.hyper.batch, slice)?;
+        Ok(self)
     }
 
     /// Runs each step on up to `threads` threads; the results are bit-identical for any count.

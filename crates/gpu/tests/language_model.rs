@@ -103,3 +103,82 @@ fn a_byte_level_transformer_learns_english_and_replays_exactly() {
     let wrong = Tokens::new(300, vec![1, 2, 3]).unwrap();
     assert!(Trainer::new(&model, hyper, &wrong).is_err());
 }
+
+/// Rounds of K = 3 trainers (DiLoCo): each trains H steps from the same global checkpoint on its
+/// own slice of the windows, the outer step averages their pseudo-gradients; a slot left out (its
+/// trainer failed) still gives a round. The global model learns, and every piece recomputes to
+/// the same bits.
+#[test]
+fn rounds_of_three_trainers_learn_and_recompute_exactly() {
+    use trainmesh_gpu::optim::DataSlice;
+    use trainmesh_gpu::outer::{outer_step, OuterParams};
+    let Some(text) = corpus() else { return };
+    let tokens = Tokens::from_bytes(&text[..text.len().min(128 << 10)]);
+    let mut shards = ShardStore::new();
+    let manifest = shard_tokens(
+        "fortunes",
+        BYTES_TOKENIZER,
+        &tokens,
+        16 << 10,
+        0.125,
+        3,
+        &mut shards,
+    )
+    .unwrap();
+    let train = shards.load_tokens(&manifest.train).unwrap();
+    let heldout = shards.load_tokens(&manifest.heldout).unwrap();
+    let model = ModelSpec::from_json(
+        br#"{"kind":"transformer","layers":1,"d_model":32,"heads":2,"context":32,"vocab":256}"#,
+    )
+    .unwrap();
+    let (rounds, k, h) = (4u64, 3u32, 15u64);
+    let hyper = HyperParams {
+        batch: 8,
+        ..hyper(rounds * h)
+    };
+    let mut global = initial_state(&model, &hyper);
+    let before = evaluate_tokens(&model, &global.params, &heldout, 1).unwrap();
+    let mut last_inners = Vec::new();
+    for round in 0..rounds {
+        let seed = *blake3::hash(&round.to_le_bytes()).as_bytes();
+        let inners: Vec<TrainState> = (0..k)
+            .map(|index| {
+                let mut s = global.clone();
+                Trainer::new(&model, hyper, &train)
+                    .unwrap()
+                    .with_slice(&DataSlice {
+                        seed,
+                        index,
+                        count: k,
+                    })
+                    .unwrap()
+                    .run(&mut s, h);
+                s
+            })
+            .collect();
+        // The last round loses its third trainer: the outer step runs on the two that finished.
+        let finished = if round + 1 == rounds {
+            &inners[..2]
+        } else {
+            &inners[..]
+        };
+        let next = outer_step(&global, finished, &OuterParams::DILOCO).unwrap();
+        assert_eq!(next.step, global.step + h);
+        assert_eq!(
+            next.encode(&model),
+            outer_step(&global, finished, &OuterParams::DILOCO)
+                .unwrap()
+                .encode(&model)
+        );
+        last_inners = inners;
+        global = next;
+    }
+    let after = evaluate_tokens(&model, &global.params, &heldout, 1).unwrap();
+    println!(
+        "rounds of 3: held-out loss {:.3} → {:.3} after {rounds} rounds of {h} steps",
+        before.loss, after.loss
+    );
+    assert!(after.loss < before.loss - 1.0, "{before:?} → {after:?}");
+    // Different slices give different inner results.
+    assert_ne!(last_inners[0].params, last_inners[1].params);
+}
