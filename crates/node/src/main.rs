@@ -18,6 +18,11 @@
 
 mod bench;
 mod client;
+
+/// mimalloc keeps freed pages for reuse: glibc returns a training step's large buffers to the
+/// kernel and faults them in again, zeroed, on the next step (a quarter of a transformer step).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod config;
 mod dataset;
 mod devnet;

@@ -386,6 +386,10 @@ fn device_training_bit_exact(dev: &trainmesh_gpu::device::GpuDevice) -> bool {
 
 mod transformer_mode;
 
+/// The allocator the `trainmesh` binary runs with (see `crates/node/src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args
