@@ -88,6 +88,60 @@ fn generate() -> Vec<(String, Vec<u8>)> {
         }));
     }
 
+    // A small byte-level transformer, briefly trained with AdamW on a fixed text: its checkpoint,
+    // the logits of two sequences (f32 bits) and its mean loss over the text's windows.
+    let text = "It is a truth universally acknowledged, that a single man in possession of a good \
+                fortune, must be in want of a wife. "
+        .repeat(8);
+    let tokens = trainmesh_gpu::tokens::Tokens::from_bytes(text.as_bytes());
+    let spec =
+        r#"{"kind":"transformer","layers":2,"d_model":16,"heads":2,"context":12,"vocab":256}"#;
+    let model = ModelSpec::from_json(spec.as_bytes()).expect("valid spec");
+    let hyper = HyperParams {
+        optimizer: Optimizer::AdamW {
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            warmup_steps: 5,
+            decay_steps: 30,
+            min_lr: 0.001,
+            clip_norm: 1.0,
+        },
+        batch: 4,
+        seed: 3,
+    };
+    let mut state = initial_state(&model, &hyper);
+    Trainer::new(&model, hyper, &tokens)
+        .expect("trainer")
+        .run(&mut state, 30);
+    let bytes = state.encode(&model);
+    let file = "engine_transformer.safetensors".to_string();
+    files.push((file.clone(), bytes.clone()));
+    let dims = model.transformer.expect("a transformer");
+    let inputs: Vec<u32> = tokens.ids[..24].to_vec();
+    let batch = trainmesh_gpu::transformer::TokenBatch {
+        inputs: &inputs,
+        targets: &tokens.ids[1..25],
+        batch: 2,
+        seq: 12,
+    };
+    let logits = trainmesh_gpu::transformer::logits(&dims, &state.params, &batch, 1);
+    let metrics = trainmesh_gpu::train::evaluate_tokens(&model, &state.params, &tokens, 1)
+        .expect("evaluates");
+    let transformers = vec![json!({
+        "name": "transformer",
+        "spec": spec,
+        "checkpoint": file,
+        "blake3": Hash32::of(&bytes).to_hex(),
+        "step": 30,
+        "text": text,
+        "inputs": inputs,
+        "logits_f32_bits": logits.iter().map(|v| format!("{:08x}", v.to_bits())).collect::<Vec<_>>(),
+        "loss": metrics.loss,
+    })];
+
     let doc = json!({
         "comment": "Written by crates/gpu/tests/sdk_vectors.rs (the engine itself); checked there and by test_engine_vectors.py.",
         "shards": [
@@ -96,6 +150,7 @@ fn generate() -> Vec<(String, Vec<u8>)> {
         ],
         "merkle": {"leaves": "BLAKE3 of i as u32 little-endian, i = 0, 1, ...", "roots": roots},
         "models": models,
+        "transformers": transformers,
     });
     let text = serde_json::to_string_pretty(&doc).expect("serializes") + "\n";
     files.push(("engine_vectors.json".into(), text.into_bytes()));

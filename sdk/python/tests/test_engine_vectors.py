@@ -15,6 +15,7 @@ import pytest
 
 from trainmesh import (
     Model,
+    Transformer,
     checkpoint_metadata,
     encode_shard,
     load_digits,
@@ -62,3 +63,29 @@ def test_numpy_model_is_the_executor_bit_for_bit(v: Dict[str, Any]) -> None:
     fast = model.logits(weights, x[:n], exact=False).reshape(-1)
     expected = np.array([int(b, 16) for b in v["logits_f32_bits"]], dtype=np.uint32)
     np.testing.assert_allclose(fast, expected.view(np.float32), rtol=1e-4, atol=1e-4)
+
+
+TRANSFORMERS: List[Dict[str, Any]] = VECTORS["transformers"]
+
+
+@pytest.mark.parametrize("v", TRANSFORMERS, ids=[m["name"] for m in TRANSFORMERS])
+def test_numpy_transformer_is_the_executor_bit_for_bit(v: Dict[str, Any]) -> None:
+    path = HERE / v["checkpoint"]
+    assert blake3.blake3(path.read_bytes()).hexdigest() == v["blake3"]
+    assert checkpoint_metadata(path)["step"] == v["step"]
+    weights = load_weights(path)
+    model = Model(v["spec"])
+    assert isinstance(model, Transformer)
+    seqs = np.array(v["inputs"]).reshape(2, -1)
+    bits = model.logits(weights, seqs).reshape(-1).view(np.uint32)
+    assert [f"{b:08x}" for b in bits] == v["logits_f32_bits"]
+    # The fast path is close, not exact.
+    fast = model.logits(weights, seqs, exact=False)
+    assert np.allclose(fast, model.logits(weights, seqs), atol=1e-4)
+    # The loss over the text's windows, as the engine measures it (float64 sums here).
+    ids = list(v["text"].encode())
+    assert abs(model.loss(weights, ids, exact=False) - v["loss"]) < 1e-4
+    # Trained on the text, it continues it.
+    prompt = "It is a truth universally"
+    out = model.generate_text(weights, prompt, 12)
+    assert len(out.encode()) <= 12 and out, out

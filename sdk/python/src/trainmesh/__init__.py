@@ -76,6 +76,7 @@ from .errors import (
 )
 from .keys import Key, address_of, parse_address
 from .model import Model, SpecError, ppm_of
+from .transformer import Transformer
 from .weights import checkpoint_metadata, load_weights, parameters
 
 __all__ = [
@@ -100,6 +101,7 @@ __all__ = [
     "Key",
     "Metric",
     "Model",
+    "Transformer",
     "NoWeightsYet",
     "NonceReplayed",
     "DepositForUploads",

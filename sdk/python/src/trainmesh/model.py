@@ -133,7 +133,7 @@ def _layers(spec: Mapping[str, Any]) -> Tuple[List[Layer], int, int]:
     elif kind == "cnn":
         _fields(spec, "cnn", ["kind", "input", "conv", "hidden", "classes"])
     else:
-        raise SpecError(f"unknown model kind {kind!r}: logistic, mlp or cnn")
+        raise SpecError(f"unknown model kind {kind!r}: logistic, mlp, cnn or transformer")
     classes = _uint(spec, "classes", kind, lo=2, hi=CLASSES_MAX)
     layers: List[Layer] = []
     hidden = spec.get("hidden", [])
@@ -322,6 +322,15 @@ class Model:
     >>> m.param_shapes()
     [(64, 64), (64,), (64, 10), (10,)]
     """
+
+    def __new__(cls, spec: Union[str, Mapping[str, Any]]) -> Any:
+        # A transformer spec gives the language model (trainmesh.transformer.Transformer).
+        parsed = json.loads(spec) if isinstance(spec, str) else spec
+        if cls is Model and isinstance(parsed, Mapping) and parsed.get("kind") == "transformer":
+            from .transformer import Transformer
+
+            return Transformer(parsed)
+        return super().__new__(cls)
 
     def __init__(self, spec: Union[str, Mapping[str, Any]]) -> None:
         parsed = json.loads(spec) if isinstance(spec, str) else dict(spec)
