@@ -64,7 +64,9 @@ fn layer_activation(l: &Layer) -> Option<Activation> {
     }
 }
 
-fn dense_forward(
+/// `y = b + x·W` for `n` rows (`W` is `inputs × outputs`): each output one chain of fused
+/// multiply-adds over the inputs in order, from the bias.
+pub(crate) fn dense_forward(
     x: &[f32],
     n: usize,
     w: &[f32],

@@ -21,7 +21,7 @@
 //!   never a sum, so any thread count gives the same bits.
 
 use crate::detmath;
-use crate::executor::Tensor;
+use crate::executor::{dense_forward, Tensor};
 use crate::gemm::{gemm_acc, gemm_set, MatRef};
 use crate::spec::TransformerDims;
 use multiversion::{multiversion, target::selected_target};
@@ -202,29 +202,6 @@ fn exp_shift_sum(v: &mut [f32], m: f32) -> f32 {
         s += x;
     }
     s
-}
-
-/// `out = b + x·W` for `rows` rows.
-fn linear(
-    x: &[f32],
-    rows: usize,
-    w: &[f32],
-    b: &[f32],
-    n_in: usize,
-    n_out: usize,
-    threads: usize,
-) -> Vec<f32> {
-    let mut out = Vec::with_capacity(rows * n_out);
-    for _ in 0..rows {
-        out.extend_from_slice(b);
-    }
-    gemm_acc(
-        MatRef::row_major(x, rows, n_in),
-        MatRef::row_major(w, n_in, n_out),
-        &mut out,
-        threads,
-    );
-    out
 }
 
 /// Linear backward: `dW = xᵀ·dy`, `db = Σ_rows dy` (rows in order), and `dx (+)= dy·Wᵀ`.
@@ -463,19 +440,19 @@ fn trunk(
         let p = |i: usize| &params[block_base(l) + i].data;
         let mut c = BlockCache::default();
         c.ln1 = layer_norm(&x, p(idx::LN1_G), p(idx::LN1_B), d, &mut c.h1);
-        c.qkv = linear(&c.h1, rows, p(idx::W_QKV), p(idx::B_QKV), d, 3 * d, threads);
+        c.qkv = dense_forward(&c.h1, rows, p(idx::W_QKV), p(idx::B_QKV), d, 3 * d, threads);
         (c.att, c.probs) = attention_forward(dims, batch.batch, batch.seq, &c.qkv, threads);
-        let y = linear(&c.att, rows, p(idx::W_O), p(idx::B_O), d, d, threads);
+        let y = dense_forward(&c.att, rows, p(idx::W_O), p(idx::B_O), d, d, threads);
         let mut x_mid = x.clone();
         for (o, &v) in x_mid.iter_mut().zip(&y) {
             *o += v;
         }
         c.ln2 = layer_norm(&x_mid, p(idx::LN2_G), p(idx::LN2_B), d, &mut c.h2);
-        c.u = linear(&c.h2, rows, p(idx::W_FC), p(idx::B_FC), d, f, threads);
+        c.u = dense_forward(&c.h2, rows, p(idx::W_FC), p(idx::B_FC), d, f, threads);
         c.gu = vec![0.0; c.u.len()];
         c.tu = vec![0.0; c.u.len()];
         gelu_forward(&c.u, &mut c.gu, &mut c.tu);
-        let y = linear(&c.gu, rows, p(idx::W_PROJ), p(idx::B_PROJ), f, d, threads);
+        let y = dense_forward(&c.gu, rows, p(idx::W_PROJ), p(idx::B_PROJ), f, d, threads);
         let mut x_out = x_mid.clone();
         for (o, &v) in x_out.iter_mut().zip(&y) {
             *o += v;

@@ -21,6 +21,27 @@ fn corpus() -> Option<Vec<u8>> {
     text
 }
 
+/// The first `bytes` of the corpus as byte tokens, cut into 16 KiB shards of which an eighth is
+/// held out (sealed in the manifest): (train, held-out).
+fn split(text: &[u8], bytes: usize) -> (Tokens, Tokens) {
+    let tokens = Tokens::from_bytes(&text[..text.len().min(bytes)]);
+    let mut shards = ShardStore::new();
+    let manifest = shard_tokens(
+        "fortunes",
+        BYTES_TOKENIZER,
+        &tokens,
+        16 << 10,
+        0.125,
+        3,
+        &mut shards,
+    )
+    .unwrap();
+    (
+        shards.load_tokens(&manifest.train).unwrap(),
+        shards.load_tokens(&manifest.heldout).unwrap(),
+    )
+}
+
 fn hyper(steps: u64) -> HyperParams {
     HyperParams {
         optimizer: Optimizer::AdamW {
@@ -42,21 +63,8 @@ fn hyper(steps: u64) -> HyperParams {
 #[test]
 fn a_byte_level_transformer_learns_english_and_replays_exactly() {
     let Some(text) = corpus() else { return };
-    // 256 KiB of the corpus keeps the test quick; the held-out blocks are sealed in the manifest.
-    let tokens = Tokens::from_bytes(&text[..text.len().min(256 << 10)]);
-    let mut shards = ShardStore::new();
-    let manifest = shard_tokens(
-        "fortunes",
-        BYTES_TOKENIZER,
-        &tokens,
-        16 << 10,
-        0.125,
-        3,
-        &mut shards,
-    )
-    .unwrap();
-    let train = shards.load_tokens(&manifest.train).unwrap();
-    let heldout = shards.load_tokens(&manifest.heldout).unwrap();
+    // 256 KiB of the corpus keeps the test quick.
+    let (train, heldout) = split(&text, 256 << 10);
     let model = ModelSpec::from_json(
         br#"{"kind":"transformer","layers":2,"d_model":64,"heads":4,"context":64,"vocab":256}"#,
     )
@@ -113,20 +121,7 @@ fn rounds_of_three_trainers_learn_and_recompute_exactly() {
     use trainmesh_gpu::optim::DataSlice;
     use trainmesh_gpu::outer::{outer_step, OuterParams};
     let Some(text) = corpus() else { return };
-    let tokens = Tokens::from_bytes(&text[..text.len().min(128 << 10)]);
-    let mut shards = ShardStore::new();
-    let manifest = shard_tokens(
-        "fortunes",
-        BYTES_TOKENIZER,
-        &tokens,
-        16 << 10,
-        0.125,
-        3,
-        &mut shards,
-    )
-    .unwrap();
-    let train = shards.load_tokens(&manifest.train).unwrap();
-    let heldout = shards.load_tokens(&manifest.heldout).unwrap();
+    let (train, heldout) = split(&text, 128 << 10);
     let model = ModelSpec::from_json(
         br#"{"kind":"transformer","layers":1,"d_model":32,"heads":2,"context":32,"vocab":256}"#,
     )

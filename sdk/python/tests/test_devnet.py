@@ -8,6 +8,7 @@ Runs the `trainmesh` binary from $TRAINMESH_BIN (default: target/debug/trainmesh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -82,15 +83,17 @@ def wait_for(what: str, check: Callable[[], Optional[T]], timeout_s: float) -> T
     pytest.fail(f"{what}: nothing after {timeout_s} s (last: {last})")
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
-    data = tmp_path_factory.mktemp("devnet")
+@contextlib.contextmanager
+def running_devnet(data: Path, *extra: str) -> Iterator[Client]:
+    """A devnet (`trainmesh devnet EXTRA…`) with its data under `data`, its gateway on a free port;
+    stopped with SIGINT at the end. Yields a client once the gateway answers."""
     port = free_port()
     log = open(data / "devnet.log", "wb")
     proc = subprocess.Popen(
         [
             str(binary()),
             "devnet",
+            *extra,
             "--gateway",
             f"127.0.0.1:{port}",
             "--data-dir",
@@ -122,6 +125,12 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    with running_devnet(tmp_path_factory.mktemp("devnet")) as c:
+        yield c
 
 
 def test_status_and_reads(client: Client) -> None:

@@ -254,18 +254,27 @@ fn train_throughput(
 /// measurement). BENCH_PYTORCH=0 skips it; BENCH_PYTORCH=install lets the wrapper install torch
 /// into its virtualenv; otherwise it runs only when torch is already installed there.
 fn pytorch_baseline(threads: usize, probe: bool) -> Result<serde_json::Value, String> {
+    let mut args: Vec<String> = ["--threads", &threads.to_string()]
+        .into_iter()
+        .chain(["--warmup", "5", "--steps", "40", "--reps", "3"])
+        .map(String::from)
+        .collect();
+    if probe {
+        args.push("--probe".into());
+    }
+    pytorch_script(&args)
+}
+
+/// Runs `bench/pytorch_baseline.sh ARGS…`, the PyTorch side of every CPU comparison (it installs
+/// torch only under BENCH_PYTORCH=install); its last line, parsed.
+fn pytorch_script(args: &[String]) -> Result<serde_json::Value, String> {
     let mode = std::env::var("BENCH_PYTORCH").unwrap_or_default();
     if mode == "0" {
         return Err("BENCH_PYTORCH=0".into());
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/pytorch_baseline.sh");
     let mut cmd = std::process::Command::new("bash");
-    cmd.arg(script)
-        .args(["--threads", &threads.to_string()])
-        .args(["--warmup", "5", "--steps", "40", "--reps", "3"]);
-    if probe {
-        cmd.arg("--probe");
-    }
+    cmd.arg(script).args(args);
     if mode != "install" {
         cmd.env("TRAINMESH_TORCH_NO_INSTALL", "1");
     }

@@ -28,33 +28,13 @@ fn write_u16(path: &std::path::Path, ids: &[u32]) {
 
 /// Runs `pytorch_baseline.sh --transformer --dir DIR ARGS…`; its last line parsed.
 fn pytorch(dir: &std::path::Path, args: &[&str]) -> Result<serde_json::Value, String> {
-    let mode = std::env::var("BENCH_PYTORCH").unwrap_or_default();
-    if mode == "0" {
-        return Err("BENCH_PYTORCH=0".into());
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/pytorch_baseline.sh");
-    let mut cmd = std::process::Command::new("bash");
-    cmd.arg(script)
-        .arg("--transformer")
-        .arg("--dir")
-        .arg(dir)
-        .args(args);
-    if mode != "install" {
-        cmd.env("TRAINMESH_TORCH_NO_INSTALL", "1");
-    }
-    let out = cmd
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("{script}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{script} exited with {} (run it once to install torch, or set BENCH_PYTORCH=install)",
-            out.status
-        ));
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).map_err(|e| format!("unreadable output ({e}): {last}"))
+    let mut all = vec![
+        "--transformer".to_string(),
+        "--dir".into(),
+        dir.display().to_string(),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    super::pytorch_script(&all)
 }
 
 pub fn run() {
