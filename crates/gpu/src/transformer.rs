@@ -262,6 +262,74 @@ struct BlockCache {
     tu: Vec<f32>,
 }
 
+/// Rows per block when attention's products are cut along the causal triangle.
+const CAUSAL_BLOCK: usize = 32;
+
+/// A view of rows `r0..r1` of `m`.
+fn rows_of<'a>(m: MatRef<'a>, r0: usize, r1: usize) -> MatRef<'a> {
+    MatRef {
+        data: &m.data[r0 * m.row_stride..],
+        rows: r1 - r0,
+        ..m
+    }
+}
+
+/// `out[i][j] = Σ_k a[i][k]·bt[k][j]` for `j ≤ i` (`out` is `seq × seq`; entries above the
+/// diagonal are left unspecified), by blocks of rows, each block's product over columns `0..i1`
+/// only. Every entry computed is the same chain of fused multiply-adds as the full product's.
+fn causal_scores(a: MatRef<'_>, bt: MatRef<'_>, seq: usize, out: &mut [f32]) {
+    let mut tmp = Vec::new();
+    for i0 in (0..seq).step_by(CAUSAL_BLOCK) {
+        let i1 = (i0 + CAUSAL_BLOCK).min(seq);
+        tmp.clear();
+        tmp.resize((i1 - i0) * i1, 0.0);
+        gemm_set(rows_of(a, i0, i1), MatRef { cols: i1, ..bt }, &mut tmp, 1);
+        for (r, src) in tmp.chunks_exact(i1).enumerate() {
+            out[(i0 + r) * seq..][..i1].copy_from_slice(src);
+        }
+    }
+}
+
+/// `out = L·m` for `L` (`seq × seq`, row-major) zero above the diagonal: row `i` sums over
+/// `j < i1` (its block's end) only. The terms left out are `+0·m`, and a sum that starts at +0
+/// is never −0, so adding them would change no bit.
+fn lower_times(l: &[f32], m: MatRef<'_>, seq: usize, out: &mut [f32]) {
+    let cols = m.cols;
+    for i0 in (0..seq).step_by(CAUSAL_BLOCK) {
+        let i1 = (i0 + CAUSAL_BLOCK).min(seq);
+        let lb = MatRef {
+            data: &l[i0 * seq..],
+            rows: i1 - i0,
+            cols: i1,
+            row_stride: seq,
+            col_stride: 1,
+        };
+        gemm_set(
+            lb,
+            MatRef { rows: i1, ..m },
+            &mut out[i0 * cols..i1 * cols],
+            1,
+        );
+    }
+}
+
+/// `out = Lᵀ·m` for `L` zero above the diagonal: row `j` sums over `i ≥ j0` (its block's start)
+/// only, the terms left out being `+0·m` at the start of the sum (see [`lower_times`]).
+fn lower_t_times(l: &[f32], m: MatRef<'_>, seq: usize, out: &mut [f32]) {
+    let cols = m.cols;
+    for j0 in (0..seq).step_by(CAUSAL_BLOCK) {
+        let j1 = (j0 + CAUSAL_BLOCK).min(seq);
+        let lt = MatRef {
+            data: &l[j0 * seq + j0..],
+            rows: j1 - j0,
+            cols: seq - j0,
+            row_stride: 1,
+            col_stride: seq,
+        };
+        gemm_set(lt, rows_of(m, j0, seq), &mut out[j0 * cols..j1 * cols], 1);
+    }
+}
+
 /// Causal multi-head attention: reads `qkv` (rows × 3d), writes `att` (rows × d) and the
 /// probabilities.
 fn attention_forward(
@@ -284,7 +352,7 @@ fn attention_forward(
             col_stride: 1,
         };
         let mut p = vec![0.0f32; seq * seq];
-        gemm_set(view(0), view(1).t(), &mut p, 1);
+        causal_scores(view(0), view(1).t(), seq, &mut p);
         for (i, row) in p.chunks_exact_mut(seq).enumerate() {
             let mut m = f32::NEG_INFINITY;
             for v in row[..=i].iter_mut() {
@@ -298,7 +366,7 @@ fn attention_forward(
             row[i + 1..].fill(0.0);
         }
         let mut a = vec![0.0f32; seq * hd];
-        gemm_set(MatRef::row_major(&p, seq, seq), view(2), &mut a, 1);
+        lower_times(&p, view(2), seq, &mut a);
         (p, a)
     };
     let parts: Vec<(Vec<f32>, Vec<f32>)> = if threads > 1 {
@@ -350,9 +418,9 @@ fn attention_backward(
         let p = &probs[bh * seq * seq..(bh + 1) * seq * seq];
         // dV = Pᵀ·dA; dP = dA·Vᵀ.
         let mut dv = vec![0.0f32; seq * hd];
-        gemm_set(MatRef::row_major(p, seq, seq).t(), da, &mut dv, 1);
+        lower_t_times(p, da, seq, &mut dv);
         let mut ds = vec![0.0f32; seq * seq];
-        gemm_set(da, view(2).t(), &mut ds, 1);
+        causal_scores(da, view(2).t(), seq, &mut ds);
         // dS = P ∘ (dP − Σ_j P·dP), scaled; masked entries +0.
         for (i, (dr, pr)) in ds
             .chunks_exact_mut(seq)
@@ -370,9 +438,9 @@ fn attention_backward(
         }
         // dQ = dS·K; dK = dSᵀ·Q.
         let mut dq = vec![0.0f32; seq * hd];
-        gemm_set(MatRef::row_major(&ds, seq, seq), view(1), &mut dq, 1);
+        lower_times(&ds, view(1), seq, &mut dq);
         let mut dk = vec![0.0f32; seq * hd];
-        gemm_set(MatRef::row_major(&ds, seq, seq).t(), view(0), &mut dk, 1);
+        lower_t_times(&ds, view(0), seq, &mut dk);
         (dq, dk, dv)
     };
     let parts: Vec<_> = if threads > 1 {
@@ -845,6 +913,55 @@ mod tests {
         }
         // A fresh model predicts close to uniformly: loss near ln(vocab).
         assert!((f64::from(l1) - 50f64.ln()).abs() < 0.5, "{l1}");
+    }
+
+    #[test]
+    fn causal_blocks_give_the_full_products_bits() {
+        // Values with both signs, zeros (+0 and −0 below the diagonal too), and a length that is
+        // not a multiple of the block.
+        let seq = 2 * CAUSAL_BLOCK + 7;
+        let hd = 5;
+        let val = |i: usize| {
+            let v = (((i * 7919) % 113) as f32 - 56.0) / 17.0;
+            if i.is_multiple_of(11) {
+                -0.0
+            } else {
+                v
+            }
+        };
+        let a: Vec<f32> = (0..seq * hd).map(val).collect();
+        let b: Vec<f32> = (0..seq * hd).map(|i| val(i + 3)).collect();
+        let mut lower: Vec<f32> = (0..seq * seq).map(|i| val(i + 5)).collect();
+        for i in 0..seq {
+            lower[i * seq + i + 1..(i + 1) * seq].fill(0.0);
+        }
+        let (am, bm) = (
+            MatRef::row_major(&a, seq, hd),
+            MatRef::row_major(&b, seq, hd),
+        );
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let mut full = vec![0.0f32; seq * seq];
+        gemm_set(am, bm.t(), &mut full, 1);
+        let mut blocked = vec![0.0f32; seq * seq];
+        causal_scores(am, bm.t(), seq, &mut blocked);
+        for i in 0..seq {
+            assert_eq!(
+                bits(&full[i * seq..][..=i]),
+                bits(&blocked[i * seq..][..=i]),
+                "row {i}"
+            );
+        }
+        let lm = MatRef::row_major(&lower, seq, seq);
+        for (full_op, blocked_op) in [
+            (lm, lower_times as fn(&[f32], MatRef<'_>, usize, &mut [f32])),
+            (lm.t(), lower_t_times),
+        ] {
+            let mut want = vec![0.0f32; seq * hd];
+            gemm_set(full_op, bm, &mut want, 1);
+            let mut got = vec![0.0f32; seq * hd];
+            blocked_op(&lower, bm, seq, &mut got);
+            assert_eq!(bits(&want), bits(&got));
+        }
     }
 
     #[test]
