@@ -235,6 +235,13 @@ fn linear_backward(
     }
 }
 
+/// The gradient buffers of tensors `i` and `i + 1` (a weight and its bias, a LayerNorm's gain
+/// and shift).
+fn pair(g: &mut [Tensor], i: usize) -> (&mut [f32], &mut [f32]) {
+    let (a, b) = g.split_at_mut(i + 1);
+    (&mut a[i].data, &mut b[0].data)
+}
+
 fn bias_grad(dy: &[f32], n: usize, db: &mut [f32]) {
     db.fill(0.0);
     for r in dy.chunks_exact(n) {
@@ -676,16 +683,8 @@ pub fn loss_and_grads_into(
     drop(dz);
     let mut dx = vec![0.0f32; rows * d];
     {
-        let (a, b) = grads.split_at_mut(fi + 1);
-        layer_norm_backward(
-            &dhf,
-            &lnf_cache,
-            &params[fi].data,
-            d,
-            &mut a[fi].data,
-            &mut b[0].data,
-            &mut dx,
-        );
+        let (gw, gb) = pair(grads, fi);
+        layer_norm_backward(&dhf, &lnf_cache, &params[fi].data, d, gw, gb, &mut dx);
     }
     for l in (0..dims.layers).rev() {
         let c = &caches[l];
@@ -695,7 +694,7 @@ pub fn loss_and_grads_into(
         // x_out = x_mid + proj(gelu(fc(LN₂(x_mid)))): dx flows to x_mid unchanged, plus the MLP's.
         let mut dgu = vec![0.0f32; rows * f];
         {
-            let (a, b) = g.split_at_mut(idx::B_PROJ);
+            let (gw, gb) = pair(g, idx::W_PROJ);
             linear_backward(
                 &c.gu,
                 &dx,
@@ -703,8 +702,8 @@ pub fn loss_and_grads_into(
                 p(idx::W_PROJ),
                 f,
                 d,
-                &mut a[idx::W_PROJ].data,
-                &mut b[0].data,
+                gw,
+                gb,
                 Some(&mut dgu),
                 threads,
             );
@@ -714,7 +713,7 @@ pub fn loss_and_grads_into(
         }
         let mut dh2 = vec![0.0f32; rows * d];
         {
-            let (a, b) = g.split_at_mut(idx::B_FC);
+            let (gw, gb) = pair(g, idx::W_FC);
             linear_backward(
                 &c.h2,
                 &dgu,
@@ -722,29 +721,21 @@ pub fn loss_and_grads_into(
                 p(idx::W_FC),
                 d,
                 f,
-                &mut a[idx::W_FC].data,
-                &mut b[0].data,
+                gw,
+                gb,
                 Some(&mut dh2),
                 threads,
             );
         }
         drop(dgu);
         {
-            let (a, b) = g.split_at_mut(idx::LN2_B);
-            layer_norm_backward(
-                &dh2,
-                &c.ln2,
-                p(idx::LN2_G),
-                d,
-                &mut a[idx::LN2_G].data,
-                &mut b[0].data,
-                &mut dx,
-            );
+            let (gw, gb) = pair(g, idx::LN2_G);
+            layer_norm_backward(&dh2, &c.ln2, p(idx::LN2_G), d, gw, gb, &mut dx);
         }
         // x_mid = x_in + o(attn(LN₁(x_in))).
         let mut datt = vec![0.0f32; rows * d];
         {
-            let (a, b) = g.split_at_mut(idx::B_O);
+            let (gw, gb) = pair(g, idx::W_O);
             linear_backward(
                 &c.att,
                 &dx,
@@ -752,8 +743,8 @@ pub fn loss_and_grads_into(
                 p(idx::W_O),
                 d,
                 d,
-                &mut a[idx::W_O].data,
-                &mut b[0].data,
+                gw,
+                gb,
                 Some(&mut datt),
                 threads,
             );
@@ -770,7 +761,7 @@ pub fn loss_and_grads_into(
         drop(datt);
         let mut dh1 = vec![0.0f32; rows * d];
         {
-            let (a, b) = g.split_at_mut(idx::B_QKV);
+            let (gw, gb) = pair(g, idx::W_QKV);
             linear_backward(
                 &c.h1,
                 &dqkv,
@@ -778,31 +769,20 @@ pub fn loss_and_grads_into(
                 p(idx::W_QKV),
                 d,
                 3 * d,
-                &mut a[idx::W_QKV].data,
-                &mut b[0].data,
+                gw,
+                gb,
                 Some(&mut dh1),
                 threads,
             );
         }
         {
-            let (a, b) = g.split_at_mut(idx::LN1_B);
-            layer_norm_backward(
-                &dh1,
-                &c.ln1,
-                p(idx::LN1_G),
-                d,
-                &mut a[idx::LN1_G].data,
-                &mut b[0].data,
-                &mut dx,
-            );
+            let (gw, gb) = pair(g, idx::LN1_G);
+            layer_norm_backward(&dh1, &c.ln1, p(idx::LN1_G), d, gw, gb, &mut dx);
         }
     }
     // Embeddings: positions summed over the batch in order; token rows added in (sequence,
     // position) order after the tied head's gradient.
-    let (gte, gpe) = {
-        let (a, b) = grads.split_at_mut(1);
-        (&mut a[0].data, &mut b[0].data)
-    };
+    let (gte, gpe) = pair(grads, 0);
     if !dims.tied {
         gte.fill(0.0);
     }

@@ -136,26 +136,11 @@ pub fn run() {
         .flat_map(|i| (i as u32).to_le_bytes())
         .collect();
     std::fs::write(dir.join("batches.u32"), batches).expect("write batches");
-    let Optimizer::AdamW {
-        lr,
-        beta1,
-        beta2,
-        eps,
-        weight_decay,
-        warmup_steps,
-        decay_steps,
-        min_lr,
-        clip_norm,
-    } = optimizer
-    else {
-        unreachable!()
-    };
     let config = serde_json::json!({
         "layers": layers, "d_model": d_model, "heads": heads, "context": context, "tied": true,
         "batch": batch, "steps": steps,
-        "optimizer": {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps,
-            "weight_decay": weight_decay, "warmup_steps": warmup_steps,
-            "decay_steps": decay_steps, "min_lr": min_lr, "clip_norm": clip_norm},
+        // The optimizer as the engine serializes it (`kind` and every constant by name).
+        "optimizer": optimizer,
     });
     std::fs::write(dir.join("config.json"), config.to_string()).expect("write config");
 

@@ -314,6 +314,29 @@ def _conv(x: F32, w: F32, b: F32, layer: Conv, exact: bool) -> F32:
     return out.reshape(n, -1)
 
 
+def ordered_params(weights: Params, shapes: Sequence[Tuple[int, ...]]) -> List[F32]:
+    """The parameter tensors in checkpoint order as float32 arrays, checked against ``shapes``:
+    from a list, or from :func:`trainmesh.load_weights`'s dict (its ``param.NNN`` entries)."""
+    if isinstance(weights, Mapping):
+        names = sorted(k for k in weights if k.startswith("param."))
+        arrays = [weights[k] for k in names]
+    else:
+        names = [f"param.{i:03}" for i in range(len(weights))]
+        arrays = list(weights)
+    if len(arrays) != len(shapes):
+        raise ValueError(f"{len(arrays)} parameter tensors for a model of {len(shapes)}")
+    out = []
+    for name, a, shape in zip(names, arrays, shapes):
+        if hasattr(a, "detach"):  # a torch tensor
+            t = np.asarray(a.detach().cpu().numpy())
+        else:
+            t = np.asarray(a)
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, the model needs {shape}")
+        out.append(np.ascontiguousarray(t, dtype=np.float32))
+    return out
+
+
 class Model:
     """A model spec (a dict or its JSON text), resolved to layers with shapes.
 
@@ -351,25 +374,7 @@ class Model:
     def params(self, weights: Params) -> List[F32]:
         """The parameters in order as float32 arrays, checked against the model's shapes, from a
         list or from :func:`trainmesh.load_weights`'s dict (its ``param.NNN`` entries)."""
-        if isinstance(weights, Mapping):
-            names = sorted(k for k in weights if k.startswith("param."))
-            arrays = [weights[k] for k in names]
-        else:
-            names = [f"param.{i:03}" for i in range(len(weights))]
-            arrays = list(weights)
-        shapes = self.param_shapes()
-        if len(arrays) != len(shapes):
-            raise ValueError(f"{len(arrays)} parameter tensors for a model of {len(shapes)}")
-        out = []
-        for name, a, shape in zip(names, arrays, shapes):
-            if hasattr(a, "detach"):  # a torch tensor
-                t = np.asarray(a.detach().cpu().numpy())
-            else:
-                t = np.asarray(a)
-            if tuple(t.shape) != shape:
-                raise ValueError(f"{name} has shape {tuple(t.shape)}, the model needs {shape}")
-            out.append(np.ascontiguousarray(t, dtype=np.float32))
-        return out
+        return ordered_params(weights, self.param_shapes())
 
     def logits(self, params: Params, x: npt.ArrayLike, *, exact: bool = True) -> F32:
         """The logits (``samples × classes``, float32) for the rows of ``x``."""

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import numpy.typing as npt
 
-from .model import F32, Params, SpecError, _fields, _uint, det_exp, det_tanh, fma
+from .model import F32, Params, SpecError, _fields, _uint, det_exp, det_tanh, fma, ordered_params
 
 # Bounds of crates/gpu/src/spec.rs.
 TRANSFORMER_PARAMS_MAX = 400_000_000
@@ -153,22 +153,7 @@ class Transformer:
     def params(self, weights: Params) -> List[F32]:
         """The parameters in order, checked against the shapes (a list, or ``load_weights``'s
         dict)."""
-        if isinstance(weights, Mapping):
-            names = sorted(k for k in weights if k.startswith("param."))
-            arrays = [weights[k] for k in names]
-        else:
-            names = [f"param.{i:03}" for i in range(len(weights))]
-            arrays = list(weights)
-        shapes = self.param_shapes()
-        if len(arrays) != len(shapes):
-            raise ValueError(f"{len(arrays)} parameter tensors for a model of {len(shapes)}")
-        out = []
-        for name, a, shape in zip(names, arrays, shapes):
-            t = np.asarray(a.detach().cpu().numpy()) if hasattr(a, "detach") else np.asarray(a)
-            if tuple(t.shape) != shape:
-                raise ValueError(f"{name} has shape {tuple(t.shape)}, the model needs {shape}")
-            out.append(np.ascontiguousarray(t, dtype=np.float32))
-        return out
+        return ordered_params(weights, self.param_shapes())
 
     def logits(self, params: Params, tokens: npt.ArrayLike, *, exact: bool = True) -> F32:
         """The next-token logits (``sequences·positions × vocab``, float32) for a batch of token
